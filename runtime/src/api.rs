@@ -1,0 +1,238 @@
+//! The runtime API that generated routes code calls.
+//!
+//! This module is the whole contract between `sipforge-codegen` and the run
+//! time: the generator emits code that names only the items below (the
+//! actions and variables of the routes language). Everything else in this
+//! crate may change freely; changing anything here means changing the
+//! emitter in the same commit.
+//!
+//! Shape of the generated code (see `codegen/src/emit.rs`):
+//!
+//! ```ignore
+//! pub struct CompiledRoutes;
+//! pub static ROUTES: CompiledRoutes = CompiledRoutes;
+//! impl ::sipforge_runtime::api::Routes for CompiledRoutes {
+//!     fn settings(&self) -> &'static Settings { &SETTINGS }
+//!     fn request(&self, cx: &mut Ctx<'_>) -> Flow { request_main(cx) }
+//!     // reply / failure when the file has those sections
+//! }
+//! ```
+//!
+//! Each action is a method on [`Ctx`]; actions that end a route
+//! (`forward`, `relay`, `reply`, `drop`) return [`Flow::Stop`] and the
+//! generated code returns that value at once. The decision is recorded in
+//! the context and carried out by the proxy core after the route returns.
+
+use std::sync::OnceLock;
+
+pub use crate::ctx::Ctx;
+
+/// What a block of steps did: ran to its end, or stopped the processing
+/// (an ending action or `exit`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Flow {
+    pub fn is_stop(self) -> bool {
+        self == Flow::Stop
+    }
+}
+
+/// A compiled routes file. Generated code implements it on a unit struct.
+pub trait Routes: Send + Sync + 'static {
+    /// Settings of the routes file (listen, advertise, destination sets, source).
+    fn settings(&self) -> &'static Settings;
+    /// The `request:` section, run for every request received.
+    fn request(&self, cx: &mut Ctx<'_>) -> Flow;
+    /// The `reply:` section, run for every response received.
+    fn reply(&self, _cx: &mut Ctx<'_>) -> Flow {
+        Flow::Continue
+    }
+    /// The `failure:` section, run when a relayed transaction ends >= 300.
+    fn failure(&self, _cx: &mut Ctx<'_>) -> Flow {
+        Flow::Continue
+    }
+    /// Whether the file has a `failure:` section.
+    fn has_failure(&self) -> bool {
+        false
+    }
+}
+
+/// Everything in a routes file that is not a route.
+#[derive(Debug)]
+pub struct Settings {
+    /// `listen:` entries as written, e.g. `udp:127.0.0.1:5060`.
+    pub listen: &'static [&'static str],
+    /// `advertise:` as written (`host` or `host:port`).
+    pub advertise: Option<&'static str>,
+    /// `destinations:` sets, in file order.
+    pub destinations: &'static [DestinationSet],
+    /// The routes file path as given to the build.
+    pub source_path: &'static str,
+    /// The routes file's text (for `--print-routes`).
+    pub source_text: &'static str,
+    /// SHA-256 of the routes file, lowercase hex.
+    pub source_sha256: &'static str,
+}
+
+/// A named destination set (`destinations:`).
+#[derive(Debug)]
+pub struct DestinationSet {
+    pub name: &'static str,
+    pub algorithm: Algorithm,
+    pub targets: &'static [Destination],
+    /// Probe interval in milliseconds, when `probe:` is given.
+    pub probe_interval_ms: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    HashCallId,
+    Weighted,
+    Priority,
+}
+
+#[derive(Debug)]
+pub struct Destination {
+    pub uri: &'static Target,
+    pub weight: u32,
+}
+
+/// Variables of the language (Kamailio pseudo-variable names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Var {
+    /// `$rm` method (in replies the CSeq method)
+    Rm,
+    /// `$ru` Request-URI
+    Ru,
+    /// `$rU` Request-URI user
+    RUser,
+    /// `$rd` Request-URI host
+    Rd,
+    /// `$rp` Request-URI port (integer)
+    Rp,
+    /// `$du` destination URI
+    Du,
+    /// `$rs` reply status (integer)
+    Rs,
+    /// `$rr` reply reason
+    Rr,
+    /// `$fu` From URI
+    Fu,
+    /// `$fU` From user
+    FUser,
+    /// `$fd` From host
+    Fd,
+    /// `$ft` From tag
+    Ft,
+    /// `$tu` To URI
+    Tu,
+    /// `$tU` To user
+    TUser,
+    /// `$td` To host
+    Td,
+    /// `$tt` To tag
+    Tt,
+    /// `$ci` Call-ID
+    Ci,
+    /// `$cs` CSeq number (integer)
+    Cs,
+    /// `$si` source IP
+    Si,
+    /// `$sp` source port (integer)
+    Sp,
+    /// `$pr` transport (udp/tcp/tls)
+    Pr,
+    /// `$ua` User-Agent
+    Ua,
+    /// `$ds` destination set chosen by `relay: SET`
+    Ds,
+    /// `$hdr(Name)` first value of a header
+    Hdr(&'static str),
+}
+
+/// A piece of a template: literal text or a variable. Templates are split
+/// at build time; `$$` has already become `Lit("$")`.
+#[derive(Clone, Copy, Debug)]
+pub enum Piece {
+    Lit(&'static str),
+    Var(Var),
+}
+
+/// A template: the pieces in order.
+pub type Template = [Piece];
+
+/// Log levels of the `log` action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// A SIP URI validated at build time, parsed once at run time.
+#[derive(Debug)]
+pub struct Target {
+    text: &'static str,
+    parsed: OnceLock<Option<crate::target::NextHop>>,
+}
+
+impl Target {
+    pub const fn new(text: &'static str) -> Target {
+        Target {
+            text,
+            parsed: OnceLock::new(),
+        }
+    }
+    pub fn as_str(&self) -> &'static str {
+        self.text
+    }
+    /// The next hop this URI names (host, port, transport), parsed once.
+    pub(crate) fn next_hop(&self) -> Option<&crate::target::NextHop> {
+        self.parsed
+            .get_or_init(|| crate::target::NextHop::from_uri(self.text))
+            .as_ref()
+    }
+}
+
+/// Where `relay` sends: the default next hop, a URI, or a destination set.
+#[derive(Clone, Copy, Debug)]
+pub enum RelayTo {
+    Default,
+    Uri(&'static Target),
+    Set(&'static str),
+}
+
+/// A regular expression validated at build time, compiled once at run time.
+#[derive(Debug)]
+pub struct Pattern {
+    source: &'static str,
+    compiled: OnceLock<regex::Regex>,
+}
+
+impl Pattern {
+    pub const fn new(source: &'static str) -> Pattern {
+        Pattern {
+            source,
+            compiled: OnceLock::new(),
+        }
+    }
+    pub fn is_match(&self, text: &str) -> bool {
+        self.compiled
+            .get_or_init(|| {
+                // The generator has compiled the same source with the same
+                // crate at build time, so this cannot fail; a pattern that
+                // somehow does matches nothing rather than panicking.
+                regex::Regex::new(self.source).unwrap_or_else(|_| {
+                    regex::Regex::new("[^\\s\\S]").expect("the empty class is a valid regex")
+                })
+            })
+            .is_match(text)
+    }
+}

@@ -1,0 +1,1 @@
+//! SIP messages: zero-copy view (placeholder).
