@@ -1,64 +1,539 @@
 //! `Ctx`: what a route sees and does while it runs on one message.
 //!
-//! The generated code reads variables and calls actions through these
-//! methods only (see `api`). STUB: bodies are filled in by the proxy core.
+//! Generated code reads variables and calls actions through these methods
+//! only (see [`crate::api`]). Actions do not touch the message: they record
+//! edits and a decision, which the proxy core carries out after the route
+//! returns, splicing the edits into the received bytes.
 
 use std::borrow::Cow;
+use std::net::SocketAddr;
 
 use crate::api::{Flow, Level, RelayTo, Target, Template, Var};
+use crate::sip::{Message, NameAddr, Uri};
+
+/// Which section of the routes file is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Request,
+    Reply,
+    Failure,
+}
+
+/// What the route decided to do with the message.
+#[derive(Debug, Default)]
+pub enum Decision {
+    /// The route ended without an ending action.
+    #[default]
+    Undecided,
+    Forward(Option<&'static Target>),
+    Relay(RelayTo),
+    Reply {
+        code: u16,
+        reason: Option<&'static str>,
+        /// Extra header lines, each ending in CRLF, already checked for CR/LF.
+        headers: Vec<u8>,
+    },
+    Drop,
+}
+
+/// The changes a route asked for, applied by the core when it sends.
+#[derive(Debug, Default)]
+pub struct Edits {
+    /// Header lines to append, each `Name: value\r\n`.
+    pub appended: Vec<u8>,
+    /// Names of headers to remove (every header of the name).
+    pub removed: Vec<&'static str>,
+    /// A new Request-URI.
+    pub ruri: Option<String>,
+    /// `$du`: the next hop override.
+    pub du: Option<String>,
+    /// `record_route` was called.
+    pub record_route: bool,
+    /// `$ds`: the destination set `relay` chose from.
+    pub ds: Option<&'static str>,
+}
 
 /// The context of one route run.
 pub struct Ctx<'a> {
-    _p: std::marker::PhantomData<&'a ()>,
+    section: Section,
+    /// The message the route runs on (a request, or a response in `reply`).
+    msg: &'a Message<'a>,
+    /// The request the variables of a reply read (stateful), if known.
+    request: Option<&'a Message<'a>>,
+    /// `$rs` / `$rr` in `failure` (the best response, or 408 on timeout).
+    status: Option<(u16, &'a str)>,
+    source: SocketAddr,
+    pub(crate) edits: Edits,
+    pub(crate) decision: Decision,
 }
 
 impl<'a> Ctx<'a> {
+    /// A context for the `request` section.
+    pub(crate) fn for_request(msg: &'a Message<'a>, source: SocketAddr) -> Ctx<'a> {
+        Ctx::new(Section::Request, msg, None, None, source)
+    }
+
+    /// A context for the `reply` section; `request` is the stored request when stateful.
+    pub(crate) fn for_reply(
+        msg: &'a Message<'a>,
+        request: Option<&'a Message<'a>>,
+        source: SocketAddr,
+    ) -> Ctx<'a> {
+        Ctx::new(Section::Reply, msg, request, None, source)
+    }
+
+    /// A context for the `failure` section, on the stored request.
+    pub(crate) fn for_failure(
+        request: &'a Message<'a>,
+        status: u16,
+        reason: &'a str,
+        source: SocketAddr,
+    ) -> Ctx<'a> {
+        Ctx::new(
+            Section::Failure,
+            request,
+            Some(request),
+            Some((status, reason)),
+            source,
+        )
+    }
+
+    fn new(
+        section: Section,
+        msg: &'a Message<'a>,
+        request: Option<&'a Message<'a>>,
+        status: Option<(u16, &'a str)>,
+        source: SocketAddr,
+    ) -> Ctx<'a> {
+        Ctx {
+            section,
+            msg,
+            request,
+            status,
+            source,
+            edits: Edits::default(),
+            decision: Decision::Undecided,
+        }
+    }
+
+    pub fn section(&self) -> Section {
+        self.section
+    }
+
+    /// Take what the route decided and asked for.
+    pub(crate) fn finish(self) -> (Decision, Edits) {
+        (self.decision, self.edits)
+    }
+
+    // ---- variables -------------------------------------------------------
+
+    /// The message that request variables read ($ru, $rU, ...): the request
+    /// itself, the stored request, or None in a stateless reply.
+    fn request_msg(&self) -> Option<&'a Message<'a>> {
+        if self.msg.is_request() {
+            Some(self.msg)
+        } else {
+            self.request
+        }
+    }
+
+    /// The current Request-URI (after `set`), or in a stateless reply the To URI.
+    fn ruri(&self) -> Option<Cow<'_, str>> {
+        if let Some(ruri) = &self.edits.ruri {
+            return Some(Cow::Borrowed(ruri));
+        }
+        match self.request_msg() {
+            Some(req) => req.request_uri().map(Cow::Borrowed),
+            None => self.msg.to().map(|to| Cow::Borrowed(to.uri)),
+        }
+    }
+
     /// Value of a variable as text; empty when the message has none.
-    pub fn get(&self, _v: Var) -> Cow<'_, str> {
-        Cow::Borrowed("")
+    pub fn get(&self, v: Var) -> Cow<'_, str> {
+        let empty = Cow::Borrowed("");
+        match v {
+            Var::Rm => match self.request_msg().and_then(|r| r.method()) {
+                Some(m) => Cow::Borrowed(m),
+                None => self.msg.cseq().map_or(empty, |(_, m)| Cow::Borrowed(m)),
+            },
+            Var::Ru => self.ruri().unwrap_or(empty),
+            Var::RUser | Var::Rd | Var::Rp => {
+                let Some(ruri) = self.ruri() else {
+                    return empty;
+                };
+                let part = match Uri::parse(&ruri) {
+                    Some(uri) => match v {
+                        Var::RUser => uri.user.unwrap_or("").to_string(),
+                        Var::Rd => uri.host.to_string(),
+                        _ => uri.port.map(|p| p.to_string()).unwrap_or_default(),
+                    },
+                    None => String::new(),
+                };
+                // Borrowing from a possibly owned R-URI: return owned text.
+                match ruri {
+                    Cow::Borrowed(s) => borrow_part(s, &part).unwrap_or(Cow::Owned(part)),
+                    Cow::Owned(_) => Cow::Owned(part),
+                }
+            }
+            Var::Du => self.edits.du.as_deref().map_or(empty, Cow::Borrowed),
+            Var::Rs => self.int(Var::Rs).map_or(empty, |s| Cow::Owned(s.to_string())),
+            Var::Rr => match self.status {
+                Some((_, reason)) => Cow::Borrowed(reason),
+                None => self.msg.reason().map_or(empty, Cow::Borrowed),
+            },
+            Var::Fu | Var::FUser | Var::Fd | Var::Ft => {
+                name_addr_part(self.msg.from(), v).map_or(empty, Cow::Borrowed)
+            }
+            Var::Tu | Var::TUser | Var::Td | Var::Tt => {
+                name_addr_part(self.msg.to(), v).map_or(empty, Cow::Borrowed)
+            }
+            Var::Ci => self.msg.call_id().map_or(empty, Cow::Borrowed),
+            Var::Cs => self.msg.cseq().map_or(empty, |(n, _)| Cow::Owned(n.to_string())),
+            Var::Si => Cow::Owned(self.source.ip().to_string()),
+            Var::Sp => Cow::Owned(self.source.port().to_string()),
+            Var::Pr => Cow::Borrowed("udp"),
+            Var::Ua => self.header_value("User-Agent").unwrap_or(empty),
+            Var::Ds => self.edits.ds.map_or(empty, Cow::Borrowed),
+            Var::Hdr(name) => self.header_value(name).unwrap_or(empty),
+        }
     }
+
     /// Value of an integer variable (`$rs`, `$cs`, `$sp`, `$rp`).
-    pub fn int(&self, _v: Var) -> Option<i64> {
-        None
+    pub fn int(&self, v: Var) -> Option<i64> {
+        match v {
+            Var::Rs => match self.status {
+                Some((code, _)) => Some(i64::from(code)),
+                None => self.msg.status().map(i64::from),
+            },
+            Var::Cs => self.msg.cseq().map(|(n, _)| i64::from(n)),
+            Var::Sp => Some(i64::from(self.source.port())),
+            Var::Rp => {
+                let ruri = self.ruri()?;
+                let uri = Uri::parse(&ruri)?;
+                Some(i64::from(uri.port.unwrap_or(crate::target::DEFAULT_PORT)))
+            }
+            other => self.get(other).trim().parse().ok(),
+        }
     }
+
+    /// First value of a header, folding turned into single spaces.
+    fn header_value(&self, name: &str) -> Option<Cow<'_, str>> {
+        let h = self.msg.find(name).next()?;
+        Some(unfold(self.msg.value(h)))
+    }
+
     /// `exists($hdr(Name))`
-    pub fn has_header(&self, _name: &str) -> bool {
-        false
+    pub fn has_header(&self, name: &str) -> bool {
+        self.msg.find(name).next().is_some()
     }
+
     /// `in_dialog`: the To header has a tag.
     pub fn in_dialog(&self) -> bool {
-        false
+        self.msg.to().is_some_and(|to| to.tag.is_some())
     }
+
+    // ---- actions ---------------------------------------------------------
+
+    /// Expand a template; None (with an error logged) when the result would
+    /// carry CR or LF into a header.
+    fn expand(&self, line: u32, what: &str, template: &Template) -> Option<String> {
+        let mut out = String::new();
+        for piece in template {
+            match piece {
+                crate::api::Piece::Lit(s) => out.push_str(s),
+                crate::api::Piece::Var(v) => out.push_str(&self.get(*v)),
+            }
+        }
+        if out.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            tracing::error!(
+                target: "sipforge::routes",
+                line,
+                "{what}: the value would contain CR, LF or NUL; step skipped"
+            );
+            return None;
+        }
+        Some(out)
+    }
+
     /// `log`
-    pub fn log(&mut self, _line: u32, _level: Level, _msg: &Template) {}
+    pub fn log(&mut self, line: u32, level: Level, msg: &Template) {
+        let enabled = match level {
+            Level::Error => tracing::enabled!(target: "sipforge::routes", tracing::Level::ERROR),
+            Level::Warn => tracing::enabled!(target: "sipforge::routes", tracing::Level::WARN),
+            Level::Info => tracing::enabled!(target: "sipforge::routes", tracing::Level::INFO),
+            Level::Debug => tracing::enabled!(target: "sipforge::routes", tracing::Level::DEBUG),
+        };
+        if !enabled {
+            return;
+        }
+        let mut text = String::new();
+        for piece in msg {
+            match piece {
+                crate::api::Piece::Lit(s) => text.push_str(s),
+                crate::api::Piece::Var(v) => text.push_str(&self.get(*v)),
+            }
+        }
+        // Log lines are data, not headers: keep them on one line.
+        let text = text.replace(['\r', '\n'], " ");
+        match level {
+            Level::Error => tracing::error!(target: "sipforge::routes", line, "{text}"),
+            Level::Warn => tracing::warn!(target: "sipforge::routes", line, "{text}"),
+            Level::Info => tracing::info!(target: "sipforge::routes", line, "{text}"),
+            Level::Debug => tracing::debug!(target: "sipforge::routes", line, "{text}"),
+        }
+    }
+
     /// `append_header: "Name: value"` (name checked at build time)
-    pub fn append_header(&mut self, _line: u32, _name: &'static str, _value: &Template) {}
+    pub fn append_header(&mut self, line: u32, name: &'static str, value: &Template) {
+        if let Some(value) = self.expand(line, "append_header", value) {
+            let out = &mut self.edits.appended;
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// `remove_header: Name`
-    pub fn remove_header(&mut self, _line: u32, _name: &'static str) {}
+    pub fn remove_header(&mut self, _line: u32, name: &'static str) {
+        self.edits.removed.push(name);
+    }
+
     /// `set: { $var: template }`
-    pub fn set(&mut self, _line: u32, _var: Var, _value: &Template) {}
+    pub fn set(&mut self, line: u32, var: Var, value: &Template) {
+        let Some(value) = self.expand(line, "set", value) else {
+            return;
+        };
+        let new_ruri = match var {
+            Var::Du => {
+                if value.is_empty() {
+                    self.edits.du = None;
+                } else if Uri::parse(&value).is_some_and(|u| !u.host.is_empty()) {
+                    self.edits.du = Some(value);
+                } else {
+                    tracing::error!(target: "sipforge::routes", line, "set $du: `{value}` is not a SIP URI; step skipped");
+                }
+                return;
+            }
+            Var::Ru => Some(value),
+            Var::RUser | Var::Rd | Var::Rp => {
+                let current = self.ruri().map(Cow::into_owned).unwrap_or_default();
+                replace_uri_part(&current, var, &value)
+            }
+            _ => {
+                tracing::error!(target: "sipforge::routes", line, "set: {var:?} is read-only; step skipped");
+                return;
+            }
+        };
+        match new_ruri {
+            Some(ruri) if Uri::parse(&ruri).is_some() && !ruri.contains([' ', '\t']) => {
+                self.edits.ruri = Some(ruri)
+            }
+            _ => tracing::error!(
+                target: "sipforge::routes",
+                line,
+                "set {var:?}: `{value}` does not make a valid Request-URI; step skipped"
+            ),
+        }
+    }
+
     /// `record_route`
-    pub fn record_route(&mut self, _line: u32) {}
+    pub fn record_route(&mut self, _line: u32) {
+        if self.section == Section::Request {
+            self.edits.record_route = true;
+        }
+    }
+
     /// `reply` (ends the route)
     pub fn reply(
         &mut self,
-        _line: u32,
-        _code: u16,
-        _reason: Option<&'static str>,
-        _headers: &[(&'static str, &'static Template)],
+        line: u32,
+        code: u16,
+        reason: Option<&'static str>,
+        headers: &[(&'static str, &'static Template)],
     ) -> Flow {
+        let mut lines = Vec::new();
+        for (name, value) in headers {
+            if let Some(value) = self.expand(line, "reply header", value) {
+                lines.extend_from_slice(name.as_bytes());
+                lines.extend_from_slice(b": ");
+                lines.extend_from_slice(value.as_bytes());
+                lines.extend_from_slice(b"\r\n");
+            }
+        }
+        self.decision = Decision::Reply {
+            code,
+            reason,
+            headers: lines,
+        };
         Flow::Stop
     }
+
     /// `forward` (ends the route)
-    pub fn forward(&mut self, _line: u32, _to: Option<&'static Target>) -> Flow {
+    pub fn forward(&mut self, _line: u32, to: Option<&'static Target>) -> Flow {
+        self.decision = Decision::Forward(to);
         Flow::Stop
     }
+
     /// `relay` (ends the route)
-    pub fn relay(&mut self, _line: u32, _to: RelayTo) -> Flow {
+    pub fn relay(&mut self, _line: u32, to: RelayTo) -> Flow {
+        if let RelayTo::Set(name) = to {
+            self.edits.ds = Some(name);
+        }
+        self.decision = Decision::Relay(to);
         Flow::Stop
     }
+
     /// `drop` (ends the route)
     pub fn drop_message(&mut self, _line: u32) -> Flow {
+        self.decision = Decision::Drop;
         Flow::Stop
+    }
+}
+
+/// A part of a From/To header.
+fn name_addr_part<'a>(na: Option<NameAddr<'a>>, v: Var) -> Option<&'a str> {
+    let na = na?;
+    match v {
+        Var::Fu | Var::Tu => Some(na.uri),
+        Var::Ft | Var::Tt => na.tag,
+        Var::FUser | Var::TUser => Uri::parse(na.uri).and_then(|u| u.user),
+        Var::Fd | Var::Td => Uri::parse(na.uri).map(|u| u.host),
+        _ => None,
+    }
+}
+
+/// Borrow `part` from `whole` when it is a sub-slice's text (avoids an allocation).
+fn borrow_part<'s>(whole: &'s str, part: &str) -> Option<Cow<'s, str>> {
+    if part.is_empty() {
+        return Some(Cow::Borrowed(""));
+    }
+    whole.find(part).map(|at| Cow::Borrowed(&whole[at..at + part.len()]))
+}
+
+/// Folded header values read as one line.
+fn unfold(value: &str) -> Cow<'_, str> {
+    if !value.contains(['\r', '\n']) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len());
+    let mut in_fold = false;
+    for c in value.chars() {
+        if c == '\r' || c == '\n' || (in_fold && (c == ' ' || c == '\t')) {
+            if !in_fold {
+                out.push(' ');
+            }
+            in_fold = c == '\r' || c == '\n' || in_fold;
+            continue;
+        }
+        in_fold = false;
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+/// Offset of `part` (a sub-slice of `whole`) within `whole`.
+fn offset_in(whole: &str, part: &str) -> usize {
+    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
+}
+
+/// A Request-URI with its user, host or port replaced (an empty value removes
+/// the user or the port).
+fn replace_uri_part(current: &str, var: Var, value: &str) -> Option<String> {
+    let uri = Uri::parse(current)?;
+    let host_at = offset_in(current, uri.host);
+    let host_end = host_at + uri.host.len();
+    let mut out = String::with_capacity(current.len() + value.len());
+    match var {
+        Var::RUser => {
+            let scheme_end = uri.scheme.len() + 1;
+            out.push_str(&current[..scheme_end]);
+            if !value.is_empty() {
+                out.push_str(value);
+                // keep a password if there was one
+                match uri.user {
+                    Some(user) => {
+                        let user_end = offset_in(current, user) + user.len();
+                        let at = current[user_end..].find('@').map(|i| user_end + i)?;
+                        out.push_str(&current[user_end..at]);
+                        out.push('@');
+                    }
+                    None => out.push('@'),
+                }
+            }
+            out.push_str(&current[host_at..]);
+        }
+        Var::Rd => {
+            out.push_str(&current[..host_at]);
+            out.push_str(value);
+            out.push_str(&current[host_end..]);
+        }
+        Var::Rp => {
+            let after_port = match uri.port {
+                Some(_) => {
+                    let rest = &current[host_end..];
+                    let digits = rest[1..].bytes().take_while(u8::is_ascii_digit).count();
+                    host_end + 1 + digits
+                }
+                None => host_end,
+            };
+            out.push_str(&current[..host_end]);
+            if !value.is_empty() {
+                let port: u16 = value.trim().parse().ok()?;
+                out.push(':');
+                out.push_str(&port.to_string());
+            }
+            out.push_str(&current[after_port..]);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_parts_are_replaced() {
+        let u = "sip:alice@example.com:5070;transport=udp";
+        assert_eq!(
+            replace_uri_part(u, Var::RUser, "+1555").unwrap(),
+            "sip:+1555@example.com:5070;transport=udp"
+        );
+        assert_eq!(
+            replace_uri_part(u, Var::Rd, "10.0.0.1").unwrap(),
+            "sip:alice@10.0.0.1:5070;transport=udp"
+        );
+        assert_eq!(
+            replace_uri_part(u, Var::Rp, "5080").unwrap(),
+            "sip:alice@example.com:5080;transport=udp"
+        );
+        assert_eq!(
+            replace_uri_part(u, Var::Rp, "").unwrap(),
+            "sip:alice@example.com;transport=udp"
+        );
+        assert_eq!(
+            replace_uri_part("sip:example.com", Var::RUser, "bob").unwrap(),
+            "sip:bob@example.com"
+        );
+        assert_eq!(
+            replace_uri_part("sip:bob:pw@example.com", Var::RUser, "carol").unwrap(),
+            "sip:carol:pw@example.com"
+        );
+        assert_eq!(
+            replace_uri_part("sip:bob@example.com", Var::RUser, "").unwrap(),
+            "sip:example.com"
+        );
+        assert_eq!(
+            replace_uri_part("sip:example.com", Var::Rp, "5062").unwrap(),
+            "sip:example.com:5062"
+        );
+    }
+
+    #[test]
+    fn folded_values_read_as_one_line() {
+        assert_eq!(unfold("a,\r\n  b"), "a, b");
+        assert_eq!(unfold("plain"), "plain");
     }
 }

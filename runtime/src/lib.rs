@@ -1,8 +1,18 @@
 //! sipforge run time: everything the proxy does that does not depend on the
-//! routes file. The generated routes call into [`api`]; the binary hands its
-//! compiled routes to [`cli::main`].
+//! routes file. Generated routes call into [`api`] and nothing else; the
+//! binary hands its compiled routes to [`cli::main`]; tests start a proxy
+//! in-process with [`net::start`].
+//!
+//! - [`sip`]: zero-copy view of received SIP messages, splice editing.
+//! - [`proxy`]: the sans-IO proxy core (RFC 3261 §16).
+//! - [`net`]: the tokio layer owning sockets.
+//! - [`ctx`]: what a route sees and does; [`api`]: the generated code's API.
 
 pub mod api;
+pub mod cli;
 pub mod ctx;
+pub mod log;
+pub mod net;
+pub mod proxy;
 pub mod sip;
 pub mod target;

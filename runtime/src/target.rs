@@ -1,15 +1,100 @@
-//! Next hops: where a URI says a message should go (host, port, transport).
-//! STUB: filled in with the proxy core.
+//! Next hops: where a URI says a message should go (RFC 3263 in its simplest
+//! form: an IP literal is used as it is, a host name is resolved to A/AAAA by
+//! the network layer; the port defaults to 5060).
 
-/// A parsed next hop.
-#[derive(Debug, Clone)]
-pub struct NextHop {
-    pub host: String,
-    pub port: Option<u16>,
+use std::net::{IpAddr, SocketAddr};
+
+use crate::sip::Uri;
+
+/// Default SIP port for UDP/TCP (RFC 3261 §19.1.2).
+pub const DEFAULT_PORT: u16 = 5060;
+
+/// Where to send a message: an address, or a name still to resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextHop {
+    Addr(SocketAddr),
+    Name { host: String, port: u16 },
 }
 
 impl NextHop {
-    pub fn from_uri(_text: &str) -> Option<NextHop> {
-        None
+    /// The next hop of a SIP URI: `maddr` wins over the host, `port` defaults
+    /// to 5060. None for a URI without a host (tel:, unknown schemes).
+    pub fn from_uri(text: &str) -> Option<NextHop> {
+        let uri = Uri::parse(text)?;
+        let host = match uri.param("maddr") {
+            Some(Some(maddr)) if !maddr.is_empty() => maddr,
+            _ => uri.host,
+        };
+        NextHop::from_host_port(host, uri.port)
+    }
+
+    /// A next hop from a host (IPv6 in brackets or not) and an optional port.
+    pub fn from_host_port(host: &str, port: Option<u16>) -> Option<NextHop> {
+        if host.is_empty() {
+            return None;
+        }
+        let port = port.unwrap_or(DEFAULT_PORT);
+        match parse_ip(host) {
+            Some(ip) => Some(NextHop::Addr(SocketAddr::new(ip, port))),
+            None => Some(NextHop::Name {
+                host: host.to_ascii_lowercase(),
+                port,
+            }),
+        }
+    }
+}
+
+/// An IP literal as written in SIP (IPv6 may be in brackets).
+pub fn parse_ip(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+/// Write an IP the way SIP headers want it (IPv6 in brackets).
+pub fn write_host(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => write!(out, "[{v6}]"),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_literal_with_default_port() {
+        assert_eq!(
+            NextHop::from_uri("sip:127.0.0.1"),
+            Some(NextHop::Addr("127.0.0.1:5060".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn ipv6_with_port_and_maddr() {
+        assert_eq!(
+            NextHop::from_uri("sip:alice@[2001:db8::1]:5070"),
+            Some(NextHop::Addr("[2001:db8::1]:5070".parse().unwrap()))
+        );
+        assert_eq!(
+            NextHop::from_uri("sip:x@example.com:5080;maddr=10.0.0.1"),
+            Some(NextHop::Addr("10.0.0.1:5080".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn names_are_left_to_resolve() {
+        assert_eq!(
+            NextHop::from_uri("sip:bob@Example.COM;transport=udp"),
+            Some(NextHop::Name {
+                host: "example.com".into(),
+                port: 5060
+            })
+        );
+        assert_eq!(NextHop::from_uri("tel:+15551234"), None);
     }
 }

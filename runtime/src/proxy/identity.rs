@@ -1,0 +1,143 @@
+//! Who the proxy is: its listening sockets and the host:port it writes into
+//! Via and Record-Route. Used to recognise our own Via in responses and our
+//! own Route entries in requests.
+
+use std::net::SocketAddr;
+
+use crate::target::{DEFAULT_PORT, parse_ip};
+
+/// One listening socket and how it names itself in headers.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    /// The bound address (the real port, after binding port 0).
+    pub addr: SocketAddr,
+    /// Host written into Via/Record-Route (advertise, else the bound IP).
+    pub host: String,
+    /// Port written into Via/Record-Route.
+    pub port: u16,
+    /// `Via: SIP/2.0/UDP host:port;branch=` ready to be followed by a branch.
+    pub via_prefix: String,
+    /// `Record-Route: <sip:host:port;lr>\r\n`
+    pub record_route: String,
+}
+
+impl Listener {
+    /// A listener bound to `addr`, advertising `advertise` (host or host:port) when given.
+    pub fn new(addr: SocketAddr, advertise: Option<&str>) -> Result<Listener, String> {
+        let (host, port) = match advertise {
+            Some(adv) => split_host_port(adv)
+                .map(|(h, p)| (h.to_string(), p.unwrap_or(addr.port())))
+                .ok_or_else(|| format!("advertise `{adv}` is not host[:port]"))?,
+            None => {
+                if addr.ip().is_unspecified() {
+                    return Err(format!(
+                        "listening on {addr} needs an advertised address (--advertise HOST[:PORT] or `advertise:`), \
+                         since {} cannot be written into Via",
+                        addr.ip()
+                    ));
+                }
+                let host = match addr.ip() {
+                    std::net::IpAddr::V4(v4) => v4.to_string(),
+                    std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                };
+                (host, addr.port())
+            }
+        };
+        Ok(Listener {
+            via_prefix: format!("Via: SIP/2.0/UDP {host}:{port};branch="),
+            record_route: format!("Record-Route: <sip:{host}:{port};lr>\r\n"),
+            addr,
+            host,
+            port,
+        })
+    }
+}
+
+/// All the listeners of this proxy.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub listeners: Vec<Listener>,
+}
+
+impl Identity {
+    /// Whether `host:port` (as written in a Via sent-by or a URI) names this proxy.
+    pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
+        let port = port.unwrap_or(DEFAULT_PORT);
+        let ip = parse_ip(host);
+        self.listeners.iter().any(|l| {
+            let same_host = l.host.eq_ignore_ascii_case(host)
+                || ip.is_some_and(|ip| ip == l.addr.ip() && !ip.is_unspecified());
+            same_host && (port == l.port || port == l.addr.port())
+        })
+    }
+
+    /// The listener a message that arrived on socket `index` leaves from.
+    pub fn listener(&self, index: usize) -> Option<&Listener> {
+        self.listeners.get(index)
+    }
+}
+
+/// Split `host[:port]`, with IPv6 in brackets.
+pub fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+    if text.is_empty() {
+        return None;
+    }
+    if text.starts_with('[') {
+        let close = text.find(']')?;
+        let host = &text[..=close];
+        let rest = &text[close + 1..];
+        return match rest.strip_prefix(':') {
+            Some(p) => Some((host, Some(p.parse().ok()?))),
+            None if rest.is_empty() => Some((host, None)),
+            None => None,
+        };
+    }
+    match text.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h, Some(p.parse().ok()?))),
+        Some(_) => None,
+        None => Some((text, None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> Identity {
+        Identity {
+            listeners: vec![Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap()],
+        }
+    }
+
+    #[test]
+    fn recognises_itself_by_ip_and_port() {
+        let id = identity();
+        assert!(id.is_us("127.0.0.1", Some(5060)));
+        assert!(id.is_us("127.0.0.1", None));
+        assert!(!id.is_us("127.0.0.1", Some(5080)));
+        assert!(!id.is_us("127.0.0.2", Some(5060)));
+    }
+
+    #[test]
+    fn advertised_name_is_us() {
+        let l = Listener::new("127.0.0.1:5062".parse().unwrap(), Some("proxy.example.com")).unwrap();
+        assert_eq!(l.port, 5062);
+        assert_eq!(l.record_route, "Record-Route: <sip:proxy.example.com:5062;lr>\r\n");
+        let id = Identity { listeners: vec![l] };
+        assert!(id.is_us("PROXY.example.com", Some(5062)));
+    }
+
+    #[test]
+    fn unspecified_needs_advertise() {
+        assert!(Listener::new("0.0.0.0:5060".parse().unwrap(), None).is_err());
+        assert!(Listener::new("0.0.0.0:5060".parse().unwrap(), Some("10.0.0.1:5060")).is_ok());
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert_eq!(split_host_port("a.b:5"), Some(("a.b", Some(5))));
+        assert_eq!(split_host_port("[::1]:5"), Some(("[::1]", Some(5))));
+        assert_eq!(split_host_port("[::1]"), Some(("[::1]", None)));
+        assert_eq!(split_host_port("a.b:x"), None);
+    }
+}
