@@ -1,0 +1,135 @@
+//! Test helpers: compiled fixture routes, an in-process proxy on an
+//! ephemeral port, and a small UDP test UA that speaks SIP as plain text.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+
+include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
+
+/// Start a proxy running `routes` on 127.0.0.1:0.
+pub async fn start_proxy(
+    routes: &'static dyn sipforge_runtime::api::Routes,
+) -> (sipforge_runtime::net::Server, SocketAddr) {
+    let options = sipforge_runtime::net::Options {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        advertise: None,
+    };
+    let server = sipforge_runtime::net::start(routes, options)
+        .await
+        .expect("proxy starts");
+    let addr = server.local_addrs()[0];
+    (server, addr)
+}
+
+/// A SIP peer on an ephemeral loopback port.
+pub struct Peer {
+    pub socket: UdpSocket,
+    pub addr: SocketAddr,
+}
+
+impl Peer {
+    pub async fn bind() -> Peer {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        Peer { socket, addr }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub async fn send(&self, to: SocketAddr, text: &str) {
+        self.socket.send_to(text.as_bytes(), to).await.unwrap();
+    }
+
+    pub async fn send_bytes(&self, to: SocketAddr, bytes: &[u8]) {
+        self.socket.send_to(bytes, to).await.unwrap();
+    }
+
+    /// The next datagram within 2 s, as text; panics with `what` when none comes.
+    pub async fn recv(&self, what: &str) -> (Sip, SocketAddr) {
+        let mut buf = vec![0u8; 65_535];
+        match tokio::time::timeout(Duration::from_secs(2), self.socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => (Sip(String::from_utf8_lossy(&buf[..n]).into_owned()), from),
+            _ => panic!("{what}: nothing received within 2 s"),
+        }
+    }
+
+    /// Assert that nothing arrives within `ms` milliseconds.
+    pub async fn expect_silence(&self, ms: u64, what: &str) {
+        let mut buf = vec![0u8; 65_535];
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(ms), self.socket.recv_from(&mut buf)).await
+        {
+            panic!(
+                "{what}: expected nothing, got:\n{}",
+                String::from_utf8_lossy(&buf[..n])
+            );
+        }
+    }
+}
+
+/// A received SIP message as text, with simple accessors for assertions.
+#[derive(Debug, Clone)]
+pub struct Sip(pub String);
+
+impl Sip {
+    pub fn start_line(&self) -> &str {
+        self.0.lines().next().unwrap_or("")
+    }
+
+    /// Values of every header line named `name` (case-insensitive), in order.
+    pub fn headers(&self, name: &str) -> Vec<String> {
+        let head = self.0.split("\r\n\r\n").next().unwrap_or("");
+        head.split("\r\n")
+            .skip(1)
+            .filter_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+            .collect()
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers(name).into_iter().next()
+    }
+
+    pub fn body(&self) -> &str {
+        self.0.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+}
+
+/// A request as text. `extra` lines end with CRLF each.
+pub fn request(method: &str, ruri: &str, via: &str, call_id: &str, extra: &str) -> String {
+    let to_tag = if extra.contains("To:") { "" } else { "To: <sip:bob@example.com>\r\n" };
+    format!(
+        "{method} {ruri} SIP/2.0\r\n\
+         Via: {via}\r\n\
+         From: <sip:alice@example.com>;tag=a1\r\n\
+         {to_tag}\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 {method}\r\n\
+         {extra}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+/// A response to `req` (as received by a UAS) with `status`, copying Vias.
+pub fn response_to(req: &Sip, status: &str, extra: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\r\n");
+    for via in req.headers("Via") {
+        out.push_str(&format!("Via: {via}\r\n"));
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        if let Some(v) = req.header(name) {
+            out.push_str(&format!("{name}: {v}\r\n"));
+        }
+    }
+    let to = req.header("To").unwrap_or_default();
+    let to = if to.contains("tag=") { to } else { format!("{to};tag=b1") };
+    out.push_str(&format!("To: {to}\r\n{extra}Content-Length: 0\r\n\r\n"));
+    out
+}
