@@ -6,3 +6,4 @@ pub mod api;
 pub mod ctx;
 pub mod sip;
 pub mod target;
+pub mod transaction;
