@@ -28,7 +28,9 @@ pub enum ClientInviteState {
 /// Created with the INVITE bytes, which it transmits at once. On unreliable
 /// transports it retransmits them on Timer A (T1, then doubling after every
 /// retransmission with no cap, §17.1.1.2) until a response arrives or
-/// Timer B (64*T1) reports [`Action::Timeout`].
+/// Timer B (64*T1) reports [`Action::Timeout`]. Once a provisional response
+/// arrived (`Proceeding`) no timer runs: a proxy bounds that phase with its
+/// own Timer C (§16.8) and then CANCELs.
 #[derive(Debug)]
 pub struct ClientInvite {
     state: ClientInviteState,

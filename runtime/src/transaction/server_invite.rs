@@ -29,6 +29,9 @@ pub enum ServerInviteState {
 
 /// An INVITE server transaction, created when a new INVITE arrives (the
 /// caller passes the INVITE to the TU itself).
+///
+/// No timer runs in `Proceeding`: the TU must eventually send a final
+/// response (a proxy does, at the latest when its client transactions end).
 #[derive(Debug)]
 pub struct ServerInvite {
     state: ServerInviteState,
@@ -329,6 +332,7 @@ mod tests {
         assert_eq!(out, vec![tx(BUSY)]);
         // Timer H at 64*T1 = 32 s: the TU learns no ACK came.
         assert_eq!(s.next_deadline(), Some(clock.at(32_000)));
+        assert!(fire(&mut s, clock.at(31_999)).is_empty());
         assert_eq!(
             fire(&mut s, clock.at(32_000)),
             vec![Action::NoAck, Action::Terminated]

@@ -173,6 +173,14 @@ mod tests {
         out.clear();
         s.on_request_retransmission(clock.at(500), &mut out);
         assert_eq!(out, vec![tx(TRYING)]);
+        // A further provisional replaces the kept one.
+        out.clear();
+        s.send_response(clock.at(600), 100, b"100 again".as_slice(), &mut out);
+        assert_eq!(s.state(), ServerNonInviteState::Proceeding);
+        out.clear();
+        s.on_request_retransmission(clock.at(700), &mut out);
+        assert_eq!(out, vec![tx(b"100 again")]);
+        assert_eq!(s.next_deadline(), None);
         out.clear();
         s.send_response(clock.at(1_000), 200, OK, &mut out);
         assert_eq!(out, vec![tx(OK)]);
