@@ -141,7 +141,8 @@ mod tests {
         s.delete(1..4);
         s.replace(2..5, "X");
         s.insert(100, "end");
-        s.delete(50..40);
+        let (from, to) = (50, 40);
+        s.delete(from..to);
         assert_eq!(s.to_vec(src), b"aXfend");
         s.clear();
         assert!(s.is_empty());
