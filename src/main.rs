@@ -13,12 +13,5 @@ mod fixtures {
 }
 
 fn main() -> std::process::ExitCode {
-    cli_main(&ROUTES)
-}
-
-/// TEMPORARY stand-in until `sipforge_runtime::cli::main` exists; `main`
-/// must then call `sipforge_runtime::cli::main(&ROUTES)`.
-fn cli_main(routes: &'static dyn ::sipforge_runtime::api::Routes) -> std::process::ExitCode {
-    let _ = routes.settings();
-    std::process::ExitCode::SUCCESS
+    sipforge_runtime::cli::main(&ROUTES)
 }

@@ -42,14 +42,28 @@ pub(super) fn handle(
     }
 }
 
-fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize, out: &mut Vec<Outgoing>) {
+fn on_request(
+    core: &Core,
+    msg: &Message<'_>,
+    source: SocketAddr,
+    socket: usize,
+    out: &mut Vec<Outgoing>,
+) {
     let method = msg.method().unwrap_or("");
     let is_ack = method == "ACK";
     if let Err(invalid) = msg.validate() {
         if is_ack {
             tracing::warn!(%source, "dropped malformed ACK: {}", invalid.reason);
         } else {
-            send_reply(msg, source, socket, invalid.code, Some(invalid.reason), b"", out);
+            send_reply(
+                msg,
+                source,
+                socket,
+                invalid.code,
+                Some(invalid.reason),
+                b"",
+                out,
+            );
         }
         return;
     }
@@ -85,7 +99,10 @@ fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize,
         Decision::Relay(RelayTo::Set(name)) => match first_target_of(core, name) {
             Some(target) => Some(target),
             None => {
-                tracing::error!(set = name, "relay: unknown destination set; request dropped");
+                tracing::error!(
+                    set = name,
+                    "relay: unknown destination set; request dropped"
+                );
                 return;
             }
         },
@@ -102,7 +119,11 @@ fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize,
             return;
         }
         Decision::Drop => {
-            tracing::debug!(call_id = msg.call_id().unwrap_or(""), method, "request dropped by the routes");
+            tracing::debug!(
+                call_id = msg.call_id().unwrap_or(""),
+                method,
+                "request dropped by the routes"
+            );
             return;
         }
         Decision::Undecided => {
@@ -233,14 +254,23 @@ fn remove_headers(msg: &Message<'_>, edits: &Edits, owned: &[Range<usize>], spli
             .iter()
             .any(|o| o.start < h.line_range.end && h.line_range.start < o.end);
         if overlaps || h.name == HeaderName::Via {
-            tracing::debug!(header = name, "remove_header: the core owns this header; kept");
+            tracing::debug!(
+                header = name,
+                "remove_header: the core owns this header; kept"
+            );
             continue;
         }
         splice.delete(h.line_range.clone());
     }
 }
 
-fn on_response(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize, out: &mut Vec<Outgoing>) {
+fn on_response(
+    core: &Core,
+    msg: &Message<'_>,
+    source: SocketAddr,
+    socket: usize,
+    out: &mut Vec<Outgoing>,
+) {
     if let Err(invalid) = msg.validate() {
         tracing::warn!(%source, "dropped malformed response: {}", invalid.reason);
         return;
@@ -266,7 +296,10 @@ fn on_response(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize
     let _ = core.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
     if matches!(decision, Decision::Drop) {
-        tracing::debug!(call_id = msg.call_id().unwrap_or(""), "response dropped by the reply route");
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            "response dropped by the reply route"
+        );
         return;
     }
     let Some(hop) = response_destination(&next) else {
@@ -277,7 +310,10 @@ fn on_response(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize
         .identity()
         .listeners
         .iter()
-        .position(|l| l.port == top.port.unwrap_or(crate::target::DEFAULT_PORT) && l.host.eq_ignore_ascii_case(top.host))
+        .position(|l| {
+            l.port == top.port.unwrap_or(crate::target::DEFAULT_PORT)
+                && l.host.eq_ignore_ascii_case(top.host)
+        })
         .unwrap_or(socket);
     let mut splice = Splice::new();
     splice.delete(removal.clone());
@@ -325,6 +361,8 @@ fn send_reply(
                 bytes,
             })
         }
-        None => tracing::warn!(%source, code, "request without a usable Via: dropped instead of answering {code}"),
+        None => {
+            tracing::warn!(%source, code, "request without a usable Via: dropped instead of answering {code}")
+        }
     }
 }
