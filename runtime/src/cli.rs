@@ -158,10 +158,10 @@ fn options(args: &Args, routes: &'static dyn Routes) -> Result<Options, String> 
         .advertise
         .clone()
         .or_else(|| settings.advertise.map(str::to_string));
-    if let Some(adv) = &advertise {
-        if crate::proxy::identity::split_host_port(adv).is_none() {
-            return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
-        }
+    if let Some(adv) = &advertise
+        && crate::proxy::identity::split_host_port(adv).is_none()
+    {
+        return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
     }
     for addr in &listen {
         crate::proxy::Listener::new(*addr, advertise.as_deref())?;

@@ -76,14 +76,15 @@ fn on_request(
         return;
     }
     // §16.3 step 5: we support no extension a proxy must understand.
-    if !is_ack && method != "CANCEL" {
-        if let Some(h) = msg.first(HeaderName::ProxyRequire) {
-            let mut unsupported = b"Unsupported: ".to_vec();
-            unsupported.extend_from_slice(msg.value(h).as_bytes());
-            unsupported.extend_from_slice(b"\r\n");
-            send_reply(msg, source, socket, 420, None, &unsupported, out);
-            return;
-        }
+    if !is_ack
+        && method != "CANCEL"
+        && let Some(h) = msg.first(HeaderName::ProxyRequire)
+    {
+        let mut unsupported = b"Unsupported: ".to_vec();
+        unsupported.extend_from_slice(msg.value(h).as_bytes());
+        unsupported.extend_from_slice(b"\r\n");
+        send_reply(msg, source, socket, 420, None, &unsupported, out);
+        return;
     }
     let routes = route_set::process(msg, core.identity());
     let mut cx = Ctx::for_request(msg, source);
@@ -148,11 +149,11 @@ fn on_request(
     };
     let mut splice = Splice::new();
     let mut owned: Vec<Range<usize>> = Vec::with_capacity(8);
-    if let Some(ruri) = &edits.ruri {
-        if let Some(range) = msg.request_uri_range() {
-            splice.replace(range.clone(), ruri.as_bytes());
-            owned.push(range);
-        }
+    if let Some(ruri) = &edits.ruri
+        && let Some(range) = msg.request_uri_range()
+    {
+        splice.replace(range.clone(), ruri.as_bytes());
+        owned.push(range);
     }
     // Our Via goes on top (§16.6 step 8), with a branch derived from the request.
     let Some(first_via) = msg.first(HeaderName::Via) else {
@@ -163,11 +164,11 @@ fn on_request(
     stateless_branch(msg, &mut via);
     via.push_str("\r\n");
     splice.insert(first_via.line_range.start, via.as_bytes());
-    if let Some(top) = msg.top_via() {
-        if let Some(edit) = top_via_edit(&top, source) {
-            splice.replace(edit.range.clone(), edit.text.as_bytes());
-            owned.push(first_via.line_range.clone());
-        }
+    if let Some(top) = msg.top_via()
+        && let Some(edit) = top_via_edit(&top, source)
+    {
+        splice.replace(edit.range.clone(), edit.text.as_bytes());
+        owned.push(first_via.line_range.clone());
     }
     // Record-Route before any existing one (§16.6 step 4).
     if edits.record_route {
