@@ -422,9 +422,8 @@ impl Emitter {
                             quote!(#s)
                         }
                     };
-                    let cm = marker(c.label.pos.line);
                     let body = self.block(&c.body);
-                    arms.push(quote!(#pat => { #cm #body }));
+                    arms.push(quote!(#pat => { #body }));
                 }
                 let d = match default {
                     Some(d) => self.block(d),
@@ -502,7 +501,7 @@ impl Emitter {
                         let s = lit(&s);
                         quote!(#s)
                     });
-                    (quote!(matches!(&*#subject, #(#pats)|*)), Prec::Atom)
+                    (quote!(matches!(#subject.as_ref(), #(#pats)|*)), Prec::Atom)
                 }
             }
             Expr::InRange { lhs, lo, hi } => {
