@@ -66,7 +66,11 @@ pub enum SectionKind {
 }
 
 impl SectionKind {
-    pub const ALL: [SectionKind; 3] = [SectionKind::Request, SectionKind::Reply, SectionKind::Failure];
+    pub const ALL: [SectionKind; 3] = [
+        SectionKind::Request,
+        SectionKind::Reply,
+        SectionKind::Failure,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {

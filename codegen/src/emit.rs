@@ -27,9 +27,13 @@ pub struct Source<'a> {
 }
 
 pub fn emit(file: &File, src: &Source<'_>) -> Result<String, String> {
-    let mut e = Emitter { targets: BTreeMap::new(), patterns: Vec::new() };
+    let mut e = Emitter {
+        targets: BTreeMap::new(),
+        patterns: Vec::new(),
+    };
     let tokens = e.file(file, src);
-    let parsed: syn::File = syn::parse2(tokens).map_err(|err| format!("internal error: the generated code does not parse: {err}"))?;
+    let parsed: syn::File = syn::parse2(tokens)
+        .map_err(|err| format!("internal error: the generated code does not parse: {err}"))?;
     let printed = prettyplease::unparse(&parsed);
     let name = src.path.rsplit(['/', '\\']).next().unwrap_or(src.path);
     let mut out = String::new();
@@ -39,12 +43,18 @@ pub fn emit(file: &File, src: &Source<'_>) -> Result<String, String> {
     let mut prev = "";
     for line in printed.lines() {
         // A blank line between top-level items.
-        if !line.starts_with([' ', '}', ')', ']']) && (prev.ends_with('}') || prev.ends_with(';')) && !prev.starts_with(' ') {
+        if !line.starts_with([' ', '}', ')', ']'])
+            && (prev.ends_with('}') || prev.ends_with(';'))
+            && !prev.starts_with(' ')
+        {
             out.push('\n');
         }
         prev = line;
         let trimmed = line.trim_start();
-        if let Some(n) = trimmed.strip_prefix(MARKER).and_then(|r| r.strip_prefix('(')).and_then(|r| r.strip_suffix(");"))
+        if let Some(n) = trimmed
+            .strip_prefix(MARKER)
+            .and_then(|r| r.strip_prefix('('))
+            .and_then(|r| r.strip_suffix(");"))
             && n.bytes().all(|b| b.is_ascii_digit())
         {
             let indent = &line[..line.len() - trimmed.len()];
@@ -131,10 +141,11 @@ enum Prec {
 
 impl Emitter {
     fn target(&mut self, uri: &Sp<String>) -> Ident {
-        let next = self.targets.len();
         let entry = self.targets.entry(uri.node.clone()).or_insert_with(|| {
-            let _ = next;
-            (Ident::new(&target_ident(&uri.node), Span::call_site()), uri.pos.line)
+            (
+                Ident::new(&target_ident(&uri.node), Span::call_site()),
+                uri.pos.line,
+            )
         });
         entry.0.clone()
     }
@@ -173,8 +184,17 @@ impl Emitter {
         let used = used_routes(file);
         for r in &file.routes {
             let name = format_ident!("{}", route_fn_name(&r.name.node));
-            let doc = format!(" Named route `{}` (`- route: {}`).", r.name.node, r.name.node);
-            fns.push(self.function(&name, &doc, r.name.pos.line, &r.body, !used.contains(&r.name.node)));
+            let doc = format!(
+                " Named route `{}` (`- route: {}`).",
+                r.name.node, r.name.node
+            );
+            fns.push(self.function(
+                &name,
+                &doc,
+                r.name.pos.line,
+                &r.body,
+                !used.contains(&r.name.node),
+            ));
         }
 
         // Settings.
@@ -214,7 +234,6 @@ impl Emitter {
                 }
                 None => quote!(None),
             };
-            let m = marker(d.name.pos.line);
             sets.push(quote! {
                 DestinationSet {
                     name: #name,
@@ -223,7 +242,6 @@ impl Emitter {
                     probe_interval_ms: #probe,
                 }
             });
-            let _ = m;
         }
         let path = lit(src.path);
         let sha = lit(src.sha256);
@@ -272,7 +290,19 @@ impl Emitter {
         let mut names = BTreeSet::new();
         idents(body.clone(), &mut names);
         let api = [
-            "Algorithm", "Ctx", "Destination", "DestinationSet", "Flow", "Level", "Pattern", "Piece", "RelayTo", "Routes", "Settings", "Target", "Var",
+            "Algorithm",
+            "Ctx",
+            "Destination",
+            "DestinationSet",
+            "Flow",
+            "Level",
+            "Pattern",
+            "Piece",
+            "RelayTo",
+            "Routes",
+            "Settings",
+            "Target",
+            "Var",
         ]
         .iter()
         .filter(|n| names.contains(**n))
@@ -283,12 +313,31 @@ impl Emitter {
         }
     }
 
-    fn function(&mut self, name: &Ident, doc: &str, line: u32, body: &Block, unused: bool) -> TokenStream {
+    fn function(
+        &mut self,
+        name: &Ident,
+        doc: &str,
+        line: u32,
+        body: &Block,
+        unused: bool,
+    ) -> TokenStream {
         let m = marker(line);
         let steps = self.block(body);
-        let tail = if block_ends(body) { quote!() } else { quote!(Flow::Continue) };
-        let touch = if body.is_empty() { quote!(let _ = cx;) } else { quote!() };
-        let allow = if unused { quote!(#[allow(dead_code)]) } else { quote!() };
+        let tail = if block_ends(body) {
+            quote!()
+        } else {
+            quote!(Flow::Continue)
+        };
+        let touch = if body.is_empty() {
+            quote!(let _ = cx;)
+        } else {
+            quote!()
+        };
+        let allow = if unused {
+            quote!(#[allow(dead_code)])
+        } else {
+            quote!()
+        };
         quote! {
             #m
             #[doc = #doc]
@@ -341,7 +390,11 @@ impl Emitter {
                 });
                 quote!(#(#sets)*)
             }
-            StepKind::Reply { code, reason, headers } => {
+            StepKind::Reply {
+                code,
+                reason,
+                headers,
+            } => {
                 let c = Literal::u16_unsuffixed(code.node as u16);
                 let reason = match reason {
                     Some(r) => {
@@ -389,8 +442,12 @@ impl Emitter {
             }
             StepKind::Drop => quote!(return cx.drop_message(#l);),
             StepKind::Exit => quote!(return Flow::Stop;),
-            StepKind::If { cond, then, otherwise } => {
-                let (c, _) = self.cond(cond, line);
+            StepKind::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let (c, _) = self.cond(cond);
                 let t = self.block(then);
                 match otherwise {
                     Some(e) => {
@@ -430,7 +487,11 @@ impl Emitter {
                     None => quote!(),
                 };
                 let v = var(&on.node);
-                let scrutinee = if int { quote!(cx.int(#v)) } else { quote!(&*cx.get(#v)) };
+                let scrutinee = if int {
+                    quote!(cx.int(#v))
+                } else {
+                    quote!(&*cx.get(#v))
+                };
                 quote! {
                     match #scrutinee {
                         #(#arms)*
@@ -443,21 +504,21 @@ impl Emitter {
     }
 
     /// A condition as a Rust boolean expression.
-    fn cond(&mut self, e: &Expr, line: u32) -> (TokenStream, Prec) {
+    fn cond(&mut self, e: &Expr) -> (TokenStream, Prec) {
         let wrap = |(t, p): (TokenStream, Prec), min: Prec| if p < min { quote!((#t)) } else { t };
         match e {
             Expr::Or(a, b) => {
-                let a = wrap(self.cond(a, line), Prec::Or);
-                let b = wrap(self.cond(b, line), Prec::Or);
+                let a = wrap(self.cond(a), Prec::Or);
+                let b = wrap(self.cond(b), Prec::Or);
                 (quote!(#a || #b), Prec::Or)
             }
             Expr::And(a, b) => {
-                let a = wrap(self.cond(a, line), Prec::And);
-                let b = wrap(self.cond(b, line), Prec::And);
+                let a = wrap(self.cond(a), Prec::And);
+                let b = wrap(self.cond(b), Prec::And);
                 (quote!(#a && #b), Prec::And)
             }
             Expr::Not(a) => {
-                let a = wrap(self.cond(a, line), Prec::Atom);
+                let a = wrap(self.cond(a), Prec::Atom);
                 (quote!(!#a), Prec::Atom)
             }
             Expr::InDialog => (quote!(cx.in_dialog()), Prec::Atom),
@@ -467,8 +528,12 @@ impl Emitter {
             }
             Expr::Bare(_) => (quote!(false), Prec::Atom),
             Expr::Cmp { lhs, op, rhs } => self.compare(&lhs.node, op.node, &rhs.node),
-            Expr::Match { lhs, negate, regex, .. } => {
-                let Operand::Str(re) = &regex.node else { return (quote!(false), Prec::Atom) };
+            Expr::Match {
+                lhs, negate, regex, ..
+            } => {
+                let Operand::Str(re) = &regex.node else {
+                    return (quote!(false), Prec::Atom);
+                };
                 let id = self.pattern(re, regex.pos.line);
                 let subject = operand_text(&lhs.node);
                 if *negate {
@@ -505,10 +570,15 @@ impl Emitter {
                 }
             }
             Expr::InRange { lhs, lo, hi } => {
-                let Operand::Var(v) = &lhs.node else { return (quote!(false), Prec::Atom) };
+                let Operand::Var(v) = &lhs.node else {
+                    return (quote!(false), Prec::Atom);
+                };
                 let v = var(v);
                 let (lo, hi) = (num(lo.node), num(hi.node));
-                (quote!(matches!(cx.int(#v), Some(#lo..=#hi))), Prec::Atom)
+                (
+                    quote!(cx.int(#v).is_some_and(|v| (#lo..=#hi).contains(&v))),
+                    Prec::Atom,
+                )
             }
         }
     }
@@ -528,7 +598,9 @@ impl Emitter {
             (rhs, flipped, lhs)
         };
         let opt = TokenStream::from_str(op.text()).unwrap_or_default();
-        let Operand::Var(v) = lhs else { return (quote!(false), Prec::Atom) };
+        let Operand::Var(v) = lhs else {
+            return (quote!(false), Prec::Atom);
+        };
         if v.is_int() {
             let a = var(v);
             match rhs {
@@ -545,7 +617,12 @@ impl Emitter {
                     if matches!(op, CmpOp::Eq | CmpOp::Ne) {
                         (quote!(cx.int(#a) #opt cx.int(#b)), Prec::Cmp)
                     } else {
-                        (quote!(matches!((cx.int(#a), cx.int(#b)), (Some(a), Some(b)) if a #opt b)), Prec::Atom)
+                        (
+                            quote!(
+                                matches!((cx.int(#a), cx.int(#b)), (Some(a), Some(b)) if a #opt b)
+                            ),
+                            Prec::Atom,
+                        )
                     }
                 }
                 _ => (quote!(false), Prec::Atom),
@@ -591,7 +668,8 @@ fn source_literal(text: &str) -> Literal {
     while text.contains(&format!("\"{hashes}")) {
         hashes.push('#');
     }
-    Literal::from_str(&format!("r{hashes}\"{text}\"{hashes}")).unwrap_or_else(|_| Literal::string(text))
+    Literal::from_str(&format!("r{hashes}\"{text}\"{hashes}"))
+        .unwrap_or_else(|_| Literal::string(text))
 }
 
 fn idents(ts: TokenStream, out: &mut BTreeSet<String>) {

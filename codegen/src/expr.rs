@@ -67,7 +67,11 @@ fn lex(text: &str, base: Pos) -> Result<Vec<Token>, Error> {
         };
         if let Some(tok) = tok {
             i += 2;
-            out.push(Token { tok, pos: pos_of(start), len: 2 });
+            out.push(Token {
+                tok,
+                pos: pos_of(start),
+                len: 2,
+            });
             continue;
         }
         let tok = match c {
@@ -83,7 +87,11 @@ fn lex(text: &str, base: Pos) -> Result<Vec<Token>, Error> {
         };
         if let Some(tok) = tok {
             i += 1;
-            out.push(Token { tok, pos: pos_of(start), len: 1 });
+            out.push(Token {
+                tok,
+                pos: pos_of(start),
+                len: 1,
+            });
             continue;
         }
         let tok = if c == b'"' {
@@ -102,7 +110,9 @@ fn lex(text: &str, base: Pos) -> Result<Vec<Token>, Error> {
                 match ch {
                     '"' => break,
                     '\\' => {
-                        let Some(n) = text[i..].chars().next() else { continue };
+                        let Some(n) = text[i..].chars().next() else {
+                            continue;
+                        };
                         i += n.len_utf8();
                         s.push(n);
                     }
@@ -200,7 +210,11 @@ impl Parser {
     }
     fn unexpected(&self, expected: &str) -> Error {
         let t = self.peek();
-        let found = if t.tok == Tok::End { "the end of the condition".to_string() } else { describe(&t.tok) };
+        let found = if t.tok == Tok::End {
+            "the end of the condition".to_string()
+        } else {
+            describe(&t.tok)
+        };
         Error {
             pos: t.pos,
             len: t.len,
@@ -279,7 +293,11 @@ impl Parser {
     fn operand(&mut self) -> Result<Sp<Operand>, Error> {
         let t = self.next();
         match t.tok {
-            Tok::Operand(o) => Ok(Sp { node: o, pos: t.pos, len: t.len }),
+            Tok::Operand(o) => Ok(Sp {
+                node: o,
+                pos: t.pos,
+                len: t.len,
+            }),
             _ => {
                 self.at -= 1;
                 Err(self.unexpected("a variable, a string or a number"))
@@ -289,7 +307,11 @@ impl Parser {
     fn int(&mut self) -> Result<Sp<i64>, Error> {
         let t = self.next();
         match t.tok {
-            Tok::Operand(Operand::Int(n)) => Ok(Sp { node: n, pos: t.pos, len: t.len }),
+            Tok::Operand(Operand::Int(n)) => Ok(Sp {
+                node: n,
+                pos: t.pos,
+                len: t.len,
+            }),
             _ => {
                 self.at -= 1;
                 Err(self.unexpected("an integer"))
@@ -303,12 +325,25 @@ impl Parser {
             Tok::Cmp(op) => {
                 self.next();
                 let rhs = self.operand()?;
-                Ok(Expr::Cmp { lhs, op: Sp { node: op, pos: t.pos, len: t.len }, rhs })
+                Ok(Expr::Cmp {
+                    lhs,
+                    op: Sp {
+                        node: op,
+                        pos: t.pos,
+                        len: t.len,
+                    },
+                    rhs,
+                })
             }
             Tok::Match(negate) => {
                 self.next();
                 let regex = self.operand()?;
-                Ok(Expr::Match { lhs, negate, op: t.pos, regex })
+                Ok(Expr::Match {
+                    lhs,
+                    negate,
+                    op: t.pos,
+                    regex,
+                })
             }
             Tok::In => {
                 self.next();
@@ -328,7 +363,9 @@ impl Parser {
                     self.expect(Tok::RBracket, "`,` or `]`")?;
                     Ok(Expr::InList { lhs, items })
                 } else {
-                    let lo = self.int().map_err(|_| self.unexpected("`[` or a range like `500..599`"))?;
+                    let lo = self
+                        .int()
+                        .map_err(|_| self.unexpected("`[` or a range like `500..599`"))?;
                     self.expect(Tok::DotDot, "`..` in a range like `500..599`")?;
                     let hi = self.int()?;
                     Ok(Expr::InRange { lhs, lo, hi })

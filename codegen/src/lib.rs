@@ -44,12 +44,16 @@ pub fn compile_file(path: &str, text: &str) -> Output {
     if let Some(file) = &file {
         check::check(file, &mut diagnostics);
     }
-    diagnostics.sort_by(|a, b| (a.line, a.column, a.severity).cmp(&(b.line, b.column, b.severity)));
+    diagnostics.sort_by_key(|d| (d.line, d.column, d.severity));
     diagnostics.dedup();
     let code = match &file {
         Some(file) if !diagnostics.iter().any(Diagnostic::is_error) => {
             let sha256 = sha256_hex(text.as_bytes());
-            let src = emit::Source { path, text, sha256: &sha256 };
+            let src = emit::Source {
+                path,
+                text,
+                sha256: &sha256,
+            };
             match emit::emit(file, &src) {
                 Ok(code) => Some(code),
                 Err(msg) => {
@@ -75,5 +79,8 @@ pub fn compile(path: &str, text: &str) -> Result<String, Vec<Diagnostic>> {
 
 /// Lowercase hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     };
     let out = sipforge_codegen::compile_file(path, &text);
     if !out.diagnostics.is_empty() {
-        eprint!("{}", sipforge_codegen::render_diagnostics(path, &text, &out.diagnostics));
+        eprint!(
+            "{}",
+            sipforge_codegen::render_diagnostics(path, &text, &out.diagnostics)
+        );
     }
     let n = out.errors().count();
     match (cmd, out.code) {

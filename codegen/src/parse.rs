@@ -10,7 +10,15 @@ use crate::diagnostic::Diagnostic;
 use crate::yaml::{Node, Value};
 use crate::{expr, suggest, template};
 
-const TOP_KEYS: &[&str] = &["listen", "advertise", "destinations", "request", "reply", "failure", "routes"];
+const TOP_KEYS: &[&str] = &[
+    "listen",
+    "advertise",
+    "destinations",
+    "request",
+    "reply",
+    "failure",
+    "routes",
+];
 const ACTIONS: &[&str] = &[
     "log",
     "append_header",
@@ -38,14 +46,21 @@ pub fn parse(text: &str) -> (Option<File>, Vec<Diagnostic>) {
         Ok(n) => n,
         Err(e) => {
             let message = strip_location(&e.message);
-            let pos = Pos { line: e.line, col: e.col, offset: 0 };
+            let pos = Pos {
+                line: e.line,
+                col: e.col,
+                offset: 0,
+            };
             let d = Diagnostic::error(pos, 1, format!("YAML syntax error: {message}"))
                 .label("the YAML parser stopped here")
                 .hint("check the indentation and the quotes; a value that starts with `!`, `[`, `{`, `*`, `&` or `\"` must be quoted as a whole");
             return (None, vec![d]);
         }
     };
-    let mut p = Parser { text, diags: Vec::new() };
+    let mut p = Parser {
+        text,
+        diags: Vec::new(),
+    };
     let file = p.file(&root);
     (Some(file), p.diags)
 }
@@ -59,7 +74,14 @@ fn strip_location(m: &str) -> String {
 }
 
 impl<'a> Parser<'a> {
-    fn err(&mut self, pos: Pos, len: usize, message: impl Into<String>, label: &str, hint: impl Into<String>) {
+    fn err(
+        &mut self,
+        pos: Pos,
+        len: usize,
+        message: impl Into<String>,
+        label: &str,
+        hint: impl Into<String>,
+    ) {
         let mut d = Diagnostic::error(pos, len as u32, message).hint(hint);
         if !label.is_empty() {
             d = d.label(label);
@@ -98,30 +120,54 @@ impl<'a> Parser<'a> {
     fn sp_str(&self, n: &Node, s: &str) -> Sp<String> {
         let quoted = self.content_pos(n) != n.pos;
         let pos = self.content_pos(n);
-        let len = if quoted { s.chars().count() } else { self.len(n) };
+        let len = if quoted {
+            s.chars().count()
+        } else {
+            self.len(n)
+        };
         Sp::new(s.to_string(), pos, len)
     }
 
     fn expected(&mut self, n: &Node, what: &str, hint: &str) {
         let len = self.len(n);
-        self.err(n.pos, len, format!("expected {what}, found {}", n.value.kind()), "", hint);
+        self.err(
+            n.pos,
+            len,
+            format!("expected {what}, found {}", n.value.kind()),
+            "",
+            hint,
+        );
     }
 
     /// Entries of a map, reporting duplicate keys (at the second one).
     fn entries<'n>(&mut self, n: &'n Node) -> Vec<(String, &'n Node, &'n Node)> {
-        let Value::Map(entries) = &n.value else { return Vec::new() };
+        let Value::Map(entries) = &n.value else {
+            return Vec::new();
+        };
         let mut seen: Vec<(String, u32)> = Vec::new();
         let mut out = Vec::new();
         for (k, v) in entries {
             let Some(key) = k.scalar_text() else {
                 let len = self.len(k);
-                self.err(k.pos, len, "a map key must be a plain word", "", "use a word or a number as key");
+                self.err(
+                    k.pos,
+                    len,
+                    "a map key must be a plain word",
+                    "",
+                    "use a word or a number as key",
+                );
                 continue;
             };
             if let Some((_, line)) = seen.iter().find(|(s, _)| *s == key) {
                 let len = self.len(k);
                 let line = *line;
-                self.err(k.pos, len, format!("duplicate key `{key}`"), "defined again here", format!("`{key}` is first defined on line {line}; keep one"));
+                self.err(
+                    k.pos,
+                    len,
+                    format!("duplicate key `{key}`"),
+                    "defined again here",
+                    format!("`{key}` is first defined on line {line}; keep one"),
+                );
                 continue;
             }
             seen.push((key.clone(), k.pos.line));
@@ -145,7 +191,11 @@ impl<'a> Parser<'a> {
             Value::Map(_) => {}
             Value::Null => return file,
             _ => {
-                self.expected(root, "a map with `request:` and other sections", "a routes file starts with keys such as `listen:` and `request:`");
+                self.expected(
+                    root,
+                    "a map with `request:` and other sections",
+                    "a routes file starts with keys such as `listen:` and `request:`",
+                );
                 return file;
             }
         }
@@ -154,7 +204,11 @@ impl<'a> Parser<'a> {
                 "listen" => file.listen = self.listen(v),
                 "advertise" => match &v.value {
                     Value::Str(s) => file.advertise = Some(self.sp_str(v, s)),
-                    _ => self.expected(v, "`host` or `host:port`", "e.g. `advertise: proxy.example.com:5060`"),
+                    _ => self.expected(
+                        v,
+                        "`host` or `host:port`",
+                        "e.g. `advertise: proxy.example.com:5060`",
+                    ),
                 },
                 "destinations" => file.destinations = self.destinations(v),
                 "request" | "reply" | "failure" => {
@@ -164,11 +218,19 @@ impl<'a> Parser<'a> {
                         _ => SectionKind::Failure,
                     };
                     let body = self.block(v);
-                    file.sections.push(Section { kind, pos: k.pos, body });
+                    file.sections.push(Section {
+                        kind,
+                        pos: k.pos,
+                        body,
+                    });
                 }
                 "routes" => {
                     if !matches!(v.value, Value::Map(_)) {
-                        self.expected(v, "a map of named routes", "e.g. `routes: { auth: [ ... ] }`");
+                        self.expected(
+                            v,
+                            "a map of named routes",
+                            "e.g. `routes: { auth: [ ... ] }`",
+                        );
                     }
                     for (name, nk, body) in self.entries(v) {
                         let name = Sp::new(name, nk.pos, self.len(nk));
@@ -187,7 +249,11 @@ impl<'a> Parser<'a> {
             Value::Seq(items) => items.iter().collect(),
             Value::Str(_) => vec![v],
             _ => {
-                self.expected(v, "a list of sockets", "e.g. `listen: [ \"udp:127.0.0.1:5060\" ]`");
+                self.expected(
+                    v,
+                    "a list of sockets",
+                    "e.g. `listen: [ \"udp:127.0.0.1:5060\" ]`",
+                );
                 return Vec::new();
             }
         };
@@ -195,7 +261,11 @@ impl<'a> Parser<'a> {
         for item in items {
             match &item.value {
                 Value::Str(s) => out.push(self.sp_str(item, s)),
-                _ => self.expected(item, "a socket such as `udp:127.0.0.1:5060`", "quote it: \"udp:127.0.0.1:5060\""),
+                _ => self.expected(
+                    item,
+                    "a socket such as `udp:127.0.0.1:5060`",
+                    "quote it: \"udp:127.0.0.1:5060\"",
+                ),
             }
         }
         out
@@ -203,17 +273,30 @@ impl<'a> Parser<'a> {
 
     fn destinations(&mut self, v: &Node) -> Vec<DestSet> {
         if !matches!(v.value, Value::Map(_)) {
-            self.expected(v, "a map of destination sets", "e.g. `destinations: { backends: { algorithm: round_robin, targets: [ ... ] } }`");
+            self.expected(
+                v,
+                "a map of destination sets",
+                "e.g. `destinations: { backends: { algorithm: round_robin, targets: [ ... ] } }`",
+            );
             return Vec::new();
         }
         let mut out = Vec::new();
         for (name, nk, body) in self.entries(v) {
             let name = Sp::new(name, nk.pos, self.len(nk));
             if !matches!(body.value, Value::Map(_)) {
-                self.expected(body, "a map with `algorithm:` and `targets:`", "e.g. `{ algorithm: round_robin, targets: [ sip:10.0.0.1 ] }`");
+                self.expected(
+                    body,
+                    "a map with `algorithm:` and `targets:`",
+                    "e.g. `{ algorithm: round_robin, targets: [ sip:10.0.0.1 ] }`",
+                );
                 continue;
             }
-            let mut set = DestSet { name, algorithm: Algorithm::RoundRobin, targets: Vec::new(), probe_interval_ms: None };
+            let mut set = DestSet {
+                name,
+                algorithm: Algorithm::RoundRobin,
+                targets: Vec::new(),
+                probe_interval_ms: None,
+            };
             let mut saw_targets = false;
             for (key, k, val) in self.entries(body) {
                 match key.as_str() {
@@ -226,7 +309,16 @@ impl<'a> Parser<'a> {
                             "priority" => Algorithm::Priority,
                             _ => {
                                 let len = self.len(val);
-                                self.err(val.pos, len, format!("unknown algorithm `{}`", val.scalar_text().unwrap_or_default()), "", "algorithms are round_robin, hash_call_id, weighted, priority");
+                                self.err(
+                                    val.pos,
+                                    len,
+                                    format!(
+                                        "unknown algorithm `{}`",
+                                        val.scalar_text().unwrap_or_default()
+                                    ),
+                                    "",
+                                    "algorithms are round_robin, hash_call_id, weighted, priority",
+                                );
                                 Algorithm::RoundRobin
                             }
                         };
@@ -238,7 +330,13 @@ impl<'a> Parser<'a> {
                             continue;
                         };
                         if items.is_empty() {
-                            self.err(val.pos, 1, format!("destination set `{}` has no targets", set.name.node), "", "list at least one target URI");
+                            self.err(
+                                val.pos,
+                                1,
+                                format!("destination set `{}` has no targets", set.name.node),
+                                "",
+                                "list at least one target URI",
+                            );
                         }
                         for item in items {
                             if let Some(t) = self.target(item) {
@@ -249,7 +347,11 @@ impl<'a> Parser<'a> {
                     "probe" => {
                         let mut interval = None;
                         if !matches!(val.value, Value::Map(_)) {
-                            self.expected(val, "a map such as `{ interval: 10s }`", "e.g. `probe: { interval: 10s }`");
+                            self.expected(
+                                val,
+                                "a map such as `{ interval: 10s }`",
+                                "e.g. `probe: { interval: 10s }`",
+                            );
                         }
                         for (pk, pkn, pv) in self.entries(val) {
                             if pk == "interval" {
@@ -260,18 +362,33 @@ impl<'a> Parser<'a> {
                         }
                         match interval {
                             Some(ms) => set.probe_interval_ms = ms,
-                            None if matches!(val.value, Value::Map(_)) => {
-                                self.err(val.pos, 1, "`probe` needs an `interval`", "", "e.g. `probe: { interval: 10s }`")
-                            }
+                            None if matches!(val.value, Value::Map(_)) => self.err(
+                                val.pos,
+                                1,
+                                "`probe` needs an `interval`",
+                                "",
+                                "e.g. `probe: { interval: 10s }`",
+                            ),
                             None => {}
                         }
                     }
-                    _ => self.unknown_key(&key, k, &["algorithm", "targets", "probe"], "destination set keys"),
+                    _ => self.unknown_key(
+                        &key,
+                        k,
+                        &["algorithm", "targets", "probe"],
+                        "destination set keys",
+                    ),
                 }
             }
             if !saw_targets {
                 let (pos, len) = (set.name.pos, set.name.len as usize);
-                self.err(pos, len, format!("destination set `{}` has no `targets`", set.name.node), "", "add `targets: [ sip:HOST:PORT ]`");
+                self.err(
+                    pos,
+                    len,
+                    format!("destination set `{}` has no `targets`", set.name.node),
+                    "",
+                    "add `targets: [ sip:HOST:PORT ]`",
+                );
             }
             out.push(set);
         }
@@ -280,7 +397,10 @@ impl<'a> Parser<'a> {
 
     fn target(&mut self, item: &Node) -> Option<DestTarget> {
         match &item.value {
-            Value::Str(s) => Some(DestTarget { uri: self.sp_str(item, s), weight: 1 }),
+            Value::Str(s) => Some(DestTarget {
+                uri: self.sp_str(item, s),
+                weight: 1,
+            }),
             Value::Map(_) => {
                 let mut uri = None;
                 let mut weight = 1;
@@ -294,7 +414,13 @@ impl<'a> Parser<'a> {
                             Value::Int(w) if w > 0 && w <= i64::from(u32::MAX) => weight = w as u32,
                             _ => {
                                 let len = self.len(v);
-                                self.err(v.pos, len, "a weight must be a positive integer", "", "e.g. `weight: 2`");
+                                self.err(
+                                    v.pos,
+                                    len,
+                                    "a weight must be a positive integer",
+                                    "",
+                                    "e.g. `weight: 2`",
+                                );
                             }
                         },
                         _ => self.unknown_key(&key, k, &["uri", "weight"], "target keys"),
@@ -303,13 +429,23 @@ impl<'a> Parser<'a> {
                 match uri {
                     Some(uri) => Some(DestTarget { uri, weight }),
                     None => {
-                        self.err(item.pos, 1, "a target needs a `uri`", "", "e.g. `{ uri: \"sip:10.0.0.1:5060\", weight: 2 }`");
+                        self.err(
+                            item.pos,
+                            1,
+                            "a target needs a `uri`",
+                            "",
+                            "e.g. `{ uri: \"sip:10.0.0.1:5060\", weight: 2 }`",
+                        );
                         None
                     }
                 }
             }
             _ => {
-                self.expected(item, "a SIP URI or `{ uri: ..., weight: N }`", "e.g. `sip:10.0.0.1:5060`");
+                self.expected(
+                    item,
+                    "a SIP URI or `{ uri: ..., weight: N }`",
+                    "e.g. `sip:10.0.0.1:5060`",
+                );
                 None
             }
         }
@@ -331,7 +467,13 @@ impl<'a> Parser<'a> {
             Ok(n) if n > 0 && mult > 0 => Some(n * mult),
             _ => {
                 let len = self.len(v);
-                self.err(v.pos, len, format!("invalid interval `{text}`"), "", "write a positive duration with a unit: `500ms`, `10s` or `1m`");
+                self.err(
+                    v.pos,
+                    len,
+                    format!("invalid interval `{text}`"),
+                    "",
+                    "write a positive duration with a unit: `500ms`, `10s` or `1m`",
+                );
                 None
             }
         }
@@ -360,13 +502,23 @@ impl<'a> Parser<'a> {
                 if entries.len() > 1 {
                     let (_, k, _) = &entries[1];
                     let len = self.len(k);
-                    self.err(k.pos, len, "a step has one action", "second action in the same step", "start a new step with `- ` for each action");
+                    self.err(
+                        k.pos,
+                        len,
+                        "a step has one action",
+                        "second action in the same step",
+                        "start a new step with `- ` for each action",
+                    );
                 }
                 let (word, k, v) = entries.into_iter().next()?;
                 self.action(&word, k, Some(v))
             }
             _ => {
-                self.expected(n, "a step (an action, `if` or `switch`)", "e.g. `- forward` or `- log: \"text\"`");
+                self.expected(
+                    n,
+                    "a step (an action, `if` or `switch`)",
+                    "e.g. `- forward` or `- log: \"text\"`",
+                );
                 None
             }
         }
@@ -385,13 +537,23 @@ impl<'a> Parser<'a> {
                 None => RelayTo::Default,
                 Some(v) => {
                     let s = self.uri_value(v)?;
-                    if s.node.contains(':') { RelayTo::Uri(s) } else { RelayTo::Set(s) }
+                    if s.node.contains(':') {
+                        RelayTo::Uri(s)
+                    } else {
+                        RelayTo::Set(s)
+                    }
                 }
             }),
             "record_route" | "drop" | "exit" => {
                 if let Some(v) = v {
                     let l = self.len(v);
-                    self.err(v.pos, l, format!("`{word}` takes no value"), "", format!("write `- {word}`"));
+                    self.err(
+                        v.pos,
+                        l,
+                        format!("`{word}` takes no value"),
+                        "",
+                        format!("write `- {word}`"),
+                    );
                 }
                 match word {
                     "record_route" => StepKind::RecordRoute,
@@ -409,7 +571,13 @@ impl<'a> Parser<'a> {
                         "reply" => "- reply: 404",
                         _ => "- route: NAME",
                     };
-                    self.err(pos, len as usize, format!("`{word}` needs a value"), "", format!("e.g. `{example}`"));
+                    self.err(
+                        pos,
+                        len as usize,
+                        format!("`{word}` needs a value"),
+                        "",
+                        format!("e.g. `{example}`"),
+                    );
                     return None;
                 };
                 match word {
@@ -434,7 +602,17 @@ impl<'a> Parser<'a> {
                 }
             }
             "if" | "switch" => {
-                self.err(pos, len as usize, format!("`{word}` must be written as a map"), "", if word == "if" { "e.g. `- if: $rs == 404` with `then:` on the next line" } else { "e.g. `- switch: $rm` with `cases:` on the next line" });
+                self.err(
+                    pos,
+                    len as usize,
+                    format!("`{word}` must be written as a map"),
+                    "",
+                    if word == "if" {
+                        "e.g. `- if: $rs == 404` with `then:` on the next line"
+                    } else {
+                        "e.g. `- switch: $rm` with `cases:` on the next line"
+                    },
+                );
                 return None;
             }
             _ => {
@@ -454,7 +632,11 @@ impl<'a> Parser<'a> {
         match &v.value {
             Value::Str(s) => Some(self.sp_str(v, s.trim())),
             _ => {
-                self.expected(v, "a SIP URI or a destination set name", "e.g. `sip:127.0.0.1:5080`");
+                self.expected(
+                    v,
+                    "a SIP URI or a destination set name",
+                    "e.g. `sip:127.0.0.1:5080`",
+                );
                 None
             }
         }
@@ -467,7 +649,10 @@ impl<'a> Parser<'a> {
 
     fn log(&mut self, v: &Node) -> Option<StepKind> {
         match &v.value {
-            Value::Str(s) => Some(StepKind::Log { level: LogLevel::Info, message: self.template(v, s) }),
+            Value::Str(s) => Some(StepKind::Log {
+                level: LogLevel::Info,
+                message: self.template(v, s),
+            }),
             Value::Map(_) => {
                 let mut level = LogLevel::Info;
                 let mut message = None;
@@ -481,7 +666,13 @@ impl<'a> Parser<'a> {
                                 "debug" => LogLevel::Debug,
                                 _ => {
                                     let len = self.len(val);
-                                    self.err(val.pos, len, "unknown log level", "", "levels are error, warn, info, debug");
+                                    self.err(
+                                        val.pos,
+                                        len,
+                                        "unknown log level",
+                                        "",
+                                        "levels are error, warn, info, debug",
+                                    );
                                     LogLevel::Info
                                 }
                             }
@@ -496,13 +687,23 @@ impl<'a> Parser<'a> {
                 match message {
                     Some(message) => Some(StepKind::Log { level, message }),
                     None => {
-                        self.err(v.pos, 1, "`log` needs a `message`", "", "e.g. `- log: { level: warn, message: \"...\" }`");
+                        self.err(
+                            v.pos,
+                            1,
+                            "`log` needs a `message`",
+                            "",
+                            "e.g. `- log: { level: warn, message: \"...\" }`",
+                        );
                         None
                     }
                 }
             }
             _ => {
-                self.expected(v, "a text or `{ level: ..., message: ... }`", "e.g. `- log: \"Received $rm\"`");
+                self.expected(
+                    v,
+                    "a text or `{ level: ..., message: ... }`",
+                    "e.g. `- log: \"Received $rm\"`",
+                );
                 None
             }
         }
@@ -511,13 +712,23 @@ impl<'a> Parser<'a> {
     /// `"Name: value"`
     fn header_line(&mut self, v: &Node) -> Option<Header> {
         let Value::Str(s) = &v.value else {
-            self.expected(v, "a header line `Name: value`", "e.g. `\"X-Proxied: yes\"`");
+            self.expected(
+                v,
+                "a header line `Name: value`",
+                "e.g. `\"X-Proxied: yes\"`",
+            );
             return None;
         };
         let base = self.content_pos(v);
         let Some(colon) = s.find(':') else {
             let len = self.len(v);
-            self.err(v.pos, len, "a header needs a name and a value: `Name: value`", "no `:` here", "e.g. `\"X-Proxied: yes\"`");
+            self.err(
+                v.pos,
+                len,
+                "a header needs a name and a value: `Name: value`",
+                "no `:` here",
+                "e.g. `\"X-Proxied: yes\"`",
+            );
             return None;
         };
         let raw_name = &s[..colon];
@@ -530,12 +741,19 @@ impl<'a> Parser<'a> {
         let value_start = colon + 1 + skip;
         let value_pos = base.advance(s[..value_start].chars().count(), value_start);
         let value = template::parse(&s[value_start..], value_pos, &mut self.diags);
-        Some(Header { name: Sp::new(name, name_pos, name_len), value })
+        Some(Header {
+            name: Sp::new(name, name_pos, name_len),
+            value,
+        })
     }
 
     fn set(&mut self, v: &Node) -> Option<StepKind> {
         if !matches!(v.value, Value::Map(_)) {
-            self.expected(v, "a map of variables to values", "e.g. `- set: { $rU: \"+1$rU\" }`");
+            self.expected(
+                v,
+                "a map of variables to values",
+                "e.g. `- set: { $rU: \"+1$rU\" }`",
+            );
             return None;
         }
         let mut out = Vec::new();
@@ -549,13 +767,21 @@ impl<'a> Parser<'a> {
                     continue;
                 }
                 _ => {
-                    self.err(kpos, klen, format!("`{key}` is not a variable"), "", "keys of `set` are variables such as `$rU` or `$du`");
+                    self.err(
+                        kpos,
+                        klen,
+                        format!("`{key}` is not a variable"),
+                        "",
+                        "keys of `set` are variables such as `$rU` or `$du`",
+                    );
                     continue;
                 }
             };
             let template = match &val.value {
                 Value::Str(s) => self.template(val, s),
-                Value::Int(_) | Value::Bool(_) | Value::Float(_) => Template { pieces: vec![TPiece::Lit(val.scalar_text().unwrap_or_default())] },
+                Value::Int(_) | Value::Bool(_) | Value::Float(_) => Template {
+                    pieces: vec![TPiece::Lit(val.scalar_text().unwrap_or_default())],
+                },
                 _ => {
                     self.expected(val, "a text value", "e.g. `$du: \"sip:10.0.0.1:5060\"`");
                     continue;
@@ -572,7 +798,11 @@ impl<'a> Parser<'a> {
             _ => None,
         };
         match &v.value {
-            Value::Int(_) => Some(StepKind::Reply { code: code_of(v, self)?, reason: None, headers: Vec::new() }),
+            Value::Int(_) => Some(StepKind::Reply {
+                code: code_of(v, self)?,
+                reason: None,
+                headers: Vec::new(),
+            }),
             Value::Map(_) => {
                 let mut code = None;
                 let mut reason = None;
@@ -585,7 +815,11 @@ impl<'a> Parser<'a> {
                         },
                         "reason" => match &val.value {
                             Value::Str(s) => reason = Some(self.sp_str(val, s)),
-                            _ => self.expected(val, "a reason phrase", "e.g. `reason: \"Not Found\"`"),
+                            _ => self.expected(
+                                val,
+                                "a reason phrase",
+                                "e.g. `reason: \"Not Found\"`",
+                            ),
                         },
                         "headers" => match &val.value {
                             Value::Seq(items) => {
@@ -595,21 +829,41 @@ impl<'a> Parser<'a> {
                                     }
                                 }
                             }
-                            _ => self.expected(val, "a list of header lines", "e.g. `headers: [\"Retry-After: 30\"]`"),
+                            _ => self.expected(
+                                val,
+                                "a list of header lines",
+                                "e.g. `headers: [\"Retry-After: 30\"]`",
+                            ),
                         },
-                        _ => self.unknown_key(&key, k, &["code", "reason", "headers"], "reply keys"),
+                        _ => {
+                            self.unknown_key(&key, k, &["code", "reason", "headers"], "reply keys")
+                        }
                     }
                 }
                 match code {
-                    Some(code) => Some(StepKind::Reply { code, reason, headers }),
+                    Some(code) => Some(StepKind::Reply {
+                        code,
+                        reason,
+                        headers,
+                    }),
                     None => {
-                        self.err(v.pos, 1, "`reply` needs a `code`", "", "e.g. `- reply: { code: 404, reason: \"Not Found\" }`");
+                        self.err(
+                            v.pos,
+                            1,
+                            "`reply` needs a `code`",
+                            "",
+                            "e.g. `- reply: { code: 404, reason: \"Not Found\" }`",
+                        );
                         None
                     }
                 }
             }
             _ => {
-                self.expected(v, "a status code or `{ code: ..., reason: ..., headers: [...] }`", "e.g. `- reply: 404`");
+                self.expected(
+                    v,
+                    "a status code or `{ code: ..., reason: ..., headers: [...] }`",
+                    "e.g. `- reply: 404`",
+                );
                 None
             }
         }
@@ -630,7 +884,11 @@ impl<'a> Parser<'a> {
                             cond = Some(expr::parse(s, base, &mut self.diags));
                         }
                         _ => {
-                            self.expected(v, "a condition", "e.g. `- if: $rs == 404`; quote a condition that starts with `!`");
+                            self.expected(
+                                v,
+                                "a condition",
+                                "e.g. `- if: $rs == 404`; quote a condition that starts with `!`",
+                            );
                             cond = Some(None);
                         }
                     }
@@ -641,11 +899,25 @@ impl<'a> Parser<'a> {
             }
         }
         let Some(then) = then else {
-            self.err(pos, 2, "`if` without `then`", "", "add `then:` with a list of steps, aligned with `if:`");
+            self.err(
+                pos,
+                2,
+                "`if` without `then`",
+                "",
+                "add `then:` with a list of steps, aligned with `if:`",
+            );
             return None;
         };
         let cond = cond.flatten()?;
-        Some(Step { pos, len: 2, kind: StepKind::If { cond, then, otherwise } })
+        Some(Step {
+            pos,
+            len: 2,
+            kind: StepKind::If {
+                cond,
+                then,
+                otherwise,
+            },
+        })
     }
 
     fn switch_step(&mut self, n: &Node) -> Option<Step> {
@@ -662,18 +934,30 @@ impl<'a> Parser<'a> {
                     let vpos = self.content_pos(v);
                     let len = text.chars().count();
                     match text.strip_prefix('$').map(template::read_var) {
-                        Some(Some(Ok((var, used)))) if used + 1 == text.len() => on = Some(Sp::new(var, vpos, len)),
+                        Some(Some(Ok((var, used)))) if used + 1 == text.len() => {
+                            on = Some(Sp::new(var, vpos, len))
+                        }
                         Some(Some(Err((msg, hint, _)))) => self.err(vpos, len, msg, "", hint),
                         _ => {
                             let l = self.len(v);
-                            self.err(v.pos, l, "`switch` takes one variable", "", "e.g. `- switch: $rm` or `- switch: $rs`");
+                            self.err(
+                                v.pos,
+                                l,
+                                "`switch` takes one variable",
+                                "",
+                                "e.g. `- switch: $rm` or `- switch: $rs`",
+                            );
                         }
                     }
                 }
                 "cases" => {
                     saw_cases = true;
                     if !matches!(v.value, Value::Map(_)) {
-                        self.expected(v, "a map of cases", "e.g. `cases: { INVITE: [ relay ], 404: [ drop ] }`");
+                        self.expected(
+                            v,
+                            "a map of cases",
+                            "e.g. `cases: { INVITE: [ relay ], 404: [ drop ] }`",
+                        );
                     }
                     for (label, lk, body) in self.entries(v) {
                         let lpos = self.content_pos(lk);
@@ -682,7 +966,10 @@ impl<'a> Parser<'a> {
                             Value::Int(i) => CaseLabel::Int(*i),
                             _ => {
                                 let b = label.as_bytes();
-                                if b.len() == 3 && (b'1'..=b'6').contains(&b[0]) && label[1..].eq_ignore_ascii_case("xx") {
+                                if b.len() == 3
+                                    && (b'1'..=b'6').contains(&b[0])
+                                    && label[1..].eq_ignore_ascii_case("xx")
+                                {
                                     CaseLabel::Class(i64::from(b[0] - b'0'))
                                 } else {
                                     CaseLabel::Text(label.clone())
@@ -690,17 +977,35 @@ impl<'a> Parser<'a> {
                             }
                         };
                         let body = self.block(body);
-                        cases.push(Case { label: Sp::new(node, lpos, llen), body });
+                        cases.push(Case {
+                            label: Sp::new(node, lpos, llen),
+                            body,
+                        });
                     }
                 }
                 "default" => default = Some(self.block(v)),
-                _ => self.unknown_key(&key, k, &["switch", "cases", "default"], "keys of a `switch` step"),
+                _ => self.unknown_key(
+                    &key,
+                    k,
+                    &["switch", "cases", "default"],
+                    "keys of a `switch` step",
+                ),
             }
         }
         if !saw_cases {
-            self.err(pos, 6, "`switch` without `cases`", "", "add `cases:` mapping values to lists of steps");
+            self.err(
+                pos,
+                6,
+                "`switch` without `cases`",
+                "",
+                "add `cases:` mapping values to lists of steps",
+            );
         }
         let on = on?;
-        Some(Step { pos, len: 6, kind: StepKind::Switch { on, cases, default } })
+        Some(Step {
+            pos,
+            len: 6,
+            kind: StepKind::Switch { on, cases, default },
+        })
     }
 }

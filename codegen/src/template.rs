@@ -106,10 +106,16 @@ fn named(name: &str, used: usize) -> VarRead {
     }
     let mut hint = match suggest::closest(&format!("${name}"), Var::names()) {
         Some(s) => format!("did you mean `{s}`?"),
-        None => format!("variables are {}", Var::names().collect::<Vec<_>>().join(" ")),
+        None => format!(
+            "variables are {}",
+            Var::names().collect::<Vec<_>>().join(" ")
+        ),
     };
     // `$rUabc`: a known variable followed by text.
-    if let Some(known) = Var::names().filter(|n| name.starts_with(&n[1..])).max_by_key(|n| n.len()) {
+    if let Some(known) = Var::names()
+        .filter(|n| name.starts_with(&n[1..]))
+        .max_by_key(|n| n.len())
+    {
         hint = format!(
             "to put text right after `{known}`, write `$({})`{}",
             &known[1..],

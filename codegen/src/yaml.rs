@@ -154,12 +154,16 @@ pub fn load(text: &str) -> Result<Node, SyntaxError> {
         Ok(Some(n)) => Ok(n),
         Ok(None) => Ok(Node {
             value: Value::Null,
-            pos: Pos { line: 1, col: 1, offset: 0 },
+            pos: Pos {
+                line: 1,
+                col: 1,
+                offset: 0,
+            },
         }),
         Err(e) => {
-            let (line, col) = e
-                .location()
-                .map_or((1, 1), |l| (l.line().max(1) as u32, l.column().max(1) as u32));
+            let (line, col) = e.location().map_or((1, 1), |l| {
+                (l.line().max(1) as u32, l.column().max(1) as u32)
+            });
             let opts = serde_saphyr::render_options! { snippets: serde_saphyr::SnippetMode::Off, };
             let message = e.render_with_options(opts);
             Err(SyntaxError { message, line, col })

@@ -10,12 +10,12 @@ fn rendered_has_location_caret_and_hint() {
     let r = render_diagnostics("routes.yaml", BAD, &d);
     let expected = "\
 error: unknown variable `$xx`
- --> routes.yaml:2:16
+ --> routes.yaml:2:15
   |
 2 |   - log: \"got $xx\"
-  |                ^^^ in this template
+  |               ^^^ in this template
   |
-  = help: did you mean `$ru`?
+  = help: variables are $rm $ru $rU $rd $rp $du $rs $rr $fu $fU $fd $ft $tu $tU $td $tt $ci $cs $si $sp $pr $ua $ds
 ";
     assert!(r.starts_with(expected), "got:\n{r}");
 }
@@ -27,9 +27,12 @@ fn cargo_error_lines_one_per_line() {
     let lines = cargo_directives("error", &r);
     let all: Vec<&str> = lines.lines().collect();
     assert!(all.len() >= 6);
-    assert!(all.iter().all(|l| l.starts_with("cargo::error=")), "{lines}");
+    assert!(
+        all.iter().all(|l| l.starts_with("cargo::error=")),
+        "{lines}"
+    );
     assert_eq!(all[0], "cargo::error=error: unknown variable `$xx`");
-    assert_eq!(all[1], "cargo::error= --> routes.yaml:2:16");
+    assert_eq!(all[1], "cargo::error= --> routes.yaml:2:15");
     assert!(all.iter().any(|l| l.ends_with("^^^ in this template")));
     // No empty directive (cargo drops empty messages), no trailing blank one.
     assert!(all.iter().all(|l| l.len() > "cargo::error=".len()));

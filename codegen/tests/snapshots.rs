@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn snapshot(rel: &str, name: &str) {
@@ -14,17 +17,26 @@ fn snapshot(rel: &str, name: &str) {
         Ok(code) => code,
         Err(d) => panic!("{}", sipforge_codegen::render_diagnostics(rel, &text, &d)),
     };
-    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(format!("{name}.rs.snap"));
+    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.rs.snap"));
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&expected_path, &code).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&expected_path)
-        .unwrap_or_else(|_| panic!("missing {}; run with UPDATE_SNAPSHOTS=1", expected_path.display()));
+    let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| {
+        panic!(
+            "missing {}; run with UPDATE_SNAPSHOTS=1",
+            expected_path.display()
+        )
+    });
     if code != expected {
         for (i, (a, b)) in code.lines().zip(expected.lines()).enumerate() {
             if a != b {
-                panic!("{name}: first difference at line {}:\n  got:      {a}\n  expected: {b}\n(run with UPDATE_SNAPSHOTS=1 to accept)", i + 1);
+                panic!(
+                    "{name}: first difference at line {}:\n  got:      {a}\n  expected: {b}\n(run with UPDATE_SNAPSHOTS=1 to accept)",
+                    i + 1
+                );
             }
         }
         panic!("{name}: output length differs (run with UPDATE_SNAPSHOTS=1 to accept)");
@@ -63,7 +75,10 @@ fn no_inner_attributes_and_line_comments() {
     assert!(!code.contains("#!["));
     assert!(!code.contains("__sipforge_line"));
     assert!(code.contains("// features.yaml:8\n"));
-    assert!(code.contains(&format!("source_sha256: \"{}\"", sipforge_codegen::sha256_hex(text.as_bytes()))));
+    assert!(code.contains(&format!(
+        "source_sha256: \"{}\"",
+        sipforge_codegen::sha256_hex(text.as_bytes())
+    )));
 }
 
 #[test]
