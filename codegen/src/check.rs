@@ -479,7 +479,7 @@ impl<'f> Checker<'f> {
     fn step(&mut self, s: &Step, ctx: Ctx, route: Option<&str>) {
         let at = Self::where_(ctx, route);
         match &s.kind {
-            StepKind::Log { message, .. } => self.template(message, ctx, route, false),
+            StepKind::Log { message, .. } => self.template(message, ctx, route),
             StepKind::AppendHeader(h) => self.header(h, ctx, route),
             StepKind::RemoveHeader(n) => self.header_name(n),
             StepKind::Set(items) => {
@@ -510,7 +510,8 @@ impl<'f> Checker<'f> {
                             "writable variables are $ru $rU $rd $rp $du",
                         );
                     }
-                    self.template(t, ctx, route, true);
+                    self.template(t, ctx, route);
+                    self.crlf(t, v.pos, v.len);
                     if let Some(lit) = t.literal() {
                         let bad = match v.node {
                             Var::Du | Var::Ru => check_uri(&lit).err(),
@@ -537,9 +538,8 @@ impl<'f> Checker<'f> {
                 reason,
                 headers,
             } => {
-                match ctx {
-                    Some(SectionKind::Reply) => self.err(s.pos, s.len, format!("`reply` cannot be used in {at}"), "a response cannot be answered", "to answer after a relayed request fails, use `failure:` (which may `reply` or `relay` again)"),
-                    _ => {}
+                if ctx == Some(SectionKind::Reply) {
+                    self.err(s.pos, s.len, format!("`reply` cannot be used in {at}"), "a response cannot be answered", "to answer after a relayed request fails, use `failure:` (which may `reply` or `relay` again)");
                 }
                 let c = code.node;
                 if c == 100 {
@@ -714,31 +714,30 @@ impl<'f> Checker<'f> {
 
     fn header(&mut self, h: &Header, ctx: Ctx, route: Option<&str>) {
         self.header_name(&h.name);
-        self.template(&h.value, ctx, route, true);
+        self.template(&h.value, ctx, route);
+        self.crlf(&h.value, h.name.pos, h.name.len);
     }
 
-    /// Variables of a template; `header` when the value may go into a header.
-    fn template(&mut self, t: &Template, ctx: Ctx, route: Option<&str>, header: bool) {
-        for p in &t.pieces {
-            match p {
-                TPiece::Var(v) => self.var(v, ctx, route),
-                TPiece::Lit(l) if header && l.contains(['\r', '\n']) => {
-                    let first = t.vars().next().map_or(Pos::default(), |v| v.pos);
-                    let _ = first;
-                    // Point at the header value's position: the first piece.
-                    self.diags.push(
-                        Diagnostic::error(self.template_pos(t), 1, "a header value cannot contain CR or LF")
-                            .label("line break in this value")
-                            .hint("write the value on one line; to add several headers use several `append_header` steps"),
-                    );
-                }
-                TPiece::Lit(_) => {}
-            }
+    /// Variables of a template.
+    fn template(&mut self, t: &Template, ctx: Ctx, route: Option<&str>) {
+        for v in t.vars() {
+            self.var(v, ctx, route);
         }
     }
 
-    fn template_pos(&self, t: &Template) -> Pos {
-        t.vars().next().map_or(Pos::default(), |v| v.pos)
+    /// A literal CR or LF in a value that may end up in a header.
+    fn crlf(&mut self, t: &Template, pos: Pos, len: u32) {
+        let has = t
+            .pieces
+            .iter()
+            .any(|p| matches!(p, TPiece::Lit(l) if l.contains(['\r', '\n'])));
+        if has {
+            self.diags.push(
+                Diagnostic::error(pos, len, "a header value cannot contain CR or LF")
+                    .label("this value has a line break")
+                    .hint("write the value on one line; to add several headers use several steps"),
+            );
+        }
     }
 
     fn var(&mut self, v: &Sp<Var>, ctx: Ctx, route: Option<&str>) {

@@ -141,9 +141,7 @@ enum Prec {
 
 impl Emitter {
     fn target(&mut self, uri: &Sp<String>) -> Ident {
-        let next = self.targets.len();
         let entry = self.targets.entry(uri.node.clone()).or_insert_with(|| {
-            let _ = next;
             (
                 Ident::new(&target_ident(&uri.node), Span::call_site()),
                 uri.pos.line,
@@ -236,7 +234,6 @@ impl Emitter {
                 }
                 None => quote!(None),
             };
-            let m = marker(d.name.pos.line);
             sets.push(quote! {
                 DestinationSet {
                     name: #name,
@@ -245,7 +242,6 @@ impl Emitter {
                     probe_interval_ms: #probe,
                 }
             });
-            let _ = m;
         }
         let path = lit(src.path);
         let sha = lit(src.sha256);
@@ -451,7 +447,7 @@ impl Emitter {
                 then,
                 otherwise,
             } => {
-                let (c, _) = self.cond(cond, line);
+                let (c, _) = self.cond(cond);
                 let t = self.block(then);
                 match otherwise {
                     Some(e) => {
@@ -483,9 +479,8 @@ impl Emitter {
                             quote!(#s)
                         }
                     };
-                    let cm = marker(c.label.pos.line);
                     let body = self.block(&c.body);
-                    arms.push(quote!(#pat => { #cm #body }));
+                    arms.push(quote!(#pat => { #body }));
                 }
                 let d = match default {
                     Some(d) => self.block(d),
@@ -509,21 +504,21 @@ impl Emitter {
     }
 
     /// A condition as a Rust boolean expression.
-    fn cond(&mut self, e: &Expr, line: u32) -> (TokenStream, Prec) {
+    fn cond(&mut self, e: &Expr) -> (TokenStream, Prec) {
         let wrap = |(t, p): (TokenStream, Prec), min: Prec| if p < min { quote!((#t)) } else { t };
         match e {
             Expr::Or(a, b) => {
-                let a = wrap(self.cond(a, line), Prec::Or);
-                let b = wrap(self.cond(b, line), Prec::Or);
+                let a = wrap(self.cond(a), Prec::Or);
+                let b = wrap(self.cond(b), Prec::Or);
                 (quote!(#a || #b), Prec::Or)
             }
             Expr::And(a, b) => {
-                let a = wrap(self.cond(a, line), Prec::And);
-                let b = wrap(self.cond(b, line), Prec::And);
+                let a = wrap(self.cond(a), Prec::And);
+                let b = wrap(self.cond(b), Prec::And);
                 (quote!(#a && #b), Prec::And)
             }
             Expr::Not(a) => {
-                let a = wrap(self.cond(a, line), Prec::Atom);
+                let a = wrap(self.cond(a), Prec::Atom);
                 (quote!(!#a), Prec::Atom)
             }
             Expr::InDialog => (quote!(cx.in_dialog()), Prec::Atom),
@@ -571,7 +566,7 @@ impl Emitter {
                         let s = lit(&s);
                         quote!(#s)
                     });
-                    (quote!(matches!(&*#subject, #(#pats)|*)), Prec::Atom)
+                    (quote!(matches!(#subject.as_ref(), #(#pats)|*)), Prec::Atom)
                 }
             }
             Expr::InRange { lhs, lo, hi } => {
@@ -580,7 +575,10 @@ impl Emitter {
                 };
                 let v = var(v);
                 let (lo, hi) = (num(lo.node), num(hi.node));
-                (quote!(matches!(cx.int(#v), Some(#lo..=#hi))), Prec::Atom)
+                (
+                    quote!(cx.int(#v).is_some_and(|v| (#lo..=#hi).contains(&v))),
+                    Prec::Atom,
+                )
             }
         }
     }

@@ -44,7 +44,7 @@ pub fn compile_file(path: &str, text: &str) -> Output {
     if let Some(file) = &file {
         check::check(file, &mut diagnostics);
     }
-    diagnostics.sort_by(|a, b| (a.line, a.column, a.severity).cmp(&(b.line, b.column, b.severity)));
+    diagnostics.sort_by_key(|d| (d.line, d.column, d.severity));
     diagnostics.dedup();
     let code = match &file {
         Some(file) if !diagnostics.iter().any(Diagnostic::is_error) => {
