@@ -35,6 +35,9 @@ struct Args {
     /// Print the routes file built into this binary
     #[arg(long)]
     print_routes: bool,
+    /// Most transactions (relayed requests) kept at once; over it new ones get 503
+    #[arg(long, default_value_t = 200_000, value_name = "N")]
+    max_transactions: usize,
     /// Validate the settings (flags, listen addresses) and exit: 0 valid, 1 not
     #[arg(long)]
     check: bool,
@@ -166,7 +169,14 @@ fn options(args: &Args, routes: &'static dyn Routes) -> Result<Options, String> 
     for addr in &listen {
         crate::proxy::Listener::new(*addr, advertise.as_deref())?;
     }
-    Ok(Options { listen, advertise })
+    Ok(Options {
+        listen,
+        advertise,
+        core: crate::proxy::CoreConfig {
+            max_transactions: args.max_transactions,
+            ..Default::default()
+        },
+    })
 }
 
 /// `udp:IP:PORT` (IPv6 in brackets).

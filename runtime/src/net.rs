@@ -4,13 +4,15 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
-use crate::proxy::{Core, Identity, Listener, Outgoing};
+use crate::proxy::{Core, CoreConfig, Identity, Listener, Outgoing};
 use crate::target::NextHop;
 
 /// Largest datagram accepted (RFC 3261 §18.1.1: up to 65,535 bytes).
@@ -25,6 +27,24 @@ pub struct Options {
     pub listen: Vec<SocketAddr>,
     /// Host[:port] written into Via and Record-Route instead of the bound address.
     pub advertise: Option<String>,
+    /// Timers and limits of the core.
+    pub core: CoreConfig,
+}
+
+/// What the socket tasks and the timer task share.
+struct Shared {
+    core: Mutex<Core>,
+    sockets: Box<[Arc<UdpSocket>]>,
+    /// Woken when a message made a timer due earlier than the one awaited.
+    timer: Notify,
+}
+
+impl Shared {
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock would poison it; the core does not
+        // panic, and if it ever did the state is still usable.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running proxy: its bound addresses and its tasks.
@@ -71,12 +91,16 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         sockets.push(Arc::new(socket));
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
-    let core = Arc::new(Core::new(routes, Identity { listeners }));
-    let sockets: Arc<[Arc<UdpSocket>]> = sockets.into();
+    let shared = Arc::new(Shared {
+        core: Mutex::new(Core::new(routes, Identity { listeners }, options.core)),
+        sockets: sockets.into(),
+        timer: Notify::new(),
+    });
     let mut tasks = JoinSet::new();
-    for index in 0..sockets.len() {
-        tasks.spawn(receive_loop(index, Arc::clone(&sockets), Arc::clone(&core)));
+    for index in 0..shared.sockets.len() {
+        tasks.spawn(receive_loop(index, Arc::clone(&shared)));
     }
+    tasks.spawn(timer_loop(Arc::clone(&shared)));
     for addr in &local {
         tracing::info!(listen = %addr, "listening on udp:{addr}");
     }
@@ -95,8 +119,8 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(socket.into())
 }
 
-async fn receive_loop(index: usize, sockets: Arc<[Arc<UdpSocket>]>, core: Arc<Core>) {
-    let socket = &sockets[index];
+async fn receive_loop(index: usize, shared: Arc<Shared>) {
+    let socket = Arc::clone(&shared.sockets[index]);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
     loop {
@@ -108,19 +132,54 @@ async fn receive_loop(index: usize, sockets: Arc<[Arc<UdpSocket>]>, core: Arc<Co
                 continue;
             }
         };
-        core.handle(&buf[..len], source, index, &mut out);
+        let now = Instant::now();
+        let earlier = {
+            let mut core = shared.core();
+            let before = core.next_deadline();
+            core.handle(now, &buf[..len], source, index, &mut out);
+            let after = core.next_deadline();
+            after.is_some_and(|a| before.is_none_or(|b| a < b))
+        };
+        if earlier {
+            shared.timer.notify_one();
+        }
         for outgoing in out.drain(..) {
-            send(&sockets, outgoing).await;
+            send(&shared.sockets, outgoing).await;
         }
     }
 }
 
-async fn send(sockets: &Arc<[Arc<UdpSocket>]>, outgoing: Outgoing) {
+/// Drives the core's timers: sleeps until the next deadline (or until a
+/// message makes an earlier one), then fires what is due.
+async fn timer_loop(shared: Arc<Shared>) {
+    let mut out: Vec<Outgoing> = Vec::with_capacity(8);
+    loop {
+        let deadline = shared.core().next_deadline();
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = shared.timer.notified() => continue,
+                }
+            }
+            None => {
+                shared.timer.notified().await;
+                continue;
+            }
+        }
+        shared.core().on_timeout(Instant::now(), &mut out);
+        for outgoing in out.drain(..) {
+            send(&shared.sockets, outgoing).await;
+        }
+    }
+}
+
+async fn send(sockets: &[Arc<UdpSocket>], outgoing: Outgoing) {
     let Some(socket) = sockets.get(outgoing.socket) else {
         return;
     };
     match outgoing.to {
-        NextHop::Addr(addr) => send_to(socket, &outgoing.bytes, addr).await,
+        NextHop::Addr(addr) => send_to(socket, outgoing.bytes.as_ref(), addr).await,
         NextHop::Name { host, port } => {
             // Resolution may take a while: never hold the receive loop for it.
             let socket = Arc::clone(socket);
@@ -128,7 +187,7 @@ async fn send(sockets: &Arc<[Arc<UdpSocket>]>, outgoing: Outgoing) {
                 let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
                 let local_v4 = socket.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
                 match resolved.map(|mut addrs| addrs.find(|a| a.is_ipv4() == local_v4)) {
-                    Ok(Some(addr)) => send_to(&socket, &outgoing.bytes, addr).await,
+                    Ok(Some(addr)) => send_to(&socket, outgoing.bytes.as_ref(), addr).await,
                     Ok(None) => tracing::warn!(
                         host,
                         "no address of the right family for the next hop: dropped"

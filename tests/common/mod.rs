@@ -21,6 +21,7 @@ pub async fn start_proxy(
     let options = sipforge_runtime::net::Options {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         advertise: None,
+        core: Default::default(),
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await

@@ -1,19 +1,47 @@
-//! The proxy core, sans-IO: a datagram and its source go in, the datagrams
-//! to send come out. No sockets, no clocks, no tokio; the network layer
-//! (`crate::net`) owns those. Unit tests drive it with plain byte strings.
+//! The proxy core, sans-IO: a datagram, its source and the time go in, the
+//! datagrams to send come out; timers are driven by `next_deadline` /
+//! `on_timeout`. No sockets, no clocks, no tokio: the network layer
+//! (`crate::net`) owns those. Tests drive it with plain values.
+//!
+//! - `stateless`: the request/response paths and `forward` (§16.11).
+//! - `stateful`: `relay`, transactions, `failure` (§16 with §17).
+//! - `forward`: building the messages sent on; `reply`: our own replies.
+//! - `route_set`, `received`, `branch`, `identity`: the pieces of §16/§18.
 
 pub mod branch;
+pub mod forward;
 pub mod identity;
 pub mod received;
 pub mod reply;
 pub mod route_set;
+pub mod stateful;
 mod stateless;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crate::api::Routes;
 use crate::target::NextHop;
+use crate::transaction::Timers;
 pub use identity::{Identity, Listener};
+
+/// Bytes to send: built for this send, or shared with a transaction that
+/// keeps them for retransmission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl AsRef<[u8]> for Payload {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Payload::Owned(v) => v,
+            Payload::Shared(a) => a,
+        }
+    }
+}
 
 /// A datagram the core wants sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,33 +50,79 @@ pub struct Outgoing {
     pub socket: usize,
     /// Where to.
     pub to: NextHop,
-    pub bytes: Vec<u8>,
+    pub bytes: Payload,
 }
 
-/// The proxy core: the compiled routes and who we are.
+/// Settings of the core that are not in the routes file.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreConfig {
+    /// T1, T2, T4 (RFC 3261 §17); tests shorten them.
+    pub timers: Timers,
+    /// Most transactions kept at once; over it a new request gets 503.
+    pub max_transactions: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            timers: Timers::default(),
+            max_transactions: 200_000,
+        }
+    }
+}
+
+/// The proxy core: the compiled routes, who we are, the transactions.
 pub struct Core {
     routes: &'static dyn Routes,
     identity: Identity,
+    timers: Timers,
+    stateful: stateful::Stateful,
 }
 
 impl Core {
-    pub fn new(routes: &'static dyn Routes, identity: Identity) -> Core {
-        Core { routes, identity }
+    pub fn new(routes: &'static dyn Routes, identity: Identity, config: CoreConfig) -> Core {
+        Core {
+            routes,
+            identity,
+            timers: config.timers,
+            stateful: stateful::Stateful::new(config.max_transactions),
+        }
     }
 
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
 
+    /// Live transactions.
+    pub fn transactions(&self) -> usize {
+        self.stateful.len()
+    }
+
     /// Handle one received datagram that arrived on socket `socket` from
-    /// `source`; what must be sent is pushed onto `out`.
+    /// `source` at `now`; what must be sent is pushed onto `out`.
     pub fn handle(
-        &self,
+        &mut self,
+        now: Instant,
         datagram: &[u8],
         source: SocketAddr,
         socket: usize,
         out: &mut Vec<Outgoing>,
     ) {
-        stateless::handle(self, datagram, source, socket, out)
+        stateless::handle(self, now, datagram, source, socket, out)
+    }
+
+    /// When `on_timeout` must next be called.
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.stateful.next_deadline()
+    }
+
+    /// Fire the timers due at `now`.
+    pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        let env = stateful::Env {
+            routes: self.routes,
+            identity: &self.identity,
+            timers: self.timers,
+        };
+        self.stateful.on_timeout(&env, now, out);
     }
 }

@@ -4,21 +4,20 @@
 //! run through the `reply` route and sent to the next Via.
 
 use std::net::SocketAddr;
-use std::ops::Range;
+use std::time::Instant;
 
 use super::branch::{OUR_PREFIX, stateless_branch};
 use super::received::{response_destination, top_via_edit};
-use super::{Core, Outgoing, reply, route_set};
+use super::stateful::{Env, Matched, STATEFUL_PREFIX};
+use super::{Core, Outgoing, Payload, forward, reply, route_set};
 use crate::api::{RelayTo, Target};
-use crate::ctx::{Ctx, Decision, Edits};
-use crate::sip::{HeaderName, Message, Splice, names_equal};
+use crate::ctx::{Ctx, Decision};
+use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 
-/// Max-Forwards written into a request that has none (§16.6 step 3).
-const DEFAULT_MAX_FORWARDS: &[u8] = b"Max-Forwards: 70\r\n";
-
 pub(super) fn handle(
-    core: &Core,
+    core: &mut Core,
+    now: Instant,
     datagram: &[u8],
     source: SocketAddr,
     socket: usize,
@@ -36,14 +35,15 @@ pub(super) fn handle(
         }
     };
     if msg.is_request() {
-        on_request(core, &msg, source, socket, out);
+        on_request(core, now, &msg, source, socket, out);
     } else {
-        on_response(core, &msg, source, socket, out);
+        on_response(core, now, &msg, source, socket, out);
     }
 }
 
 fn on_request(
-    core: &Core,
+    core: &mut Core,
+    now: Instant,
     msg: &Message<'_>,
     source: SocketAddr,
     socket: usize,
@@ -86,7 +86,16 @@ fn on_request(
         send_reply(msg, source, socket, 420, None, &unsupported, out);
         return;
     }
-    let routes = route_set::process(msg, core.identity());
+    let env = Env {
+        routes: core.routes,
+        identity: &core.identity,
+        timers: core.timers,
+    };
+    // Retransmissions, non-2xx ACKs and CANCELs of relayed requests.
+    if let Matched::Absorbed = core.stateful.on_request(&env, now, msg, source, out) {
+        return;
+    }
+    let routes = route_set::process(msg, &core.identity);
     let mut cx = Ctx::for_request(msg, source);
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
@@ -136,7 +145,7 @@ fn on_request(
             return;
         }
     };
-    let Some(hop) = next_hop(msg, target, &edits, routes.next_hop) else {
+    let Some(hop) = forward::next_hop(msg, target, &edits, routes.next_hop) else {
         tracing::warn!(
             call_id = msg.call_id().unwrap_or(""),
             method,
@@ -144,56 +153,16 @@ fn on_request(
         );
         return;
     };
-    let Some(listener) = core.identity().listener(socket) else {
+    let Some(listener) = core.identity.listener(socket) else {
         return;
     };
-    let mut splice = Splice::new();
-    let mut owned: Vec<Range<usize>> = Vec::with_capacity(8);
-    if let Some(ruri) = &edits.ruri
-        && let Some(range) = msg.request_uri_range()
-    {
-        splice.replace(range.clone(), ruri.as_bytes());
-        owned.push(range);
-    }
-    // Our Via goes on top (§16.6 step 8), with a branch derived from the request.
-    let Some(first_via) = msg.first(HeaderName::Via) else {
+    let mut branch = String::with_capacity(32);
+    stateless_branch(msg, &mut branch);
+    let via_edit = msg.top_via().and_then(|top| top_via_edit(&top, source));
+    let Some(bytes) = forward::request(msg, listener, &branch, via_edit.as_ref(), &edits, &routes)
+    else {
         return;
     };
-    let mut via = String::with_capacity(listener.via_prefix.len() + 32);
-    via.push_str(&listener.via_prefix);
-    stateless_branch(msg, &mut via);
-    via.push_str("\r\n");
-    splice.insert(first_via.line_range.start, via.as_bytes());
-    if let Some(top) = msg.top_via()
-        && let Some(edit) = top_via_edit(&top, source)
-    {
-        splice.replace(edit.range.clone(), edit.text.as_bytes());
-        owned.push(first_via.line_range.clone());
-    }
-    // Record-Route before any existing one (§16.6 step 4).
-    if edits.record_route {
-        let at = msg
-            .first(HeaderName::RecordRoute)
-            .map_or(first_via.line_range.start, |h| h.line_range.start);
-        splice.insert(at, listener.record_route.as_bytes());
-    }
-    let decremented;
-    match (max_forwards, msg.first(HeaderName::MaxForwards)) {
-        (Some(n), Some(h)) => {
-            decremented = (n - 1).to_string();
-            splice.replace(h.value_range.clone(), decremented.as_bytes());
-            owned.push(h.line_range.clone());
-        }
-        _ => splice.insert(msg.headers_end(), DEFAULT_MAX_FORWARDS),
-    }
-    for range in &routes.removals {
-        splice.delete(range.clone());
-        owned.push(range.clone());
-    }
-    remove_headers(msg, &edits, &owned, &mut splice);
-    splice.insert(msg.headers_end(), &edits.appended);
-    let mut bytes = Vec::with_capacity(msg.len() + 256);
-    splice.apply(&msg.buf()[..msg.len()], &mut bytes);
     tracing::debug!(
         call_id = msg.call_id().unwrap_or(""),
         method,
@@ -204,31 +173,8 @@ fn on_request(
     out.push(Outgoing {
         socket,
         to: hop,
-        bytes,
+        bytes: Payload::Owned(bytes),
     });
-}
-
-/// Where a forwarded request goes: the action's target, else `$du`, else
-/// the first Route entry left, else the Request-URI (after any change).
-fn next_hop(
-    msg: &Message<'_>,
-    target: Option<&'static Target>,
-    edits: &Edits,
-    route_hop: Option<&str>,
-) -> Option<NextHop> {
-    if let Some(target) = target {
-        return target.next_hop().cloned();
-    }
-    if let Some(du) = &edits.du {
-        return NextHop::from_uri(du);
-    }
-    if let Some(route) = route_hop {
-        return NextHop::from_uri(route);
-    }
-    match &edits.ruri {
-        Some(ruri) => NextHop::from_uri(ruri),
-        None => NextHop::from_uri(msg.request_uri()?),
-    }
 }
 
 /// The first target of a destination set (until destination sets are
@@ -239,34 +185,9 @@ fn first_target_of(core: &Core, name: &str) -> Option<&'static Target> {
     set.targets.first().map(|d| d.uri)
 }
 
-/// Delete the header lines `remove_header` named, except lines the core
-/// itself edits (Via, Max-Forwards, Route entries): those stay consistent.
-fn remove_headers(msg: &Message<'_>, edits: &Edits, owned: &[Range<usize>], splice: &mut Splice) {
-    if edits.removed.is_empty() {
-        return;
-    }
-    let buf = msg.buf();
-    for h in msg.headers() {
-        let name = std::str::from_utf8(buf.get(h.name_range.clone()).unwrap_or(b"")).unwrap_or("");
-        if !edits.removed.iter().any(|r| names_equal(r, name)) {
-            continue;
-        }
-        let overlaps = owned
-            .iter()
-            .any(|o| o.start < h.line_range.end && h.line_range.start < o.end);
-        if overlaps || h.name == HeaderName::Via {
-            tracing::debug!(
-                header = name,
-                "remove_header: the core owns this header; kept"
-            );
-            continue;
-        }
-        splice.delete(h.line_range.clone());
-    }
-}
-
 fn on_response(
-    core: &Core,
+    core: &mut Core,
+    now: Instant,
     msg: &Message<'_>,
     source: SocketAddr,
     socket: usize,
@@ -279,18 +200,26 @@ fn on_response(
     let Some(top) = msg.top_via() else {
         return;
     };
-    let ours = core.identity().is_us(top.host, top.port)
+    let ours = core.identity.is_us(top.host, top.port)
         && top.branch.is_some_and(|b| b.starts_with(OUR_PREFIX));
     if !ours {
         // §18.1.2: a response whose top Via is not ours is discarded.
         tracing::debug!(%source, via_host = top.host, "response whose top Via is not ours: dropped");
         return;
     }
+    if let Some(branch) = top.branch.filter(|b| b.starts_with(STATEFUL_PREFIX)) {
+        let env = Env {
+            routes: core.routes,
+            identity: &core.identity,
+            timers: core.timers,
+        };
+        if core.stateful.on_response(&env, now, msg, branch, out) {
+            return;
+        }
+        // §16.7: no transaction (any more): forwarded statelessly.
+    }
     let Some(next) = msg.vias().nth(1) else {
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
-        return;
-    };
-    let Some(removal) = msg.top_via_removal() else {
         return;
     };
     let mut cx = Ctx::for_reply(msg, None, source);
@@ -316,12 +245,9 @@ fn on_response(
                 && l.host.eq_ignore_ascii_case(top.host)
         })
         .unwrap_or(socket);
-    let mut splice = Splice::new();
-    splice.delete(removal.clone());
-    remove_headers(msg, &edits, &[removal], &mut splice);
-    splice.insert(msg.headers_end(), &edits.appended);
-    let mut bytes = Vec::with_capacity(msg.len() + 128);
-    splice.apply(&msg.buf()[..msg.len()], &mut bytes);
+    let Some(bytes) = forward::response(msg, &edits, None) else {
+        return;
+    };
     tracing::debug!(
         call_id = msg.call_id().unwrap_or(""),
         status = msg.status().unwrap_or(0),
@@ -332,7 +258,7 @@ fn on_response(
     out.push(Outgoing {
         socket: from_socket,
         to: hop,
-        bytes,
+        bytes: Payload::Owned(bytes),
     });
 }
 
@@ -359,7 +285,7 @@ fn send_reply(
             out.push(Outgoing {
                 socket,
                 to: NextHop::Addr(to),
-                bytes,
+                bytes: Payload::Owned(bytes),
             })
         }
         None => {

@@ -28,6 +28,18 @@ pub struct TransactionId {
     generation: u32,
 }
 
+impl TransactionId {
+    /// The id as two numbers (e.g. to carry it inside a Via branch).
+    pub fn to_parts(self) -> (u32, u32) {
+        (self.index, self.generation)
+    }
+
+    /// An id from [`TransactionId::to_parts`]; a stale or forged one finds nothing.
+    pub fn from_parts(index: u32, generation: u32) -> TransactionId {
+        TransactionId { index, generation }
+    }
+}
+
 /// Why [`TransactionTable::insert`] refused an entry; the key and machine
 /// are handed back.
 #[derive(Debug)]

@@ -1,0 +1,145 @@
+//! Building what the proxy sends on: a request with our Via, the route's
+//! edits and Max-Forwards decremented (§16.6), and a response with our Via
+//! popped and the reply route's edits (§16.7 step 9). Shared by the
+//! stateless and the stateful paths.
+
+use std::ops::Range;
+
+use super::identity::Listener;
+use super::route_set::RouteSet;
+use crate::api::Target;
+use crate::ctx::Edits;
+use crate::sip::{HeaderName, Message, Splice, names_equal};
+use crate::target::NextHop;
+
+/// Max-Forwards written into a request that has none (§16.6 step 3).
+const DEFAULT_MAX_FORWARDS: &[u8] = b"Max-Forwards: 70\r\n";
+
+/// Where a forwarded request goes: the action's target, else `$du`, else
+/// the first Route entry left, else the Request-URI (after any change).
+pub fn next_hop(
+    msg: &Message<'_>,
+    target: Option<&'static Target>,
+    edits: &Edits,
+    route_hop: Option<&str>,
+) -> Option<NextHop> {
+    if let Some(target) = target {
+        return target.next_hop().cloned();
+    }
+    if let Some(du) = &edits.du {
+        return NextHop::from_uri(du);
+    }
+    if let Some(route) = route_hop {
+        return NextHop::from_uri(route);
+    }
+    match &edits.ruri {
+        Some(ruri) => NextHop::from_uri(ruri),
+        None => NextHop::from_uri(msg.request_uri()?),
+    }
+}
+
+/// The request to send downstream: `msg` with our Via on top (carrying
+/// `branch`), `received`/`rport` on the Via we got (`via_edit`), the new
+/// Request-URI, Record-Route, Max-Forwards, our Route entries removed, and
+/// the route's removed and appended headers.
+pub fn request(
+    msg: &Message<'_>,
+    listener: &Listener,
+    branch: &str,
+    via_edit: Option<&super::received::ViaEdit>,
+    edits: &Edits,
+    routes: &RouteSet<'_>,
+) -> Option<Vec<u8>> {
+    let first_via = msg.first(HeaderName::Via)?;
+    let mut splice = Splice::new();
+    let mut owned: Vec<Range<usize>> = Vec::with_capacity(8);
+    if let Some(ruri) = &edits.ruri
+        && let Some(range) = msg.request_uri_range()
+    {
+        splice.replace(range.clone(), ruri.as_bytes());
+        owned.push(range);
+    }
+    // Our Via goes on top (§16.6 step 8).
+    let mut via = String::with_capacity(listener.via_prefix.len() + branch.len() + 2);
+    via.push_str(&listener.via_prefix);
+    via.push_str(branch);
+    via.push_str("\r\n");
+    splice.insert(first_via.line_range.start, via.as_bytes());
+    if let Some(edit) = via_edit {
+        splice.replace(edit.range.clone(), edit.text.as_bytes());
+        owned.push(first_via.line_range.clone());
+    }
+    // Record-Route before any existing one (§16.6 step 4).
+    if edits.record_route {
+        let at = msg
+            .first(HeaderName::RecordRoute)
+            .map_or(first_via.line_range.start, |h| h.line_range.start);
+        splice.insert(at, listener.record_route.as_bytes());
+    }
+    let decremented;
+    match (msg.max_forwards(), msg.first(HeaderName::MaxForwards)) {
+        (Some(n), Some(h)) => {
+            decremented = n.saturating_sub(1).to_string();
+            splice.replace(h.value_range.clone(), decremented.as_bytes());
+            owned.push(h.line_range.clone());
+        }
+        _ => splice.insert(msg.headers_end(), DEFAULT_MAX_FORWARDS),
+    }
+    for range in &routes.removals {
+        splice.delete(range.clone());
+        owned.push(range.clone());
+    }
+    remove_headers(msg, edits, &owned, &mut splice);
+    splice.insert(msg.headers_end(), &edits.appended);
+    let mut bytes = Vec::with_capacity(msg.len() + 256);
+    splice.apply(&msg.buf()[..msg.len()], &mut bytes);
+    Some(bytes)
+}
+
+/// The response to send upstream: `msg` with its top Via (ours) removed,
+/// the status line replaced when `status_line` is given (503 → 500), and
+/// the reply route's edits.
+pub fn response(msg: &Message<'_>, edits: &Edits, status_line: Option<&str>) -> Option<Vec<u8>> {
+    let removal = msg.top_via_removal()?;
+    let mut splice = Splice::new();
+    if let Some(line) = status_line {
+        let start = msg.start_line_range();
+        // Keep the line ending that the original start line had.
+        let text_end = msg.buf()[start.clone()]
+            .iter()
+            .position(|b| *b == b'\r' || *b == b'\n')
+            .map_or(start.end, |p| start.start + p);
+        splice.replace(start.start..text_end, line.as_bytes());
+    }
+    splice.delete(removal.clone());
+    remove_headers(msg, edits, &[removal], &mut splice);
+    splice.insert(msg.headers_end(), &edits.appended);
+    let mut bytes = Vec::with_capacity(msg.len() + 128);
+    splice.apply(&msg.buf()[..msg.len()], &mut bytes);
+    Some(bytes)
+}
+
+/// Delete the header lines `remove_header` named, except lines the core
+/// itself edits (Via, Max-Forwards, Route entries): those stay consistent.
+fn remove_headers(msg: &Message<'_>, edits: &Edits, owned: &[Range<usize>], splice: &mut Splice) {
+    if edits.removed.is_empty() {
+        return;
+    }
+    for h in msg.headers() {
+        let name = msg.name_text(h);
+        if !edits.removed.iter().any(|r| names_equal(r, name)) {
+            continue;
+        }
+        let overlaps = owned
+            .iter()
+            .any(|o| o.start < h.line_range.end && h.line_range.start < o.end);
+        if overlaps || h.name == HeaderName::Via {
+            tracing::debug!(
+                header = name,
+                "remove_header: the core owns this header; kept"
+            );
+            continue;
+        }
+        splice.delete(h.line_range.clone());
+    }
+}

@@ -1,0 +1,1124 @@
+//! The transaction-stateful proxy (RFC 3261 §16 on top of the §17
+//! transactions, RFC 6026): what `relay` does.
+//!
+//! One [`ProxyTxn`] per relayed request: a server transaction towards the
+//! caller and one client transaction per branch (serial forking through the
+//! `failure` route). Responses find their branch through the ids carried in
+//! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>`), so no second
+//! index is needed. 1xx (but 100) and 2xx go up at once; final responses
+//! >= 300 are held and the best one (§16.7) goes up once every branch has
+//! ended, after the `failure` route had its chance to relay again. The
+//! caller's ACK for a non-2xx is absorbed and the downstream hop gets its
+//! own; CANCEL is answered at once and sent down each branch that has seen
+//! a provisional response.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::identity::Identity;
+use super::received::{reply_destination, top_via_edit};
+use super::{Outgoing, Payload, forward, reply, route_set};
+use crate::api::{RelayTo, Routes, Target};
+use crate::ctx::{Ctx, Decision, Edits};
+use crate::sip::{HeaderName, Message};
+use crate::target::NextHop;
+use crate::transaction::{
+    Action, ClientInvite, ClientNonInvite, Machine, RequestKeyFields, ServerInvite,
+    ServerNonInvite, Timers, TransactionId, TransactionKey, TransactionTable,
+};
+
+/// Branch prefix of stateful branches (stateless ones are hex after `sf`).
+pub const STATEFUL_PREFIX: &str = "z9hG4bKsfT";
+
+/// Timer C (§16.6 step 11): longer than three minutes.
+const TIMER_C: Duration = Duration::from_secs(181);
+
+/// Everything the stateful path needs besides the transaction table.
+pub struct Env<'a> {
+    pub routes: &'static dyn Routes,
+    pub identity: &'a Identity,
+    pub timers: Timers,
+}
+
+/// The transaction table and its scratch space.
+pub struct Stateful {
+    table: TransactionTable<ProxyTxn>,
+    actions: Vec<Action>,
+}
+
+enum Server {
+    Invite(ServerInvite),
+    NonInvite(ServerNonInvite),
+}
+
+enum Client {
+    Invite(ClientInvite),
+    NonInvite(ClientNonInvite),
+}
+
+/// A final response a branch ended with, held until the best one is chosen.
+struct Held {
+    status: u16,
+    /// The response to send upstream (our Via popped, reply route applied);
+    /// None when the proxy made the status up (408 on timeout).
+    bytes: Option<Vec<u8>>,
+}
+
+struct Branch {
+    id: String,
+    to: NextHop,
+    client: Client,
+    provisional: bool,
+    cancel_pending: bool,
+    cancel: Option<ClientNonInvite>,
+    held: Option<Held>,
+}
+
+/// One relayed request: the server side and its branches.
+pub struct ProxyTxn {
+    request: Arc<[u8]>,
+    source: SocketAddr,
+    socket: usize,
+    upstream: SocketAddr,
+    server: Server,
+    branches: Vec<Branch>,
+    /// The request route's edits, applied again to branches the failure route makes.
+    saved: Edits,
+    timer_c: Option<Instant>,
+    final_sent: bool,
+    cancelled: bool,
+    /// A non-INVITE whose branches all timed out: nothing goes upstream
+    /// (RFC 4320) and the server side is given up.
+    abandoned: bool,
+}
+
+impl Machine for ProxyTxn {
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut next = self.timer_c;
+        let mut consider = |d: Option<Instant>| {
+            if let Some(d) = d {
+                next = Some(next.map_or(d, |n: Instant| n.min(d)));
+            }
+        };
+        if !self.abandoned {
+            consider(self.server.machine().next_deadline());
+        }
+        for b in &self.branches {
+            consider(b.client.machine().next_deadline());
+            if let Some(c) = &b.cancel {
+                consider(c.next_deadline());
+            }
+        }
+        next
+    }
+
+    /// The core drives the parts itself (see [`Stateful::on_timeout`]).
+    fn on_timeout(&mut self, _now: Instant, _out: &mut Vec<Action>) {}
+
+    fn is_terminated(&self) -> bool {
+        (self.abandoned || self.server.machine().is_terminated())
+            && self.branches.iter().all(|b| {
+                b.client.machine().is_terminated()
+                    && b.cancel.as_ref().is_none_or(|c| c.is_terminated())
+            })
+    }
+}
+
+impl Server {
+    fn machine(&self) -> &dyn Machine {
+        match self {
+            Server::Invite(m) => m,
+            Server::NonInvite(m) => m,
+        }
+    }
+
+    fn send_response(&mut self, now: Instant, status: u16, bytes: Vec<u8>, out: &mut Vec<Action>) {
+        match self {
+            Server::Invite(m) => m.send_response(now, status, bytes, out),
+            Server::NonInvite(m) => m.send_response(now, status, bytes, out),
+        }
+    }
+}
+
+impl Client {
+    fn machine(&self) -> &dyn Machine {
+        match self {
+            Client::Invite(m) => m,
+            Client::NonInvite(m) => m,
+        }
+    }
+
+    fn machine_mut(&mut self) -> &mut dyn Machine {
+        match self {
+            Client::Invite(m) => m,
+            Client::NonInvite(m) => m,
+        }
+    }
+
+    fn request(&self) -> &Arc<[u8]> {
+        match self {
+            Client::Invite(m) => m.request(),
+            Client::NonInvite(m) => m.request(),
+        }
+    }
+}
+
+/// The server transaction key of a request.
+pub fn server_key(msg: &Message<'_>) -> Option<TransactionKey> {
+    let via = msg.top_via()?;
+    let (cseq, _) = msg.cseq()?;
+    let fields = RequestKeyFields {
+        method: msg.method()?,
+        branch: via.branch,
+        sent_by_host: via.host,
+        sent_by_port: via.port,
+        request_uri: msg.request_uri()?,
+        to_tag: msg.to().and_then(|t| t.tag),
+        from_tag: msg.from().and_then(|f| f.tag),
+        call_id: msg.call_id()?,
+        cseq,
+        top_via: msg
+            .buf()
+            .get(via.range.clone())
+            .and_then(|b| std::str::from_utf8(b).ok())?,
+    };
+    Some(TransactionKey::server(&fields))
+}
+
+/// What `Stateful::on_request` did with a request.
+pub enum Matched {
+    /// Part of an existing transaction (retransmission, ACK, CANCEL): done.
+    Absorbed,
+    /// Not part of a transaction: run the request route.
+    New,
+}
+
+impl Stateful {
+    pub fn new(capacity: usize) -> Stateful {
+        Stateful {
+            table: TransactionTable::new(capacity),
+            actions: Vec::with_capacity(8),
+        }
+    }
+
+    /// Number of live transactions.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.table.next_deadline()
+    }
+
+    /// Match a request against the server transactions: retransmissions
+    /// are answered by their transaction, a non-2xx ACK is absorbed, a
+    /// CANCEL of a pending INVITE is answered and sent down the branches.
+    pub fn on_request(
+        &mut self,
+        env: &Env<'_>,
+        now: Instant,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        out: &mut Vec<Outgoing>,
+    ) -> Matched {
+        if self.table.is_empty() {
+            return Matched::New;
+        }
+        let Some(key) = server_key(msg) else {
+            return Matched::New;
+        };
+        let method = msg.method().unwrap_or("");
+        if method == "CANCEL" {
+            let Some(id) = key.invite_key().and_then(|k| self.table.find(&k)) else {
+                return Matched::New;
+            };
+            self.on_cancel(env, now, id, msg, source, out);
+            return Matched::Absorbed;
+        }
+        let Some(id) = self.table.find(&key) else {
+            return Matched::New;
+        };
+        let actions = &mut self.actions;
+        let timers = env.timers;
+        let pass_on = self
+            .table
+            .update(id, |txn| {
+                actions.clear();
+                match (&mut txn.server, method) {
+                    (Server::Invite(s), "ACK") => s.on_ack(now, actions),
+                    (Server::Invite(s), _) => s.on_request_retransmission(now, actions),
+                    (Server::NonInvite(s), _) => s.on_request_retransmission(now, actions),
+                }
+                let _ = timers;
+                let mut pass_on = false;
+                for action in actions.drain(..) {
+                    match action {
+                        Action::Transmit(bytes) => out.push(Outgoing {
+                            socket: txn.socket,
+                            to: NextHop::Addr(txn.upstream),
+                            bytes: Payload::Shared(bytes),
+                        }),
+                        Action::DeliverAck => pass_on = true,
+                        _ => {}
+                    }
+                }
+                pass_on
+            })
+            .unwrap_or(true);
+        if pass_on {
+            Matched::New
+        } else {
+            tracing::debug!(
+                call_id = msg.call_id().unwrap_or(""),
+                method,
+                "absorbed by its transaction"
+            );
+            Matched::Absorbed
+        }
+    }
+
+    /// `relay` in the request route: make the transaction and its first branch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn relay(
+        &mut self,
+        env: &Env<'_>,
+        now: Instant,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        socket: usize,
+        to: RelayTo,
+        edits: Edits,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(key) = server_key(msg) else {
+            return;
+        };
+        let Some(top) = msg.top_via() else {
+            return;
+        };
+        let call_id = msg.call_id().unwrap_or("");
+        if self.table.is_full() {
+            tracing::warn!(
+                call_id,
+                capacity = self.table.capacity(),
+                "transaction table full: 503 with Retry-After"
+            );
+            reply_upstream_stateless(msg, source, socket, 503, b"Retry-After: 5\r\n", out);
+            return;
+        }
+        let is_invite = msg.method() == Some("INVITE");
+        let upstream = reply_destination(&top, source);
+        self.actions.clear();
+        let server = if is_invite {
+            let mut server = ServerInvite::new(now, env.timers, false);
+            let mut trying = Vec::with_capacity(256);
+            if reply::build(msg, source, 100, None, b"", &mut trying).is_some() {
+                server.send_response(now, 100, trying, &mut self.actions);
+            }
+            Server::Invite(server)
+        } else {
+            Server::NonInvite(ServerNonInvite::new(now, env.timers, false))
+        };
+        for action in self.actions.drain(..) {
+            if let Action::Transmit(bytes) = action {
+                out.push(Outgoing {
+                    socket,
+                    to: NextHop::Addr(upstream),
+                    bytes: Payload::Shared(bytes),
+                });
+            }
+        }
+        let mut saved = edits;
+        let target = saved.du.take();
+        let txn = ProxyTxn {
+            request: Arc::from(&msg.buf()[..msg.len()]),
+            source,
+            socket,
+            upstream,
+            server,
+            branches: Vec::with_capacity(1),
+            saved: Edits {
+                du: None,
+                ..clone_edits(&saved)
+            },
+            timer_c: None,
+            final_sent: false,
+            cancelled: false,
+            abandoned: false,
+        };
+        let id = match self.table.insert(key, txn) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(call_id, "transaction not created: {e}");
+                return;
+            }
+        };
+        saved.du = target;
+        let actions = &mut self.actions;
+        self.table.update(id, |txn| {
+            let request = Arc::clone(&txn.request);
+            if let Ok(stored) = Message::parse(&request) {
+                add_branch(env, now, id, txn, &stored, to, &saved, actions, out);
+                maybe_complete(env, now, id, txn, actions, out);
+            }
+        });
+    }
+
+    /// A response whose top Via carries a stateful branch of ours. Returns
+    /// false when no transaction has it (the caller forwards it statelessly).
+    pub fn on_response(
+        &mut self,
+        env: &Env<'_>,
+        now: Instant,
+        msg: &Message<'_>,
+        branch: &str,
+        out: &mut Vec<Outgoing>,
+    ) -> bool {
+        let Some((id, index)) = parse_branch(branch) else {
+            return false;
+        };
+        let known = self
+            .table
+            .get(id)
+            .and_then(|t| t.branches.get(index))
+            .is_some_and(|b| b.id == branch);
+        if !known {
+            return false;
+        }
+        let status = msg.status().unwrap_or(0);
+        let is_cancel = msg.cseq().is_some_and(|(_, m)| m == "CANCEL");
+        let actions = &mut self.actions;
+        self.table.update(id, |txn| {
+            actions.clear();
+            let Some(b) = txn.branches.get_mut(index) else {
+                return;
+            };
+            if is_cancel {
+                if let Some(cancel) = &mut b.cancel {
+                    cancel.on_response(now, status, actions);
+                }
+                return;
+            }
+            match &mut b.client {
+                Client::Invite(c) => c.on_response(now, status, actions),
+                Client::NonInvite(c) => c.on_response(now, status, actions),
+            }
+            let mut pending: Vec<Action> = actions.drain(..).collect();
+            for action in pending.drain(..) {
+                match action {
+                    Action::Transmit(bytes) => {
+                        let to = txn.branches[index].to.clone();
+                        out.push(Outgoing {
+                            socket: txn.socket,
+                            to,
+                            bytes: Payload::Shared(bytes),
+                        });
+                    }
+                    Action::BuildAck { .. } => {
+                        let b = &mut txn.branches[index];
+                        if let Some(ack) = build_ack(b.client.request(), msg)
+                            && let Client::Invite(c) = &mut b.client
+                        {
+                            c.send_ack(now, ack, actions);
+                            for a in actions.drain(..) {
+                                if let Action::Transmit(bytes) = a {
+                                    out.push(Outgoing {
+                                        socket: txn.socket,
+                                        to: b.to.clone(),
+                                        bytes: Payload::Shared(bytes),
+                                    });
+                                }
+                            }
+                        }
+                    }
+                    Action::DeliverResponse { status } => {
+                        deliver(env, now, id, txn, index, msg, status, actions, out);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        true
+    }
+
+    fn on_cancel(
+        &mut self,
+        env: &Env<'_>,
+        now: Instant,
+        id: TransactionId,
+        cancel: &Message<'_>,
+        source: SocketAddr,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let actions = &mut self.actions;
+        self.table.update(id, |txn| {
+            // §16.10: the CANCEL is answered at once.
+            reply_upstream_stateless(cancel, source, txn.socket, 200, b"", out);
+            if txn.final_sent || txn.cancelled {
+                return;
+            }
+            txn.cancelled = true;
+            for index in 0..txn.branches.len() {
+                let b = &mut txn.branches[index];
+                if b.held.is_some() {
+                    continue;
+                }
+                if b.provisional {
+                    send_cancel(env, now, txn.socket, b, actions, out);
+                } else {
+                    b.cancel_pending = true;
+                }
+            }
+            tracing::debug!(
+                call_id = cancel.call_id().unwrap_or(""),
+                "CANCEL sent down the pending branches"
+            );
+        });
+    }
+
+    /// Fire every timer due at `now`.
+    pub fn on_timeout(&mut self, env: &Env<'_>, now: Instant, out: &mut Vec<Outgoing>) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.table.expire(now, |id, _key, txn, _| {
+            on_timer(env, now, id, txn, &mut actions, out);
+        });
+        self.actions = actions;
+    }
+}
+
+fn clone_edits(e: &Edits) -> Edits {
+    Edits {
+        appended: e.appended.clone(),
+        removed: e.removed.clone(),
+        ruri: e.ruri.clone(),
+        du: e.du.clone(),
+        record_route: e.record_route,
+        ds: e.ds,
+    }
+}
+
+/// Our stateful branch for branch number `n` of transaction `id`.
+fn make_branch(id: TransactionId, n: usize) -> String {
+    let (index, generation) = id.to_parts();
+    let mut s = String::with_capacity(32);
+    let _ = write!(s, "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}");
+    s
+}
+
+fn parse_branch(branch: &str) -> Option<(TransactionId, usize)> {
+    let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
+    let mut parts = rest.split('.');
+    let index = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let generation = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let n = usize::from_str_radix(parts.next()?, 16).ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((TransactionId::from_parts(index, generation), n))
+}
+
+/// Start a new branch towards `to` for the stored request.
+#[allow(clippy::too_many_arguments)]
+fn add_branch(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    stored: &Message<'_>,
+    to: RelayTo,
+    edits: &Edits,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) -> bool {
+    let routes = route_set::process(stored, env.identity);
+    let target: Option<&'static Target> = match to {
+        RelayTo::Default => None,
+        RelayTo::Uri(t) => Some(t),
+        RelayTo::Set(name) => {
+            let set = env
+                .routes
+                .settings()
+                .destinations
+                .iter()
+                .find(|s| s.name == name);
+            match set.and_then(|s| s.targets.first()) {
+                Some(d) => Some(d.uri),
+                None => {
+                    tracing::error!(set = name, "relay: destination set has no target");
+                    return false;
+                }
+            }
+        }
+    };
+    let Some(hop) = forward::next_hop(stored, target, edits, routes.next_hop) else {
+        tracing::warn!(
+            call_id = stored.call_id().unwrap_or(""),
+            "relay: no next hop"
+        );
+        return false;
+    };
+    let Some(listener) = env.identity.listener(txn.socket) else {
+        return false;
+    };
+    let branch = make_branch(id, txn.branches.len());
+    let via_edit = stored.top_via().and_then(|v| top_via_edit(&v, txn.source));
+    let Some(bytes) =
+        forward::request(stored, listener, &branch, via_edit.as_ref(), edits, &routes)
+    else {
+        return false;
+    };
+    actions.clear();
+    let client = if stored.method() == Some("INVITE") {
+        txn.timer_c = Some(now + TIMER_C);
+        Client::Invite(ClientInvite::new(now, env.timers, false, bytes, actions))
+    } else {
+        Client::NonInvite(ClientNonInvite::new(now, env.timers, false, bytes, actions))
+    };
+    for action in actions.drain(..) {
+        if let Action::Transmit(bytes) = action {
+            out.push(Outgoing {
+                socket: txn.socket,
+                to: hop.clone(),
+                bytes: Payload::Shared(bytes),
+            });
+        }
+    }
+    tracing::debug!(call_id = stored.call_id().unwrap_or(""), branch, to = ?hop, "relayed");
+    txn.branches.push(Branch {
+        id: branch,
+        to: hop,
+        client,
+        provisional: false,
+        cancel_pending: false,
+        cancel: None,
+        held: None,
+    });
+    true
+}
+
+/// A response the branch's client transaction passed up (§16.7).
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    index: usize,
+    msg: &Message<'_>,
+    status: u16,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) {
+    if status < 200 {
+        let b = &mut txn.branches[index];
+        b.provisional = true;
+        if txn.timer_c.is_some() {
+            txn.timer_c = Some(now + TIMER_C);
+        }
+        if b.cancel_pending && b.cancel.is_none() {
+            b.cancel_pending = false;
+            send_cancel(env, now, txn.socket, b, actions, out);
+        }
+        if status == 100 {
+            return; // §16.7 step 5: a 100 is not forwarded
+        }
+    }
+    let request = Arc::clone(&txn.request);
+    let Ok(stored) = Message::parse(&request) else {
+        return;
+    };
+    let mut cx = Ctx::for_reply(msg, Some(&stored), msg_source(txn));
+    let _ = env.routes.reply(&mut cx);
+    let (decision, edits) = cx.finish();
+    let dropped = matches!(decision, Decision::Drop);
+    let Some(bytes) = forward::response(msg, &edits, None) else {
+        return;
+    };
+    if status < 300 {
+        if dropped {
+            tracing::debug!(status, "response dropped by the reply route");
+            return;
+        }
+        if status >= 200 {
+            txn.branches[index].held = Some(Held {
+                status,
+                bytes: None,
+            });
+            txn.final_sent = true;
+            txn.timer_c = None;
+        }
+        send_upstream(txn, now, status, bytes, actions, out);
+        return;
+    }
+    txn.branches[index].held = Some(Held {
+        status,
+        bytes: Some(bytes),
+    });
+    maybe_complete(env, now, id, txn, actions, out);
+}
+
+fn msg_source(txn: &ProxyTxn) -> SocketAddr {
+    txn.source
+}
+
+/// Send a response upstream through the server transaction.
+fn send_upstream(
+    txn: &mut ProxyTxn,
+    now: Instant,
+    status: u16,
+    bytes: Vec<u8>,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) {
+    actions.clear();
+    txn.server.send_response(now, status, bytes, actions);
+    for action in actions.drain(..) {
+        if let Action::Transmit(bytes) = action {
+            out.push(Outgoing {
+                socket: txn.socket,
+                to: NextHop::Addr(txn.upstream),
+                bytes: Payload::Shared(bytes),
+            });
+        }
+    }
+}
+
+/// When every branch has ended with a final response >= 300 (or none),
+/// give the failure route its chance, then send the best response up.
+fn maybe_complete(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) {
+    if txn.final_sent || txn.branches.iter().any(|b| b.held.is_none()) {
+        return;
+    }
+    let Some(best) = best_response(&txn.branches) else {
+        // No branch could be started: answer for them.
+        local_final(
+            txn,
+            now,
+            500,
+            Some("No Route To Destination"),
+            b"",
+            actions,
+            out,
+        );
+        return;
+    };
+    let (status, has_bytes) = {
+        let b = &txn.branches[best];
+        let held = b.held.as_ref().map(|h| (h.status, h.bytes.is_some()));
+        held.unwrap_or((500, false))
+    };
+    let request = Arc::clone(&txn.request);
+    let Ok(stored) = Message::parse(&request) else {
+        return;
+    };
+    if env.routes.has_failure() && !txn.cancelled {
+        let reason_owned;
+        let reason: &str = match txn.branches[best]
+            .held
+            .as_ref()
+            .and_then(|h| h.bytes.as_deref())
+        {
+            Some(bytes) => {
+                reason_owned = Message::parse(bytes)
+                    .ok()
+                    .and_then(|m| m.reason())
+                    .unwrap_or("")
+                    .to_string();
+                &reason_owned
+            }
+            None => reply::default_reason(status),
+        };
+        let mut cx = Ctx::for_failure(&stored, status, reason, txn.source);
+        cx.edits = Edits {
+            du: None,
+            ..clone_edits(&txn.saved)
+        };
+        let _ = env.routes.failure(&mut cx);
+        let (decision, edits) = cx.finish();
+        match decision {
+            Decision::Relay(to) => {
+                if add_branch(env, now, id, txn, &stored, to, &edits, actions, out) {
+                    return;
+                }
+            }
+            Decision::Reply {
+                code,
+                reason,
+                headers,
+            } => {
+                local_final(txn, now, code, reason, &headers, actions, out);
+                return;
+            }
+            Decision::Forward(_) => {
+                tracing::warn!("forward in failure: not allowed; the best response goes up");
+            }
+            Decision::Drop | Decision::Undecided => {}
+        }
+    }
+    if has_bytes {
+        let held = txn.branches[best]
+            .held
+            .as_mut()
+            .and_then(|h| h.bytes.take());
+        let Some(mut bytes) = held else {
+            return;
+        };
+        if status == 503 {
+            // §16.7 step 6: a 503 goes upstream as 500.
+            bytes = rewrite_status_line(&bytes, "SIP/2.0 500 Server Internal Error");
+        }
+        txn.final_sent = true;
+        txn.timer_c = None;
+        send_upstream(
+            txn,
+            now,
+            if status == 503 { 500 } else { status },
+            bytes,
+            actions,
+            out,
+        );
+    } else if stored.method() == Some("INVITE") {
+        local_final(txn, now, status, None, b"", actions, out);
+    } else {
+        // RFC 4320: no 408 upstream for a non-INVITE; give the server side up.
+        txn.final_sent = true;
+        txn.abandoned = true;
+    }
+}
+
+/// A final response the proxy makes itself, sent through the server transaction.
+fn local_final(
+    txn: &mut ProxyTxn,
+    now: Instant,
+    code: u16,
+    reason: Option<&str>,
+    headers: &[u8],
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) {
+    let request = Arc::clone(&txn.request);
+    let Ok(stored) = Message::parse(&request) else {
+        return;
+    };
+    let mut bytes = Vec::with_capacity(512);
+    if reply::build(&stored, txn.source, code, reason, headers, &mut bytes).is_none() {
+        return;
+    }
+    txn.final_sent = true;
+    txn.timer_c = None;
+    send_upstream(txn, now, code, bytes, actions, out);
+}
+
+/// §16.7 step 6: a 6xx wins; else the lowest class, preferring
+/// 401/407/415/420/484 in the 4xx class; ties go to the first branch.
+fn best_response(branches: &[Branch]) -> Option<usize> {
+    let rank = |status: u16| -> (u16, u16) {
+        let class = status / 100;
+        let class_rank = if class == 6 { 0 } else { class };
+        let preferred = matches!(status, 401 | 407 | 415 | 420 | 484);
+        (class_rank, if preferred { 0 } else { 1 })
+    };
+    branches
+        .iter()
+        .enumerate()
+        .filter_map(|(i, b)| b.held.as_ref().map(|h| (i, h.status)))
+        .filter(|(_, s)| *s >= 300)
+        .min_by_key(|(_, s)| rank(*s))
+        .map(|(i, _)| i)
+}
+
+fn rewrite_status_line(bytes: &[u8], line: &str) -> Vec<u8> {
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\r' || *b == b'\n')
+        .unwrap_or(bytes.len());
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(&bytes[end..]);
+    out
+}
+
+/// Timers of one transaction: server retransmissions, Timer C, branch
+/// retransmissions and timeouts, CANCEL retransmissions.
+fn on_timer(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) {
+    actions.clear();
+    if !txn.abandoned
+        && txn
+            .server
+            .machine()
+            .next_deadline()
+            .is_some_and(|d| d <= now)
+    {
+        match &mut txn.server {
+            Server::Invite(m) => m.on_timeout(now, actions),
+            Server::NonInvite(m) => m.on_timeout(now, actions),
+        }
+        for action in actions.drain(..) {
+            if let Action::Transmit(bytes) = action {
+                out.push(Outgoing {
+                    socket: txn.socket,
+                    to: NextHop::Addr(txn.upstream),
+                    bytes: Payload::Shared(bytes),
+                });
+            }
+        }
+    }
+    if txn.timer_c.is_some_and(|c| c <= now) {
+        // §16.8: Timer C fired.
+        txn.timer_c = None;
+        for b in txn.branches.iter_mut().filter(|b| b.held.is_none()) {
+            if b.provisional {
+                send_cancel(env, now, txn.socket, b, actions, out);
+            } else {
+                b.held = Some(Held {
+                    status: 408,
+                    bytes: None,
+                });
+            }
+        }
+    }
+    let mut ended = false;
+    for b in txn.branches.iter_mut() {
+        if b.client.machine().next_deadline().is_some_and(|d| d <= now) {
+            actions.clear();
+            b.client.machine_mut().on_timeout(now, actions);
+            for action in actions.drain(..) {
+                match action {
+                    Action::Transmit(bytes) => out.push(Outgoing {
+                        socket: txn.socket,
+                        to: b.to.clone(),
+                        bytes: Payload::Shared(bytes),
+                    }),
+                    Action::Timeout | Action::TransportError if b.held.is_none() => {
+                        // No final response: a 408 as far as the choice goes.
+                        b.held = Some(Held {
+                            status: 408,
+                            bytes: None,
+                        });
+                        ended = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(cancel) = &mut b.cancel
+            && cancel.next_deadline().is_some_and(|d| d <= now)
+        {
+            actions.clear();
+            cancel.on_timeout(now, actions);
+            for action in actions.drain(..) {
+                if let Action::Transmit(bytes) = action {
+                    out.push(Outgoing {
+                        socket: txn.socket,
+                        to: b.to.clone(),
+                        bytes: Payload::Shared(bytes),
+                    });
+                }
+            }
+        }
+    }
+    if ended || txn.branches.iter().all(|b| b.held.is_some()) {
+        maybe_complete(env, now, id, txn, actions, out);
+    }
+}
+
+/// Send a CANCEL down a branch (§9.1, §16.10).
+fn send_cancel(
+    env: &Env<'_>,
+    now: Instant,
+    socket: usize,
+    b: &mut Branch,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) {
+    if b.cancel.is_some() {
+        return;
+    }
+    let Some(cancel) = build_hop_request(b.client.request(), "CANCEL", None) else {
+        return;
+    };
+    actions.clear();
+    b.cancel = Some(ClientNonInvite::new(
+        now, env.timers, false, cancel, actions,
+    ));
+    for action in actions.drain(..) {
+        if let Action::Transmit(bytes) = action {
+            out.push(Outgoing {
+                socket,
+                to: b.to.clone(),
+                bytes: Payload::Shared(bytes),
+            });
+        }
+    }
+}
+
+/// The ACK for a non-2xx final response (§17.1.1.3): the INVITE's
+/// Request-URI, top Via, Route, From, Call-ID and CSeq number, the To of
+/// the response.
+fn build_ack(invite: &[u8], response: &Message<'_>) -> Option<Vec<u8>> {
+    let to = response.first(HeaderName::To)?;
+    let to_line = response.buf().get(to.line_range.clone())?;
+    build_hop_request(invite, "ACK", Some(to_line))
+}
+
+/// A CANCEL or ACK made from the request we sent on a branch.
+fn build_hop_request(sent: &[u8], method: &str, to_line: Option<&[u8]>) -> Option<Vec<u8>> {
+    let req = Message::parse(sent).ok()?;
+    let buf = req.buf();
+    let via = req.top_via()?;
+    let (cseq, _) = req.cseq()?;
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(req.request_uri()?.as_bytes());
+    out.extend_from_slice(b" SIP/2.0\r\nVia: ");
+    out.extend_from_slice(buf.get(via.range.clone())?);
+    out.extend_from_slice(b"\r\n");
+    for h in req.headers() {
+        let line = buf.get(h.line_range.clone())?;
+        let copy = match h.name {
+            HeaderName::Route | HeaderName::From | HeaderName::CallId => true,
+            HeaderName::To => to_line.is_none(),
+            _ => false,
+        };
+        if copy {
+            out.extend_from_slice(line);
+            if !line.ends_with(b"\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    if let Some(to) = to_line {
+        out.extend_from_slice(to);
+        if !to.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    let _ = write!(
+        ByteWriter(&mut out),
+        "CSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    Some(out)
+}
+
+/// Answer a request statelessly (CANCEL's 200, 503 when full).
+fn reply_upstream_stateless(
+    msg: &Message<'_>,
+    source: SocketAddr,
+    socket: usize,
+    code: u16,
+    headers: &[u8],
+    out: &mut Vec<Outgoing>,
+) {
+    let mut bytes = Vec::with_capacity(512);
+    if let Some(to) = reply::build(msg, source, code, None, headers, &mut bytes) {
+        out.push(Outgoing {
+            socket,
+            to: NextHop::Addr(to),
+            bytes: Payload::Owned(bytes),
+        });
+    }
+}
+
+struct ByteWriter<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for ByteWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_ids_round_trip() {
+        let id = TransactionId::from_parts(42, 7);
+        let b = make_branch(id, 3);
+        assert!(b.starts_with("z9hG4bKsfT"));
+        assert_eq!(parse_branch(&b), Some((id, 3)));
+        assert_eq!(parse_branch("z9hG4bKsf0123456789abcdef"), None);
+        assert_eq!(parse_branch("z9hG4bKsfTzz.1.0"), None);
+    }
+
+    #[test]
+    fn ack_and_cancel_copy_what_they_must() {
+        let invite = b"INVITE sip:bob@10.0.0.2 SIP/2.0\r\n\
+            Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsfT1.0.0\r\n\
+            Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bKup\r\n\
+            Route: <sip:10.0.0.5;lr>\r\n\
+            From: <sip:a@x>;tag=1\r\nTo: <sip:bob@x>\r\nCall-ID: c1\r\nCSeq: 7 INVITE\r\n\
+            Max-Forwards: 69\r\nContent-Type: application/sdp\r\nContent-Length: 3\r\n\r\nv=0";
+        let cancel = build_hop_request(invite, "CANCEL", None).unwrap();
+        let text = String::from_utf8(cancel).unwrap();
+        assert!(text.starts_with("CANCEL sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsfT1.0.0\r\n"));
+        assert!(!text.contains("z9hG4bKup"), "only the top Via");
+        assert!(text.contains("Route: <sip:10.0.0.5;lr>\r\n"));
+        assert!(text.contains("To: <sip:bob@x>\r\n"));
+        assert!(text.contains("CSeq: 7 CANCEL\r\n"));
+        assert!(text.ends_with("Content-Length: 0\r\n\r\n"));
+        let resp = b"SIP/2.0 404 Not Found\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKsfT1.0.0\r\n\
+            From: <sip:a@x>;tag=1\r\nTo: <sip:bob@x>;tag=99\r\nCall-ID: c1\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let resp = Message::parse(resp).unwrap();
+        let ack = String::from_utf8(build_ack(invite, &resp).unwrap()).unwrap();
+        assert!(ack.starts_with("ACK sip:bob@10.0.0.2 SIP/2.0\r\n"));
+        assert!(ack.contains("To: <sip:bob@x>;tag=99\r\n"));
+        assert!(ack.contains("CSeq: 7 ACK\r\n"));
+    }
+
+    #[test]
+    fn best_response_rules() {
+        let branch = |status: u16| Branch {
+            id: String::new(),
+            to: NextHop::Name {
+                host: "x".into(),
+                port: 5060,
+            },
+            client: Client::NonInvite(ClientNonInvite::new(
+                Instant::now(),
+                Timers::default(),
+                false,
+                b"x".to_vec(),
+                &mut Vec::new(),
+            )),
+            provisional: false,
+            cancel_pending: false,
+            cancel: None,
+            held: Some(Held {
+                status,
+                bytes: None,
+            }),
+        };
+        let pick = |codes: &[u16]| {
+            let bs: Vec<Branch> = codes.iter().map(|c| branch(*c)).collect();
+            best_response(&bs).map(|i| codes[i])
+        };
+        assert_eq!(pick(&[404, 503]), Some(404));
+        assert_eq!(pick(&[503, 302]), Some(302));
+        assert_eq!(pick(&[486, 603, 302]), Some(603));
+        assert_eq!(pick(&[404, 407]), Some(407));
+        assert_eq!(pick(&[408, 404]), Some(408));
+    }
+}
