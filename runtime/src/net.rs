@@ -50,10 +50,16 @@ impl Shared {
 /// A running proxy: its bound addresses and its tasks.
 pub struct Server {
     local: Vec<SocketAddr>,
+    shared: Arc<Shared>,
     tasks: JoinSet<()>,
 }
 
 impl Server {
+    /// Live transactions in the core.
+    pub fn transactions(&self) -> usize {
+        self.shared.core().transactions()
+    }
+
     /// The addresses the sockets are bound to (real ports).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
@@ -104,7 +110,11 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     for addr in &local {
         tracing::info!(listen = %addr, "listening on udp:{addr}");
     }
-    Ok(Server { local, tasks })
+    Ok(Server {
+        local,
+        shared,
+        tasks,
+    })
 }
 
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {

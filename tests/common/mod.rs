@@ -13,6 +13,27 @@ include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 pub async fn start_proxy(
     routes: &'static dyn sipforge_runtime::api::Routes,
 ) -> (sipforge_runtime::net::Server, SocketAddr) {
+    start_proxy_with(routes, Default::default()).await
+}
+
+/// Timers 10x shorter than RFC 3261's (T1 50 ms: Timer B/F 3.2 s), so
+/// timeout tests finish quickly.
+pub fn fast_timers() -> sipforge_runtime::proxy::CoreConfig {
+    sipforge_runtime::proxy::CoreConfig {
+        timers: sipforge_runtime::transaction::Timers {
+            t1: Duration::from_millis(50),
+            t2: Duration::from_millis(400),
+            t4: Duration::from_millis(500),
+        },
+        ..Default::default()
+    }
+}
+
+/// Start a proxy running `routes` on 127.0.0.1:0 with the given core settings.
+pub async fn start_proxy_with(
+    routes: &'static dyn sipforge_runtime::api::Routes,
+    core: sipforge_runtime::proxy::CoreConfig,
+) -> (sipforge_runtime::net::Server, SocketAddr) {
     // RUST_LOG=debug shows the proxy's log lines under `cargo test -- --nocapture`.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -21,7 +42,7 @@ pub async fn start_proxy(
     let options = sipforge_runtime::net::Options {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         advertise: None,
-        core: Default::default(),
+        core,
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await
@@ -57,10 +78,16 @@ impl Peer {
 
     /// The next datagram within 2 s, as text; panics with `what` when none comes.
     pub async fn recv(&self, what: &str) -> (Sip, SocketAddr) {
+        self.recv_within(2000, what).await
+    }
+
+    /// The next datagram within `ms` milliseconds; panics with `what` when none comes.
+    pub async fn recv_within(&self, ms: u64, what: &str) -> (Sip, SocketAddr) {
         let mut buf = vec![0u8; 65_535];
-        match tokio::time::timeout(Duration::from_secs(2), self.socket.recv_from(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_millis(ms), self.socket.recv_from(&mut buf)).await
+        {
             Ok(Ok((n, from))) => (Sip(String::from_utf8_lossy(&buf[..n]).into_owned()), from),
-            _ => panic!("{what}: nothing received within 2 s"),
+            _ => panic!("{what}: nothing received within {ms} ms"),
         }
     }
 

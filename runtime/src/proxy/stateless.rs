@@ -104,6 +104,12 @@ fn on_request(
     let (decision, edits) = cx.finish();
     let target = match decision {
         Decision::Forward(target) => target,
+        // An ACK never makes a transaction: relayed statelessly (§16.11).
+        Decision::Relay(to) if !is_ack => {
+            core.stateful
+                .relay(&env, now, msg, source, socket, to, edits, out);
+            return;
+        }
         Decision::Relay(RelayTo::Default) => None,
         Decision::Relay(RelayTo::Uri(target)) => Some(target),
         Decision::Relay(RelayTo::Set(name)) => match first_target_of(core, name) {
