@@ -75,8 +75,7 @@ impl Call {
             &self.via,
             &self.call_id,
             &format!("To: {to}\r\nMax-Forwards: 70\r\n"),
-        )
-        .replace("CSeq: 1 ACK", "CSeq: 1 ACK");
+        );
         self.uac.send(self.proxy, &ack).await;
     }
 

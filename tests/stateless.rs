@@ -233,8 +233,7 @@ async fn retransmission_and_cancel_get_the_invites_branch() {
         uac.port()
     );
     let ruri = format!("sip:bob@127.0.0.1:{}", uas.port());
-    let cancel =
-        request("CANCEL", &ruri, &via, "call-br", "").replace("CSeq: 1 CANCEL", "CSeq: 1 CANCEL");
+    let cancel = request("CANCEL", &ruri, &via, "call-br", "");
     uac.send(proxy, &cancel).await;
     let (got, _) = uas.recv("CANCEL").await;
     assert!(got.start_line().starts_with("CANCEL"));

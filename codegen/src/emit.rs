@@ -338,10 +338,18 @@ impl Emitter {
         } else {
             quote!()
         };
+        // Ending actions are emitted as `return ...;` wherever they stand,
+        // so the tail one reads like the others.
+        let allow_return = if block_ends(body) {
+            quote!(#[allow(clippy::needless_return)])
+        } else {
+            quote!()
+        };
         quote! {
             #m
             #[doc = #doc]
             #allow
+            #allow_return
             fn #name(cx: &mut Ctx<'_>) -> Flow {
                 #touch
                 #steps

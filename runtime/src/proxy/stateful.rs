@@ -6,7 +6,7 @@
 //! `failure` route). Responses find their branch through the ids carried in
 //! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>`), so no second
 //! index is needed. 1xx (but 100) and 2xx go up at once; final responses
-//! >= 300 are held and the best one (§16.7) goes up once every branch has
+//! of 300 and more are held and the best one (§16.7) goes up once every branch has
 //! ended, after the `failure` route had its chance to relay again. The
 //! caller's ACK for a non-2xx is absorbed and the downstream hop gets its
 //! own; CANCEL is answered at once and sent down each branch that has seen
@@ -409,7 +409,7 @@ impl Stateful {
                 Client::Invite(c) => c.on_response(now, status, actions),
                 Client::NonInvite(c) => c.on_response(now, status, actions),
             }
-            let mut pending: Vec<Action> = actions.drain(..).collect();
+            let mut pending: Vec<Action> = std::mem::take(actions);
             for action in pending.drain(..) {
                 match action {
                     Action::Transmit(bytes) => {
