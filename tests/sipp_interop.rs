@@ -74,7 +74,7 @@ async fn seed_calls_pass_with_the_seed_headers() {
 /// relays to the second UAS (named by the caller's X-Second header), which
 /// answers 200; the caller never sees the 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the stateful core (issue 3)"]
+
 async fn reroute_on_404() {
     if !sipp_or_skip("reroute_on_404") {
         return;
@@ -104,7 +104,7 @@ async fn reroute_on_404() {
 /// 487, ACK; the UAS checks the proxy's CANCEL and ACK carry the branch of
 /// the proxy's INVITE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the stateful core (issue 3)"]
+
 async fn cancel() {
     if !sipp_or_skip("cancel") {
         return;
