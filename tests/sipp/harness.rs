@@ -337,7 +337,7 @@ fn read_stats(path: &Path) -> HashMap<String, String> {
     let Some(header) = lines.next() else {
         return HashMap::new();
     };
-    let Some(last) = lines.last() else {
+    let Some(last) = lines.next_back() else {
         return HashMap::new();
     };
     header
