@@ -12,6 +12,7 @@ pub mod api;
 pub mod cli;
 pub mod ctx;
 pub mod log;
+pub mod logbuf;
 pub mod net;
 pub mod proxy;
 pub mod sip;

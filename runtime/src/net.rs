@@ -133,9 +133,20 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
     let socket = Arc::clone(&shared.sockets[index]);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
+    // This thread writes its log lines itself, once per burst of messages.
+    crate::logbuf::batch();
     loop {
-        let (len, source) = match socket.recv_from(&mut buf).await {
+        let (len, source) = match socket.try_recv_from(&mut buf) {
             Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Out of work: write the burst's log lines, then wait.
+                crate::logbuf::flush();
+                if let Err(e) = socket.readable().await {
+                    tracing::warn!("socket {:?} failed: {e}", socket.local_addr());
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems.
                 tracing::debug!("receive error on {:?}: {e}", socket.local_addr());
@@ -181,6 +192,7 @@ async fn timer_loop(shared: Arc<Shared>) {
         for outgoing in out.drain(..) {
             send(&shared.sockets, outgoing).await;
         }
+        crate::logbuf::flush();
     }
 }
 
