@@ -315,7 +315,7 @@ impl Destinations {
                 target: "sipforge::destinations",
                 set = set.def.name,
                 uri,
-                "destination up: {} probes answered in a row",
+                "destination up: answered {} probes in a row",
                 h.successes
             ),
             None => tracing::trace!(
