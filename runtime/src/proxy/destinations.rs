@@ -602,8 +602,8 @@ mod tests {
             .map(|k| pick(&d, "hash", &format!("c{k}"), &[]).unwrap())
             .collect();
         // Same Call-ID, same target, every time.
-        for k in 0..200 {
-            assert_eq!(pick(&d, "hash", &format!("c{k}"), &[]), Some(before[k]));
+        for (k, target) in before.iter().enumerate().take(200) {
+            assert_eq!(pick(&d, "hash", &format!("c{k}"), &[]), Some(*target));
         }
         // Spread: 1000 expected per target; sigma is about 27.
         for t in 0..4 {
