@@ -33,8 +33,10 @@ struct Seen {
     invites: Vec<(String, String)>,
     /// The INVITEs themselves, in order.
     invite_msgs: Vec<Sip>,
-    /// OPTIONS received (health probes).
-    options: Vec<Sip>,
+    /// OPTIONS received (health probes) and where they came from.
+    options: Vec<(Sip, SocketAddr)>,
+    /// Call-IDs of the ACKs received.
+    acks: Vec<String>,
 }
 
 /// A UAS on `IP:5060` that answers INVITEs with a fixed status (or not at
@@ -120,7 +122,7 @@ async fn serve(
         let method = msg.start_line().split(' ').next().unwrap_or("").to_string();
         let reply = match method.as_str() {
             "OPTIONS" => {
-                seen.lock().unwrap().options.push(msg.clone());
+                seen.lock().unwrap().options.push((msg.clone(), from));
                 answer_probes
                     .load(Ordering::SeqCst)
                     .then(|| response_to(&msg, "200 OK", ""))
@@ -136,7 +138,11 @@ async fn serve(
                 }
                 invite_status.map(|s| response_to(&msg, s, &format!("X-Backend: {uri}\r\n")))
             }
-            "ACK" => None,
+            "ACK" => {
+                let call_id = msg.header("Call-ID").unwrap_or_default();
+                seen.lock().unwrap().acks.push(call_id);
+                None
+            }
             _ if msg.start_line().starts_with("SIP/2.0") => None,
             _ => Some(response_to(&msg, "200 OK", "")),
         };
@@ -336,7 +342,7 @@ async fn hash_call_id_spreads_and_sticks_to_the_call() {
             );
         }
     }
-    // And the backend saw each Call-ID only there.
+    // And the backends saw each Call-ID at one of them only.
     let mut owners: HashMap<String, usize> = HashMap::new();
     for (i, backend) in b.iter().enumerate() {
         for c in backend.invite_call_ids() {
@@ -345,6 +351,26 @@ async fn hash_call_id_spreads_and_sticks_to_the_call() {
                 i,
                 "{c} on two targets"
             );
+        }
+    }
+    // The ACK of a 2xx makes no transaction; relayed statelessly to the
+    // set, it still follows its Call-ID to the INVITE's target.
+    for k in 0..20 {
+        let call_id = format!("h-{k}");
+        let ack = invite(&uac, &call_id, 1, "hash")
+            .replace("INVITE sip:", "ACK sip:")
+            .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+            .replace(&format!("-{call_id}-1\r\n"), &format!("-{call_id}-ack\r\n"));
+        uac.send(proxy, &ack).await;
+    }
+    let acks = |b: &Backend| b.seen.lock().unwrap().acks.clone();
+    wait_for(Duration::from_secs(2), "ACKs", || {
+        b.iter().map(|x| acks(x).len()).sum::<usize>() == 20
+    })
+    .await;
+    for (i, backend) in b.iter().enumerate() {
+        for c in acks(backend) {
+            assert_eq!(owners.get(&c), Some(&i), "the ACK of {c} went elsewhere");
         }
     }
     server.shutdown().await;
@@ -453,7 +479,8 @@ async fn probes_take_a_silent_target_out_and_bring_it_back() {
     .await;
     {
         let seen = a.seen.lock().unwrap();
-        let probe = &seen.options[0];
+        let (probe, from) = &seen.options[0];
+        assert_eq!(*from, proxy, "probes leave from the listening socket");
         assert_eq!(probe.start_line(), format!("OPTIONS {} SIP/2.0", a.uri));
         let via = probe.headers("Via");
         assert_eq!(via.len(), 1);
@@ -481,7 +508,7 @@ async fn probes_take_a_silent_target_out_and_bring_it_back() {
         "down after {took:?}: before {FAILURES} probes could fail"
     );
     assert!(
-        took <= INTERVAL * (FAILURES + 1) + Duration::from_millis(500),
+        took <= INTERVAL * (FAILURES + 1) + Duration::from_millis(700),
         "down only after {took:?}"
     );
     assert!(is_up(&server, &b.uri));
@@ -497,7 +524,7 @@ async fn probes_take_a_silent_target_out_and_bring_it_back() {
     a.answer_probes(true);
     let took = wait_for(Duration::from_secs(5), "A up", || is_up(&server, &a.uri)).await;
     assert!(
-        took <= INTERVAL * SUCCESSES + Duration::from_millis(500),
+        took <= INTERVAL * SUCCESSES + Duration::from_millis(700),
         "up only after {took:?}"
     );
     let mut to_a = 0;
