@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
-use crate::proxy::{Core, CoreConfig, Identity, Listener, Outgoing};
+use crate::proxy::{Core, CoreConfig, DestinationState, Identity, Listener, Outgoing};
 use crate::target::NextHop;
 
 /// Largest datagram accepted (RFC 3261 §18.1.1: up to 65,535 bytes).
@@ -60,6 +60,11 @@ impl Server {
         self.shared.core().transactions()
     }
 
+    /// Every target of every destination set and whether it is up.
+    pub fn destination_states(&self) -> Vec<DestinationState> {
+        self.shared.core().destination_states()
+    }
+
     /// The addresses the sockets are bound to (real ports).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
@@ -97,8 +102,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         sockets.push(Arc::new(socket));
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+    let mut core = Core::new(routes, Identity { listeners }, options.core);
+    core.start(Instant::now());
     let shared = Arc::new(Shared {
-        core: Mutex::new(Core::new(routes, Identity { listeners }, options.core)),
+        core: Mutex::new(core),
         sockets: sockets.into(),
         timer: Notify::new(),
     });

@@ -5,12 +5,16 @@
 //!
 //! - `stateless`: the request/response paths and `forward` (§16.11).
 //! - `stateful`: `relay`, transactions, `failure` (§16 with §17).
+//! - `destinations`: destination sets: balancing, failover, health;
+//!   `probe`: their OPTIONS health checks.
 //! - `forward`: building the messages sent on; `reply`: our own replies.
 //! - `route_set`, `received`, `branch`, `identity`: the pieces of §16/§18.
 
 pub mod branch;
+pub mod destinations;
 pub mod forward;
 pub mod identity;
+pub mod probe;
 pub mod received;
 pub mod reply;
 pub mod route_set;
@@ -24,6 +28,7 @@ use std::time::Instant;
 use crate::api::Routes;
 use crate::target::NextHop;
 use crate::transaction::Timers;
+pub use destinations::DestinationState;
 pub use identity::{Identity, Listener};
 
 /// Bytes to send: built for this send, or shared with a transaction that
@@ -77,6 +82,8 @@ pub struct Core {
     identity: Identity,
     timers: Timers,
     stateful: stateful::Stateful,
+    destinations: destinations::Destinations,
+    probes: probe::Prober,
 }
 
 impl Core {
@@ -86,7 +93,21 @@ impl Core {
             identity,
             timers: config.timers,
             stateful: stateful::Stateful::new(config.max_transactions),
+            destinations: destinations::Destinations::new(routes.settings().destinations),
+            probes: probe::Prober::new(routes.settings().destinations),
         }
+    }
+
+    /// Start the periodic work that needs no message: the health probes of
+    /// destination sets (the first ones are due at `now`). The network
+    /// layer calls it once its sockets are bound.
+    pub fn start(&mut self, now: Instant) {
+        self.probes.start(now);
+    }
+
+    /// Every target of every destination set and whether it is up.
+    pub fn destination_states(&self) -> Vec<DestinationState> {
+        self.destinations.states()
     }
 
     pub fn identity(&self) -> &Identity {
@@ -113,7 +134,11 @@ impl Core {
 
     /// When `on_timeout` must next be called.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        self.stateful.next_deadline()
+        let txn = self.stateful.next_deadline();
+        match (txn, self.probes.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fire the timers due at `now`.
@@ -122,7 +147,10 @@ impl Core {
             routes: self.routes,
             identity: &self.identity,
             timers: self.timers,
+            destinations: &self.destinations,
         };
         self.stateful.on_timeout(&env, now, out);
+        self.probes
+            .on_timeout(now, &self.identity, self.timers, &self.destinations, out);
     }
 }

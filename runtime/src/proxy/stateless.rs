@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::branch::{OUR_PREFIX, stateless_branch};
+use super::probe::PROBE_PREFIX;
 use super::received::{response_destination, top_via_edit};
 use super::stateful::{Env, Matched, STATEFUL_PREFIX};
 use super::{Core, Outgoing, Payload, forward, reply, route_set};
-use crate::api::{RelayTo, Target};
+use crate::api::RelayTo;
 use crate::ctx::{Ctx, Decision};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
@@ -90,6 +91,7 @@ fn on_request(
         routes: core.routes,
         identity: &core.identity,
         timers: core.timers,
+        destinations: &core.destinations,
     };
     // Retransmissions, non-2xx ACKs and CANCELs of relayed requests.
     if let Matched::Absorbed = core.stateful.on_request(&env, now, msg, source, out) {
@@ -112,16 +114,20 @@ fn on_request(
         }
         Decision::Relay(RelayTo::Default) => None,
         Decision::Relay(RelayTo::Uri(target)) => Some(target),
-        Decision::Relay(RelayTo::Set(name)) => match first_target_of(core, name) {
-            Some(target) => Some(target),
-            None => {
-                tracing::error!(
-                    set = name,
-                    "relay: unknown destination set; request dropped"
-                );
-                return;
+        // No transaction, so no failover: a target that is up, the same
+        // one for every ACK of a call (see `Destinations::peek`).
+        Decision::Relay(RelayTo::Set(name)) => {
+            match core.destinations.peek(name, msg.call_id().unwrap_or("")) {
+                Some(target) => Some(target),
+                None => {
+                    tracing::warn!(
+                        set = name,
+                        "relay of an ACK: no target of the set is up; ACK dropped"
+                    );
+                    return;
+                }
             }
-        },
+        }
         Decision::Reply {
             code,
             reason,
@@ -183,14 +189,6 @@ fn on_request(
     });
 }
 
-/// The first target of a destination set (until destination sets are
-/// balanced by the stateful core, `relay: SET` goes to the first target).
-fn first_target_of(core: &Core, name: &str) -> Option<&'static Target> {
-    let settings = core.routes.settings();
-    let set = settings.destinations.iter().find(|s| s.name == name)?;
-    set.targets.first().map(|d| d.uri)
-}
-
 fn on_response(
     core: &mut Core,
     now: Instant,
@@ -213,11 +211,20 @@ fn on_response(
         tracing::debug!(%source, via_host = top.host, "response whose top Via is not ours: dropped");
         return;
     }
+    if let Some(branch) = top.branch.filter(|b| b.starts_with(PROBE_PREFIX)) {
+        // An answer to one of our health probes: consumed here.
+        let status = msg.status().unwrap_or(0);
+        if !core.probes.on_response(branch, status, &core.destinations) {
+            tracing::debug!(%source, branch, "late or unknown probe answer: consumed");
+        }
+        return;
+    }
     if let Some(branch) = top.branch.filter(|b| b.starts_with(STATEFUL_PREFIX)) {
         let env = Env {
             routes: core.routes,
             identity: &core.identity,
             timers: core.timers,
+            destinations: &core.destinations,
         };
         if core.stateful.on_response(&env, now, msg, branch, out) {
             return;
