@@ -19,6 +19,10 @@ impl<'a> Message<'a> {
 
     /// First element of the first Via header.
     pub fn top_via(&self) -> Option<Via<'a>> {
+        self.cached_top_via()
+    }
+
+    pub(super) fn parse_top_via(&self) -> Option<Via<'a>> {
         let h = self.first(HeaderName::Via)?;
         let (off, elem) = split_list(self.value(h)).next()?;
         Via::parse(elem, h.value_range.start + off)

@@ -25,7 +25,14 @@ impl<'a> Iterator for SplitList<'a> {
         let b = self.s.as_bytes();
         while self.pos <= b.len() {
             let start = self.pos;
-            let mut i = start;
+            // Fast path: up to the first byte that needs care.
+            let mut i = match b
+                .get(start..)
+                .and_then(|rest| memchr::memchr3(b',', b'"', b'<', rest))
+            {
+                Some(k) => start + k,
+                None => b.len(),
+            };
             let mut angle = 0usize;
             while let Some(&c) = b.get(i) {
                 match c {

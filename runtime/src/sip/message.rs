@@ -57,6 +57,11 @@ pub struct Message<'a> {
     headers_end: usize,
     body_start: usize,
     len: usize,
+    /// The start line and headers as text, when they are UTF-8 (checked
+    /// once, so reading a value does not check it again).
+    head: Option<&'a str>,
+    /// The top Via, parsed once with the message (every path needs it).
+    top_via: Option<super::Via<'a>>,
 }
 
 /// `(content_end, next_line_start)` of the line starting at `from`; the
@@ -101,6 +106,8 @@ impl<'a> Message<'a> {
             headers_end: 0,
             body_start: 0,
             len: 0,
+            head: None,
+            top_via: None,
         };
         msg.parse_start_line(start, line_end)?;
         loop {
@@ -147,6 +154,10 @@ impl<'a> Message<'a> {
             pos = next;
         }
         msg.len = msg.framed_len();
+        msg.head = buf
+            .get(..msg.headers_end)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        msg.top_via = msg.parse_top_via();
         Ok(msg)
     }
 
@@ -209,7 +220,15 @@ impl<'a> Message<'a> {
     }
 
     fn text(&self, r: Range<usize>) -> Option<&'a str> {
-        std::str::from_utf8(self.bytes(r)).ok()
+        match self.head {
+            Some(head) if r.end <= head.len() => head.get(r),
+            _ => std::str::from_utf8(self.bytes(r)).ok(),
+        }
+    }
+
+    /// The top Via parsed with the message (see [`Message::top_via`]).
+    pub(super) fn cached_top_via(&self) -> Option<super::Via<'a>> {
+        self.top_via.clone()
     }
 
     /// The whole received buffer.
