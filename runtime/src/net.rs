@@ -1,6 +1,9 @@
 //! The tokio layer: owns the UDP sockets, feeds received datagrams to the
 //! sans-IO core and sends what it returns. Host names in next hops are
-//! resolved here (A/AAAA through the system resolver).
+//! resolved here (A/AAAA through the system resolver). Draining and the
+//! hand-over at shutdown: see [`handover`].
+
+mod handover;
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,11 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
-use crate::proxy::{Core, CoreConfig, Identity, Listener, Outgoing};
+use crate::proxy::{Core, CoreConfig, DrainMode, Identity, Listener, Outgoing};
 use crate::target::NextHop;
 
 /// Largest datagram accepted (RFC 3261 §18.1.1: up to 65,535 bytes).
@@ -37,6 +40,8 @@ struct Shared {
     sockets: Box<[Arc<UdpSocket>]>,
     /// Woken when a message made a timer due earlier than the one awaited.
     timer: Notify,
+    /// Becomes true when the server stops: the loops hand over and end.
+    stop: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -52,6 +57,7 @@ pub struct Server {
     local: Vec<SocketAddr>,
     shared: Arc<Shared>,
     tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
 }
 
 impl Server {
@@ -65,10 +71,28 @@ impl Server {
         &self.local
     }
 
-    /// Stop receiving and end the tasks.
+    /// Start draining (after SIGTERM); see [`crate::proxy::drain`].
+    pub fn start_draining(&self, mode: DrainMode) {
+        self.shared.core().start_draining(mode);
+    }
+
+    /// Transactions still waiting for their final response.
+    pub fn pending_transactions(&self) -> usize {
+        self.shared.core().pending_transactions()
+    }
+
+    /// Stop receiving and end the tasks, handing the sockets' traffic over
+    /// to any other process bound to the same ports (see [`handover`]).
     pub async fn shutdown(mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.stop.send(true);
+        let ended = tokio::time::timeout(handover::TIME_LIMIT, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if ended.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
     }
 
     /// Wait until every socket task has ended (they end only on abort).
@@ -97,10 +121,12 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         sockets.push(Arc::new(socket));
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+    let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
         core: Mutex::new(Core::new(routes, Identity { listeners }, options.core)),
         sockets: sockets.into(),
         timer: Notify::new(),
+        stop: stopped,
     });
     let mut tasks = JoinSet::new();
     for index in 0..shared.sockets.len() {
@@ -114,6 +140,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         local,
         shared,
         tasks,
+        stop,
     })
 }
 
@@ -133,8 +160,14 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
     let socket = Arc::clone(&shared.sockets[index]);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
+    let mut stop = shared.stop.clone();
     loop {
-        let (len, source) = match socket.recv_from(&mut buf).await {
+        let received = tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let (len, source) = match received {
             Ok(received) => received,
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems.
@@ -157,25 +190,41 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
             send(&shared.sockets, outgoing).await;
         }
     }
+    handover::sweep(index, &shared, &mut buf, &mut out).await;
+}
+
+/// Handle one datagram and send what the core returns.
+async fn handle_one(
+    shared: &Shared,
+    index: usize,
+    datagram: &[u8],
+    source: SocketAddr,
+    out: &mut Vec<Outgoing>,
+) {
+    shared
+        .core()
+        .handle(Instant::now(), datagram, source, index, out);
+    for outgoing in out.drain(..) {
+        send(&shared.sockets, outgoing).await;
+    }
 }
 
 /// Drives the core's timers: sleeps until the next deadline (or until a
 /// message makes an earlier one), then fires what is due.
 async fn timer_loop(shared: Arc<Shared>) {
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
+    let mut stop = shared.stop.clone();
     loop {
         let deadline = shared.core().next_deadline();
-        match deadline {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = shared.timer.notified() => continue,
+        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline.map_or(far, Into::into)) => {
+                if deadline.is_none() {
+                    continue;
                 }
             }
-            None => {
-                shared.timer.notified().await;
-                continue;
-            }
+            _ = shared.timer.notified() => continue,
+            _ = stop.changed() => return,
         }
         shared.core().on_timeout(Instant::now(), &mut out);
         for outgoing in out.drain(..) {

@@ -9,6 +9,7 @@
 //! - `route_set`, `received`, `branch`, `identity`: the pieces of §16/§18.
 
 pub mod branch;
+pub mod drain;
 pub mod forward;
 pub mod identity;
 pub mod received;
@@ -24,6 +25,7 @@ use std::time::Instant;
 use crate::api::Routes;
 use crate::target::NextHop;
 use crate::transaction::Timers;
+pub use drain::DrainMode;
 pub use identity::{Identity, Listener};
 
 /// Bytes to send: built for this send, or shared with a transaction that
@@ -77,6 +79,8 @@ pub struct Core {
     identity: Identity,
     timers: Timers,
     stateful: stateful::Stateful,
+    /// Set once the instance drains (see [`drain`]).
+    draining: Option<DrainMode>,
 }
 
 impl Core {
@@ -86,6 +90,7 @@ impl Core {
             identity,
             timers: config.timers,
             stateful: stateful::Stateful::new(config.max_transactions),
+            draining: None,
         }
     }
 
@@ -98,6 +103,23 @@ impl Core {
         self.stateful.len()
     }
 
+    /// Transactions still waiting for their final response: the ones a
+    /// draining instance waits for (the rest only absorb retransmissions).
+    pub fn pending_transactions(&self) -> usize {
+        self.stateful.pending()
+    }
+
+    /// Start draining: requests that would open a transaction are handled
+    /// as `mode` says; everything else goes on as before.
+    pub fn start_draining(&mut self, mode: DrainMode) {
+        self.draining = Some(mode);
+    }
+
+    /// The drain mode, once draining.
+    pub fn draining(&self) -> Option<DrainMode> {
+        self.draining
+    }
+
     /// Handle one received datagram that arrived on socket `socket` from
     /// `source` at `now`; what must be sent is pushed onto `out`.
     pub fn handle(
@@ -108,7 +130,8 @@ impl Core {
         socket: usize,
         out: &mut Vec<Outgoing>,
     ) {
-        stateless::handle(self, now, datagram, source, socket, out)
+        stateless::handle(self, now, datagram, source, socket, out);
+        crate::metrics::set_active_transactions(self.stateful.len());
     }
 
     /// When `on_timeout` must next be called.
@@ -124,5 +147,6 @@ impl Core {
             timers: self.timers,
         };
         self.stateful.on_timeout(&env, now, out);
+        crate::metrics::set_active_transactions(self.stateful.len());
     }
 }

@@ -22,6 +22,7 @@ use super::received::{reply_destination, top_via_edit};
 use super::{Outgoing, Payload, forward, reply, route_set};
 use crate::api::{RelayTo, Routes, Target};
 use crate::ctx::{Ctx, Decision, Edits};
+use crate::metrics;
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 use crate::transaction::{
@@ -46,6 +47,10 @@ pub struct Env<'a> {
 pub struct Stateful {
     table: TransactionTable<ProxyTxn>,
     actions: Vec<Action>,
+    /// Random per process, the last part of our branches: two instances
+    /// sharing a port during a rollout never take each other's responses
+    /// for their own (a foreign branch is forwarded statelessly).
+    instance: u32,
 }
 
 enum Server {
@@ -92,6 +97,8 @@ pub struct ProxyTxn {
     /// A non-INVITE whose branches all timed out: nothing goes upstream
     /// (RFC 4320) and the server side is given up.
     abandoned: bool,
+    /// [`Stateful::instance`], carried into the branches.
+    instance: u32,
 }
 
 impl Machine for ProxyTxn {
@@ -197,10 +204,22 @@ pub enum Matched {
 
 impl Stateful {
     pub fn new(capacity: usize) -> Stateful {
+        use std::hash::{BuildHasher, RandomState};
+        // RandomState is seeded from the OS per process: a cheap random tag.
+        let instance = RandomState::new().hash_one(std::process::id()) as u32;
         Stateful {
             table: TransactionTable::new(capacity),
             actions: Vec::with_capacity(8),
+            instance,
         }
+    }
+
+    /// Transactions that have not sent their final response yet.
+    pub fn pending(&self) -> usize {
+        self.table
+            .values()
+            .filter(|t| !t.final_sent && !t.abandoned)
+            .count()
     }
 
     /// Number of live transactions.
@@ -274,9 +293,13 @@ impl Stateful {
         if pass_on {
             Matched::New
         } else {
+            if method != "ACK" {
+                metrics::retransmission_received();
+            }
             tracing::debug!(
                 call_id = msg.call_id().unwrap_or(""),
                 method,
+                %source,
                 "absorbed by its transaction"
             );
             Matched::Absorbed
@@ -309,6 +332,7 @@ impl Stateful {
                 capacity = self.table.capacity(),
                 "transaction table full: 503 with Retry-After"
             );
+            metrics::transaction_rejected();
             reply_upstream_stateless(msg, source, socket, 503, b"Retry-After: 5\r\n", out);
             return;
         }
@@ -351,6 +375,7 @@ impl Stateful {
             final_sent: false,
             cancelled: false,
             abandoned: false,
+            instance: self.instance,
         };
         let id = match self.table.insert(key, txn) {
             Ok(id) => id,
@@ -359,6 +384,7 @@ impl Stateful {
                 return;
             }
         };
+        metrics::relayed();
         saved.du = target;
         let actions = &mut self.actions;
         self.table.update(id, |txn| {
@@ -503,20 +529,27 @@ fn clone_edits(e: &Edits) -> Edits {
     }
 }
 
-/// Our stateful branch for branch number `n` of transaction `id`.
-fn make_branch(id: TransactionId, n: usize) -> String {
+/// Our stateful branch for branch number `n` of transaction `id`, ending
+/// with this process's instance tag.
+fn make_branch(id: TransactionId, n: usize, instance: u32) -> String {
     let (index, generation) = id.to_parts();
-    let mut s = String::with_capacity(32);
-    let _ = write!(s, "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}");
+    let mut s = String::with_capacity(40);
+    let _ = write!(
+        s,
+        "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}.{instance:x}"
+    );
     s
 }
 
+/// The transaction and branch number of one of our branches (the instance
+/// tag is checked by comparing the whole branch with the one we made).
 fn parse_branch(branch: &str) -> Option<(TransactionId, usize)> {
     let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
     let mut parts = rest.split('.');
     let index = u32::from_str_radix(parts.next()?, 16).ok()?;
     let generation = u32::from_str_radix(parts.next()?, 16).ok()?;
     let n = usize::from_str_radix(parts.next()?, 16).ok()?;
+    u32::from_str_radix(parts.next()?, 16).ok()?;
     if parts.next().is_some() {
         return None;
     }
@@ -550,6 +583,7 @@ fn add_branch(
             match set.and_then(|s| s.targets.first()) {
                 Some(d) => Some(d.uri),
                 None => {
+                    metrics::route_step_error();
                     tracing::error!(set = name, "relay: destination set has no target");
                     return false;
                 }
@@ -566,7 +600,7 @@ fn add_branch(
     let Some(listener) = env.identity.listener(txn.socket) else {
         return false;
     };
-    let branch = make_branch(id, txn.branches.len());
+    let branch = make_branch(id, txn.branches.len(), txn.instance);
     let via_edit = stored.top_via().and_then(|v| top_via_edit(&v, txn.source));
     let Some(bytes) =
         forward::request(stored, listener, &branch, via_edit.as_ref(), edits, &routes)
@@ -589,7 +623,14 @@ fn add_branch(
             });
         }
     }
-    tracing::debug!(call_id = stored.call_id().unwrap_or(""), branch, to = ?hop, "relayed");
+    tracing::debug!(
+        call_id = stored.call_id().unwrap_or(""),
+        method = stored.method().unwrap_or(""),
+        source = %txn.source,
+        branch,
+        to = ?hop,
+        "relayed"
+    );
     txn.branches.push(Branch {
         id: branch,
         to: hop,
@@ -741,6 +782,7 @@ fn maybe_complete(
             }
             None => reply::default_reason(status),
         };
+        metrics::failure_route_run();
         let mut cx = Ctx::for_failure(&stored, status, reason, txn.source);
         cx.edits = Edits {
             du: None,
@@ -862,6 +904,8 @@ fn on_timer(
     out: &mut Vec<Outgoing>,
 ) {
     actions.clear();
+    // Every Transmit a timer makes is a retransmission.
+    let mut resent = 0;
     if !txn.abandoned
         && txn
             .server
@@ -875,6 +919,7 @@ fn on_timer(
         }
         for action in actions.drain(..) {
             if let Action::Transmit(bytes) = action {
+                resent += 1;
                 out.push(Outgoing {
                     socket: txn.socket,
                     to: NextHop::Addr(txn.upstream),
@@ -904,11 +949,14 @@ fn on_timer(
             b.client.machine_mut().on_timeout(now, actions);
             for action in actions.drain(..) {
                 match action {
-                    Action::Transmit(bytes) => out.push(Outgoing {
-                        socket: txn.socket,
-                        to: b.to.clone(),
-                        bytes: Payload::Shared(bytes),
-                    }),
+                    Action::Transmit(bytes) => {
+                        resent += 1;
+                        out.push(Outgoing {
+                            socket: txn.socket,
+                            to: b.to.clone(),
+                            bytes: Payload::Shared(bytes),
+                        })
+                    }
                     Action::Timeout | Action::TransportError if b.held.is_none() => {
                         // No final response: a 408 as far as the choice goes.
                         b.held = Some(Held {
@@ -928,6 +976,7 @@ fn on_timer(
             cancel.on_timeout(now, actions);
             for action in actions.drain(..) {
                 if let Action::Transmit(bytes) = action {
+                    resent += 1;
                     out.push(Outgoing {
                         socket: txn.socket,
                         to: b.to.clone(),
@@ -937,6 +986,7 @@ fn on_timer(
             }
         }
     }
+    metrics::retransmissions_sent(resent);
     if ended || txn.branches.iter().all(|b| b.held.is_some()) {
         maybe_complete(env, now, id, txn, actions, out);
     }
@@ -1032,6 +1082,15 @@ fn reply_upstream_stateless(
 ) {
     let mut bytes = Vec::with_capacity(512);
     if let Some(to) = reply::build(msg, source, code, None, headers, &mut bytes) {
+        metrics::stateless_reply_sent(code);
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            method = msg.method().unwrap_or(""),
+            code,
+            %source,
+            %to,
+            "stateless reply sent"
+        );
         out.push(Outgoing {
             socket,
             to: NextHop::Addr(to),
@@ -1056,11 +1115,14 @@ mod tests {
     #[test]
     fn branch_ids_round_trip() {
         let id = TransactionId::from_parts(42, 7);
-        let b = make_branch(id, 3);
+        let b = make_branch(id, 3, 0xbeef);
         assert!(b.starts_with("z9hG4bKsfT"));
+        assert!(b.ends_with(".beef"));
         assert_eq!(parse_branch(&b), Some((id, 3)));
+        assert_ne!(b, make_branch(id, 3, 0xcafe), "instances differ");
         assert_eq!(parse_branch("z9hG4bKsf0123456789abcdef"), None);
-        assert_eq!(parse_branch("z9hG4bKsfTzz.1.0"), None);
+        assert_eq!(parse_branch("z9hG4bKsfTzz.1.0.1"), None);
+        assert_eq!(parse_branch("z9hG4bKsfT1.1.0"), None);
     }
 
     #[test]
