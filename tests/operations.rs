@@ -691,7 +691,7 @@ fn rollout_sigterm_during_calls_fails_no_call() {
             c.await.unwrap();
         }
 
-        let results = results.lock().unwrap();
+        let results = std::mem::take(&mut *results.lock().unwrap());
         let failed: Vec<String> = results
             .iter()
             .filter_map(|(id, r, _)| r.as_ref().err().map(|e| format!("{id}: {e}")))
