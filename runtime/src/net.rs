@@ -216,15 +216,20 @@ async fn timer_loop(shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
     loop {
         let deadline = shared.core().next_deadline();
-        let far = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline.map_or(far, Into::into)) => {
-                if deadline.is_none() {
-                    continue;
+        match deadline {
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(at.into()) => {}
+                    _ = shared.timer.notified() => continue,
+                    _ = stop.changed() => return,
                 }
             }
-            _ = shared.timer.notified() => continue,
-            _ = stop.changed() => return,
+            None => {
+                tokio::select! {
+                    _ = shared.timer.notified() => continue,
+                    _ = stop.changed() => return,
+                }
+            }
         }
         shared.core().on_timeout(Instant::now(), &mut out);
         for outgoing in out.drain(..) {

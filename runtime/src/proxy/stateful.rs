@@ -628,7 +628,7 @@ fn add_branch(
         method = stored.method().unwrap_or(""),
         source = %txn.source,
         branch,
-        to = ?hop,
+        to = %hop,
         "relayed"
     );
     txn.branches.push(Branch {

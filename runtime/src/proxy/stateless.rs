@@ -192,7 +192,7 @@ fn on_request(
         call_id = msg.call_id().unwrap_or(""),
         method,
         %source,
-        to = ?hop,
+        to = %hop,
         "request forwarded"
     );
     metrics::request_forwarded();
@@ -291,7 +291,7 @@ fn on_response(
         call_id = msg.call_id().unwrap_or(""),
         status = msg.status().unwrap_or(0),
         %source,
-        to = ?hop,
+        to = %hop,
         "response forwarded"
     );
     metrics::reply_forwarded();
