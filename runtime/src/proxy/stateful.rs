@@ -4,8 +4,8 @@
 //! One [`ProxyTxn`] per relayed request: a server transaction towards the
 //! caller and one client transaction per branch (serial forking through the
 //! `failure` route). Responses find their branch through the ids carried in
-//! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>`), so no second
-//! index is needed. 1xx (but 100) and 2xx go up at once; final responses
+//! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>.<instance>`,
+//! the last part random per process), so no second index is needed. 1xx (but 100) and 2xx go up at once; final responses
 //! of 300 and more are held and the best one (§16.7) goes up once every branch has
 //! ended, after the `failure` route had its chance to relay again. The
 //! caller's ACK for a non-2xx is absorbed and the downstream hop gets its
@@ -683,7 +683,12 @@ fn deliver(
     };
     if status < 300 {
         if dropped {
-            tracing::debug!(status, "response dropped by the reply route");
+            metrics::dropped(metrics::DropReason::Route);
+            tracing::debug!(
+                call_id = msg.call_id().unwrap_or(""),
+                status,
+                "response dropped by the reply route"
+            );
             return;
         }
         if status >= 200 {
@@ -704,6 +709,14 @@ fn deliver(
     maybe_complete(env, now, id, txn, actions, out);
 }
 
+/// The Call-ID of a stored request (for log lines: only evaluated when enabled).
+fn call_id_of(request: &[u8]) -> String {
+    Message::parse(request)
+        .ok()
+        .and_then(|m| m.call_id().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn msg_source(txn: &ProxyTxn) -> SocketAddr {
     txn.source
 }
@@ -717,6 +730,12 @@ fn send_upstream(
     actions: &mut Vec<Action>,
     out: &mut Vec<Outgoing>,
 ) {
+    tracing::debug!(
+        call_id = call_id_of(&txn.request),
+        status,
+        to = %txn.upstream,
+        "response relayed upstream"
+    );
     actions.clear();
     txn.server.send_response(now, status, bytes, actions);
     for action in actions.drain(..) {
