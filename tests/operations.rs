@@ -882,3 +882,91 @@ fn an_instance_never_takes_another_instances_response_for_its_own() {
         "B's own transaction is untouched"
     );
 }
+
+// ---- two instances, one port, stateful routes ----------------------------------------
+
+/// Two instances share a port and relay statefully. The callee's 404 often
+/// lands on the instance that does not hold the transaction; it passes the
+/// response to its sibling, whose failure route reroutes the call, so
+/// every caller gets the 200 of the second callee, never the 404. Then
+/// the first instance drains and stops while the second goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn siblings_pass_each_other_their_responses() {
+    use common::{Peer, Sip, request, response_to};
+    let routes: &'static dyn sipforge_runtime::api::Routes = &common::relay::ROUTES;
+    let (first, proxy) = common::start_proxy_with(routes, common::fast_timers()).await;
+    let options = sipforge_runtime::net::Options {
+        listen: vec![proxy],
+        advertise: None,
+        core: common::fast_timers(),
+    };
+    let second = sipforge_runtime::net::start(routes, options)
+        .await
+        .expect("a second instance on the same port");
+    let passed = || {
+        let text = sipforge_runtime::metrics::encode();
+        sample(
+            &text,
+            "sipforge_sibling_replies_total{direction=\"passed\"}",
+        )
+    };
+    let passed_before = passed();
+
+    async fn one_call(proxy: SocketAddr, n: usize) -> Result<(), String> {
+        let (uac, busy, ok) = (Peer::bind().await, Peer::bind().await, Peer::bind().await);
+        let call_id = format!("sib-{n}");
+        let via = format!(
+            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{call_id}",
+            uac.port()
+        );
+        let invite = request(
+            "INVITE",
+            &format!("sip:bob@127.0.0.1:{}", busy.port()),
+            &via,
+            &call_id,
+            &format!(
+                "Max-Forwards: 70\r\nX-Second: sip:127.0.0.1:{}\r\n",
+                ok.port()
+            ),
+        );
+        uac.send(proxy, &invite).await;
+        let (first_try, _) = busy.recv_within(3000, "INVITE at the first callee").await;
+        busy.send(proxy, &response_to(&first_try, "404 Not Found", ""))
+            .await;
+        let (second_try, _) = ok
+            .recv_within(3000, "INVITE rerouted to the second callee")
+            .await;
+        ok.send(proxy, &response_to(&second_try, "200 OK", ""))
+            .await;
+        loop {
+            let (m, _): (Sip, _) = uac.recv_within(3000, "the caller's final response").await;
+            match m.start_line() {
+                l if l.starts_with("SIP/2.0 1") => continue,
+                "SIP/2.0 200 OK" => return Ok(()),
+                other => return Err(format!("{call_id}: the caller got `{other}`")),
+            }
+        }
+    }
+
+    let calls: Vec<_> = (0..16).map(|n| tokio::spawn(one_call(proxy, n))).collect();
+    let mut failed = Vec::new();
+    for c in calls {
+        if let Err(e) = c.await.expect("the call task") {
+            failed.push(e);
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(
+        passed() > passed_before,
+        "with 16 callees, some 404s must have landed on the other instance"
+    );
+
+    first.start_draining(DrainMode::Stateless);
+    assert_eq!(first.pending_transactions(), 0);
+    first.shutdown().await;
+    // The second instance now gets everything.
+    one_call(proxy, 99)
+        .await
+        .expect("a call after the first instance left");
+    second.shutdown().await;
+}

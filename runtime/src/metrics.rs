@@ -100,6 +100,7 @@ struct Metrics {
     retransmissions_received: Counter,
     retransmissions_sent: Counter,
     failure_routes: Counter,
+    sibling: [Counter; 2],
     route_step_errors: Counter,
     transactions: Gauge,
     draining: Gauge,
@@ -208,6 +209,13 @@ impl Metrics {
                 "sipforge_failure_route_runs",
                 "Runs of the failure route",
             ),
+            sibling: family(
+                &mut r,
+                "sipforge_sibling_replies",
+                "Responses for another instance's transaction passed to it over the sibling link (passed), and received from a sibling (received)",
+                "direction",
+                ["passed", "received"],
+            ),
             route_step_errors: counter(
                 &mut r,
                 "sipforge_route_step_errors",
@@ -308,6 +316,11 @@ pub fn retransmissions_sent(n: u64) {
 /// The failure route ran.
 pub fn failure_route_run() {
     METRICS.failure_routes.inc();
+}
+
+/// A response was passed to a sibling instance (true) or received from one.
+pub fn sibling_passed(sent: bool) {
+    METRICS.sibling[usize::from(!sent)].inc();
 }
 
 /// A route step was skipped because of a run-time error.

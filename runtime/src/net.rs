@@ -4,6 +4,7 @@
 //! hand-over at shutdown: see [`handover`].
 
 mod handover;
+mod sibling;
 
 use std::io;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ struct Shared {
     timer: Notify,
     /// Becomes true when the server stops: the loops hand over and end.
     stop: watch::Receiver<bool>,
+    /// Where instances sharing our ports pass us our responses.
+    sibling: Option<sibling::Link>,
 }
 
 impl Shared {
@@ -122,17 +125,23 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
     let (stop, stopped) = watch::channel(false);
+    let core = Core::new(routes, Identity { listeners }, options.core);
+    let sibling = sibling::Link::bind(core.instance())
+        .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
+        .ok();
     let shared = Arc::new(Shared {
-        core: Mutex::new(Core::new(routes, Identity { listeners }, options.core)),
+        core: Mutex::new(core),
         sockets: sockets.into(),
         timer: Notify::new(),
         stop: stopped,
+        sibling,
     });
     let mut tasks = JoinSet::new();
     for index in 0..shared.sockets.len() {
         tasks.spawn(receive_loop(index, Arc::clone(&shared)));
     }
     tasks.spawn(timer_loop(Arc::clone(&shared)));
+    tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
     for addr in &local {
         tracing::info!(listen = %addr, "listening on udp:{addr}");
     }
@@ -175,6 +184,9 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
                 continue;
             }
         };
+        if sibling::pass_on(&shared, index, &buf[..len], source) {
+            continue;
+        }
         let now = Instant::now();
         let earlier = {
             let mut core = shared.core();
@@ -201,9 +213,16 @@ async fn handle_one(
     source: SocketAddr,
     out: &mut Vec<Outgoing>,
 ) {
-    shared
-        .core()
-        .handle(Instant::now(), datagram, source, index, out);
+    let earlier = {
+        let mut core = shared.core();
+        let before = core.next_deadline();
+        core.handle(Instant::now(), datagram, source, index, out);
+        let after = core.next_deadline();
+        after.is_some_and(|a| before.is_none_or(|b| a < b))
+    };
+    if earlier {
+        shared.timer.notify_one();
+    }
     for outgoing in out.drain(..) {
         send(&shared.sockets, outgoing).await;
     }

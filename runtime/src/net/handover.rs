@@ -49,7 +49,9 @@ pub(super) async fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &m
         match tokio::time::timeout(QUIET, socket.recv_from(buf)).await {
             Ok(Ok((len, source))) => {
                 handled += 1;
-                handle_one(shared, index, &buf[..len], source, out).await;
+                if !super::sibling::pass_on(shared, index, &buf[..len], source) {
+                    handle_one(shared, index, &buf[..len], source, out).await;
+                }
             }
             // An error queued by an earlier send (ICMP): consumed, go on.
             Ok(Err(_)) => continue,

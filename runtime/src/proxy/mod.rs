@@ -103,6 +103,12 @@ impl Core {
         self.stateful.len()
     }
 
+    /// The random tag of this instance, the last part of its stateful
+    /// branches (see `net::sibling`).
+    pub fn instance(&self) -> u32 {
+        self.stateful.instance()
+    }
+
     /// Transactions still waiting for their final response: the ones a
     /// draining instance waits for (the rest only absorb retransmissions).
     pub fn pending_transactions(&self) -> usize {

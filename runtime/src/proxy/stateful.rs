@@ -214,6 +214,11 @@ impl Stateful {
         }
     }
 
+    /// The instance tag that ends our branches.
+    pub fn instance(&self) -> u32 {
+        self.instance
+    }
+
     /// Transactions that have not sent their final response yet.
     pub fn pending(&self) -> usize {
         self.table
@@ -539,6 +544,13 @@ fn make_branch(id: TransactionId, n: usize, instance: u32) -> String {
         "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}.{instance:x}"
     );
     s
+}
+
+/// The instance tag of a stateful branch (ours or another instance's).
+pub fn branch_instance(branch: &str) -> Option<u32> {
+    let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
+    let tag = rest.split('.').nth(3)?;
+    u32::from_str_radix(tag, 16).ok()
 }
 
 /// The transaction and branch number of one of our branches (the instance
@@ -1139,6 +1151,8 @@ mod tests {
         assert!(b.ends_with(".beef"));
         assert_eq!(parse_branch(&b), Some((id, 3)));
         assert_ne!(b, make_branch(id, 3, 0xcafe), "instances differ");
+        assert_eq!(branch_instance(&b), Some(0xbeef));
+        assert_eq!(branch_instance("z9hG4bKsfT1.1.0"), None);
         assert_eq!(parse_branch("z9hG4bKsf0123456789abcdef"), None);
         assert_eq!(parse_branch("z9hG4bKsfTzz.1.0.1"), None);
         assert_eq!(parse_branch("z9hG4bKsfT1.1.0"), None);
