@@ -148,7 +148,13 @@ fn export_git_commit(manifest: &Path) {
     for name in watched.iter().flatten() {
         if let Some(path) = git(&["rev-parse", "--git-path", name]) {
             let path = manifest.join(path);
-            if path.exists() {
+            // A packed branch has no file yet: its folder gets it on the next commit.
+            let existing = if path.exists() {
+                Some(path.as_path())
+            } else {
+                path.parent().filter(|p| p.exists())
+            };
+            if let Some(path) = existing {
                 println!("cargo::rerun-if-changed={}", path.display());
             }
         }

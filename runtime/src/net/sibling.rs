@@ -22,7 +22,9 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixDatagram as StdUnixDatagram};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+
+use memchr::memmem;
 
 use tokio::net::UnixDatagram;
 
@@ -63,20 +65,38 @@ impl Link {
     }
 }
 
+/// Finds our stateful branches in a datagram.
+static BRANCH: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(STATEFUL_PREFIX.as_bytes()));
+
 /// The instance tag of a response whose top Via is a stateful branch of
-/// any sipforge instance.
+/// any sipforge instance (parses the message).
 fn tag_of(datagram: &[u8]) -> Option<u32> {
     if !datagram.starts_with(b"SIP/2.0 ") {
         return None;
     }
-    memchr::memmem::find(datagram, STATEFUL_PREFIX.as_bytes())?;
+    BRANCH.find(datagram)?;
     let msg = Message::parse(datagram).ok()?;
     branch_instance(msg.top_via()?.branch?)
 }
 
 /// The tag of the instance a response belongs to, when it is another
-/// instance's. Only responses with a stateful branch somewhere are parsed.
+/// instance's. Cheap for the common cases: a response without a stateful
+/// branch costs a substring search, one with our own tag (the first
+/// occurrence is our Via, on top) a few more bytes; only a foreign tag is
+/// confirmed by parsing the message.
 fn foreign_tag(datagram: &[u8], ours: u32) -> Option<u32> {
+    if !datagram.starts_with(b"SIP/2.0 ") {
+        return None;
+    }
+    let at = BRANCH.find(datagram)?;
+    let token = datagram[at..]
+        .split(|b| matches!(b, b';' | b',' | b' ' | b'\t' | b'\r' | b'\n'))
+        .next()?;
+    let first = std::str::from_utf8(token).ok().and_then(branch_instance);
+    if first == Some(ours) {
+        return None;
+    }
     tag_of(datagram).filter(|tag| *tag != ours)
 }
 
