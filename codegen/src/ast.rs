@@ -102,7 +102,28 @@ pub struct DestSet {
     pub name: Sp<String>,
     pub algorithm: Algorithm,
     pub targets: Vec<DestTarget>,
-    pub probe_interval_ms: Option<u64>,
+    pub probe: Option<ProbeSpec>,
+}
+
+/// `probe:` of a destination set.
+#[derive(Debug)]
+pub struct ProbeSpec {
+    pub interval_ms: u64,
+    /// `timeout:` as written (checked against the interval); None: the interval.
+    pub timeout_ms: Option<Sp<u64>>,
+    /// Consecutive failures that take a target down.
+    pub failures: u32,
+    /// Consecutive answered probes that bring it back.
+    pub successes: u32,
+}
+
+impl ProbeSpec {
+    /// Failures that take a target down when `failures:` is not given.
+    pub const DEFAULT_FAILURES: u32 = 3;
+    /// Answered probes that bring a target back when `successes:` is not given.
+    pub const DEFAULT_SUCCESSES: u32 = 2;
+    /// Largest `failures:` / `successes:` accepted.
+    pub const MAX_COUNT: i64 = 1000;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -323,7 +323,7 @@ impl<'f> Checker<'f> {
                     "use a name such as `backends` (no `:`)",
                 );
             }
-            for t in &set.targets {
+            for (i, t) in set.targets.iter().enumerate() {
                 if let Err(m) = check_uri(&t.uri.node) {
                     self.err(
                         t.uri.pos,
@@ -332,7 +332,40 @@ impl<'f> Checker<'f> {
                         "",
                         "e.g. `sip:127.0.0.1:5080` or `sip:backend.example.com;transport=udp`",
                     );
+                } else if let Some(first) = set.targets[..i]
+                    .iter()
+                    .find(|o| o.uri.node.eq_ignore_ascii_case(&t.uri.node))
+                {
+                    self.err(
+                        t.uri.pos,
+                        t.uri.len,
+                        format!(
+                            "target `{}` is listed twice in destination set `{}`",
+                            t.uri.node, set.name.node
+                        ),
+                        "listed again here",
+                        format!(
+                            "it is first listed on line {}; keep one and give it a `weight` instead",
+                            first.uri.pos.line
+                        ),
+                    );
                 }
+            }
+            if let Some(probe) = &set.probe
+                && let Some(timeout) = &probe.timeout_ms
+                && timeout.node > probe.interval_ms
+            {
+                self.err(
+                    timeout.pos,
+                    timeout.len,
+                    "the probe timeout is longer than the probe interval",
+                    "",
+                    format!(
+                        "a target is probed every {} ms and a probe waits for its answer at most until the next one; \
+                         use a timeout of at most the interval, or leave it out (it defaults to the interval)",
+                        probe.interval_ms
+                    ),
+                );
             }
         }
         // Route names and their function names.

@@ -227,10 +227,20 @@ impl Emitter {
                     quote!(Destination { uri: &#id, weight: #w })
                 })
                 .collect();
-            let probe = match d.probe_interval_ms {
-                Some(ms) => {
-                    let ms = Literal::u64_unsuffixed(ms);
-                    quote!(Some(#ms))
+            let probe = match &d.probe {
+                Some(p) => {
+                    let interval = Literal::u64_unsuffixed(p.interval_ms);
+                    let timeout = Literal::u64_unsuffixed(
+                        p.timeout_ms.as_ref().map_or(p.interval_ms, |t| t.node),
+                    );
+                    let failures = Literal::u32_unsuffixed(p.failures);
+                    let successes = Literal::u32_unsuffixed(p.successes);
+                    quote!(Some(Probe {
+                        interval_ms: #interval,
+                        timeout_ms: #timeout,
+                        failures: #failures,
+                        successes: #successes,
+                    }))
                 }
                 None => quote!(None),
             };
@@ -239,7 +249,7 @@ impl Emitter {
                     name: #name,
                     algorithm: Algorithm::#algorithm,
                     targets: &[#(#targets),*],
-                    probe_interval_ms: #probe,
+                    probe: #probe,
                 }
             });
         }
@@ -298,6 +308,7 @@ impl Emitter {
             "Level",
             "Pattern",
             "Piece",
+            "Probe",
             "RelayTo",
             "Routes",
             "Settings",

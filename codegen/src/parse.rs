@@ -295,7 +295,7 @@ impl<'a> Parser<'a> {
                 name,
                 algorithm: Algorithm::RoundRobin,
                 targets: Vec::new(),
-                probe_interval_ms: None,
+                probe: None,
             };
             let mut saw_targets = false;
             for (key, k, val) in self.entries(body) {
@@ -344,34 +344,7 @@ impl<'a> Parser<'a> {
                             }
                         }
                     }
-                    "probe" => {
-                        let mut interval = None;
-                        if !matches!(val.value, Value::Map(_)) {
-                            self.expected(
-                                val,
-                                "a map such as `{ interval: 10s }`",
-                                "e.g. `probe: { interval: 10s }`",
-                            );
-                        }
-                        for (pk, pkn, pv) in self.entries(val) {
-                            if pk == "interval" {
-                                interval = Some(self.duration(pv));
-                            } else {
-                                self.unknown_key(&pk, pkn, &["interval"], "probe keys");
-                            }
-                        }
-                        match interval {
-                            Some(ms) => set.probe_interval_ms = ms,
-                            None if matches!(val.value, Value::Map(_)) => self.err(
-                                val.pos,
-                                1,
-                                "`probe` needs an `interval`",
-                                "",
-                                "e.g. `probe: { interval: 10s }`",
-                            ),
-                            None => {}
-                        }
-                    }
+                    "probe" => set.probe = self.probe(val),
                     _ => self.unknown_key(
                         &key,
                         k,
@@ -393,6 +366,85 @@ impl<'a> Parser<'a> {
             out.push(set);
         }
         out
+    }
+
+    /// `probe: { interval: 10s, timeout: 2s, failures: 3, successes: 2 }`
+    fn probe(&mut self, val: &Node) -> Option<ProbeSpec> {
+        const KEYS: &[&str] = &["interval", "timeout", "failures", "successes"];
+        if !matches!(val.value, Value::Map(_)) {
+            self.expected(
+                val,
+                "a map such as `{ interval: 10s }`",
+                "e.g. `probe: { interval: 10s }`",
+            );
+            return None;
+        }
+        let mut interval = None;
+        let mut spec = ProbeSpec {
+            interval_ms: 0,
+            timeout_ms: None,
+            failures: ProbeSpec::DEFAULT_FAILURES,
+            successes: ProbeSpec::DEFAULT_SUCCESSES,
+        };
+        let mut ok = true;
+        for (pk, pkn, pv) in self.entries(val) {
+            match pk.as_str() {
+                "interval" => interval = Some(self.duration(pv)),
+                "timeout" => match self.duration(pv) {
+                    Some(ms) => spec.timeout_ms = Some(Sp::new(ms, pv.pos, self.len(pv))),
+                    None => ok = false,
+                },
+                "failures" | "successes" => match pv.value {
+                    Value::Int(n) if (1..=ProbeSpec::MAX_COUNT).contains(&n) => {
+                        let n = n as u32;
+                        if pk == "failures" {
+                            spec.failures = n;
+                        } else {
+                            spec.successes = n;
+                        }
+                    }
+                    _ => {
+                        ok = false;
+                        let len = self.len(pv);
+                        self.err(
+                            pv.pos,
+                            len,
+                            format!(
+                                "`{pk}` must be a whole number from 1 to {}",
+                                ProbeSpec::MAX_COUNT
+                            ),
+                            "",
+                            format!(
+                                "e.g. `{pk}: {}`",
+                                if pk == "failures" {
+                                    ProbeSpec::DEFAULT_FAILURES
+                                } else {
+                                    ProbeSpec::DEFAULT_SUCCESSES
+                                }
+                            ),
+                        );
+                    }
+                },
+                _ => self.unknown_key(&pk, pkn, KEYS, "probe keys"),
+            }
+        }
+        match interval {
+            Some(Some(ms)) if ok => {
+                spec.interval_ms = ms;
+                Some(spec)
+            }
+            Some(_) => None,
+            None => {
+                self.err(
+                    val.pos,
+                    1,
+                    "`probe` needs an `interval`",
+                    "",
+                    "e.g. `probe: { interval: 10s }`",
+                );
+                None
+            }
+        }
     }
 
     fn target(&mut self, item: &Node) -> Option<DestTarget> {
@@ -463,8 +515,8 @@ impl<'a> Parser<'a> {
         } else {
             ("", 0)
         };
-        match num.parse::<u64>() {
-            Ok(n) if n > 0 && mult > 0 => Some(n * mult),
+        match num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult)) {
+            Some(ms) if ms > 0 => Some(ms),
             _ => {
                 let len = self.len(v);
                 self.err(

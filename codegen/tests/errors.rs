@@ -334,6 +334,44 @@ fn destinations() {
         ))
         .is_empty()
     );
+    assert!(
+        errors(&format!(
+            "{base}    targets: [ sip:a.example ]\n    probe: {{ interval: 5s, timeout: 2s, failures: 5, successes: 1 }}\n"
+        ))
+        .is_empty()
+    );
+    one(
+        &format!(
+            "{base}    targets: [ sip:a.example ]\n    probe: {{ interval: 1s, timeout: 2s }}\n"
+        ),
+        "routes.yaml:5:37: the probe timeout is longer than the probe interval",
+    );
+    one(
+        &format!(
+            "{base}    targets: [ sip:a.example ]\n    probe: {{ interval: 1s, failures: 0 }}\n"
+        ),
+        "routes.yaml:5:38: `failures` must be a whole number from 1 to 1000",
+    );
+    one(
+        &format!(
+            "{base}    targets: [ sip:a.example ]\n    probe: {{ interval: 1s, successes: two }}\n"
+        ),
+        "routes.yaml:5:39: `successes` must be a whole number from 1 to 1000",
+    );
+    one(
+        &format!(
+            "{base}    targets: [ sip:a.example ]\n    probe: {{ interval: 1s, retries: 2 }}\n"
+        ),
+        "routes.yaml:5:28: unknown key `retries`",
+    );
+    one(
+        &format!("{base}    targets: [ sip:a.example ]\n    probe: {{ timeout: 1s }}\n"),
+        "routes.yaml:5:12: `probe` needs an `interval`",
+    );
+    one(
+        &format!("{base}    targets: [ sip:a.example, \"sip:A.example\" ]\n"),
+        "routes.yaml:4:32: target `sip:A.example` is listed twice in destination set `s`",
+    );
 }
 
 #[test]

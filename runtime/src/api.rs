@@ -85,8 +85,24 @@ pub struct DestinationSet {
     pub name: &'static str,
     pub algorithm: Algorithm,
     pub targets: &'static [Destination],
-    /// Probe interval in milliseconds, when `probe:` is given.
-    pub probe_interval_ms: Option<u64>,
+    /// OPTIONS health checks, when `probe:` is given.
+    pub probe: Option<Probe>,
+}
+
+/// `probe:` of a destination set: OPTIONS sent to every target at an
+/// interval; the defaults (timeout = interval, 3 failures, 2 successes)
+/// are filled in by the generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Time between two probes of a target, in milliseconds.
+    pub interval_ms: u64,
+    /// How long a probe waits for an answer, in milliseconds (at most the interval).
+    pub timeout_ms: u64,
+    /// Consecutive failures (unanswered probes, or relayed requests that
+    /// ended with 408, 503 or a timeout) that take an up target down.
+    pub failures: u32,
+    /// Consecutive answered probes that bring a down target back up.
+    pub successes: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

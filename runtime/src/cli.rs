@@ -162,7 +162,7 @@ pub fn main_with(routes: &'static dyn Routes, build: Build) -> ExitCode {
         source.source_path,
         source.source_sha256,
     );
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -13,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod ctx;
 pub mod log;
+pub mod logbuf;
 pub mod metrics;
 pub mod net;
 pub mod proxy;

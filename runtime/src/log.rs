@@ -1,6 +1,7 @@
-//! Logging setup: tracing to stderr through a background writer, so a
-//! `log` step never waits on the terminal. `RUST_LOG` filters when set,
-//! else `--log-level`. Text or JSON lines.
+//! Logging setup: tracing to stderr through [`crate::logbuf`] (no writer
+//! thread: lines are buffered per thread and written when the socket loop
+//! runs out of work), so a `log` step never waits on the terminal.
+//! `RUST_LOG` filters when set, else `--log-level`. Text or JSON lines.
 //!
 //! JSON lines are flat objects, one per event: `timestamp`, `level`,
 //! `target`, `message` and the event's fields (for a `log` step of the
@@ -9,7 +10,6 @@
 //! Route logs have the target `sipforge::routes`, so
 //! `RUST_LOG=warn,sipforge::routes=info` keeps them and quiets the rest.
 
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 /// Output format of log lines.
@@ -29,16 +29,14 @@ pub fn filter(level: &str) -> Result<EnvFilter, String> {
     }
 }
 
-/// Install the global subscriber; keep the guard alive until exit so the
-/// last lines are flushed.
-pub fn init(level: &str, format: Format) -> Result<WorkerGuard, String> {
+/// Install the global subscriber, writing through [`crate::logbuf`]. Keep
+/// the guard alive until exit: dropping it writes what the current thread
+/// still holds.
+pub fn init(level: &str, format: Format) -> Result<FlushGuard, String> {
     let filter = filter(level)?;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(64 * 1024)
-        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(crate::logbuf::ThreadBuffered)
         .with_ansi(false);
     let installed = match format {
         Format::Text => builder.try_init(),
@@ -50,5 +48,14 @@ pub fn init(level: &str, format: Format) -> Result<WorkerGuard, String> {
             .try_init(),
     };
     installed.map_err(|e| format!("logging: {e}"))?;
-    Ok(guard)
+    Ok(FlushGuard)
+}
+
+/// Writes the current thread's buffered log lines when dropped.
+pub struct FlushGuard;
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        crate::logbuf::flush();
+    }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
-use crate::proxy::{Core, CoreConfig, DrainMode, Identity, Listener, Outgoing};
+use crate::proxy::{Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing};
 use crate::target::NextHop;
 
 /// Largest datagram accepted (RFC 3261 §18.1.1: up to 65,535 bytes).
@@ -67,6 +67,11 @@ impl Server {
     /// Live transactions in the core.
     pub fn transactions(&self) -> usize {
         self.shared.core().transactions()
+    }
+
+    /// Every target of every destination set and whether it is up.
+    pub fn destination_states(&self) -> Vec<DestinationState> {
+        self.shared.core().destination_states()
     }
 
     /// The addresses the sockets are bound to (real ports).
@@ -125,7 +130,8 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
     let (stop, stopped) = watch::channel(false);
-    let core = Core::new(routes, Identity { listeners }, options.core);
+    let mut core = Core::new(routes, Identity { listeners }, options.core);
+    core.start(Instant::now());
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
         .ok();
@@ -170,14 +176,29 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
     let mut stop = shared.stop.clone();
+    // This thread writes its log lines itself, once per burst of messages.
+    crate::logbuf::batch();
     loop {
-        let received = tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            received = socket.recv_from(&mut buf) => received,
-        };
-        let (len, source) = match received {
+        // One atomic load: a busy loop still sees the stop.
+        if stop.has_changed().unwrap_or(true) {
+            break;
+        }
+        let (len, source) = match socket.try_recv_from(&mut buf) {
             Ok(received) => received,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // Out of work: write the burst's log lines, then wait.
+                crate::logbuf::flush();
+                let ready = tokio::select! {
+                    biased;
+                    _ = stop.changed() => break,
+                    ready = socket.readable() => ready,
+                };
+                if let Err(e) = ready {
+                    tracing::warn!("socket {:?} failed: {e}", socket.local_addr());
+                    return;
+                }
+                continue;
+            }
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems.
                 tracing::debug!("receive error on {:?}: {e}", socket.local_addr());
@@ -254,6 +275,7 @@ async fn timer_loop(shared: Arc<Shared>) {
         for outgoing in out.drain(..) {
             send(&shared.sockets, outgoing).await;
         }
+        crate::logbuf::flush();
     }
 }
 

@@ -59,4 +59,5 @@ pub(super) async fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &m
         }
     }
     tracing::info!(%local, handled, "socket handed over");
+    crate::logbuf::flush();
 }

@@ -174,6 +174,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>) {
         }
         metrics::sibling_passed(false);
         handle_one(&shared, index, datagram, source, &mut out).await;
+        crate::logbuf::flush();
     }
 }
 

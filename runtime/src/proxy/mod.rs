@@ -5,13 +5,17 @@
 //!
 //! - `stateless`: the request/response paths and `forward` (§16.11).
 //! - `stateful`: `relay`, transactions, `failure` (§16 with §17).
+//! - `destinations`: destination sets: balancing, failover, health;
+//!   `probe`: their OPTIONS health checks.
 //! - `forward`: building the messages sent on; `reply`: our own replies.
 //! - `route_set`, `received`, `branch`, `identity`: the pieces of §16/§18.
 
 pub mod branch;
+pub mod destinations;
 pub mod drain;
 pub mod forward;
 pub mod identity;
+pub mod probe;
 pub mod received;
 pub mod reply;
 pub mod route_set;
@@ -25,6 +29,7 @@ use std::time::Instant;
 use crate::api::Routes;
 use crate::target::NextHop;
 use crate::transaction::Timers;
+pub use destinations::DestinationState;
 pub use drain::DrainMode;
 pub use identity::{Identity, Listener};
 
@@ -81,6 +86,8 @@ pub struct Core {
     stateful: stateful::Stateful,
     /// Set once the instance drains (see [`drain`]).
     draining: Option<DrainMode>,
+    destinations: destinations::Destinations,
+    probes: probe::Prober,
 }
 
 impl Core {
@@ -91,7 +98,21 @@ impl Core {
             timers: config.timers,
             stateful: stateful::Stateful::new(config.max_transactions),
             draining: None,
+            destinations: destinations::Destinations::new(routes.settings().destinations),
+            probes: probe::Prober::new(routes.settings().destinations),
         }
+    }
+
+    /// Start the periodic work that needs no message: the health probes of
+    /// destination sets (the first ones are due at `now`). The network
+    /// layer calls it once its sockets are bound.
+    pub fn start(&mut self, now: Instant) {
+        self.probes.start(now);
+    }
+
+    /// Every target of every destination set and whether it is up.
+    pub fn destination_states(&self) -> Vec<DestinationState> {
+        self.destinations.states()
     }
 
     pub fn identity(&self) -> &Identity {
@@ -142,7 +163,11 @@ impl Core {
 
     /// When `on_timeout` must next be called.
     pub fn next_deadline(&mut self) -> Option<Instant> {
-        self.stateful.next_deadline()
+        let txn = self.stateful.next_deadline();
+        match (txn, self.probes.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fire the timers due at `now`.
@@ -151,8 +176,11 @@ impl Core {
             routes: self.routes,
             identity: &self.identity,
             timers: self.timers,
+            destinations: &self.destinations,
         };
         self.stateful.on_timeout(&env, now, out);
         crate::metrics::set_active_transactions(self.stateful.len());
+        self.probes
+            .on_timeout(now, &self.identity, self.timers, &self.destinations, out);
     }
 }

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::destinations::{Destinations, Pick, Report, TargetId};
 use super::identity::Identity;
 use super::received::{reply_destination, top_via_edit};
 use super::{Outgoing, Payload, forward, reply, route_set};
@@ -41,6 +42,8 @@ pub struct Env<'a> {
     pub routes: &'static dyn Routes,
     pub identity: &'a Identity,
     pub timers: Timers,
+    /// Destination sets: balancing and health.
+    pub destinations: &'a Destinations,
 }
 
 /// The transaction table and its scratch space.
@@ -74,6 +77,8 @@ struct Held {
 struct Branch {
     id: String,
     to: NextHop,
+    /// The destination set target this branch went to (`relay: SET`).
+    dest: Option<TargetId>,
     client: Client,
     provisional: bool,
     cancel_pending: bool,
@@ -97,6 +102,9 @@ pub struct ProxyTxn {
     /// A non-INVITE whose branches all timed out: nothing goes upstream
     /// (RFC 4320) and the server side is given up.
     abandoned: bool,
+    /// `relay: SET` found every target of the set down before any branch
+    /// was made: the transaction ends with 503 (after the failure route).
+    unavailable: bool,
     /// [`Stateful::instance`], carried into the branches.
     instance: u32,
 }
@@ -380,6 +388,7 @@ impl Stateful {
             final_sent: false,
             cancelled: false,
             abandoned: false,
+            unavailable: false,
             instance: self.instance,
         };
         let id = match self.table.insert(key, txn) {
@@ -582,21 +591,38 @@ fn add_branch(
     out: &mut Vec<Outgoing>,
 ) -> bool {
     let routes = route_set::process(stored, env.identity);
+    let mut dest = None;
     let target: Option<&'static Target> = match to {
         RelayTo::Default => None,
         RelayTo::Uri(t) => Some(t),
         RelayTo::Set(name) => {
-            let set = env
-                .routes
-                .settings()
-                .destinations
-                .iter()
-                .find(|s| s.name == name);
-            match set.and_then(|s| s.targets.first()) {
-                Some(d) => Some(d.uri),
-                None => {
+            let tried: Vec<TargetId> = txn.branches.iter().filter_map(|b| b.dest).collect();
+            let call_id = stored.call_id().unwrap_or("");
+            match env.destinations.select(name, call_id, &tried) {
+                Pick::Target(id, uri) => {
+                    dest = Some(id);
+                    Some(uri)
+                }
+                Pick::AllDown => {
+                    tracing::warn!(
+                        call_id,
+                        set = name,
+                        "relay: every target of the set is down"
+                    );
+                    txn.unavailable |= txn.branches.is_empty();
+                    return false;
+                }
+                Pick::Exhausted => {
+                    tracing::debug!(
+                        call_id,
+                        set = name,
+                        "relay: every target of the set that is up has been tried"
+                    );
+                    return false;
+                }
+                Pick::UnknownSet => {
                     metrics::route_step_error();
-                    tracing::error!(set = name, "relay: destination set has no target");
+                    tracing::error!(set = name, "relay: unknown destination set");
                     return false;
                 }
             }
@@ -646,6 +672,7 @@ fn add_branch(
     txn.branches.push(Branch {
         id: branch,
         to: hop,
+        dest,
         client,
         provisional: false,
         cancel_pending: false,
@@ -682,11 +709,17 @@ fn deliver(
             return; // §16.7 step 5: a 100 is not forwarded
         }
     }
+    if status >= 200
+        && let Some(dest) = txn.branches[index].dest
+    {
+        env.destinations.report(dest, Report::Replied(status));
+    }
     let request = Arc::clone(&txn.request);
     let Ok(stored) = Message::parse(&request) else {
         return;
     };
     let mut cx = Ctx::for_reply(msg, Some(&stored), msg_source(txn));
+    set_destination_vars(env, txn.branches[index].dest, &mut cx.edits);
     let _ = env.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
     let dropped = matches!(decision, Decision::Drop);
@@ -727,6 +760,20 @@ fn call_id_of(request: &[u8]) -> String {
         .ok()
         .and_then(|m| m.call_id().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// `$du` and `$ds` after `relay: SET`: the branch's target and its set
+/// (a branch relayed otherwise leaves them as they are).
+fn set_destination_vars(env: &Env<'_>, dest: Option<TargetId>, edits: &mut Edits) {
+    let Some(dest) = dest else {
+        return;
+    };
+    if let Some(target) = env.destinations.target(dest) {
+        edits.du = Some(target.as_str().to_string());
+    }
+    if let Some(set) = env.destinations.set(dest.set) {
+        edits.ds = Some(set.name);
+    }
 }
 
 fn msg_source(txn: &ProxyTxn) -> SocketAddr {
@@ -774,23 +821,28 @@ fn maybe_complete(
     if txn.final_sent || txn.branches.iter().any(|b| b.held.is_none()) {
         return;
     }
-    let Some(best) = best_response(&txn.branches) else {
-        // No branch could be started: answer for them.
-        local_final(
-            txn,
-            now,
-            500,
-            Some("No Route To Destination"),
-            b"",
-            actions,
-            out,
-        );
-        return;
-    };
-    let (status, has_bytes) = {
-        let b = &txn.branches[best];
-        let held = b.held.as_ref().map(|h| (h.status, h.bytes.is_some()));
-        held.unwrap_or((500, false))
+    let best = best_response(&txn.branches);
+    let (status, has_bytes) = match best {
+        Some(best) => {
+            let b = &txn.branches[best];
+            let held = b.held.as_ref().map(|h| (h.status, h.bytes.is_some()));
+            held.unwrap_or((500, false))
+        }
+        // Every target of the set is down: a 503 of our own.
+        None if txn.unavailable => (503, false),
+        None => {
+            // No branch could be started: answer for them.
+            local_final(
+                txn,
+                now,
+                500,
+                Some("No Route To Destination"),
+                b"",
+                actions,
+                out,
+            );
+            return;
+        }
     };
     let request = Arc::clone(&txn.request);
     let Ok(stored) = Message::parse(&request) else {
@@ -798,9 +850,8 @@ fn maybe_complete(
     };
     if env.routes.has_failure() && !txn.cancelled {
         let reason_owned;
-        let reason: &str = match txn.branches[best]
-            .held
-            .as_ref()
+        let reason: &str = match best
+            .and_then(|best| txn.branches[best].held.as_ref())
             .and_then(|h| h.bytes.as_deref())
         {
             Some(bytes) => {
@@ -819,6 +870,9 @@ fn maybe_complete(
             du: None,
             ..clone_edits(&txn.saved)
         };
+        // The last branch's target: a bare `relay` retries it (t_relay).
+        let last = txn.branches.last().and_then(|b| b.dest);
+        set_destination_vars(env, last, &mut cx.edits);
         let _ = env.routes.failure(&mut cx);
         let (decision, edits) = cx.finish();
         match decision {
@@ -842,9 +896,8 @@ fn maybe_complete(
         }
     }
     if has_bytes {
-        let held = txn.branches[best]
-            .held
-            .as_mut()
+        let held = best
+            .and_then(|best| txn.branches[best].held.as_mut())
             .and_then(|h| h.bytes.take());
         let Some(mut bytes) = held else {
             return;
@@ -863,7 +916,7 @@ fn maybe_complete(
             actions,
             out,
         );
-    } else if stored.method() == Some("INVITE") {
+    } else if stored.method() == Some("INVITE") || status != 408 {
         local_final(txn, now, status, None, b"", actions, out);
     } else {
         // RFC 4320: no 408 upstream for a non-INVITE; give the server side up.
@@ -995,6 +1048,9 @@ fn on_timer(
                             bytes: None,
                         });
                         ended = true;
+                        if let Some(dest) = b.dest {
+                            env.destinations.report(dest, Report::TimedOut);
+                        }
                     }
                     _ => {}
                 }
@@ -1191,6 +1247,7 @@ mod tests {
                 host: "x".into(),
                 port: 5060,
             },
+            dest: None,
             client: Client::NonInvite(ClientNonInvite::new(
                 Instant::now(),
                 Timers::default(),

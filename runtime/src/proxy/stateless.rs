@@ -8,10 +8,11 @@ use std::time::Instant;
 
 use super::branch::{OUR_PREFIX, stateless_branch};
 use super::drain::{NewRelay, REJECT_HEADERS, new_relay};
+use super::probe::PROBE_PREFIX;
 use super::received::{response_destination, top_via_edit};
 use super::stateful::{Env, Matched, STATEFUL_PREFIX};
 use super::{Core, Outgoing, Payload, forward, reply, route_set};
-use crate::api::{RelayTo, Target};
+use crate::api::RelayTo;
 use crate::ctx::{Ctx, Decision};
 use crate::metrics::{self, DropReason};
 use crate::sip::{HeaderName, Message};
@@ -95,6 +96,7 @@ fn on_request(
         routes: core.routes,
         identity: &core.identity,
         timers: core.timers,
+        destinations: &core.destinations,
     };
     // Retransmissions, non-2xx ACKs and CANCELs of relayed requests.
     if let Matched::Absorbed = core.stateful.on_request(&env, now, msg, source, out) {
@@ -123,18 +125,22 @@ fn on_request(
         }
         Decision::Relay(RelayTo::Default) => None,
         Decision::Relay(RelayTo::Uri(target)) => Some(target),
-        Decision::Relay(RelayTo::Set(name)) => match first_target_of(core, name) {
-            Some(target) => Some(target),
-            None => {
-                metrics::route_step_error();
-                metrics::dropped(DropReason::NoRoute);
-                tracing::error!(
-                    set = name,
-                    "relay: unknown destination set; request dropped"
-                );
-                return;
+        // No transaction, so no failover: a target that is up, the same
+        // one for every ACK of a call (see `Destinations::peek`).
+        Decision::Relay(RelayTo::Set(name)) => {
+            match core.destinations.peek(name, msg.call_id().unwrap_or("")) {
+                Some(target) => Some(target),
+                None => {
+                    metrics::dropped(DropReason::NoRoute);
+                    tracing::warn!(
+                        set = name,
+                        method,
+                        "stateless relay (an ACK, or draining): no target of the set is up; dropped"
+                    );
+                    return;
+                }
             }
-        },
+        }
         Decision::Reply {
             code,
             reason,
@@ -203,14 +209,6 @@ fn on_request(
     });
 }
 
-/// The first target of a destination set (until destination sets are
-/// balanced by the stateful core, `relay: SET` goes to the first target).
-fn first_target_of(core: &Core, name: &str) -> Option<&'static Target> {
-    let settings = core.routes.settings();
-    let set = settings.destinations.iter().find(|s| s.name == name)?;
-    set.targets.first().map(|d| d.uri)
-}
-
 fn on_response(
     core: &mut Core,
     now: Instant,
@@ -242,11 +240,20 @@ fn on_response(
         );
         return;
     }
+    if let Some(branch) = top.branch.filter(|b| b.starts_with(PROBE_PREFIX)) {
+        // An answer to one of our health probes: consumed here.
+        let status = msg.status().unwrap_or(0);
+        if !core.probes.on_response(branch, status, &core.destinations) {
+            tracing::debug!(%source, branch, "late or unknown probe answer: consumed");
+        }
+        return;
+    }
     if let Some(branch) = top.branch.filter(|b| b.starts_with(STATEFUL_PREFIX)) {
         let env = Env {
             routes: core.routes,
             identity: &core.identity,
             timers: core.timers,
+            destinations: &core.destinations,
         };
         if core.stateful.on_response(&env, now, msg, branch, out) {
             return;
