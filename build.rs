@@ -1,11 +1,12 @@
 //! Compiles the routes file (`SIPFORGE_ROUTES` or `routes.yaml`) into
 //! `$OUT_DIR/routes.rs`, and every `tests/routes/*.yaml` fixture into
 //! `$OUT_DIR/fixtures.rs` (one module per fixture). Errors are printed as
-//! `cargo::error=` lines in rustc style and stop the build.
+//! `cargo::error=` lines in rustc style and stop the build. Also exports
+//! `SIPFORGE_GIT_COMMIT` for `--version` when it is known.
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     println!("cargo::rerun-if-env-changed=SIPFORGE_ROUTES");
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let (manifest, out_dir) = (PathBuf::from(manifest), PathBuf::from(out_dir));
+    export_git_commit(&manifest);
 
     let (routes, shown) = match env::var_os("SIPFORGE_ROUTES") {
         Some(p) if !p.is_empty() => (PathBuf::from(&p), p.to_string_lossy().into_owned()),
@@ -108,6 +110,53 @@ fn write(path: &Path, text: &str) -> bool {
         Err(e) => {
             println!("cargo::error=cannot write {}: {e}", path.display());
             false
+        }
+    }
+}
+
+/// `SIPFORGE_GIT_COMMIT` for `--version`: the variable when set (a
+/// container build without `.git` passes it), else `git rev-parse HEAD`
+/// when git and a repository are there, else nothing. Never fails the
+/// build. Reruns when HEAD or its branch moves, naming only files that
+/// exist (a missing one would make cargo rerun this script every build).
+fn export_git_commit(manifest: &Path) {
+    println!("cargo::rerun-if-env-changed=SIPFORGE_GIT_COMMIT");
+    if let Ok(commit) = env::var("SIPFORGE_GIT_COMMIT") {
+        let commit = commit.trim();
+        if !commit.is_empty() && !commit.contains(['\n', '\r']) {
+            println!("cargo::rustc-env=SIPFORGE_GIT_COMMIT={commit}");
+        }
+        return;
+    }
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(manifest)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let text = text.trim();
+        (out.status.success() && !text.is_empty()).then(|| text.to_string())
+    };
+    let Some(commit) = git(&["rev-parse", "--verify", "--quiet", "HEAD"]) else {
+        return;
+    };
+    println!("cargo::rustc-env=SIPFORGE_GIT_COMMIT={commit}");
+    let branch = git(&["symbolic-ref", "--quiet", "HEAD"]);
+    let watched = [Some("HEAD".to_string()), branch];
+    for name in watched.iter().flatten() {
+        if let Some(path) = git(&["rev-parse", "--git-path", name]) {
+            let path = manifest.join(path);
+            // A packed branch has no file yet: its folder gets it on the next commit.
+            let existing = if path.exists() {
+                Some(path.as_path())
+            } else {
+                path.parent().filter(|p| p.exists())
+            };
+            if let Some(path) = existing {
+                println!("cargo::rerun-if-changed={}", path.display());
+            }
         }
     }
 }

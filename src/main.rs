@@ -13,5 +13,6 @@ mod fixtures {
 }
 
 fn main() -> std::process::ExitCode {
-    sipforge_runtime::cli::main(&ROUTES)
+    let build = sipforge_runtime::cli::Build::new(option_env!("SIPFORGE_GIT_COMMIT"));
+    sipforge_runtime::cli::main_with(&ROUTES, build)
 }

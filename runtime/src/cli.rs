@@ -1,14 +1,28 @@
 //! The `sipforge` command line: flags, `--version`, `--print-routes`,
-//! `--check`, and running the proxy until SIGTERM/SIGINT.
+//! `--check`, the `--metrics` endpoint, and running the proxy until
+//! SIGTERM/SIGINT, then draining (bounded by `--shutdown-timeout`).
+//!
+//! Exit codes: 0 success (including a drained shutdown); 1 `--check`
+//! found a bad setting, or the proxy could not start (a socket could not be
+//! bound); 2 a bad flag or setting. Errors are one line on stderr.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
 
 use crate::api::Routes;
 use crate::log;
 use crate::net::{self, Options};
+use crate::proxy::DrainMode;
+
+/// Longest `--shutdown-timeout` accepted (an hour).
+const MAX_SHUTDOWN_TIMEOUT: u64 = 3600;
+/// How often a draining instance looks at its open transactions.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +43,7 @@ struct Args {
     /// Log line format
     #[arg(long, value_enum, default_value = "text")]
     log_format: log::Format,
-    /// Print the version and the SHA-256 of the routes built in
+    /// Print the version, the git commit and the SHA-256 of the routes built in
     #[arg(short = 'V', long)]
     version: bool,
     /// Print the routes file built into this binary
@@ -38,39 +52,87 @@ struct Args {
     /// Most transactions (relayed requests) kept at once; over it new ones get 503
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_transactions: usize,
-    /// Validate the settings (flags, listen addresses) and exit: 0 valid, 1 not
+    /// Serve Prometheus metrics on http://ADDR/metrics (also /healthz and /ready); off by default
+    #[arg(long, value_name = "IP:PORT")]
+    metrics: Option<String>,
+    /// After SIGTERM, wait at most this long for open transactions before exiting
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    shutdown_timeout: u64,
+    /// While draining, what happens to requests the routes `relay` that open a new transaction
+    #[arg(long, value_enum, default_value = "stateless")]
+    drain_mode: DrainMode,
+    /// Validate the settings (flags, addresses, log filter) without binding anything: exit 0 valid, 1 not
     #[arg(long)]
     check: bool,
 }
 
-/// Run the `sipforge` binary with the compiled routes.
+/// What the binary knows about its own build.
+#[derive(Clone, Copy, Debug)]
+pub struct Build {
+    /// The crate version.
+    pub version: &'static str,
+    /// The git commit the binary was built from, when the build knew it.
+    pub commit: Option<&'static str>,
+}
+
+impl Build {
+    /// This crate's version and the given commit (the binary passes
+    /// `option_env!("SIPFORGE_GIT_COMMIT")`, set by the root build script).
+    pub fn new(commit: Option<&'static str>) -> Build {
+        Build {
+            version: env!("CARGO_PKG_VERSION"),
+            commit: commit.filter(|c| !c.is_empty()),
+        }
+    }
+}
+
+/// The settings the proxy runs with, from the flags and the routes file.
+#[derive(Debug)]
+struct Settings {
+    options: Options,
+    metrics: Option<SocketAddr>,
+    shutdown_timeout: Duration,
+    drain_mode: DrainMode,
+}
+
+/// Run the `sipforge` binary with the compiled routes (commit unknown).
 pub fn main(routes: &'static dyn Routes) -> ExitCode {
+    main_with(routes, Build::new(None))
+}
+
+/// Run the `sipforge` binary with the compiled routes and build facts.
+pub fn main_with(routes: &'static dyn Routes, build: Build) -> ExitCode {
     let args = match Args::try_parse() {
         Ok(args) => args,
-        Err(e) => {
-            let code = if e.use_stderr() { 2 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!(
+                "sipforge: {} (see --help)",
+                one_line(&e.render().to_string())
+            );
+            return ExitCode::from(2);
         }
     };
-    let settings = routes.settings();
+    let source = routes.settings();
     if args.version {
-        println!("sipforge {}", env!("CARGO_PKG_VERSION"));
-        if let Some(commit) = option_env!("SIPFORGE_GIT_COMMIT") {
-            println!("commit {commit}");
-        }
+        println!("sipforge {}", build.version);
+        println!("commit {}", build.commit.unwrap_or("unknown"));
         println!(
             "routes {} sha256:{}",
-            settings.source_path, settings.source_sha256
+            source.source_path, source.source_sha256
         );
         return ExitCode::SUCCESS;
     }
     if args.print_routes {
-        print!("{}", settings.source_text);
+        print!("{}", source.source_text);
         return ExitCode::SUCCESS;
     }
-    let options = match options(&args, routes) {
-        Ok(options) => options,
+    let settings = match settings(&args, routes) {
+        Ok(settings) => settings,
         Err(e) => {
             eprintln!("sipforge: {e}");
             return ExitCode::from(if args.check { 1 } else { 2 });
@@ -78,8 +140,12 @@ pub fn main(routes: &'static dyn Routes) -> ExitCode {
     };
     if args.check {
         println!(
-            "sipforge: settings ok ({} listen socket(s))",
-            options.listen.len()
+            "sipforge: settings ok ({} listen socket(s), metrics {}, routes sha256:{})",
+            settings.options.listen.len(),
+            settings
+                .metrics
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
+            source.source_sha256
         );
         return ExitCode::SUCCESS;
     }
@@ -90,6 +156,12 @@ pub fn main(routes: &'static dyn Routes) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    crate::metrics::set_build_info(
+        build.version,
+        build.commit,
+        source.source_path,
+        source.source_sha256,
+    );
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -100,11 +172,41 @@ pub fn main(routes: &'static dyn Routes) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(run(routes, options))
+    runtime.block_on(run(routes, build, settings))
 }
 
-async fn run(routes: &'static dyn Routes, options: Options) -> ExitCode {
-    let server = match net::start(routes, options).await {
+/// A clap error as one line: its first line, plus the possible values when given.
+fn one_line(rendered: &str) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match lines.find(|l| l.starts_with("[possible values")) {
+        Some(values) => format!("{first} {values}"),
+        None => first.to_string(),
+    }
+}
+
+async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> ExitCode {
+    // Signal handlers first: a SIGTERM right after the start must drain, not kill.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sipforge: cannot handle signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics_listener = match settings.metrics {
+        Some(addr) => match crate::metrics::http::bind(addr).await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::error!("cannot listen for metrics on {addr}: {e}");
+                eprintln!("sipforge: cannot listen for metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let server = match net::start(routes, settings.options).await {
         Ok(server) => server,
         Err(e) => {
             tracing::error!("cannot listen: {e}");
@@ -112,38 +214,92 @@ async fn run(routes: &'static dyn Routes, options: Options) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let draining = Arc::new(AtomicBool::new(false));
+    let metrics_task = metrics_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(metrics = %addr, "metrics on http://{addr}/metrics");
+        }
+        tokio::spawn(crate::metrics::http::serve(listener, Arc::clone(&draining)))
+    });
+    let source = routes.settings();
     tracing::info!(
-        routes = routes.settings().source_path,
-        sha256 = routes.settings().source_sha256,
+        version = build.version,
+        commit = build.commit.unwrap_or("unknown"),
+        routes = source.source_path,
+        sha256 = source.source_sha256,
         "sipforge {} started",
-        env!("CARGO_PKG_VERSION")
+        build.version
     );
-    wait_for_signal().await;
-    tracing::info!("stopping");
+
+    let signal = signals.next().await;
+    let deadline = tokio::time::Instant::now() + settings.shutdown_timeout;
+    tracing::info!(
+        signal,
+        drain_mode = ?settings.drain_mode,
+        timeout_s = settings.shutdown_timeout.as_secs(),
+        "{signal}: draining"
+    );
+    draining.store(true, Ordering::Relaxed);
+    crate::metrics::set_draining(true);
+    server.start_draining(settings.drain_mode);
+    loop {
+        let pending = server.pending_transactions();
+        if pending == 0 {
+            tracing::info!("no transaction pending");
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                pending,
+                "shutdown deadline reached: {pending} transaction(s) still pending are cut"
+            );
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(DRAIN_POLL) => {}
+            again = signals.next() => {
+                tracing::warn!(signal = again, pending, "second signal: stopping now");
+                break;
+            }
+        }
+    }
     server.shutdown().await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    tracing::info!("stopped");
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }
 
 /// Run-time settings from the flags and the routes file.
-fn options(args: &Args, routes: &'static dyn Routes) -> Result<Options, String> {
-    let settings = routes.settings();
+fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String> {
+    let source = routes.settings();
     let listen_text: Vec<&str> = if args.listen.is_empty() {
-        settings.listen.to_vec()
+        source.listen.to_vec()
     } else {
         args.listen.iter().map(String::as_str).collect()
     };
@@ -160,7 +316,7 @@ fn options(args: &Args, routes: &'static dyn Routes) -> Result<Options, String> 
     let advertise = args
         .advertise
         .clone()
-        .or_else(|| settings.advertise.map(str::to_string));
+        .or_else(|| source.advertise.map(str::to_string));
     if let Some(adv) = &advertise
         && crate::proxy::identity::split_host_port(adv).is_none()
     {
@@ -169,13 +325,29 @@ fn options(args: &Args, routes: &'static dyn Routes) -> Result<Options, String> 
     for addr in &listen {
         crate::proxy::Listener::new(*addr, advertise.as_deref())?;
     }
-    Ok(Options {
-        listen,
-        advertise,
-        core: crate::proxy::CoreConfig {
-            max_transactions: args.max_transactions,
-            ..Default::default()
+    if args.max_transactions == 0 {
+        return Err("--max-transactions must be at least 1".into());
+    }
+    if args.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
+        return Err(format!(
+            "--shutdown-timeout {}: at most {MAX_SHUTDOWN_TIMEOUT} seconds",
+            args.shutdown_timeout
+        ));
+    }
+    let metrics = args.metrics.as_deref().map(parse_metrics).transpose()?;
+    log::filter(&args.log_level)?;
+    Ok(Settings {
+        options: Options {
+            listen,
+            advertise,
+            core: crate::proxy::CoreConfig {
+                max_transactions: args.max_transactions,
+                ..Default::default()
+            },
         },
+        metrics,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
+        drain_mode: args.drain_mode,
     })
 }
 
@@ -190,9 +362,24 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("listen `{text}`: `{rest}` is not IP:PORT"))
 }
 
+/// `IP:PORT` of the metrics endpoint (`:PORT` means every address).
+pub fn parse_metrics(text: &str) -> Result<SocketAddr, String> {
+    let full;
+    let text = match text.strip_prefix(':') {
+        Some(port) => {
+            full = format!("0.0.0.0:{port}");
+            &full
+        }
+        None => text,
+    };
+    text.parse().map_err(|_| {
+        format!("--metrics `{text}`: expected IP:PORT, e.g. 127.0.0.1:9090 or [::]:9090")
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_listen;
+    use super::*;
 
     #[test]
     fn listen_forms() {
@@ -200,5 +387,31 @@ mod tests {
         assert_eq!(parse_listen("udp:[::1]:5062").unwrap().port(), 5062);
         assert!(parse_listen("tcp:127.0.0.1:5060").is_err());
         assert!(parse_listen("udp:localhost:5060").is_err());
+    }
+
+    #[test]
+    fn metrics_forms() {
+        assert_eq!(parse_metrics("127.0.0.1:9090").unwrap().port(), 9090);
+        assert_eq!(
+            parse_metrics(":9090").unwrap(),
+            "0.0.0.0:9090".parse().unwrap()
+        );
+        assert!(parse_metrics("[::]:9090").is_ok());
+        assert!(parse_metrics("localhost:9090").is_err());
+        assert!(parse_metrics("9090").is_err());
+    }
+
+    #[test]
+    fn clap_errors_fit_on_one_line() {
+        let e = Args::try_parse_from(["sipforge", "--log-format", "xml"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(!line.contains('\n'));
+        assert!(
+            line.contains("'xml'") && line.contains("[possible values: text, json]"),
+            "{line}"
+        );
+        let e = Args::try_parse_from(["sipforge", "--nope"]).unwrap_err();
+        let line = one_line(&e.render().to_string());
+        assert!(line.starts_with("unexpected argument '--nope'"), "{line}");
     }
 }

@@ -250,6 +250,7 @@ impl<'a> Ctx<'a> {
             }
         }
         if out.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            crate::metrics::route_step_error();
             tracing::error!(
                 target: "sipforge::routes",
                 line,
@@ -280,11 +281,12 @@ impl<'a> Ctx<'a> {
         }
         // Log lines are data, not headers: keep them on one line.
         let text = text.replace(['\r', '\n'], " ");
+        let call_id = self.msg.call_id().unwrap_or("");
         match level {
-            Level::Error => tracing::error!(target: "sipforge::routes", line, "{text}"),
-            Level::Warn => tracing::warn!(target: "sipforge::routes", line, "{text}"),
-            Level::Info => tracing::info!(target: "sipforge::routes", line, "{text}"),
-            Level::Debug => tracing::debug!(target: "sipforge::routes", line, "{text}"),
+            Level::Error => tracing::error!(target: "sipforge::routes", line, call_id, "{text}"),
+            Level::Warn => tracing::warn!(target: "sipforge::routes", line, call_id, "{text}"),
+            Level::Info => tracing::info!(target: "sipforge::routes", line, call_id, "{text}"),
+            Level::Debug => tracing::debug!(target: "sipforge::routes", line, call_id, "{text}"),
         }
     }
 
@@ -316,6 +318,7 @@ impl<'a> Ctx<'a> {
                 } else if Uri::parse(&value).is_some_and(|u| !u.host.is_empty()) {
                     self.edits.du = Some(value);
                 } else {
+                    crate::metrics::route_step_error();
                     tracing::error!(target: "sipforge::routes", line, "set $du: `{value}` is not a SIP URI; step skipped");
                 }
                 return;
@@ -326,6 +329,7 @@ impl<'a> Ctx<'a> {
                 replace_uri_part(&current, var, &value)
             }
             _ => {
+                crate::metrics::route_step_error();
                 tracing::error!(target: "sipforge::routes", line, "set: {var:?} is read-only; step skipped");
                 return;
             }
@@ -334,11 +338,14 @@ impl<'a> Ctx<'a> {
             Some(ruri) if Uri::parse(&ruri).is_some() && !ruri.contains([' ', '\t']) => {
                 self.edits.ruri = Some(ruri)
             }
-            _ => tracing::error!(
-                target: "sipforge::routes",
-                line,
-                "set {var:?}: `{value}` does not make a valid Request-URI; step skipped"
-            ),
+            _ => {
+                crate::metrics::route_step_error();
+                tracing::error!(
+                    target: "sipforge::routes",
+                    line,
+                    "set {var:?}: `{value}` does not make a valid Request-URI; step skipped"
+                )
+            }
         }
     }
 
@@ -371,17 +378,20 @@ impl<'a> Ctx<'a> {
             reason,
             headers: lines,
         };
+        decided(line, "reply");
         Flow::Stop
     }
 
     /// `forward` (ends the route)
-    pub fn forward(&mut self, _line: u32, to: Option<&'static Target>) -> Flow {
+    pub fn forward(&mut self, line: u32, to: Option<&'static Target>) -> Flow {
         self.decision = Decision::Forward(to);
+        decided(line, "forward");
         Flow::Stop
     }
 
     /// `relay` (ends the route)
-    pub fn relay(&mut self, _line: u32, to: RelayTo) -> Flow {
+    pub fn relay(&mut self, line: u32, to: RelayTo) -> Flow {
+        decided(line, "relay");
         if let RelayTo::Set(name) = to {
             self.edits.ds = Some(name);
         }
@@ -390,10 +400,18 @@ impl<'a> Ctx<'a> {
     }
 
     /// `drop` (ends the route)
-    pub fn drop_message(&mut self, _line: u32) -> Flow {
+    pub fn drop_message(&mut self, line: u32) -> Flow {
         self.decision = Decision::Drop;
+        decided(line, "drop");
         Flow::Stop
     }
+}
+
+/// The ending action a route took, at TRACE level (`RUST_LOG=sipforge::routes=trace`
+/// shows each message's path through the routes; the route-case tests
+/// name the line in their failures).
+fn decided(line: u32, action: &'static str) {
+    tracing::trace!(target: "sipforge::routes", line, action, "{action}");
 }
 
 /// A part of a From/To header.

@@ -7,12 +7,14 @@
 //! - [`proxy`]: the sans-IO proxy core (RFC 3261 §16).
 //! - [`net`]: the tokio layer owning sockets.
 //! - [`ctx`]: what a route sees and does; [`api`]: the generated code's API.
+//! - [`metrics`]: Prometheus counters and the `--metrics` endpoint.
 
 pub mod api;
 pub mod cli;
 pub mod ctx;
 pub mod log;
 pub mod logbuf;
+pub mod metrics;
 pub mod net;
 pub mod proxy;
 pub mod sip;

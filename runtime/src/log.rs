@@ -1,6 +1,14 @@
-//! Logging setup: tracing to stderr through a background writer, so a
-//! `log` step never waits on the terminal. `RUST_LOG` filters when set,
-//! else `--log-level`. Text or JSON lines.
+//! Logging setup: tracing to stderr through [`crate::logbuf`] (no writer
+//! thread: lines are buffered per thread and written when the socket loop
+//! runs out of work), so a `log` step never waits on the terminal.
+//! `RUST_LOG` filters when set, else `--log-level`. Text or JSON lines.
+//!
+//! JSON lines are flat objects, one per event: `timestamp`, `level`,
+//! `target`, `message` and the event's fields (for a `log` step of the
+//! routes: `line`, the routes file line, and `call_id`; for the per-message
+//! debug lines: `call_id`, `method` or `status`/`code`, `source`, `to`).
+//! Route logs have the target `sipforge::routes`, so
+//! `RUST_LOG=warn,sipforge::routes=info` keeps them and quiets the rest.
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,24 +19,33 @@ pub enum Format {
     Json,
 }
 
-/// Install the global subscriber, writing through [`crate::logbuf`]: no
-/// writer thread, lines buffered per thread and written when the socket
-/// loop runs out of work. Keep the guard alive until exit: dropping it
-/// writes what the current thread still holds.
-pub fn init(level: &str, format: Format) -> Result<FlushGuard, String> {
-    let filter = match std::env::var("RUST_LOG") {
+/// The filter: `RUST_LOG` when set and not empty, else `level`.
+pub fn filter(level: &str) -> Result<EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.is_empty() => {
-            EnvFilter::try_new(&spec).map_err(|e| format!("RUST_LOG: {e}"))?
+            EnvFilter::try_new(&spec).map_err(|e| format!("RUST_LOG `{spec}`: {e}"))
         }
-        _ => EnvFilter::try_new(level).map_err(|e| format!("--log-level {level}: {e}"))?,
-    };
+        _ => EnvFilter::try_new(level).map_err(|e| format!("--log-level `{level}`: {e}")),
+    }
+}
+
+/// Install the global subscriber, writing through [`crate::logbuf`]. Keep
+/// the guard alive until exit: dropping it writes what the current thread
+/// still holds.
+pub fn init(level: &str, format: Format) -> Result<FlushGuard, String> {
+    let filter = filter(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(crate::logbuf::ThreadBuffered)
         .with_ansi(false);
     let installed = match format {
         Format::Text => builder.try_init(),
-        Format::Json => builder.json().try_init(),
+        Format::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
     };
     installed.map_err(|e| format!("logging: {e}"))?;
     Ok(FlushGuard)

@@ -1,6 +1,10 @@
 //! The tokio layer: owns the UDP sockets, feeds received datagrams to the
 //! sans-IO core and sends what it returns. Host names in next hops are
-//! resolved here (A/AAAA through the system resolver).
+//! resolved here (A/AAAA through the system resolver). Draining and the
+//! hand-over at shutdown: see [`handover`].
+
+mod handover;
+mod sibling;
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,11 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
-use crate::proxy::{Core, CoreConfig, DestinationState, Identity, Listener, Outgoing};
+use crate::proxy::{Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing};
 use crate::target::NextHop;
 
 /// Largest datagram accepted (RFC 3261 §18.1.1: up to 65,535 bytes).
@@ -37,6 +41,10 @@ struct Shared {
     sockets: Box<[Arc<UdpSocket>]>,
     /// Woken when a message made a timer due earlier than the one awaited.
     timer: Notify,
+    /// Becomes true when the server stops: the loops hand over and end.
+    stop: watch::Receiver<bool>,
+    /// Where instances sharing our ports pass us our responses.
+    sibling: Option<sibling::Link>,
 }
 
 impl Shared {
@@ -52,6 +60,7 @@ pub struct Server {
     local: Vec<SocketAddr>,
     shared: Arc<Shared>,
     tasks: JoinSet<()>,
+    stop: watch::Sender<bool>,
 }
 
 impl Server {
@@ -70,10 +79,28 @@ impl Server {
         &self.local
     }
 
-    /// Stop receiving and end the tasks.
+    /// Start draining (after SIGTERM); see [`crate::proxy::drain`].
+    pub fn start_draining(&self, mode: DrainMode) {
+        self.shared.core().start_draining(mode);
+    }
+
+    /// Transactions still waiting for their final response.
+    pub fn pending_transactions(&self) -> usize {
+        self.shared.core().pending_transactions()
+    }
+
+    /// Stop receiving and end the tasks, handing the sockets' traffic over
+    /// to any other process bound to the same ports (see [`handover`]).
     pub async fn shutdown(mut self) {
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
+        let _ = self.stop.send(true);
+        let ended = tokio::time::timeout(handover::TIME_LIMIT, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if ended.is_err() {
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
     }
 
     /// Wait until every socket task has ended (they end only on abort).
@@ -102,18 +129,25 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         sockets.push(Arc::new(socket));
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
+    let (stop, stopped) = watch::channel(false);
     let mut core = Core::new(routes, Identity { listeners }, options.core);
     core.start(Instant::now());
+    let sibling = sibling::Link::bind(core.instance())
+        .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
+        .ok();
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         sockets: sockets.into(),
         timer: Notify::new(),
+        stop: stopped,
+        sibling,
     });
     let mut tasks = JoinSet::new();
     for index in 0..shared.sockets.len() {
         tasks.spawn(receive_loop(index, Arc::clone(&shared)));
     }
     tasks.spawn(timer_loop(Arc::clone(&shared)));
+    tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
     for addr in &local {
         tracing::info!(listen = %addr, "listening on udp:{addr}");
     }
@@ -121,6 +155,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         local,
         shared,
         tasks,
+        stop,
     })
 }
 
@@ -140,15 +175,25 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
     let socket = Arc::clone(&shared.sockets[index]);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
+    let mut stop = shared.stop.clone();
     // This thread writes its log lines itself, once per burst of messages.
     crate::logbuf::batch();
     loop {
+        // One atomic load: a busy loop still sees the stop.
+        if stop.has_changed().unwrap_or(true) {
+            break;
+        }
         let (len, source) = match socket.try_recv_from(&mut buf) {
             Ok(received) => received,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Out of work: write the burst's log lines, then wait.
                 crate::logbuf::flush();
-                if let Err(e) = socket.readable().await {
+                let ready = tokio::select! {
+                    biased;
+                    _ = stop.changed() => break,
+                    ready = socket.readable() => ready,
+                };
+                if let Err(e) = ready {
                     tracing::warn!("socket {:?} failed: {e}", socket.local_addr());
                     return;
                 }
@@ -160,6 +205,9 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
                 continue;
             }
         };
+        if sibling::pass_on(&shared, index, &buf[..len], source) {
+            continue;
+        }
         let now = Instant::now();
         let earlier = {
             let mut core = shared.core();
@@ -175,12 +223,37 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
             send(&shared.sockets, outgoing).await;
         }
     }
+    handover::sweep(index, &shared, &mut buf, &mut out).await;
+}
+
+/// Handle one datagram and send what the core returns.
+async fn handle_one(
+    shared: &Shared,
+    index: usize,
+    datagram: &[u8],
+    source: SocketAddr,
+    out: &mut Vec<Outgoing>,
+) {
+    let earlier = {
+        let mut core = shared.core();
+        let before = core.next_deadline();
+        core.handle(Instant::now(), datagram, source, index, out);
+        let after = core.next_deadline();
+        after.is_some_and(|a| before.is_none_or(|b| a < b))
+    };
+    if earlier {
+        shared.timer.notify_one();
+    }
+    for outgoing in out.drain(..) {
+        send(&shared.sockets, outgoing).await;
+    }
 }
 
 /// Drives the core's timers: sleeps until the next deadline (or until a
 /// message makes an earlier one), then fires what is due.
 async fn timer_loop(shared: Arc<Shared>) {
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
+    let mut stop = shared.stop.clone();
     loop {
         let deadline = shared.core().next_deadline();
         match deadline {
@@ -188,11 +261,14 @@ async fn timer_loop(shared: Arc<Shared>) {
                 tokio::select! {
                     _ = tokio::time::sleep_until(at.into()) => {}
                     _ = shared.timer.notified() => continue,
+                    _ = stop.changed() => return,
                 }
             }
             None => {
-                shared.timer.notified().await;
-                continue;
+                tokio::select! {
+                    _ = shared.timer.notified() => continue,
+                    _ = stop.changed() => return,
+                }
             }
         }
         shared.core().on_timeout(Instant::now(), &mut out);

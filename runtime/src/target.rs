@@ -16,6 +16,16 @@ pub enum NextHop {
     Name { host: String, port: u16 },
 }
 
+/// `IP:PORT` or `host:port` (log lines, tests).
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextHop::Addr(addr) => addr.fmt(f),
+            NextHop::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
 impl NextHop {
     /// The next hop of a SIP URI: `maddr` wins over the host, `port` defaults
     /// to 5060. None for a URI without a host (tel:, unknown schemes).

@@ -12,6 +12,7 @@
 
 pub mod branch;
 pub mod destinations;
+pub mod drain;
 pub mod forward;
 pub mod identity;
 pub mod probe;
@@ -29,6 +30,7 @@ use crate::api::Routes;
 use crate::target::NextHop;
 use crate::transaction::Timers;
 pub use destinations::DestinationState;
+pub use drain::DrainMode;
 pub use identity::{Identity, Listener};
 
 /// Bytes to send: built for this send, or shared with a transaction that
@@ -82,6 +84,8 @@ pub struct Core {
     identity: Identity,
     timers: Timers,
     stateful: stateful::Stateful,
+    /// Set once the instance drains (see [`drain`]).
+    draining: Option<DrainMode>,
     destinations: destinations::Destinations,
     probes: probe::Prober,
 }
@@ -93,6 +97,7 @@ impl Core {
             identity,
             timers: config.timers,
             stateful: stateful::Stateful::new(config.max_transactions),
+            draining: None,
             destinations: destinations::Destinations::new(routes.settings().destinations),
             probes: probe::Prober::new(routes.settings().destinations),
         }
@@ -119,6 +124,29 @@ impl Core {
         self.stateful.len()
     }
 
+    /// The random tag of this instance, the last part of its stateful
+    /// branches (see `net::sibling`).
+    pub fn instance(&self) -> u32 {
+        self.stateful.instance()
+    }
+
+    /// Transactions still waiting for their final response: the ones a
+    /// draining instance waits for (the rest only absorb retransmissions).
+    pub fn pending_transactions(&self) -> usize {
+        self.stateful.pending()
+    }
+
+    /// Start draining: requests that would open a transaction are handled
+    /// as `mode` says; everything else goes on as before.
+    pub fn start_draining(&mut self, mode: DrainMode) {
+        self.draining = Some(mode);
+    }
+
+    /// The drain mode, once draining.
+    pub fn draining(&self) -> Option<DrainMode> {
+        self.draining
+    }
+
     /// Handle one received datagram that arrived on socket `socket` from
     /// `source` at `now`; what must be sent is pushed onto `out`.
     pub fn handle(
@@ -129,7 +157,8 @@ impl Core {
         socket: usize,
         out: &mut Vec<Outgoing>,
     ) {
-        stateless::handle(self, now, datagram, source, socket, out)
+        stateless::handle(self, now, datagram, source, socket, out);
+        crate::metrics::set_active_transactions(self.stateful.len());
     }
 
     /// When `on_timeout` must next be called.
@@ -150,6 +179,7 @@ impl Core {
             destinations: &self.destinations,
         };
         self.stateful.on_timeout(&env, now, out);
+        crate::metrics::set_active_transactions(self.stateful.len());
         self.probes
             .on_timeout(now, &self.identity, self.timers, &self.destinations, out);
     }

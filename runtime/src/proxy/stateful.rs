@@ -4,8 +4,8 @@
 //! One [`ProxyTxn`] per relayed request: a server transaction towards the
 //! caller and one client transaction per branch (serial forking through the
 //! `failure` route). Responses find their branch through the ids carried in
-//! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>`), so no second
-//! index is needed. 1xx (but 100) and 2xx go up at once; final responses
+//! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>.<instance>`,
+//! the last part random per process), so no second index is needed. 1xx (but 100) and 2xx go up at once; final responses
 //! of 300 and more are held and the best one (§16.7) goes up once every branch has
 //! ended, after the `failure` route had its chance to relay again. The
 //! caller's ACK for a non-2xx is absorbed and the downstream hop gets its
@@ -23,6 +23,7 @@ use super::received::{reply_destination, top_via_edit};
 use super::{Outgoing, Payload, forward, reply, route_set};
 use crate::api::{RelayTo, Routes, Target};
 use crate::ctx::{Ctx, Decision, Edits};
+use crate::metrics;
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 use crate::transaction::{
@@ -49,6 +50,10 @@ pub struct Env<'a> {
 pub struct Stateful {
     table: TransactionTable<ProxyTxn>,
     actions: Vec<Action>,
+    /// Random per process, the last part of our branches: two instances
+    /// sharing a port during a rollout never take each other's responses
+    /// for their own (a foreign branch is forwarded statelessly).
+    instance: u32,
 }
 
 enum Server {
@@ -100,6 +105,8 @@ pub struct ProxyTxn {
     /// `relay: SET` found every target of the set down before any branch
     /// was made: the transaction ends with 503 (after the failure route).
     unavailable: bool,
+    /// [`Stateful::instance`], carried into the branches.
+    instance: u32,
 }
 
 impl Machine for ProxyTxn {
@@ -205,10 +212,27 @@ pub enum Matched {
 
 impl Stateful {
     pub fn new(capacity: usize) -> Stateful {
+        use std::hash::{BuildHasher, RandomState};
+        // RandomState is seeded from the OS per process: a cheap random tag.
+        let instance = RandomState::new().hash_one(std::process::id()) as u32;
         Stateful {
             table: TransactionTable::new(capacity),
             actions: Vec::with_capacity(8),
+            instance,
         }
+    }
+
+    /// The instance tag that ends our branches.
+    pub fn instance(&self) -> u32 {
+        self.instance
+    }
+
+    /// Transactions that have not sent their final response yet.
+    pub fn pending(&self) -> usize {
+        self.table
+            .values()
+            .filter(|t| !t.final_sent && !t.abandoned)
+            .count()
     }
 
     /// Number of live transactions.
@@ -282,9 +306,13 @@ impl Stateful {
         if pass_on {
             Matched::New
         } else {
+            if method != "ACK" {
+                metrics::retransmission_received();
+            }
             tracing::debug!(
                 call_id = msg.call_id().unwrap_or(""),
                 method,
+                %source,
                 "absorbed by its transaction"
             );
             Matched::Absorbed
@@ -317,6 +345,7 @@ impl Stateful {
                 capacity = self.table.capacity(),
                 "transaction table full: 503 with Retry-After"
             );
+            metrics::transaction_rejected();
             reply_upstream_stateless(msg, source, socket, 503, b"Retry-After: 5\r\n", out);
             return;
         }
@@ -360,6 +389,7 @@ impl Stateful {
             cancelled: false,
             abandoned: false,
             unavailable: false,
+            instance: self.instance,
         };
         let id = match self.table.insert(key, txn) {
             Ok(id) => id,
@@ -368,6 +398,7 @@ impl Stateful {
                 return;
             }
         };
+        metrics::relayed();
         saved.du = target;
         let actions = &mut self.actions;
         self.table.update(id, |txn| {
@@ -512,20 +543,34 @@ fn clone_edits(e: &Edits) -> Edits {
     }
 }
 
-/// Our stateful branch for branch number `n` of transaction `id`.
-fn make_branch(id: TransactionId, n: usize) -> String {
+/// Our stateful branch for branch number `n` of transaction `id`, ending
+/// with this process's instance tag.
+fn make_branch(id: TransactionId, n: usize, instance: u32) -> String {
     let (index, generation) = id.to_parts();
-    let mut s = String::with_capacity(32);
-    let _ = write!(s, "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}");
+    let mut s = String::with_capacity(40);
+    let _ = write!(
+        s,
+        "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}.{instance:x}"
+    );
     s
 }
 
+/// The instance tag of a stateful branch (ours or another instance's).
+pub fn branch_instance(branch: &str) -> Option<u32> {
+    let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
+    let tag = rest.split('.').nth(3)?;
+    u32::from_str_radix(tag, 16).ok()
+}
+
+/// The transaction and branch number of one of our branches (the instance
+/// tag is checked by comparing the whole branch with the one we made).
 fn parse_branch(branch: &str) -> Option<(TransactionId, usize)> {
     let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
     let mut parts = rest.split('.');
     let index = u32::from_str_radix(parts.next()?, 16).ok()?;
     let generation = u32::from_str_radix(parts.next()?, 16).ok()?;
     let n = usize::from_str_radix(parts.next()?, 16).ok()?;
+    u32::from_str_radix(parts.next()?, 16).ok()?;
     if parts.next().is_some() {
         return None;
     }
@@ -576,6 +621,7 @@ fn add_branch(
                     return false;
                 }
                 Pick::UnknownSet => {
+                    metrics::route_step_error();
                     tracing::error!(set = name, "relay: unknown destination set");
                     return false;
                 }
@@ -592,7 +638,7 @@ fn add_branch(
     let Some(listener) = env.identity.listener(txn.socket) else {
         return false;
     };
-    let branch = make_branch(id, txn.branches.len());
+    let branch = make_branch(id, txn.branches.len(), txn.instance);
     let via_edit = stored.top_via().and_then(|v| top_via_edit(&v, txn.source));
     let Some(bytes) =
         forward::request(stored, listener, &branch, via_edit.as_ref(), edits, &routes)
@@ -615,7 +661,14 @@ fn add_branch(
             });
         }
     }
-    tracing::debug!(call_id = stored.call_id().unwrap_or(""), branch, to = ?hop, "relayed");
+    tracing::debug!(
+        call_id = stored.call_id().unwrap_or(""),
+        method = stored.method().unwrap_or(""),
+        source = %txn.source,
+        branch,
+        to = %hop,
+        "relayed"
+    );
     txn.branches.push(Branch {
         id: branch,
         to: hop,
@@ -675,7 +728,12 @@ fn deliver(
     };
     if status < 300 {
         if dropped {
-            tracing::debug!(status, "response dropped by the reply route");
+            metrics::dropped(metrics::DropReason::Route);
+            tracing::debug!(
+                call_id = msg.call_id().unwrap_or(""),
+                status,
+                "response dropped by the reply route"
+            );
             return;
         }
         if status >= 200 {
@@ -694,6 +752,14 @@ fn deliver(
         bytes: Some(bytes),
     });
     maybe_complete(env, now, id, txn, actions, out);
+}
+
+/// The Call-ID of a stored request (for log lines: only evaluated when enabled).
+fn call_id_of(request: &[u8]) -> String {
+    Message::parse(request)
+        .ok()
+        .and_then(|m| m.call_id().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// `$du` and `$ds` after `relay: SET`: the branch's target and its set
@@ -723,6 +789,12 @@ fn send_upstream(
     actions: &mut Vec<Action>,
     out: &mut Vec<Outgoing>,
 ) {
+    tracing::debug!(
+        call_id = call_id_of(&txn.request),
+        status,
+        to = %txn.upstream,
+        "response relayed upstream"
+    );
     actions.clear();
     txn.server.send_response(now, status, bytes, actions);
     for action in actions.drain(..) {
@@ -792,6 +864,7 @@ fn maybe_complete(
             }
             None => reply::default_reason(status),
         };
+        metrics::failure_route_run();
         let mut cx = Ctx::for_failure(&stored, status, reason, txn.source);
         cx.edits = Edits {
             du: None,
@@ -915,6 +988,8 @@ fn on_timer(
     out: &mut Vec<Outgoing>,
 ) {
     actions.clear();
+    // Every Transmit a timer makes is a retransmission.
+    let mut resent = 0;
     if !txn.abandoned
         && txn
             .server
@@ -928,6 +1003,7 @@ fn on_timer(
         }
         for action in actions.drain(..) {
             if let Action::Transmit(bytes) = action {
+                resent += 1;
                 out.push(Outgoing {
                     socket: txn.socket,
                     to: NextHop::Addr(txn.upstream),
@@ -957,11 +1033,14 @@ fn on_timer(
             b.client.machine_mut().on_timeout(now, actions);
             for action in actions.drain(..) {
                 match action {
-                    Action::Transmit(bytes) => out.push(Outgoing {
-                        socket: txn.socket,
-                        to: b.to.clone(),
-                        bytes: Payload::Shared(bytes),
-                    }),
+                    Action::Transmit(bytes) => {
+                        resent += 1;
+                        out.push(Outgoing {
+                            socket: txn.socket,
+                            to: b.to.clone(),
+                            bytes: Payload::Shared(bytes),
+                        })
+                    }
                     Action::Timeout | Action::TransportError if b.held.is_none() => {
                         // No final response: a 408 as far as the choice goes.
                         b.held = Some(Held {
@@ -984,6 +1063,7 @@ fn on_timer(
             cancel.on_timeout(now, actions);
             for action in actions.drain(..) {
                 if let Action::Transmit(bytes) = action {
+                    resent += 1;
                     out.push(Outgoing {
                         socket: txn.socket,
                         to: b.to.clone(),
@@ -993,6 +1073,7 @@ fn on_timer(
             }
         }
     }
+    metrics::retransmissions_sent(resent);
     if ended || txn.branches.iter().all(|b| b.held.is_some()) {
         maybe_complete(env, now, id, txn, actions, out);
     }
@@ -1088,6 +1169,15 @@ fn reply_upstream_stateless(
 ) {
     let mut bytes = Vec::with_capacity(512);
     if let Some(to) = reply::build(msg, source, code, None, headers, &mut bytes) {
+        metrics::stateless_reply_sent(code);
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            method = msg.method().unwrap_or(""),
+            code,
+            %source,
+            %to,
+            "stateless reply sent"
+        );
         out.push(Outgoing {
             socket,
             to: NextHop::Addr(to),
@@ -1112,11 +1202,16 @@ mod tests {
     #[test]
     fn branch_ids_round_trip() {
         let id = TransactionId::from_parts(42, 7);
-        let b = make_branch(id, 3);
+        let b = make_branch(id, 3, 0xbeef);
         assert!(b.starts_with("z9hG4bKsfT"));
+        assert!(b.ends_with(".beef"));
         assert_eq!(parse_branch(&b), Some((id, 3)));
+        assert_ne!(b, make_branch(id, 3, 0xcafe), "instances differ");
+        assert_eq!(branch_instance(&b), Some(0xbeef));
+        assert_eq!(branch_instance("z9hG4bKsfT1.1.0"), None);
         assert_eq!(parse_branch("z9hG4bKsf0123456789abcdef"), None);
-        assert_eq!(parse_branch("z9hG4bKsfTzz.1.0"), None);
+        assert_eq!(parse_branch("z9hG4bKsfTzz.1.0.1"), None);
+        assert_eq!(parse_branch("z9hG4bKsfT1.1.0"), None);
     }
 
     #[test]

@@ -7,12 +7,14 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::branch::{OUR_PREFIX, stateless_branch};
+use super::drain::{NewRelay, REJECT_HEADERS, new_relay};
 use super::probe::PROBE_PREFIX;
 use super::received::{response_destination, top_via_edit};
 use super::stateful::{Env, Matched, STATEFUL_PREFIX};
 use super::{Core, Outgoing, Payload, forward, reply, route_set};
 use crate::api::RelayTo;
 use crate::ctx::{Ctx, Decision};
+use crate::metrics::{self, DropReason};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 
@@ -31,6 +33,7 @@ pub(super) fn handle(
     let msg = match Message::parse(datagram) {
         Ok(msg) => msg,
         Err(e) => {
+            metrics::parse_error();
             tracing::warn!(%source, len = datagram.len(), "dropped unparsable datagram: {}", e.reason);
             return;
         }
@@ -52,8 +55,10 @@ fn on_request(
 ) {
     let method = msg.method().unwrap_or("");
     let is_ack = method == "ACK";
+    metrics::request_received(method);
     if let Err(invalid) = msg.validate() {
         if is_ack {
+            metrics::dropped(DropReason::Malformed);
             tracing::warn!(%source, "dropped malformed ACK: {}", invalid.reason);
         } else {
             send_reply(
@@ -106,10 +111,16 @@ fn on_request(
     let (decision, edits) = cx.finish();
     let target = match decision {
         Decision::Forward(target) => target,
-        // An ACK never makes a transaction: relayed statelessly (§16.11).
-        Decision::Relay(to) if !is_ack => {
+        // An ACK never makes a transaction: relayed statelessly (§16.11);
+        // a draining instance may forward or refuse new ones (see `drain`).
+        Decision::Relay(to) if !is_ack && new_relay(core.draining) == NewRelay::Stateful => {
             core.stateful
                 .relay(&env, now, msg, source, socket, to, edits, out);
+            return;
+        }
+        Decision::Relay(_) if !is_ack && new_relay(core.draining) == NewRelay::Reject => {
+            metrics::transaction_rejected();
+            send_reply(msg, source, socket, 503, None, REJECT_HEADERS, out);
             return;
         }
         Decision::Relay(RelayTo::Default) => None,
@@ -120,9 +131,11 @@ fn on_request(
             match core.destinations.peek(name, msg.call_id().unwrap_or("")) {
                 Some(target) => Some(target),
                 None => {
+                    metrics::dropped(DropReason::NoRoute);
                     tracing::warn!(
                         set = name,
-                        "relay of an ACK: no target of the set is up; ACK dropped"
+                        method,
+                        "stateless relay (an ACK, or draining): no target of the set is up; dropped"
                     );
                     return;
                 }
@@ -141,26 +154,32 @@ fn on_request(
             return;
         }
         Decision::Drop => {
+            metrics::dropped(DropReason::Route);
             tracing::debug!(
                 call_id = msg.call_id().unwrap_or(""),
                 method,
+                %source,
                 "request dropped by the routes"
             );
             return;
         }
         Decision::Undecided => {
+            metrics::dropped(DropReason::Undecided);
             tracing::warn!(
                 call_id = msg.call_id().unwrap_or(""),
                 method,
+                %source,
                 "the request route ended without forward, relay, reply or drop: request dropped"
             );
             return;
         }
     };
     let Some(hop) = forward::next_hop(msg, target, &edits, routes.next_hop) else {
+        metrics::dropped(DropReason::NoRoute);
         tracing::warn!(
             call_id = msg.call_id().unwrap_or(""),
             method,
+            %source,
             "no next hop (the target URI has no host): request dropped"
         );
         return;
@@ -179,9 +198,10 @@ fn on_request(
         call_id = msg.call_id().unwrap_or(""),
         method,
         %source,
-        to = ?hop,
+        to = %hop,
         "request forwarded"
     );
+    metrics::request_forwarded();
     out.push(Outgoing {
         socket,
         to: hop,
@@ -198,9 +218,11 @@ fn on_response(
     out: &mut Vec<Outgoing>,
 ) {
     if let Err(invalid) = msg.validate() {
+        metrics::dropped(DropReason::Malformed);
         tracing::warn!(%source, "dropped malformed response: {}", invalid.reason);
         return;
     }
+    metrics::reply_received(msg.status().unwrap_or(0));
     let Some(top) = msg.top_via() else {
         return;
     };
@@ -208,7 +230,14 @@ fn on_response(
         && top.branch.is_some_and(|b| b.starts_with(OUR_PREFIX));
     if !ours {
         // §18.1.2: a response whose top Via is not ours is discarded.
-        tracing::debug!(%source, via_host = top.host, "response whose top Via is not ours: dropped");
+        metrics::dropped(DropReason::NotOurs);
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            status = msg.status().unwrap_or(0),
+            %source,
+            via_host = top.host,
+            "response whose top Via is not ours: dropped"
+        );
         return;
     }
     if let Some(branch) = top.branch.filter(|b| b.starts_with(PROBE_PREFIX)) {
@@ -239,13 +268,17 @@ fn on_response(
     let _ = core.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
     if matches!(decision, Decision::Drop) {
+        metrics::dropped(DropReason::Route);
         tracing::debug!(
             call_id = msg.call_id().unwrap_or(""),
+            status = msg.status().unwrap_or(0),
+            %source,
             "response dropped by the reply route"
         );
         return;
     }
     let Some(hop) = response_destination(&next) else {
+        metrics::dropped(DropReason::NoVia);
         tracing::warn!(%source, "response with an unusable second Via: dropped");
         return;
     };
@@ -265,9 +298,10 @@ fn on_response(
         call_id = msg.call_id().unwrap_or(""),
         status = msg.status().unwrap_or(0),
         %source,
-        to = ?hop,
+        to = %hop,
         "response forwarded"
     );
+    metrics::reply_forwarded();
     out.push(Outgoing {
         socket: from_socket,
         to: hop,
@@ -289,10 +323,13 @@ fn send_reply(
     let mut bytes = Vec::with_capacity(512);
     match reply::build(msg, source, code, reason, headers, &mut bytes) {
         Some(to) => {
+            metrics::stateless_reply_sent(code);
             tracing::debug!(
                 call_id = msg.call_id().unwrap_or(""),
+                method = msg.method().unwrap_or(""),
                 code,
                 %source,
+                %to,
                 "stateless reply sent"
             );
             out.push(Outgoing {
@@ -302,6 +339,7 @@ fn send_reply(
             })
         }
         None => {
+            metrics::dropped(DropReason::NoVia);
             tracing::warn!(%source, code, "request without a usable Via: dropped instead of answering {code}")
         }
     }

@@ -254,6 +254,13 @@ impl<T: Machine> TransactionTable<T> {
         Some((entry.key, entry.value))
     }
 
+    /// The live machines, in slot order.
+    pub fn values(&self) -> impl Iterator<Item = &T> + '_ {
+        self.slots
+            .iter()
+            .filter_map(|s| s.entry.as_ref().map(|e| &e.value))
+    }
+
     /// The earliest deadline of any live machine. Takes `&mut self` to drop
     /// stale heap items on the way.
     pub fn next_deadline(&mut self) -> Option<Instant> {

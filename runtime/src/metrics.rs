@@ -1,0 +1,422 @@
+//! Prometheus metrics: process-wide counters that the proxy core bumps on
+//! the hot path, and their OpenMetrics text exposition (served over HTTP
+//! by [`http`] when `--metrics ADDR` is given).
+//!
+//! Every series exists from the start (labels come from fixed sets, the
+//! method label falls back to `other`), so recording is one relaxed atomic
+//! add on a counter picked by index: no lock, no hashing, no allocation.
+//! The counters are process-wide, like Kamailio's statistics: one proxy
+//! core per process in production; tests that run several cores in one
+//! process compare deltas.
+
+pub mod http;
+
+use std::sync::{LazyLock, OnceLock};
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Methods that get their own `method` label; anything else counts as `other`.
+pub const METHODS: [&str; 14] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+];
+
+/// Status classes; index = status / 100 - 1, anything else is `other`.
+const CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx", "other"];
+
+/// Why a message was dropped (the `reason` label of `sipforge_drops_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// A `drop` step in the routes.
+    Route,
+    /// The request route ended without forward, relay, reply or drop.
+    Undecided,
+    /// Parsed, but failed validation (and could not be answered).
+    Malformed,
+    /// A response whose top Via is not ours (§18.1.2).
+    NotOurs,
+    /// No next hop: no host in the target, or an unknown destination set.
+    NoRoute,
+    /// A request with no Via to answer to, or a response with no usable second Via.
+    NoVia,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 6] = [
+        DropReason::Route,
+        DropReason::Undecided,
+        DropReason::Malformed,
+        DropReason::NotOurs,
+        DropReason::NoRoute,
+        DropReason::NoVia,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::Route => "route",
+            DropReason::Undecided => "undecided",
+            DropReason::Malformed => "malformed",
+            DropReason::NotOurs => "not_ours",
+            DropReason::NoRoute => "no_route",
+            DropReason::NoVia => "no_via",
+        }
+    }
+}
+
+type Label = [(&'static str, &'static str); 1];
+
+/// The counters and gauges, each series created up front.
+struct Metrics {
+    registry: Registry,
+    requests: [Counter; METHODS.len() + 1],
+    responses: [Counter; CLASSES.len()],
+    stateless_replies: [Counter; CLASSES.len()],
+    forwarded_requests: Counter,
+    forwarded_responses: Counter,
+    relayed: Counter,
+    rejected: Counter,
+    drops: [Counter; DropReason::ALL.len()],
+    parse_errors: Counter,
+    retransmissions_received: Counter,
+    retransmissions_sent: Counter,
+    failure_routes: Counter,
+    sibling: [Counter; 2],
+    route_step_errors: Counter,
+    transactions: Gauge,
+    draining: Gauge,
+}
+
+/// A labelled counter family with one series per label value, registered
+/// under `name`; returns the series in label order.
+fn family<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    let family = Family::<Label, Counter>::default();
+    let series = values.map(|v| family.get_or_create(&[(key, v)]).clone());
+    registry.register(name, help, family);
+    series
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::default();
+    registry.register(name, help, c.clone());
+    c
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let g = Gauge::default();
+    registry.register(name, help, g.clone());
+    g
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut r = Registry::default();
+        let mut methods = [""; METHODS.len() + 1];
+        methods[..METHODS.len()].copy_from_slice(&METHODS);
+        methods[METHODS.len()] = "other";
+        let drop_labels = DropReason::ALL.map(DropReason::label);
+        Metrics {
+            requests: family(
+                &mut r,
+                "sipforge_requests_received",
+                "SIP requests received and parsed, by method",
+                "method",
+                methods,
+            ),
+            responses: family(
+                &mut r,
+                "sipforge_replies_received",
+                "SIP responses received and parsed, by status class",
+                "class",
+                CLASSES,
+            ),
+            stateless_replies: family(
+                &mut r,
+                "sipforge_stateless_replies_sent",
+                "Responses the proxy made itself without a transaction (reply steps, 4xx for bad requests, 483, 420, 503 when full, 200 to CANCEL), by status class",
+                "class",
+                CLASSES,
+            ),
+            forwarded_requests: counter(
+                &mut r,
+                "sipforge_forwarded_requests",
+                "Requests forwarded statelessly (forward, or relay of an ACK or while draining)",
+            ),
+            forwarded_responses: counter(
+                &mut r,
+                "sipforge_forwarded_replies",
+                "Responses forwarded statelessly to the next Via",
+            ),
+            relayed: counter(
+                &mut r,
+                "sipforge_relayed_requests",
+                "Requests relayed statefully (transactions created)",
+            ),
+            rejected: counter(
+                &mut r,
+                "sipforge_transactions_rejected",
+                "Requests answered 503 because the transaction table was full (or by a draining instance in reject mode)",
+            ),
+            drops: family(
+                &mut r,
+                "sipforge_drops",
+                "Messages dropped, by reason",
+                "reason",
+                drop_labels,
+            ),
+            parse_errors: counter(
+                &mut r,
+                "sipforge_parse_errors",
+                "Datagrams that were not a SIP message",
+            ),
+            retransmissions_received: counter(
+                &mut r,
+                "sipforge_retransmissions_received",
+                "Request retransmissions absorbed by their transaction",
+            ),
+            retransmissions_sent: counter(
+                &mut r,
+                "sipforge_retransmissions_sent",
+                "Requests and responses retransmitted by the transaction timers",
+            ),
+            failure_routes: counter(
+                &mut r,
+                "sipforge_failure_route_runs",
+                "Runs of the failure route",
+            ),
+            sibling: family(
+                &mut r,
+                "sipforge_sibling_replies",
+                "Responses for another instance's transaction passed to it over the sibling link (passed), and received from a sibling (received)",
+                "direction",
+                ["passed", "received"],
+            ),
+            route_step_errors: counter(
+                &mut r,
+                "sipforge_route_step_errors",
+                "Route steps skipped at run time (a value with CR/LF/NUL, an invalid URI, an unknown destination set)",
+            ),
+            transactions: gauge(
+                &mut r,
+                "sipforge_transactions_active",
+                "Transactions in the table",
+            ),
+            draining: gauge(
+                &mut r,
+                "sipforge_draining",
+                "1 once SIGTERM was received and the instance is draining",
+            ),
+            registry: r,
+        }
+    }
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// `sipforge_build_info`: set once at start by the binary.
+static BUILD_INFO: OnceLock<Registry> = OnceLock::new();
+
+/// Index of a method in [`METHODS`], or the `other` slot.
+fn method_index(method: &str) -> usize {
+    METHODS
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(METHODS.len())
+}
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=699 => usize::from(status / 100 - 1),
+        _ => CLASSES.len() - 1,
+    }
+}
+
+/// A request was received and parsed.
+pub fn request_received(method: &str) {
+    METRICS.requests[method_index(method)].inc();
+}
+
+/// A response was received and parsed.
+pub fn reply_received(status: u16) {
+    METRICS.responses[class_index(status)].inc();
+}
+
+/// The proxy answered a request itself, statelessly.
+pub fn stateless_reply_sent(status: u16) {
+    METRICS.stateless_replies[class_index(status)].inc();
+}
+
+/// A request was forwarded statelessly.
+pub fn request_forwarded() {
+    METRICS.forwarded_requests.inc();
+}
+
+/// A response was forwarded statelessly.
+pub fn reply_forwarded() {
+    METRICS.forwarded_responses.inc();
+}
+
+/// A transaction was created by `relay`.
+pub fn relayed() {
+    METRICS.relayed.inc();
+}
+
+/// A request got 503 instead of a transaction.
+pub fn transaction_rejected() {
+    METRICS.rejected.inc();
+}
+
+/// A message was dropped.
+pub fn dropped(reason: DropReason) {
+    METRICS.drops[reason as usize].inc();
+}
+
+/// A datagram did not parse as SIP.
+pub fn parse_error() {
+    METRICS.parse_errors.inc();
+}
+
+/// A request retransmission was absorbed by its transaction.
+pub fn retransmission_received() {
+    METRICS.retransmissions_received.inc();
+}
+
+/// `n` messages were retransmitted by timers.
+pub fn retransmissions_sent(n: u64) {
+    if n > 0 {
+        METRICS.retransmissions_sent.inc_by(n);
+    }
+}
+
+/// The failure route ran.
+pub fn failure_route_run() {
+    METRICS.failure_routes.inc();
+}
+
+/// A response was passed to a sibling instance (true) or received from one.
+pub fn sibling_passed(sent: bool) {
+    METRICS.sibling[usize::from(!sent)].inc();
+}
+
+/// A route step was skipped because of a run-time error.
+pub fn route_step_error() {
+    METRICS.route_step_errors.inc();
+}
+
+/// The number of transactions in the table.
+pub fn set_active_transactions(n: usize) {
+    METRICS
+        .transactions
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
+}
+
+/// The instance started (true) or stopped (false) draining.
+pub fn set_draining(on: bool) {
+    METRICS.draining.set(i64::from(on));
+}
+
+/// What is built into the binary, exposed as `sipforge_build_info`.
+/// Only the first call counts.
+pub fn set_build_info(version: &str, commit: Option<&str>, routes: &str, routes_sha256: &str) {
+    let mut r = Registry::default();
+    let info = Info::new(vec![
+        ("version", version.to_string()),
+        ("commit", commit.unwrap_or("unknown").to_string()),
+        ("routes", routes.to_string()),
+        ("routes_sha256", routes_sha256.to_string()),
+    ]);
+    r.register(
+        "sipforge_build",
+        "The sipforge version, git commit and routes file built into this binary",
+        info,
+    );
+    let _ = BUILD_INFO.set(r);
+}
+
+/// The whole exposition in the OpenMetrics text format ([`CONTENT_TYPE`]).
+pub fn encode() -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    // Writing into a String cannot fail.
+    let _ = encode_registry(&mut out, &METRICS.registry);
+    if let Some(info) = BUILD_INFO.get() {
+        let _ = encode_registry(&mut out, info);
+    }
+    let _ = encode_eof(&mut out);
+    out
+}
+
+/// The value of one sample in an exposition, e.g.
+/// `sample(&text, "sipforge_requests_received_total{method=\"INVITE\"}")`
+/// (for tests and tools).
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_fixed_sets() {
+        assert_eq!(method_index("INVITE"), 0);
+        assert_eq!(method_index("PUBLISH"), METHODS.len() - 1);
+        assert_eq!(method_index("FOO"), METHODS.len());
+        assert_eq!(
+            method_index("invite"),
+            METHODS.len(),
+            "methods are case-sensitive"
+        );
+        assert_eq!(class_index(100), 0);
+        assert_eq!(class_index(299), 1);
+        assert_eq!(class_index(699), 5);
+        assert_eq!(class_index(99), 6);
+        assert_eq!(class_index(700), 6);
+    }
+
+    #[test]
+    fn exposition_has_every_series_and_moves() {
+        let before = encode();
+        let series = "sipforge_requests_received_total{method=\"SUBSCRIBE\"}";
+        let n0 = sample(&before, series).expect("series exists before any request");
+        request_received("SUBSCRIBE");
+        request_received("SUBSCRIBE");
+        dropped(DropReason::NoVia);
+        reply_received(486);
+        let after = encode();
+        assert!(sample(&after, series).unwrap() >= n0 + 2.0);
+        assert!(sample(&after, "sipforge_drops_total{reason=\"no_via\"}").unwrap() >= 1.0);
+        assert!(sample(&after, "sipforge_replies_received_total{class=\"4xx\"}").unwrap() >= 1.0);
+        assert!(after.contains("# TYPE sipforge_transactions_active gauge"));
+        assert!(after.contains("sipforge_requests_received_total{method=\"other\"}"));
+        assert!(after.ends_with("# EOF\n"));
+    }
+}
