@@ -15,6 +15,13 @@ use sipforge_runtime::proxy::{Core, CoreConfig, Identity, Listener};
 const INVITE: &str = "INVITE sip:service@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-1-0\r\nFrom: sipp <sip:sipp@127.0.0.1:5070>;tag=1\r\nTo: service <sip:service@127.0.0.1:5080>\r\nCall-ID: 1-1@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: sip:sipp@127.0.0.1:5070\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\nContent-Type: application/sdp\r\nContent-Length: 129\r\n\r\nv=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
 
 fn main() {
+    // PROFILE_LOGS=1: log through the same formatter as the binary, into a sink.
+    if std::env::var_os("PROFILE_LOGS").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .with_ansi(false)
+            .init();
+    }
     let routes: &'static dyn sipforge_runtime::api::Routes = &fixtures::seed::ROUTES;
     let listener = Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap();
     let mut core = Core::new(

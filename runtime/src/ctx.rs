@@ -280,8 +280,20 @@ impl<'a> Ctx<'a> {
             }
         }
         // Log lines are data, not headers: keep them on one line.
-        let text = text.replace(['\r', '\n'], " ");
+        if text.contains(['\r', '\n']) {
+            text = text.replace(['\r', '\n'], " ");
+        }
         let call_id = self.msg.call_id().unwrap_or("");
+        if crate::logbuf::fast_text() {
+            let name = match level {
+                Level::Error => "ERROR",
+                Level::Warn => "WARN",
+                Level::Info => "INFO",
+                Level::Debug => "DEBUG",
+            };
+            crate::logbuf::write_route_line(name, &text, line, call_id);
+            return;
+        }
         match level {
             Level::Error => tracing::error!(target: "sipforge::routes", line, call_id, "{text}"),
             Level::Warn => tracing::warn!(target: "sipforge::routes", line, call_id, "{text}"),

@@ -48,6 +48,8 @@ pub fn init(level: &str, format: Format) -> Result<FlushGuard, String> {
             .try_init(),
     };
     installed.map_err(|e| format!("logging: {e}"))?;
+    // Route `log` lines in text format skip the formatter (same line shape).
+    crate::logbuf::set_fast_text(format == Format::Text);
     Ok(FlushGuard)
 }
 
