@@ -330,3 +330,28 @@ async fn remove_header_drop_and_du() {
     let (got, _) = elsewhere.recv("$du overrides the R-URI as next hop").await;
     assert_eq!(got.start_line(), format!("INVITE {ruri} SIP/2.0"));
 }
+
+#[tokio::test]
+async fn a_host_name_next_hop_is_resolved() {
+    let (_server, proxy) = start_proxy(routes()).await;
+    let (uac, uas) = (Peer::bind().await, Peer::bind().await);
+    let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-dns", uac.port());
+    // `localhost` goes through the resolver (A/AAAA; /etc/hosts here).
+    let extra = format!("X-Route-To: sip:localhost:{}\r\n", uas.port());
+    uac.send(
+        proxy,
+        &request(
+            "OPTIONS",
+            "sip:bob@example.invalid",
+            &via,
+            "call-dns",
+            &extra,
+        ),
+    )
+    .await;
+    let (got, _) = uas.recv("OPTIONS via a resolved host name").await;
+    assert!(
+        got.start_line()
+            .starts_with("OPTIONS sip:bob@example.invalid")
+    );
+}
