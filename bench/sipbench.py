@@ -622,7 +622,7 @@ def describe(r: dict) -> str:
             f"ok {r['successful']} failed {r['failed']}+{r['uas_failed']} "
             f"retrans {r['retransmissions']}+{r.get('uas_retransmissions', 0)} "
             f"cpu {r['cpu_s']:.2f} s {per_call} log {r['log_lines_per_call']}/call "
-            f"wall {r['wall_s']:.1f} s{flags}")
+            f"wall {r['wall_s']:.1f} s sipp-uac {100 * r['sipp_uac_cpu_s'] / max(r['wall_s'], 0.001):.0f}%{flags}")
 
 
 # --------------------------------------------------------------------------
@@ -860,7 +860,8 @@ def cmd_memory(args: argparse.Namespace) -> int:
             ctx.record(r)
             say(f"bench: memory {system} rep {rep}: base {r['base']['pss'] / 2**20:.1f} MiB, "
                 f"held {r['held']['pss'] / 2**20:.1f} MiB with {r['uas_open_calls']} calls ringing, "
-                f"after {r['after']['pss'] / 2**20:.1f} MiB: {r['bytes_per_txn']:.0f} B/transaction")
+                f"after {r['after']['pss'] / 2**20:.1f} MiB: {r['bytes_per_txn']:.0f} B/transaction"
+                + ("" if r["valid"] else "  INVALID: the calls were not all held (see the run's sipp output)"))
     lines = [f"## Memory per live INVITE transaction {datetime.date.today().isoformat()}", "",
              f"{calls} INVITEs at {rate} cps held ringing (180) at the UAS; stateful scenario; "
              f"logging {args.logging}. (Pss after warm-up -> with all calls ringing) / calls, "
@@ -873,11 +874,11 @@ def cmd_memory(args: argparse.Namespace) -> int:
             reason = (ctx.sipforge_reason or "not built").splitlines()[0]
             lines.append(f"| {SYSTEM_TITLES[system]} | n/a: {reason} | |")
             continue
-        s = spread([r["bytes_per_txn"] for r in rs])
+        s = spread([r["bytes_per_txn"] for r in rs if r["valid"]])
         mem = "; ".join(f"{r['base']['pss'] / 2**20:.1f} -> {r['held']['pss'] / 2**20:.1f} -> "
                         f"{r['after']['pss'] / 2**20:.1f}" for r in rs)
         lines.append(f"| {SYSTEM_TITLES[system]} | {fmt_spread(s)} | {mem} |")
-    sf = [r["bytes_per_txn"] for r in results if r["system"] == "sipforge"]
+    sf = [r["bytes_per_txn"] for r in results if r["system"] == "sipforge" and r["valid"]]
     lines.append("")
     if sf:
         med = statistics.median(sf)
@@ -939,6 +940,7 @@ def memory_run(ctx: Context, system: str, calls: int, rate: int, rep: int) -> di
             "uas_open_calls": open_calls, "uac_open_calls": uac_open,
             "successful": stat_int(uac_final, "SuccessfulCall(C)"),
             "failed": stat_int(uac_final, "FailedCall(C)"), "proxy_alive": alive,
+            "valid": open_calls >= 0.98 * calls and alive,
             "bytes_per_txn": (held["pss"] - base["pss"]) / calls,
             "rss_bytes_per_txn": (held["rss"] - base["rss"]) / calls}
 
