@@ -10,10 +10,20 @@ fn routes() -> &'static dyn sipforge_runtime::api::Routes {
 }
 
 /// Send an INVITE from `uac` through the proxy to `uas`; return what the UAS got.
-async fn invite_through(uac: &Peer, uas: &Peer, proxy: std::net::SocketAddr, call_id: &str, extra: &str) -> Sip {
-    let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{call_id}", uac.port());
+async fn invite_through(
+    uac: &Peer,
+    uas: &Peer,
+    proxy: std::net::SocketAddr,
+    call_id: &str,
+    extra: &str,
+) -> Sip {
+    let via = format!(
+        "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{call_id}",
+        uac.port()
+    );
     let ruri = format!("sip:bob@127.0.0.1:{}", uas.port());
-    uac.send(proxy, &request("INVITE", &ruri, &via, call_id, extra)).await;
+    uac.send(proxy, &request("INVITE", &ruri, &via, call_id, extra))
+        .await;
     uas.recv("INVITE at the UAS").await.0
 }
 
@@ -22,7 +32,10 @@ async fn invite_and_replies_pass_with_the_seed_headers() {
     let (_server, proxy) = start_proxy(routes()).await;
     let (uac, uas) = (Peer::bind().await, Peer::bind().await);
     let got = invite_through(&uac, &uas, proxy, "call-1", "Max-Forwards: 70\r\n").await;
-    assert!(got.start_line().starts_with("INVITE sip:bob@127.0.0.1:"), "{got:?}");
+    assert!(
+        got.start_line().starts_with("INVITE sip:bob@127.0.0.1:"),
+        "{got:?}"
+    );
     assert_eq!(got.header("X-Proxied").as_deref(), Some("You betcha"));
     assert_eq!(got.header("Max-Forwards").as_deref(), Some("69"));
     let vias = got.headers("Via");
@@ -55,7 +68,8 @@ async fn rport_and_received_are_filled_and_used() {
     // The UAC claims a sent-by that is not where it sends from (a NAT).
     let via = "SIP/2.0/UDP 192.0.2.7:5999;rport;branch=z9hG4bK-nat";
     let ruri = format!("sip:bob@127.0.0.1:{}", uas.port());
-    uac.send(proxy, &request("OPTIONS", &ruri, via, "call-nat", "")).await;
+    uac.send(proxy, &request("OPTIONS", &ruri, via, "call-nat", ""))
+        .await;
     let (got, _) = uas.recv("OPTIONS at the UAS").await;
     let vias = got.headers("Via");
     assert!(
@@ -64,7 +78,9 @@ async fn rport_and_received_are_filled_and_used() {
         vias[1]
     );
     uas.send(proxy, &response_to(&got, "200 OK", "")).await;
-    let (reply, _) = uac.recv("the 200 goes to received:rport, not to the sent-by").await;
+    let (reply, _) = uac
+        .recv("the 200 goes to received:rport, not to the sent-by")
+        .await;
     assert_eq!(reply.start_line(), "SIP/2.0 200 OK");
 }
 
@@ -74,11 +90,19 @@ async fn max_forwards_zero_gets_483_missing_gets_70() {
     let (uac, uas) = (Peer::bind().await, Peer::bind().await);
     let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-mf0", uac.port());
     let ruri = format!("sip:bob@127.0.0.1:{}", uas.port());
-    uac.send(proxy, &request("OPTIONS", &ruri, &via, "call-mf0", "Max-Forwards: 0\r\n")).await;
+    uac.send(
+        proxy,
+        &request("OPTIONS", &ruri, &via, "call-mf0", "Max-Forwards: 0\r\n"),
+    )
+    .await;
     let (reply, _) = uac.recv("483").await;
     assert_eq!(reply.start_line(), "SIP/2.0 483 Too Many Hops");
-    assert!(reply.header("To").unwrap().contains(";tag="), "stateless reply adds a To tag");
-    uas.expect_silence(200, "a request with Max-Forwards 0 is not forwarded").await;
+    assert!(
+        reply.header("To").unwrap().contains(";tag="),
+        "stateless reply adds a To tag"
+    );
+    uas.expect_silence(200, "a request with Max-Forwards 0 is not forwarded")
+        .await;
 
     let got = invite_through(&uac, &uas, proxy, "call-mf-missing", "").await;
     assert_eq!(got.header("Max-Forwards").as_deref(), Some("70"));
@@ -89,8 +113,17 @@ async fn stateless_reply_from_the_routes() {
     let (_server, proxy) = start_proxy(routes()).await;
     let uac = Peer::bind().await;
     let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-reg", uac.port());
-    uac.send(proxy, &request("REGISTER", "sip:example.com", &via, "call-reg", "Max-Forwards: 70\r\n"))
-        .await;
+    uac.send(
+        proxy,
+        &request(
+            "REGISTER",
+            "sip:example.com",
+            &via,
+            "call-reg",
+            "Max-Forwards: 70\r\n",
+        ),
+    )
+    .await;
     let (reply, _) = uac.recv("403").await;
     assert_eq!(reply.start_line(), "SIP/2.0 403 Registration Forbidden");
     assert_eq!(reply.header("X-Why").as_deref(), Some("no alice"));
@@ -100,8 +133,17 @@ async fn stateless_reply_from_the_routes() {
     let tag1 = reply.header("To").unwrap();
     assert!(tag1.contains(";tag="));
     // A retransmission gets the same To tag.
-    uac.send(proxy, &request("REGISTER", "sip:example.com", &via, "call-reg", "Max-Forwards: 70\r\n"))
-        .await;
+    uac.send(
+        proxy,
+        &request(
+            "REGISTER",
+            "sip:example.com",
+            &via,
+            "call-reg",
+            "Max-Forwards: 70\r\n",
+        ),
+    )
+    .await;
     let (again, _) = uac.recv("403 again").await;
     assert_eq!(again.header("To").unwrap(), tag1);
 }
@@ -117,11 +159,25 @@ async fn loose_routing_removes_our_route_and_follows_the_next() {
         "To: <sip:bob@example.com>;tag=b1\r\nRoute: <sip:{proxy};lr>, <sip:127.0.0.1:{};lr>\r\nMax-Forwards: 10\r\n",
         next.port()
     );
-    uac.send(proxy, &request("BYE", "sip:bob@192.0.2.99:5060", &via, "call-lr", &extra)).await;
+    uac.send(
+        proxy,
+        &request("BYE", "sip:bob@192.0.2.99:5060", &via, "call-lr", &extra),
+    )
+    .await;
     let (got, _) = next.recv("BYE at the next Route hop").await;
-    assert_eq!(got.start_line(), "BYE sip:bob@192.0.2.99:5060 SIP/2.0", "R-URI kept");
-    assert_eq!(got.headers("Route"), vec![format!("<sip:127.0.0.1:{};lr>", next.port())]);
-    assert!(got.header("Record-Route").is_none(), "no record_route in dialog");
+    assert_eq!(
+        got.start_line(),
+        "BYE sip:bob@192.0.2.99:5060 SIP/2.0",
+        "R-URI kept"
+    );
+    assert_eq!(
+        got.headers("Route"),
+        vec![format!("<sip:127.0.0.1:{};lr>", next.port())]
+    );
+    assert!(
+        got.header("Record-Route").is_none(),
+        "no record_route in dialog"
+    );
 }
 
 #[tokio::test]
@@ -136,9 +192,13 @@ async fn strict_router_upstream_is_fixed() {
         target.port()
     );
     let ruri = format!("sip:{proxy};lr");
-    uac.send(proxy, &request("BYE", &ruri, &via, "call-sr", &extra)).await;
+    uac.send(proxy, &request("BYE", &ruri, &via, "call-sr", &extra))
+        .await;
     let (got, _) = target.recv("BYE at the remote target").await;
-    assert_eq!(got.start_line(), format!("BYE sip:bob@127.0.0.1:{} SIP/2.0", target.port()));
+    assert_eq!(
+        got.start_line(),
+        format!("BYE sip:bob@127.0.0.1:{} SIP/2.0", target.port())
+    );
     assert!(got.header("Route").is_none());
 }
 
@@ -152,7 +212,8 @@ async fn a_response_whose_top_via_is_not_ours_is_dropped() {
         uac.port()
     );
     uas.send(proxy, &forged).await;
-    uac.expect_silence(300, "a response not carrying our Via").await;
+    uac.expect_silence(300, "a response not carrying our Via")
+        .await;
 }
 
 #[tokio::test]
@@ -162,14 +223,26 @@ async fn retransmission_and_cancel_get_the_invites_branch() {
     let first = invite_through(&uac, &uas, proxy, "call-br", "").await;
     let again = invite_through(&uac, &uas, proxy, "call-br", "").await;
     let branch = |m: &Sip| m.headers("Via")[0].clone();
-    assert_eq!(branch(&first), branch(&again), "retransmission, same branch");
-    let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-call-br", uac.port());
+    assert_eq!(
+        branch(&first),
+        branch(&again),
+        "retransmission, same branch"
+    );
+    let via = format!(
+        "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-call-br",
+        uac.port()
+    );
     let ruri = format!("sip:bob@127.0.0.1:{}", uas.port());
-    let cancel = request("CANCEL", &ruri, &via, "call-br", "").replace("CSeq: 1 CANCEL", "CSeq: 1 CANCEL");
+    let cancel =
+        request("CANCEL", &ruri, &via, "call-br", "").replace("CSeq: 1 CANCEL", "CSeq: 1 CANCEL");
     uac.send(proxy, &cancel).await;
     let (got, _) = uas.recv("CANCEL").await;
     assert!(got.start_line().starts_with("CANCEL"));
-    assert_eq!(branch(&got), branch(&first), "CANCEL branch = INVITE branch");
+    assert_eq!(
+        branch(&got),
+        branch(&first),
+        "CANCEL branch = INVITE branch"
+    );
     let other = invite_through(&uac, &uas, proxy, "call-br-2", "").await;
     assert_ne!(branch(&other), branch(&first));
 }
@@ -188,7 +261,11 @@ async fn malformed_input_is_answered_or_dropped_and_the_proxy_lives_on() {
     let bad = request("OPTIONS", "sip:x@127.0.0.1", &via, "x", "").replace("Call-ID: x\r\n", "");
     uac.send(proxy, &bad).await;
     let (reply, _) = uac.recv("400 for a missing Call-ID").await;
-    assert!(reply.start_line().starts_with("SIP/2.0 400 "), "{}", reply.start_line());
+    assert!(
+        reply.start_line().starts_with("SIP/2.0 400 "),
+        "{}",
+        reply.start_line()
+    );
     // Still alive.
     let got = invite_through(&uac, &uas, proxy, "call-alive", "").await;
     assert!(got.start_line().starts_with("INVITE"));
@@ -199,8 +276,18 @@ async fn header_values_cannot_inject_headers() {
     let (_server, proxy) = start_proxy(routes()).await;
     let (uac, uas) = (Peer::bind().await, Peer::bind().await);
     // A folded header value: its line break must not survive into the copy.
-    let got = invite_through(&uac, &uas, proxy, "call-inj", "X-Copy: one,\r\n X-Injected: yes\r\n").await;
-    assert_eq!(got.header("X-Copied").as_deref(), Some("one, X-Injected: yes"));
+    let got = invite_through(
+        &uac,
+        &uas,
+        proxy,
+        "call-inj",
+        "X-Copy: one,\r\n X-Injected: yes\r\n",
+    )
+    .await;
+    assert_eq!(
+        got.header("X-Copied").as_deref(),
+        Some("one, X-Injected: yes")
+    );
     assert!(got.header("X-Injected").is_none(), "{}", got.0);
 }
 
@@ -208,18 +295,39 @@ async fn header_values_cannot_inject_headers() {
 async fn remove_header_drop_and_du() {
     let (_server, proxy) = start_proxy(routes()).await;
     let (uac, uas, elsewhere) = (Peer::bind().await, Peer::bind().await, Peer::bind().await);
-    let got = invite_through(&uac, &uas, proxy, "call-rm", "X-Secret: s3cr3t\r\nX-Keep: k\r\n").await;
+    let got = invite_through(
+        &uac,
+        &uas,
+        proxy,
+        "call-rm",
+        "X-Secret: s3cr3t\r\nX-Keep: k\r\n",
+    )
+    .await;
     assert!(got.header("X-Secret").is_none());
     assert_eq!(got.header("X-Keep").as_deref(), Some("k"));
 
     let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-drop", uac.port());
     let ruri = format!("sip:bob@127.0.0.1:{}", uas.port());
-    uac.send(proxy, &request("INVITE", &ruri, &via, "call-drop", "X-Drop: 1\r\n")).await;
+    uac.send(
+        proxy,
+        &request("INVITE", &ruri, &via, "call-drop", "X-Drop: 1\r\n"),
+    )
+    .await;
     uas.expect_silence(200, "dropped by the routes").await;
     uac.expect_silence(10, "dropped: no answer either").await;
 
     let extra = format!("X-Route-To: sip:127.0.0.1:{}\r\n", elsewhere.port());
-    uac.send(proxy, &request("INVITE", &ruri, &via.replace("drop", "du"), "call-du", &extra)).await;
+    uac.send(
+        proxy,
+        &request(
+            "INVITE",
+            &ruri,
+            &via.replace("drop", "du"),
+            "call-du",
+            &extra,
+        ),
+    )
+    .await;
     let (got, _) = elsewhere.recv("$du overrides the R-URI as next hop").await;
     assert_eq!(got.start_line(), format!("INVITE {ruri} SIP/2.0"));
 }

@@ -56,7 +56,10 @@ pub fn main(routes: &'static dyn Routes) -> ExitCode {
         if let Some(commit) = option_env!("SIPFORGE_GIT_COMMIT") {
             println!("commit {commit}");
         }
-        println!("routes {} sha256:{}", settings.source_path, settings.source_sha256);
+        println!(
+            "routes {} sha256:{}",
+            settings.source_path, settings.source_sha256
+        );
         return ExitCode::SUCCESS;
     }
     if args.print_routes {
@@ -71,7 +74,10 @@ pub fn main(routes: &'static dyn Routes) -> ExitCode {
         }
     };
     if args.check {
-        println!("sipforge: settings ok ({} listen socket(s))", options.listen.len());
+        println!(
+            "sipforge: settings ok ({} listen socket(s))",
+            options.listen.len()
+        );
         return ExitCode::SUCCESS;
     }
     let _guard = match log::init(&args.log_level, args.log_format) {
@@ -81,7 +87,10 @@ pub fn main(routes: &'static dyn Routes) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("sipforge: cannot start the runtime: {e}");
@@ -136,7 +145,10 @@ fn options(args: &Args, routes: &'static dyn Routes) -> Result<Options, String> 
         args.listen.iter().map(String::as_str).collect()
     };
     if listen_text.is_empty() {
-        return Err("nothing to listen on: give --listen udp:IP:PORT or `listen:` in the routes file".into());
+        return Err(
+            "nothing to listen on: give --listen udp:IP:PORT or `listen:` in the routes file"
+                .into(),
+        );
     }
     let listen = listen_text
         .iter()
@@ -146,10 +158,10 @@ fn options(args: &Args, routes: &'static dyn Routes) -> Result<Options, String> 
         .advertise
         .clone()
         .or_else(|| settings.advertise.map(str::to_string));
-    if let Some(adv) = &advertise {
-        if crate::proxy::identity::split_host_port(adv).is_none() {
-            return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
-        }
+    if let Some(adv) = &advertise
+        && crate::proxy::identity::split_host_port(adv).is_none()
+    {
+        return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
     }
     for addr in &listen {
         crate::proxy::Listener::new(*addr, advertise.as_deref())?;

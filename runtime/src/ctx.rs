@@ -176,7 +176,9 @@ impl<'a> Ctx<'a> {
                 }
             }
             Var::Du => self.edits.du.as_deref().map_or(empty, Cow::Borrowed),
-            Var::Rs => self.int(Var::Rs).map_or(empty, |s| Cow::Owned(s.to_string())),
+            Var::Rs => self
+                .int(Var::Rs)
+                .map_or(empty, |s| Cow::Owned(s.to_string())),
             Var::Rr => match self.status {
                 Some((_, reason)) => Cow::Borrowed(reason),
                 None => self.msg.reason().map_or(empty, Cow::Borrowed),
@@ -188,7 +190,10 @@ impl<'a> Ctx<'a> {
                 name_addr_part(self.msg.to(), v).map_or(empty, Cow::Borrowed)
             }
             Var::Ci => self.msg.call_id().map_or(empty, Cow::Borrowed),
-            Var::Cs => self.msg.cseq().map_or(empty, |(n, _)| Cow::Owned(n.to_string())),
+            Var::Cs => self
+                .msg
+                .cseq()
+                .map_or(empty, |(n, _)| Cow::Owned(n.to_string())),
             Var::Si => Cow::Owned(self.source.ip().to_string()),
             Var::Sp => Cow::Owned(self.source.port().to_string()),
             Var::Pr => Cow::Borrowed("udp"),
@@ -315,7 +320,7 @@ impl<'a> Ctx<'a> {
                 }
                 return;
             }
-            Var::Ru => Some(value),
+            Var::Ru => Some(value.clone()),
             Var::RUser | Var::Rd | Var::Rp => {
                 let current = self.ruri().map(Cow::into_owned).unwrap_or_default();
                 replace_uri_part(&current, var, &value)
@@ -408,7 +413,9 @@ fn borrow_part<'s>(whole: &'s str, part: &str) -> Option<Cow<'s, str>> {
     if part.is_empty() {
         return Some(Cow::Borrowed(""));
     }
-    whole.find(part).map(|at| Cow::Borrowed(&whole[at..at + part.len()]))
+    whole
+        .find(part)
+        .map(|at| Cow::Borrowed(&whole[at..at + part.len()]))
 }
 
 /// Folded header values read as one line.

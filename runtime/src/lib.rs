@@ -16,3 +16,4 @@ pub mod net;
 pub mod proxy;
 pub mod sip;
 pub mod target;
+pub mod transaction;

@@ -16,7 +16,9 @@ pub enum Format {
 /// last lines are flushed.
 pub fn init(level: &str, format: Format) -> Result<WorkerGuard, String> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.is_empty() => EnvFilter::try_new(&spec).map_err(|e| format!("RUST_LOG: {e}"))?,
+        Ok(spec) if !spec.is_empty() => {
+            EnvFilter::try_new(&spec).map_err(|e| format!("RUST_LOG: {e}"))?
+        }
         _ => EnvFilter::try_new(level).map_err(|e| format!("--log-level {level}: {e}"))?,
     };
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()

@@ -55,7 +55,10 @@ impl Server {
 /// tokio runtime.
 pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<Server> {
     if options.listen.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "nothing to listen on"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nothing to listen on",
+        ));
     }
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
@@ -126,7 +129,10 @@ async fn send(sockets: &Arc<[Arc<UdpSocket>]>, outgoing: Outgoing) {
                 let local_v4 = socket.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
                 match resolved.map(|mut addrs| addrs.find(|a| a.is_ipv4() == local_v4)) {
                     Ok(Some(addr)) => send_to(&socket, &outgoing.bytes, addr).await,
-                    Ok(None) => tracing::warn!(host, "no address of the right family for the next hop: dropped"),
+                    Ok(None) => tracing::warn!(
+                        host,
+                        "no address of the right family for the next hop: dropped"
+                    ),
                     Err(e) => tracing::warn!(host, "cannot resolve the next hop: {e}; dropped"),
                 }
             });

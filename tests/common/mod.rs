@@ -13,6 +13,11 @@ include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 pub async fn start_proxy(
     routes: &'static dyn sipforge_runtime::api::Routes,
 ) -> (sipforge_runtime::net::Server, SocketAddr) {
+    // RUST_LOG=debug shows the proxy's log lines under `cargo test -- --nocapture`.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     let options = sipforge_runtime::net::Options {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         advertise: None,
@@ -86,9 +91,13 @@ impl Sip {
         let head = self.0.split("\r\n\r\n").next().unwrap_or("");
         head.split("\r\n")
             .skip(1)
+            // continuation lines (folding) belong to the header above
+            .filter(|line| !line.starts_with([' ', '\t']))
             .filter_map(|line| {
                 let (n, v) = line.split_once(':')?;
-                n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                n.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_string())
             })
             .collect()
     }
@@ -104,7 +113,11 @@ impl Sip {
 
 /// A request as text. `extra` lines end with CRLF each.
 pub fn request(method: &str, ruri: &str, via: &str, call_id: &str, extra: &str) -> String {
-    let to_tag = if extra.contains("To:") { "" } else { "To: <sip:bob@example.com>\r\n" };
+    let to_tag = if extra.starts_with("To:") || extra.contains("\nTo:") {
+        ""
+    } else {
+        "To: <sip:bob@example.com>\r\n"
+    };
     format!(
         "{method} {ruri} SIP/2.0\r\n\
          Via: {via}\r\n\
@@ -129,7 +142,11 @@ pub fn response_to(req: &Sip, status: &str, extra: &str) -> String {
         }
     }
     let to = req.header("To").unwrap_or_default();
-    let to = if to.contains("tag=") { to } else { format!("{to};tag=b1") };
+    let to = if to.contains("tag=") {
+        to
+    } else {
+        format!("{to};tag=b1")
+    };
     out.push_str(&format!("To: {to}\r\n{extra}Content-Length: 0\r\n\r\n"));
     out
 }

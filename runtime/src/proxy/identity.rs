@@ -120,9 +120,13 @@ mod tests {
 
     #[test]
     fn advertised_name_is_us() {
-        let l = Listener::new("127.0.0.1:5062".parse().unwrap(), Some("proxy.example.com")).unwrap();
+        let l =
+            Listener::new("127.0.0.1:5062".parse().unwrap(), Some("proxy.example.com")).unwrap();
         assert_eq!(l.port, 5062);
-        assert_eq!(l.record_route, "Record-Route: <sip:proxy.example.com:5062;lr>\r\n");
+        assert_eq!(
+            l.record_route,
+            "Record-Route: <sip:proxy.example.com:5062;lr>\r\n"
+        );
         let id = Identity { listeners: vec![l] };
         assert!(id.is_us("PROXY.example.com", Some(5062)));
     }

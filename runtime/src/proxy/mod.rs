@@ -42,7 +42,13 @@ impl Core {
 
     /// Handle one received datagram that arrived on socket `socket` from
     /// `source`; what must be sent is pushed onto `out`.
-    pub fn handle(&self, datagram: &[u8], source: SocketAddr, socket: usize, out: &mut Vec<Outgoing>) {
+    pub fn handle(
+        &self,
+        datagram: &[u8],
+        source: SocketAddr,
+        socket: usize,
+        out: &mut Vec<Outgoing>,
+    ) {
         stateless::handle(self, datagram, source, socket, out)
     }
 }

@@ -19,8 +19,8 @@ pub struct ViaEdit {
 /// `received` when the sent-by host is not the source IP (always when
 /// `rport` is asked for), `rport=PORT` filling an empty `rport`.
 pub fn top_via_edit(via: &Via<'_>, source: SocketAddr) -> Option<ViaEdit> {
-    let needs_received = via.received.is_none()
-        && (via.rport.is_some() || parse_ip(via.host) != Some(source.ip()));
+    let needs_received =
+        via.received.is_none() && (via.rport.is_some() || parse_ip(via.host) != Some(source.ip()));
     let mut text = String::new();
     let range = match (via.rport, &via.rport_range) {
         (Some(None), Some(range)) => {

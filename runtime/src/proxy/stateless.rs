@@ -42,14 +42,28 @@ pub(super) fn handle(
     }
 }
 
-fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize, out: &mut Vec<Outgoing>) {
+fn on_request(
+    core: &Core,
+    msg: &Message<'_>,
+    source: SocketAddr,
+    socket: usize,
+    out: &mut Vec<Outgoing>,
+) {
     let method = msg.method().unwrap_or("");
     let is_ack = method == "ACK";
     if let Err(invalid) = msg.validate() {
         if is_ack {
             tracing::warn!(%source, "dropped malformed ACK: {}", invalid.reason);
         } else {
-            send_reply(msg, source, socket, invalid.code, Some(invalid.reason), b"", out);
+            send_reply(
+                msg,
+                source,
+                socket,
+                invalid.code,
+                Some(invalid.reason),
+                b"",
+                out,
+            );
         }
         return;
     }
@@ -62,14 +76,15 @@ fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize,
         return;
     }
     // §16.3 step 5: we support no extension a proxy must understand.
-    if !is_ack && method != "CANCEL" {
-        if let Some(h) = msg.first(HeaderName::ProxyRequire) {
-            let mut unsupported = b"Unsupported: ".to_vec();
-            unsupported.extend_from_slice(msg.value(h).as_bytes());
-            unsupported.extend_from_slice(b"\r\n");
-            send_reply(msg, source, socket, 420, None, &unsupported, out);
-            return;
-        }
+    if !is_ack
+        && method != "CANCEL"
+        && let Some(h) = msg.first(HeaderName::ProxyRequire)
+    {
+        let mut unsupported = b"Unsupported: ".to_vec();
+        unsupported.extend_from_slice(msg.value(h).as_bytes());
+        unsupported.extend_from_slice(b"\r\n");
+        send_reply(msg, source, socket, 420, None, &unsupported, out);
+        return;
     }
     let routes = route_set::process(msg, core.identity());
     let mut cx = Ctx::for_request(msg, source);
@@ -85,7 +100,10 @@ fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize,
         Decision::Relay(RelayTo::Set(name)) => match first_target_of(core, name) {
             Some(target) => Some(target),
             None => {
-                tracing::error!(set = name, "relay: unknown destination set; request dropped");
+                tracing::error!(
+                    set = name,
+                    "relay: unknown destination set; request dropped"
+                );
                 return;
             }
         },
@@ -102,7 +120,11 @@ fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize,
             return;
         }
         Decision::Drop => {
-            tracing::debug!(call_id = msg.call_id().unwrap_or(""), method, "request dropped by the routes");
+            tracing::debug!(
+                call_id = msg.call_id().unwrap_or(""),
+                method,
+                "request dropped by the routes"
+            );
             return;
         }
         Decision::Undecided => {
@@ -127,11 +149,11 @@ fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize,
     };
     let mut splice = Splice::new();
     let mut owned: Vec<Range<usize>> = Vec::with_capacity(8);
-    if let Some(ruri) = &edits.ruri {
-        if let Some(range) = msg.request_uri_range() {
-            splice.replace(range.clone(), ruri.as_bytes());
-            owned.push(range);
-        }
+    if let Some(ruri) = &edits.ruri
+        && let Some(range) = msg.request_uri_range()
+    {
+        splice.replace(range.clone(), ruri.as_bytes());
+        owned.push(range);
     }
     // Our Via goes on top (§16.6 step 8), with a branch derived from the request.
     let Some(first_via) = msg.first(HeaderName::Via) else {
@@ -142,11 +164,11 @@ fn on_request(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize,
     stateless_branch(msg, &mut via);
     via.push_str("\r\n");
     splice.insert(first_via.line_range.start, via.as_bytes());
-    if let Some(top) = msg.top_via() {
-        if let Some(edit) = top_via_edit(&top, source) {
-            splice.replace(edit.range.clone(), edit.text.as_bytes());
-            owned.push(first_via.line_range.clone());
-        }
+    if let Some(top) = msg.top_via()
+        && let Some(edit) = top_via_edit(&top, source)
+    {
+        splice.replace(edit.range.clone(), edit.text.as_bytes());
+        owned.push(first_via.line_range.clone());
     }
     // Record-Route before any existing one (§16.6 step 4).
     if edits.record_route {
@@ -233,14 +255,23 @@ fn remove_headers(msg: &Message<'_>, edits: &Edits, owned: &[Range<usize>], spli
             .iter()
             .any(|o| o.start < h.line_range.end && h.line_range.start < o.end);
         if overlaps || h.name == HeaderName::Via {
-            tracing::debug!(header = name, "remove_header: the core owns this header; kept");
+            tracing::debug!(
+                header = name,
+                "remove_header: the core owns this header; kept"
+            );
             continue;
         }
         splice.delete(h.line_range.clone());
     }
 }
 
-fn on_response(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize, out: &mut Vec<Outgoing>) {
+fn on_response(
+    core: &Core,
+    msg: &Message<'_>,
+    source: SocketAddr,
+    socket: usize,
+    out: &mut Vec<Outgoing>,
+) {
     if let Err(invalid) = msg.validate() {
         tracing::warn!(%source, "dropped malformed response: {}", invalid.reason);
         return;
@@ -266,7 +297,10 @@ fn on_response(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize
     let _ = core.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
     if matches!(decision, Decision::Drop) {
-        tracing::debug!(call_id = msg.call_id().unwrap_or(""), "response dropped by the reply route");
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            "response dropped by the reply route"
+        );
         return;
     }
     let Some(hop) = response_destination(&next) else {
@@ -277,7 +311,10 @@ fn on_response(core: &Core, msg: &Message<'_>, source: SocketAddr, socket: usize
         .identity()
         .listeners
         .iter()
-        .position(|l| l.port == top.port.unwrap_or(crate::target::DEFAULT_PORT) && l.host.eq_ignore_ascii_case(top.host))
+        .position(|l| {
+            l.port == top.port.unwrap_or(crate::target::DEFAULT_PORT)
+                && l.host.eq_ignore_ascii_case(top.host)
+        })
         .unwrap_or(socket);
     let mut splice = Splice::new();
     splice.delete(removal.clone());
@@ -325,6 +362,8 @@ fn send_reply(
                 bytes,
             })
         }
-        None => tracing::warn!(%source, code, "request without a usable Via: dropped instead of answering {code}"),
+        None => {
+            tracing::warn!(%source, code, "request without a usable Via: dropped instead of answering {code}")
+        }
     }
 }

@@ -1,0 +1,400 @@
+//! One test per build-time error class: exact `file:line:column` and message.
+
+use sipforge_codegen::{Diagnostic, compile, compile_file};
+
+fn errors(text: &str) -> Vec<String> {
+    match compile("routes.yaml", text) {
+        Ok(_) => Vec::new(),
+        Err(d) => d
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.short("routes.yaml"))
+            .collect(),
+    }
+}
+
+/// Exactly one error, equal to `expected`.
+#[track_caller]
+fn one(text: &str, expected: &str) {
+    let e = errors(text);
+    assert_eq!(e, vec![expected.to_string()], "for:\n{text}");
+}
+
+fn diag(text: &str) -> Diagnostic {
+    compile("routes.yaml", text)
+        .unwrap_err()
+        .into_iter()
+        .find(Diagnostic::is_error)
+        .unwrap()
+}
+
+#[test]
+fn yaml_syntax() {
+    let e = errors("request:\n  - log: \"unclosed\n");
+    assert_eq!(e.len(), 1);
+    assert!(
+        e[0].starts_with("routes.yaml:2:10: YAML syntax error: "),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    one(
+        "request: [ forward ]\nrequests: []\n",
+        "routes.yaml:2:1: unknown key `requests`",
+    );
+    assert_eq!(
+        diag("request: [ forward ]\nrequests: []\n").hint.as_deref(),
+        Some("did you mean `request`?")
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    one(
+        "request: [ forward ]\nreply: [ drop ]\nreply: [ drop ]\n",
+        "routes.yaml:3:1: duplicate key `reply`",
+    );
+}
+
+#[test]
+fn unknown_action() {
+    one(
+        "request:\n  - fwd: sip:a.example\n",
+        "routes.yaml:2:5: unknown action `fwd`",
+    );
+    one(
+        "request:\n  - frobnicate\n",
+        "routes.yaml:2:5: unknown action `frobnicate`",
+    );
+}
+
+#[test]
+fn unknown_variable() {
+    one(
+        "request:\n  - log: \"x $xx\"\n  - drop\n",
+        "routes.yaml:2:13: unknown variable `$xx`",
+    );
+    one(
+        "request:\n  - if: $foo == 1\n    then: [ drop ]\n",
+        "routes.yaml:2:9: unknown variable `$foo`",
+    );
+}
+
+#[test]
+fn lone_dollar() {
+    one(
+        "request:\n  - log: \"costs 5 $ total\"\n",
+        "routes.yaml:2:19: lone `$` in a template",
+    );
+    assert_eq!(
+        diag("request:\n  - log: \"5 $\"\n").hint.as_deref(),
+        Some("write `$$` for a literal dollar sign")
+    );
+}
+
+#[test]
+fn unknown_destination_set() {
+    one(
+        "request:\n  - relay: backend\n",
+        "routes.yaml:2:12: unknown destination set `backend`",
+    );
+}
+
+#[test]
+fn unknown_route() {
+    one(
+        "request:\n  - route: auth\n",
+        "routes.yaml:2:12: unknown route `auth`",
+    );
+}
+
+#[test]
+fn request_missing() {
+    one(
+        "reply: [ drop ]\n",
+        "routes.yaml:1:1: the routes file has no `request:` section",
+    );
+}
+
+#[test]
+fn variable_without_meaning() {
+    one(
+        "request:\n  - log: \"status $rs\"\n",
+        "routes.yaml:2:18: `$rs` has no meaning in `request`",
+    );
+    one(
+        "request: [ { route: r } ]\nroutes:\n  r: [ { log: \"$rr\" } ]\n",
+        "routes.yaml:3:16: `$rr` has no meaning in route `r` (called from `request`)",
+    );
+}
+
+#[test]
+fn read_only_variable() {
+    one(
+        "request:\n  - set: { $fu: \"sip:x@y\" }\n",
+        "routes.yaml:2:12: `$fu` is read-only",
+    );
+    one(
+        "request: [ drop ]\nreply:\n  - set: { $ru: \"sip:a.example\" }\n",
+        "routes.yaml:3:5: `set` cannot be used in `reply`",
+    );
+}
+
+#[test]
+fn type_mismatch() {
+    one(
+        "request: [ drop ]\nreply:\n  - if: $rs == \"abc\"\n    then: [ drop ]\n",
+        "routes.yaml:3:16: type mismatch: `$rs` is an integer but \"abc\" is text",
+    );
+    one(
+        "request:\n  - if: $rm > 3\n    then: [ drop ]\n",
+        "routes.yaml:2:15: type mismatch: `$rm` is text but `3` is an integer",
+    );
+    one(
+        "request:\n  - if: $rU == FOO\n    then: [ drop ]\n",
+        "routes.yaml:2:16: bare word `FOO`",
+    );
+}
+
+#[test]
+fn routing_in_reply() {
+    let t = "request: [ drop ]\nreply:\n  - forward\n";
+    one(t, "routes.yaml:3:5: `forward` cannot be used in `reply`");
+    assert!(
+        diag(t)
+            .hint
+            .unwrap()
+            .contains("use `failure:` with `relay`")
+    );
+    one(
+        "request: [ drop ]\nreply:\n  - relay\n",
+        "routes.yaml:3:5: `relay` cannot be used in `reply`",
+    );
+    one(
+        "request: [ drop ]\nreply:\n  - reply: 404\n",
+        "routes.yaml:3:5: `reply` cannot be used in `reply`",
+    );
+}
+
+#[test]
+fn forward_in_failure() {
+    let t = "request: [ relay ]\nfailure:\n  - forward\n";
+    one(t, "routes.yaml:3:5: `forward` cannot be used in `failure`");
+    assert!(diag(t).hint.unwrap().contains("relay"));
+}
+
+#[test]
+fn invalid_regex() {
+    one(
+        "request:\n  - if: $ru =~ \"(a\"\n    then: [ drop ]\n",
+        "routes.yaml:2:16: invalid regular expression: unclosed group",
+    );
+}
+
+#[test]
+fn invalid_uri() {
+    one(
+        "request:\n  - forward: http://a.example\n",
+        "routes.yaml:2:14: invalid URI `http://a.example`: a URI starts with `sip:` or `sips:`",
+    );
+    one(
+        "request:\n  - relay: sip:a.example:70000\n",
+        "routes.yaml:2:12: invalid URI `sip:a.example:70000`: `70000` is not a port (1 to 65535)",
+    );
+    one(
+        "request:\n  - forward: \"sip:\"\n",
+        "routes.yaml:2:15: invalid URI `sip:`: the host is missing",
+    );
+}
+
+#[test]
+fn invalid_listen_and_advertise() {
+    one(
+        "listen: [ \"tcp:127.0.0.1:5060\" ]\nrequest: [ drop ]\n",
+        "routes.yaml:1:12: invalid listen socket: `tcp` sockets are not supported yet",
+    );
+    one(
+        "listen: [ \"udp:localhost:5060\" ]\nrequest: [ drop ]\n",
+        "routes.yaml:1:12: invalid listen socket: `localhost:5060` is not an IP address and port",
+    );
+    one(
+        "advertise: \"proxy example:5060\"\nrequest: [ drop ]\n",
+        "routes.yaml:1:13: invalid advertise address: `proxy example` is not a host name or IPv4 address",
+    );
+    one(
+        "advertise: proxy.example.com:0\nrequest: [ drop ]\n",
+        "routes.yaml:1:12: invalid advertise address: `0` is not a port (1 to 65535)",
+    );
+}
+
+#[test]
+fn invalid_header_names() {
+    one(
+        "request:\n  - append_header: \"X Bad: 1\"\n",
+        "routes.yaml:2:21: `X Bad` is not a valid header name",
+    );
+    one(
+        "request:\n  - remove_header: \"X:Y\"\n",
+        "routes.yaml:2:21: `X:Y` is not a valid header name",
+    );
+    one(
+        "request:\n  - log: \"$hdr(A B)\"\n",
+        "routes.yaml:2:11: `A B` is not a valid header name",
+    );
+    one(
+        "request:\n  - reply: { code: 404, headers: [\"Bad@: x\"] }\n",
+        "routes.yaml:2:36: `Bad@` is not a valid header name",
+    );
+}
+
+#[test]
+fn crlf_in_header_value() {
+    one(
+        "request:\n  - append_header: \"X-A: one\\r\\nX-B: two\"\n  - drop\n",
+        "routes.yaml:2:21: a header value cannot contain CR or LF",
+    );
+}
+
+#[test]
+fn reply_codes() {
+    one(
+        "request:\n  - reply: 99\n",
+        "routes.yaml:2:12: invalid reply code 99",
+    );
+    one(
+        "request:\n  - reply: 700\n",
+        "routes.yaml:2:12: invalid reply code 700",
+    );
+    let t = "request:\n  - reply: 100\n";
+    one(t, "routes.yaml:2:12: `reply: 100` is not allowed");
+    assert!(diag(t).hint.unwrap().contains("180-199"));
+    assert!(errors("request:\n  - reply: 183\n").is_empty());
+}
+
+#[test]
+fn unreachable_steps() {
+    one(
+        "request:\n  - forward\n  - log: \"x\"\n",
+        "routes.yaml:3:5: unreachable step",
+    );
+    one(
+        "request:\n  - if: in_dialog\n    then: [ relay ]\n    else: [ drop ]\n  - log: \"x\"\n",
+        "routes.yaml:5:5: unreachable step",
+    );
+    one(
+        "request:\n  - switch: $rm\n    cases:\n      INVITE: [ relay ]\n    default: [ exit ]\n  - drop\n",
+        "routes.yaml:6:5: unreachable step",
+    );
+}
+
+#[test]
+fn route_loops() {
+    one(
+        "request: [ { route: a } ]\nroutes:\n  a: [ { route: b } ]\n  b: [ { route: a } ]\n",
+        "routes.yaml:4:17: named routes call each other in a loop: `a` -> `b` -> `a`",
+    );
+    one(
+        "request: [ { route: a } ]\nroutes:\n  a: [ { route: a } ]\n",
+        "routes.yaml:3:17: named routes call each other in a loop: `a` -> `a`",
+    );
+}
+
+#[test]
+fn destinations() {
+    let base = "request: [ { relay: s } ]\ndestinations:\n  s:\n";
+    one(
+        &format!("{base}    algorithm: random\n    targets: [ sip:a.example ]\n"),
+        "routes.yaml:4:16: unknown algorithm `random`",
+    );
+    one(
+        &format!("{base}    algorithm: weighted\n    targets: []\n"),
+        "routes.yaml:5:14: destination set `s` has no targets",
+    );
+    one(
+        &format!("{base}    algorithm: weighted\n"),
+        "routes.yaml:3:3: destination set `s` has no `targets`",
+    );
+    one(
+        &format!("{base}    targets: [ {{ uri: sip:a.example, weight: 0 }} ]\n"),
+        "routes.yaml:4:46: a weight must be a positive integer",
+    );
+    one(
+        &format!("{base}    targets: [ \"sip:a b\" ]\n"),
+        "routes.yaml:4:17: invalid target URI: a URI cannot contain spaces or control characters",
+    );
+    one(
+        &format!("{base}    targets: [ sip:a.example ]\n    probe: {{ interval: 10 }}\n"),
+        "routes.yaml:5:24: invalid interval `10`",
+    );
+    assert!(
+        errors(&format!(
+            "{base}    targets: [ sip:a.example ]\n    probe: {{ interval: 500ms }}\n"
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn switch_cases() {
+    one(
+        "request: [ drop ]\nreply:\n  - switch: $rs\n    cases:\n      5xx: [ drop ]\n      503: [ drop ]\n",
+        "routes.yaml:6:7: unreachable case",
+    );
+    one(
+        "request:\n  - switch: $rm\n    cases:\n      5xx: [ drop ]\n",
+        "routes.yaml:4:7: status class cases need an integer variable, and `$rm` is text",
+    );
+}
+
+#[test]
+fn condition_syntax() {
+    one(
+        "request:\n  - if: $rm == \"INVITE\" and\n    then: [ drop ]\n",
+        "routes.yaml:2:28: expected a condition, found the end of the condition",
+    );
+    one(
+        "request:\n  - if: $rU\n    then: [ drop ]\n",
+        "routes.yaml:2:9: `$rU` is not a condition",
+    );
+}
+
+#[test]
+fn unused_route_is_a_warning() {
+    let out = compile_file(
+        "routes.yaml",
+        "request: [ drop ]\nroutes:\n  spare: [ exit ]\n",
+    );
+    assert!(out.code.is_some());
+    let w: Vec<_> = out.warnings().map(|d| d.short("routes.yaml")).collect();
+    assert_eq!(w, vec!["routes.yaml:3:3: route `spare` is never used"]);
+}
+
+#[test]
+fn reports_every_error_at_once() {
+    let text = "\
+listen: [ \"tcp:127.0.0.1:5060\" ]
+bogus: 1
+request:
+  - log: \"$nope\"
+  - if: $rm > 3
+    then: [ { relay: nowhere } ]
+  - forward
+  - drop
+reply:
+  - forward
+";
+    assert_eq!(
+        errors(text),
+        vec![
+            "routes.yaml:1:12: invalid listen socket: `tcp` sockets are not supported yet",
+            "routes.yaml:2:1: unknown key `bogus`",
+            "routes.yaml:4:11: unknown variable `$nope`",
+            "routes.yaml:5:15: type mismatch: `$rm` is text but `3` is an integer",
+            "routes.yaml:6:22: unknown destination set `nowhere`",
+            "routes.yaml:8:5: unreachable step",
+            "routes.yaml:10:5: `forward` cannot be used in `reply`",
+        ]
+    );
+}

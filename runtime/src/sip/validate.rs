@@ -1,0 +1,317 @@
+//! What a proxy must be able to parse before it acts on a message
+//! (RFC 3261 §8.1.1, §8.2.2, §16.3, §18.3): start line, the mandatory
+//! headers, Via, CSeq, Max-Forwards, Content-Length, To/From. The error
+//! carries the status and reason phrase to answer with.
+
+use super::lex::{is_token_str, parse_u32, parse_u64};
+use super::list::split_list;
+use super::message::{HeaderName, Message};
+use super::name_addr::NameAddr;
+use super::uri::Uri;
+use super::via::Via;
+
+/// Why a message is unacceptable: the status code and reason phrase of the
+/// reply (400 with a specific reason; 505 for an unsupported SIP version in
+/// a request). For a response there is nobody to answer: drop it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    pub code: u16,
+    pub reason: &'static str,
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.reason)
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+fn bad(reason: &'static str) -> Invalid {
+    Invalid { code: 400, reason }
+}
+
+fn is_sip_version(v: &str) -> bool {
+    v.eq_ignore_ascii_case("SIP/2.0")
+}
+
+impl Message<'_> {
+    /// What a proxy must be able to parse (RFC 3261 §16.3, §8.1.1, §18.3):
+    /// Err tells the status to answer (400 with a specific reason; 505 for a
+    /// SIP version other than 2.0 in a request).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.is_request() {
+            self.check_request_line()?;
+        } else {
+            self.check_status_line()?;
+        }
+        self.check_mandatory_counts()?;
+        self.check_via()?;
+        self.check_cseq()?;
+        self.check_max_forwards()?;
+        self.check_content_length()?;
+        check_name_addr(self.from(), "Bad From")?;
+        check_name_addr(self.to(), "Bad To")?;
+        let call_id = self.call_id().ok_or(bad("Bad Call-ID"))?;
+        if call_id.bytes().any(|c| c <= b' ' || c == 0x7f) {
+            return Err(bad("Bad Call-ID"));
+        }
+        Ok(())
+    }
+
+    fn check_request_line(&self) -> Result<(), Invalid> {
+        let method = self.method().ok_or(bad("Bad Method"))?;
+        if !is_token_str(method) {
+            return Err(bad("Bad Method"));
+        }
+        let version = self.version();
+        if !version
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("SIP/"))
+        {
+            return Err(bad("Bad Request Line"));
+        }
+        if !is_sip_version(version) {
+            return Err(Invalid {
+                code: 505,
+                reason: "Version Not Supported",
+            });
+        }
+        // No whitespace (RFC 4475 lwsruri, lwsstart), a scheme (ltgtruri) and
+        // no headers component in a SIP Request-URI (§19.1.1 table; escruri).
+        let uri = self
+            .request_uri()
+            .and_then(Uri::parse)
+            .ok_or(bad("Bad Request-URI"))?;
+        if uri.is_sip() && uri.headers.is_some() {
+            return Err(bad("Bad Request-URI"));
+        }
+        Ok(())
+    }
+
+    fn check_status_line(&self) -> Result<(), Invalid> {
+        if !is_sip_version(self.version()) {
+            return Err(bad("Version Not Supported"));
+        }
+        match self.status() {
+            Some(100..=699) => Ok(()),
+            _ => Err(bad("Bad Status Code")),
+        }
+    }
+
+    fn check_mandatory_counts(&self) -> Result<(), Invalid> {
+        let (mut to, mut from, mut call_id, mut cseq, mut via, mut mf) = (0, 0, 0, 0, 0, 0);
+        for h in self.headers() {
+            match h.name {
+                HeaderName::To => to += 1,
+                HeaderName::From => from += 1,
+                HeaderName::CallId => call_id += 1,
+                HeaderName::CSeq => cseq += 1,
+                HeaderName::Via => via += 1,
+                HeaderName::MaxForwards => mf += 1,
+                _ => {}
+            }
+        }
+        let once = [
+            (to, "Missing To", "Multiple To"),
+            (from, "Missing From", "Multiple From"),
+            (call_id, "Missing Call-ID", "Multiple Call-ID"),
+            (cseq, "Missing CSeq", "Multiple CSeq"),
+        ];
+        for (n, missing, multiple) in once {
+            match n {
+                0 => return Err(bad(missing)),
+                1 => {}
+                _ => return Err(bad(multiple)),
+            }
+        }
+        if via == 0 {
+            return Err(bad("Missing Via"));
+        }
+        if mf > 1 {
+            return Err(bad("Multiple Max-Forwards"));
+        }
+        Ok(())
+    }
+
+    /// Every element of every Via header must parse.
+    fn check_via(&self) -> Result<(), Invalid> {
+        for h in self.all(HeaderName::Via) {
+            let value = self.value(h);
+            let mut n = 0;
+            for (off, elem) in split_list(value) {
+                Via::parse(elem, h.value_range.start + off).ok_or(bad("Bad Via"))?;
+                n += 1;
+            }
+            if n == 0 {
+                return Err(bad("Bad Via"));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_cseq(&self) -> Result<(), Invalid> {
+        let (num, method) = self.cseq().ok_or(bad("Bad CSeq"))?;
+        if num >= 1 << 31 {
+            return Err(bad("Bad CSeq"));
+        }
+        if self.is_request() && self.method() != Some(method) {
+            return Err(bad("CSeq Method Mismatch"));
+        }
+        Ok(())
+    }
+
+    fn check_max_forwards(&self) -> Result<(), Invalid> {
+        match self.first(HeaderName::MaxForwards) {
+            None => Ok(()),
+            Some(h) => match parse_u32(self.value(h).as_bytes()) {
+                Some(0..=255) => Ok(()),
+                _ => Err(bad("Bad Max-Forwards")),
+            },
+        }
+    }
+
+    fn check_content_length(&self) -> Result<(), Invalid> {
+        let mut it = self.all(HeaderName::ContentLength);
+        let Some(h) = it.next() else {
+            return Ok(());
+        };
+        if it.next().is_some() {
+            return Err(bad("Multiple Content-Length"));
+        }
+        let n = parse_u64(self.value(h).as_bytes()).ok_or(bad("Bad Content-Length"))?;
+        let available = self.buf().len().saturating_sub(self.body_start());
+        if n > available as u64 {
+            return Err(bad("Bad Content-Length"));
+        }
+        Ok(())
+    }
+}
+
+fn check_name_addr(na: Option<NameAddr<'_>>, reason: &'static str) -> Result<(), Invalid> {
+    let na = na.ok_or(bad(reason))?;
+    Uri::parse(na.uri).map(|_| ()).ok_or(bad(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(start: &str, extra: &str) -> Vec<u8> {
+        format!(
+            "{start}\r\nVia: SIP/2.0/UDP h.example.com;branch=z9hG4bK1\r\n\
+To: <sip:b@example.com>\r\nFrom: <sip:a@example.com>;tag=1\r\nCall-ID: c1\r\n\
+CSeq: 1 OPTIONS\r\n{extra}\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn verdict(raw: &[u8]) -> Result<(), Invalid> {
+        Message::parse(raw).unwrap().validate()
+    }
+
+    #[test]
+    fn good() {
+        assert_eq!(
+            verdict(&msg("OPTIONS sip:b@example.com SIP/2.0", "")),
+            Ok(())
+        );
+        assert_eq!(
+            verdict(&msg(
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "Max-Forwards: 255\r\n"
+            )),
+            Ok(())
+        );
+        assert_eq!(verdict(&msg("SIP/2.0 200 OK", "")), Ok(()));
+    }
+
+    #[test]
+    fn bad_ones() {
+        let cases: &[(&str, &str, u16, &str)] = &[
+            (
+                "OPTIONS sip:b@example.com SIP/3.0",
+                "",
+                505,
+                "Version Not Supported",
+            ),
+            (
+                "OPTIONS sip:b@example.com; lr SIP/2.0",
+                "",
+                400,
+                "Bad Request-URI",
+            ),
+            (
+                "OPTIONS <sip:b@example.com> SIP/2.0",
+                "",
+                400,
+                "Bad Request-URI",
+            ),
+            (
+                "OPTIONS sip:b@example.com?x=y SIP/2.0",
+                "",
+                400,
+                "Bad Request-URI",
+            ),
+            (
+                "INVITE sip:b@example.com SIP/2.0",
+                "",
+                400,
+                "CSeq Method Mismatch",
+            ),
+            (
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "Max-Forwards: 256\r\n",
+                400,
+                "Bad Max-Forwards",
+            ),
+            (
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "Max-Forwards: x\r\n",
+                400,
+                "Bad Max-Forwards",
+            ),
+            (
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "l: 1\r\n",
+                400,
+                "Bad Content-Length",
+            ),
+            (
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "l: -1\r\n",
+                400,
+                "Bad Content-Length",
+            ),
+            (
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "l: 0\r\nl: 0\r\n",
+                400,
+                "Multiple Content-Length",
+            ),
+            (
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "t: sip:c@d\r\n",
+                400,
+                "Multiple To",
+            ),
+            (
+                "OPTIONS sip:b@example.com SIP/2.0",
+                "v: SIP/2.0/UDP x;;\r\n",
+                400,
+                "Bad Via",
+            ),
+            ("SIP/2.0 1000 Huge", "", 400, "Bad Status Code"),
+            ("SIP/2.0 099 Small", "", 400, "Bad Status Code"),
+        ];
+        for &(start, extra, code, reason) in cases {
+            assert_eq!(
+                verdict(&msg(start, extra)),
+                Err(Invalid { code, reason }),
+                "{start} {extra}"
+            );
+        }
+        let raw = b"OPTIONS sip:b@example.com SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n";
+        assert_eq!(verdict(raw), Err(bad("Missing To")));
+    }
+}
