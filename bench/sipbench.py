@@ -469,6 +469,21 @@ def read_sipp_stats(path: Path) -> dict[str, str]:
     return dict(zip(names, values))
 
 
+def screen_count(screen: Path, label: str) -> int | None:
+    """Messages column of the last sipp screen line `label <----...` (e.g. 100)."""
+    found = None
+    try:
+        for line in screen.read_text(errors="replace").splitlines():
+            words = line.split()
+            if len(words) >= 3 and words[0] == label and words[1].startswith("<---"):
+                counts = [w for w in words[2:] if w.isdigit()]
+                if counts:
+                    found = int(counts[0])
+    except OSError:
+        return None
+    return found
+
+
 def stat_int(stats: dict[str, str], name: str) -> int:
     try:
         return int(stats.get(name, "0") or 0)
@@ -588,6 +603,7 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
             stop(proc)
         proxy.stop()
     st = read_sipp_stats(uac_stats)
+    trying = screen_count(run_dir / "uac.out", "100")
     ok = stat_int(st, "SuccessfulCall(C)")
     failed = stat_int(st, "FailedCall(C)")
     cpu_s = (after - before) / CLK_TCK
@@ -600,15 +616,20 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
         "cpu_s": cpu_s, "us_per_call": cpu_s * 1e6 / ok if ok else None,
         "log_lines_per_call": round(lines / ok, 3) if ok else None,
         "tail_s": tail,
+        # A stateful proxy answers each INVITE with 100 Trying itself.
+        "trying_per_call": round(trying / calls, 3) if trying is not None else None,
     })
     result["clean"] = (alive and failed == 0 and uas_failed == 0 and ok == calls)
     if not ctx.args.keep_logs:
-        for name in (proxy.log,):
-            try:
-                if name.stat().st_size > 1 << 20:
-                    name.unlink()
-            except OSError:
-                pass
+        # Keep the head of a big log (a sample of the lines), drop the rest.
+        try:
+            if proxy.log.stat().st_size > 1 << 20:
+                with open(proxy.log, "rb") as handle:
+                    head = [handle.readline() for _ in range(200)]
+                proxy.log.with_suffix(".head.log").write_bytes(b"".join(head))
+                proxy.log.unlink()
+        except OSError:
+            pass
     ctx.record(result)
     return result
 
@@ -622,7 +643,7 @@ def describe(r: dict) -> str:
             f"ok {r['successful']} failed {r['failed']}+{r['uas_failed']} "
             f"retrans {r['retransmissions']}+{r.get('uas_retransmissions', 0)} "
             f"cpu {r['cpu_s']:.2f} s {per_call} log {r['log_lines_per_call']}/call "
-            f"wall {r['wall_s']:.1f} s sipp-uac {100 * r['sipp_uac_cpu_s'] / max(r['wall_s'], 0.001):.0f}%{flags}")
+            f"100/call {r['trying_per_call']} wall {r['wall_s']:.1f} s sipp-uac {100 * r['sipp_uac_cpu_s'] / max(r['wall_s'], 0.001):.0f}%{flags}")
 
 
 # --------------------------------------------------------------------------
@@ -733,6 +754,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                 tail=args.tail if args.tail is not None else SCENARIOS[scenario]["tail"],
                                 purpose="cpu", rep=rep)
                     say(f"bench: cpu rep {rep}/{args.reps} " + describe(r))
+                    if scenario != "seed_stateless" and system != "naive" and (r["trying_per_call"] or 0) < 0.9:
+                        say(f"bench:   WARNING: {system} sent 100 Trying for {r['trying_per_call']} of the "
+                            "INVITEs in a stateful scenario: is it relaying statefully?")
                     cpu_runs.setdefault((scenario, system), []).append(r)
 
     if not args.no_search:
@@ -764,6 +788,8 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
     lines.append("")
     lines.append(f"Machine: {env_info['cpu']}, {env_info['cores']} cores, kernel {env_info['kernel']}; "
                  f"{env_info['kamailio']}; {env_info['sipp']}; sipforge {env_info['sipforge_commit']}.")
+    lines.append(f"Load average (1/5/15 min) at the start: {' '.join(env_info['loadavg'])}, at the end: "
+                 f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])}.")
     lines.append(f"Logging {args.logging}. CPU: {args.calls} calls at {args.rate} cps, "
                  f"{args.reps} repetitions; rate search: {args.search_duration:g} s runs, "
                  f"{args.search_reps} repetitions. Median (min..max, n).")
@@ -781,6 +807,10 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 clean += sum(r["clean"] for r in runs)
                 cells.append(fmt_spread(spread([r["us_per_call"] for r in runs]), 1))
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + f" | {clean}/{total} |")
+        lines.append("")
+        lines.append("100 Trying per INVITE received by the UAC (a stateful proxy sends ~1): " + "; ".join(
+            f"{sys_}/{sc}: {fmt_spread(spread([r['trying_per_call'] for r in runs]), 2)}"
+            for (sc, sys_), runs in sorted(cpu_runs.items()) if sc != "seed_stateless"))
         lines.append("")
         lines.append("Log lines per call (proxy log file): " + "; ".join(
             f"{sys_}/{sc}: {fmt_spread(spread([r['log_lines_per_call'] for r in runs]), 2)}"
@@ -1048,7 +1078,8 @@ def environment() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
             "kamailio": first_line(["kamailio", "-v"]).replace("version: ", ""),
             "sipp": first_line(["sipp", "-v"]), "sipforge_commit": commit,
-            "rmem_max": Path("/proc/sys/net/core/rmem_max").read_text().strip()}
+            "rmem_max": Path("/proc/sys/net/core/rmem_max").read_text().strip(),
+            "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
