@@ -237,6 +237,16 @@ def task_cpu_ticks(pid: int) -> int:
     return total
 
 
+def threads_consistent(root: int) -> bool:
+    """Cross-check: the live threads of each process of the tree never add up
+    to more than its /proc/PID/stat total (2 ticks of rounding allowed)."""
+    for pid in descendants(root):
+        fields = _stat_fields(pid)
+        if fields and task_cpu_ticks(pid) > int(fields[11]) + int(fields[12]) + 2:
+            return False
+    return True
+
+
 def tree_memory(root: int) -> dict[str, int]:
     """Pss and Rss (bytes) summed over the tree. Pss shares shared pages
     (Kamailio's shm) out among the processes mapping them, so its sum
@@ -550,6 +560,7 @@ class Context:
         self.sipforge_bins: dict[str, Path] = {}
         self.sipforge_reason: str | None = None
         self.run_seq = 0
+        self.broken: dict[tuple[str, str], str] = {}
         self.results_file = out / "runs.jsonl"
 
     def run_dir(self, label: str) -> Path:
@@ -575,6 +586,7 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
     recv_timeout_ms = ctx.args.recv_timeout_ms
     lifetime = calls / rate + recv_timeout_ms / 1000 * 3 + tail + 60
     result = {"system": system, "scenario": scenario, "purpose": purpose, "rep": rep,
+              "run_dir": str(run_dir.relative_to(ctx.out)),
               "rate": rate, "calls": calls, "logging": ctx.args.logging,
               "time": datetime.datetime.now().isoformat(timespec="seconds")}
     proxy = Proxy(system, scenario, ctx, run_dir, lifetime)
@@ -589,6 +601,7 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
             limit=max(5000, rate * (recv_timeout_ms // 1000 + 2)))
         time.sleep(tail)
         after = proxy.cpu_ticks()
+        threads_ok = threads_consistent(proxy.proc.pid)
         alive = proxy.alive()
         uas_failed = uas_calls = 0
         for proc, stats, _ in uases:
@@ -615,7 +628,7 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
         "proxy_alive": alive, "wall_s": round(wall, 3), "sipp_uac_cpu_s": round(sipp_cpu, 3),
         "cpu_s": cpu_s, "us_per_call": cpu_s * 1e6 / ok if ok else None,
         "log_lines_per_call": round(lines / ok, 3) if ok else None,
-        "tail_s": tail,
+        "tail_s": tail, "threads_consistent": threads_ok,
         # A stateful proxy answers each INVITE with 100 Trying itself.
         "trying_per_call": round(trying / calls, 3) if trying is not None else None,
     })
@@ -743,10 +756,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rates: dict[tuple[str, str], list[dict]] = {}
     started = time.monotonic()
 
+    # Smoke test: 50 calls at 50 cps per system and scenario; a combination
+    # that fails it is left out (and shown as n/a) instead of wasting runs.
+    for scenario in scenarios:
+        for system in systems_for(scenario, active):
+            r = measure(ctx, system, scenario, 50, 50, tail=0.2, purpose="smoke", rep=0)
+            say("bench: smoke " + describe(r))
+            if not r["clean"]:
+                ctx.broken[(scenario, system)] = (
+                    f"smoke test failed: {r['successful']}/50 calls ok, {r['failed']} failed "
+                    f"(run {r['run_dir']})")
+                say(f"bench:   LEFT OUT: {system} {scenario}: {ctx.broken[(scenario, system)]}")
+
     if not args.no_cpu:
         for rep in range(1, args.reps + 1):
             for scenario in scenarios:
-                order = systems_for(scenario, active)
+                order = [x for x in systems_for(scenario, active) if (scenario, x) not in ctx.broken]
+                if not order:
+                    continue
                 # Rotate the order each repetition: no system always goes first.
                 shift = (rep - 1) % len(order)
                 for system in order[shift:] + order[:shift]:
@@ -762,7 +789,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.no_search:
         for rep in range(1, args.search_reps + 1):
             for scenario in scenarios:
-                order = systems_for(scenario, active)
+                order = [x for x in systems_for(scenario, active) if (scenario, x) not in ctx.broken]
+                if not order:
+                    continue
                 shift = (rep - 1) % len(order)
                 for system in order[shift:] + order[:shift]:
                     say(f"bench: rate search rep {rep}/{args.search_reps}: {system} {scenario}")
@@ -778,6 +807,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     (out / "summary.md").write_text(summary)
     print(summary)
     return 0
+
+
+def not_stateful(scenario: str, system: str, runs: list[dict]) -> bool:
+    """In (b) and (c) a stateful proxy sends a 100 Trying per INVITE."""
+    if scenario == "seed_stateless" or system == "naive" or not runs:
+        return False
+    trying = spread([r.get("trying_per_call") for r in runs])
+    return trying is not None and trying["median"] < 0.9
 
 
 def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elapsed) -> str:
@@ -805,7 +842,12 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 runs = cpu_runs.get((scenario, system), [])
                 total += len(runs)
                 clean += sum(r["clean"] for r in runs)
-                cells.append(fmt_spread(spread([r["us_per_call"] for r in runs]), 1))
+                cell = fmt_spread(spread([r["us_per_call"] for r in runs if r["clean"]]), 1)
+                if not_stateful(scenario, system, runs):
+                    cell += " (no 100 Trying: not stateful?)"
+                if (scenario, system) in ctx.broken:
+                    cell = "n/a (smoke test failed)"
+                cells.append(cell)
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + f" | {clean}/{total} |")
         lines.append("")
         lines.append("100 Trying per INVITE received by the UAC (a stateful proxy sends ~1): " + "; ".join(
@@ -828,6 +870,10 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 cell = fmt_spread(spread([f["max_clean_rate"] for f in found]))
                 if any(f["capped"] for f in found):
                     cell += f" (cap {args.search_max})"
+                if not_stateful(scenario, system, runs):
+                    cell += " (no 100 Trying: not stateful?)"
+                if (scenario, system) in ctx.broken:
+                    cell = "n/a (smoke test failed)"
                 cells.append(cell)
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -840,18 +886,23 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
     else:
         for scenario in scenarios:
             title = SCENARIOS[scenario]["title"]
+            if (scenario, "sipforge") in ctx.broken:
+                lines.append(f"  {title}: n/a: sipforge {ctx.broken[(scenario, 'sipforge')]}")
+                continue
             if not args.no_cpu:
                 sf = cpu_runs.get((scenario, "sipforge"), [])
                 ka = cpu_runs.get((scenario, "kamailio"), [])
                 pairs = {}
                 for r in sf:
-                    pairs.setdefault(r["rep"], {})["s"] = r["us_per_call"]
+                    pairs.setdefault(r["rep"], {})["s"] = r["us_per_call"] if r["clean"] else None
                 for r in ka:
-                    pairs.setdefault(r["rep"], {})["k"] = r["us_per_call"]
+                    pairs.setdefault(r["rep"], {})["k"] = r["us_per_call"] if r["clean"] else None
                 ratios = [p["s"] / p["k"] for p in pairs.values() if p.get("s") and p.get("k")]
                 s = spread(ratios)
                 goal = CPU_GOALS[scenario]
                 verdict = "-" if not s else ("meets" if s["median"] <= goal else "MISSES")
+                if not_stateful(scenario, "sipforge", sf):
+                    verdict += " (but sipforge sent no 100 Trying: not a stateful figure)"
                 lines.append(f"  {title}: CPU/call ratio {fmt_spread(s, 3)} "
                              f"(per repetition pair), goal <= {goal}: {verdict}")
             if not args.no_search:
