@@ -942,7 +942,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
             say(f"bench: memory {system} rep {rep}: base {r['base']['pss'] / 2**20:.1f} MiB, "
                 f"held {r['held']['pss'] / 2**20:.1f} MiB with {r['uas_open_calls']} calls ringing, "
                 f"after {r['after']['pss'] / 2**20:.1f} MiB: {r['bytes_per_txn']:.0f} B/transaction"
-                + ("" if r["valid"] else "  INVALID: the calls were not all held (see the run's sipp output)"))
+                + ("" if r["valid"] else
+                   f"  INVALID: {r['uas_open_calls']} of {calls} calls held at once, "
+                   f"{r['trying_per_call']} 100 Trying per INVITE (a stateful proxy sends 1)"))
     lines = [f"## Memory per live INVITE transaction {datetime.date.today().isoformat()}", "",
              f"{calls} INVITEs at {rate} cps held ringing (180) at the UAS; stateful scenario; "
              f"logging {args.logging}. (Pss after warm-up -> with all calls ringing) / calls, "
@@ -956,6 +958,11 @@ def cmd_memory(args: argparse.Namespace) -> int:
             lines.append(f"| {SYSTEM_TITLES[system]} | n/a: {reason} | |")
             continue
         s = spread([r["bytes_per_txn"] for r in rs if r["valid"]])
+        if s is None:
+            lines.append(f"| {SYSTEM_TITLES[system]} | n/a: invalid run (not all calls held, or no "
+                         "100 Trying: not stateful) | " + "; ".join(
+                             f"{r['base']['pss'] / 2**20:.1f} -> {r['held']['pss'] / 2**20:.1f}" for r in rs) + " |")
+            continue
         mem = "; ".join(f"{r['base']['pss'] / 2**20:.1f} -> {r['held']['pss'] / 2**20:.1f} -> "
                         f"{r['after']['pss'] / 2**20:.1f}" for r in rs)
         lines.append(f"| {SYSTEM_TITLES[system]} | {fmt_spread(s)} | {mem} |")
@@ -1011,6 +1018,7 @@ def memory_run(ctx: Context, system: str, calls: int, rate: int, rep: int) -> di
         time.sleep(6)
         after = proxy.memory()
         uac_final = read_sipp_stats(uac_stats)
+        trying = screen_count(run_dir / "uac.out", "100") or 0
         alive = proxy.alive()
     finally:
         if uas:
@@ -1021,7 +1029,10 @@ def memory_run(ctx: Context, system: str, calls: int, rate: int, rep: int) -> di
             "uas_open_calls": open_calls, "uac_open_calls": uac_open,
             "successful": stat_int(uac_final, "SuccessfulCall(C)"),
             "failed": stat_int(uac_final, "FailedCall(C)"), "proxy_alive": alive,
-            "valid": open_calls >= 0.98 * calls and alive,
+            "trying_per_call": round(trying / calls, 3),
+            # Valid: every call was ringing at once, and through a stateful
+            # proxy (which answers each INVITE with 100 Trying).
+            "valid": open_calls >= 0.98 * calls and alive and trying >= 0.9 * calls,
             "bytes_per_txn": (held["pss"] - base["pss"]) / calls,
             "rss_bytes_per_txn": (held["rss"] - base["rss"]) / calls}
 
