@@ -589,7 +589,16 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
               "run_dir": str(run_dir.relative_to(ctx.out)),
               "rate": rate, "calls": calls, "logging": ctx.args.logging,
               "time": datetime.datetime.now().isoformat(timespec="seconds")}
-    proxy = Proxy(system, scenario, ctx, run_dir, lifetime)
+    try:
+        proxy = Proxy(system, scenario, ctx, run_dir, lifetime)
+    except (RuntimeError, Unavailable) as e:
+        say(f"bench: {system} could not start for {scenario}: {e}")
+        result.update({"error": str(e), "successful": 0, "failed": calls, "uas_failed": 0,
+                       "uas_successful": 0, "retransmissions": 0, "proxy_alive": False,
+                       "wall_s": 0.0, "sipp_uac_cpu_s": 0.0, "cpu_s": 0.0, "us_per_call": None,
+                       "log_lines_per_call": None, "trying_per_call": None, "clean": False})
+        ctx.record(result)
+        return result
     uases = []
     try:
         for port, scenario_file in spec["uas"]:
