@@ -131,3 +131,30 @@ async fn cancel() {
     uas.assert_clean(CALLS, "IncomingCall", &all);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Destination sets under sipp: 20 calls through `relay: pair` (round
+/// robin over two sipp UAS on 127.0.71.1 and 127.0.71.2, port 5060); each
+/// UAS must complete exactly half of them, with the seed headers checked
+/// by the scenarios, ACK and BYE following the record-routed dialog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_set_round_robin() {
+    if !sipp_or_skip("destination_set_round_robin") {
+        return;
+    }
+    let (_server, proxy) = common::start_proxy(&common::sipp_dest::ROUTES).await;
+    let dir = work_dir("dest");
+    let half = CALLS / 2;
+    let first = Sipp::uas_at(&dir, "uas_a", "seed_uas.xml", half, "127.0.71.1", 5060).await;
+    let second = Sipp::uas_at(&dir, "uas_b", "seed_uas.xml", half, "127.0.71.2", 5060).await;
+    let keys = [("uas_port", "5060".to_string())];
+    let uac = Sipp::uac(&dir, "uac", "seed_uac.xml", proxy, CALLS, RATE, &keys);
+
+    let uac = uac.finish(UAC_LIMIT).await;
+    let first = first.finish(UAS_LIMIT).await;
+    let second = second.finish(UAS_LIMIT).await;
+    let all = reports(&[&uac, &first, &second]);
+    uac.assert_clean(CALLS, "OutgoingCall", &all);
+    first.assert_clean(half, "IncomingCall", &all);
+    second.assert_clean(half, "IncomingCall", &all);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -187,6 +187,10 @@ impl Outcome {
 /// Start sipp with `scenario` (a file of tests/sipp) in `dir`, bound to
 /// 127.0.0.1:`port`; `args` come after the common ones. Files land in `dir`.
 fn spawn(dir: &Path, role: &str, scenario: &str, port: u16, args: &[String]) -> Sipp {
+    spawn_at(dir, role, scenario, "127.0.0.1", port, args)
+}
+
+fn spawn_at(dir: &Path, role: &str, scenario: &str, ip: &str, port: u16, args: &[String]) -> Sipp {
     let stat_file = dir.join(format!("{role}_stat.csv"));
     let error_file = dir.join(format!("{role}_errors.log"));
     let screen_file = dir.join(format!("{role}_screen.log"));
@@ -196,7 +200,7 @@ fn spawn(dir: &Path, role: &str, scenario: &str, port: u16, args: &[String]) -> 
         .current_dir(dir)
         .arg("-sf")
         .arg(Path::new(SCENARIO_DIR).join(scenario))
-        .args(["-i", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-i", ip, "-p", &port.to_string()])
         .arg("-nostdin")
         // Abort a call on an unexpected message, but send no BYE for it: a
         // stray BYE to a buggy proxy only adds noise (it may loop).
@@ -248,6 +252,37 @@ impl Sipp {
             }
         }
         panic!("sipp {role} did not start: {last_failure}");
+    }
+
+    /// Start a sipp UAS on a given loopback address and port (for routes
+    /// compiled with fixed target URIs: each test uses addresses of its
+    /// own, so parallel tests do not collide).
+    pub async fn uas_at(
+        dir: &Path,
+        role: &str,
+        scenario: &str,
+        calls: u64,
+        ip: &str,
+        port: u16,
+    ) -> Sipp {
+        let args: Vec<String> = vec![
+            "-m".into(),
+            calls.to_string(),
+            "-timeout".into(),
+            "25s".into(),
+            "-timeout_error".into(),
+        ];
+        let mut uas = spawn_at(dir, role, scenario, ip, port, &args);
+        // The port check cannot tell addresses apart: give sipp a moment.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if let Ok(Some(status)) = uas.child.try_wait() {
+            let screen = std::fs::read_to_string(&uas.screen_file).unwrap_or_default();
+            panic!(
+                "sipp {role} on {ip}:{port} exited with {status}: {}",
+                tail(&screen, 1500)
+            );
+        }
+        uas
     }
 
     /// Start a sipp UAC running `scenario`: `calls` calls at `rate` per
