@@ -377,3 +377,35 @@ async fn the_table_is_bounded_and_transactions_end() {
     }
     assert_eq!(server.transactions(), 0, "the transaction freed itself");
 }
+
+#[tokio::test]
+async fn a_486_that_beats_the_cancel_goes_up_and_failure_does_not_run() {
+    let (_server, proxy) = start_proxy_with(routes(), fast_timers()).await;
+    let call = Call::new(proxy, "st-486-race").await;
+    call.send_invite("").await;
+    let (invite, _) = call.uas.recv("INVITE").await;
+    call.uas
+        .send(proxy, &response_to(&invite, "180 Ringing", ""))
+        .await;
+    let _ = call.uac_next("180").await;
+    call.send_cancel().await;
+    let ok = call.uac_next("200 for the CANCEL").await;
+    assert_eq!(ok.header("CSeq").as_deref(), Some("1 CANCEL"));
+    let (cancel, _) = call.uas.recv("CANCEL downstream").await;
+    assert!(cancel.start_line().starts_with("CANCEL "));
+    // The callee was already answering busy: its 486 crosses the CANCEL.
+    call.uas
+        .send(proxy, &response_to(&invite, "486 Busy Here", ""))
+        .await;
+    call.uas
+        .send(
+            proxy,
+            &response_to(&cancel, "481 Call/Transaction Does Not Exist", ""),
+        )
+        .await;
+    let busy = call.uac_next("the 486 upstream").await;
+    // Cancelled: the failure route (which turns 486 into 480) does not run.
+    assert_eq!(busy.start_line(), "SIP/2.0 486 Busy Here");
+    let (ack, _) = call.uas.recv("hop-by-hop ACK for the 486").await;
+    assert!(ack.start_line().starts_with("ACK "));
+}
