@@ -362,15 +362,7 @@ impl Stateful {
         } else {
             Server::NonInvite(ServerNonInvite::new(now, env.timers, false))
         };
-        for action in self.actions.drain(..) {
-            if let Action::Transmit(bytes) = action {
-                out.push(Outgoing {
-                    socket,
-                    to: NextHop::Addr(upstream),
-                    bytes: Payload::Shared(bytes),
-                });
-            }
-        }
+        transmit(&mut self.actions, socket, &NextHop::Addr(upstream), out);
         let mut saved = edits;
         let target = saved.du.take();
         let txn = ProxyTxn {
@@ -466,15 +458,7 @@ impl Stateful {
                             && let Client::Invite(c) = &mut b.client
                         {
                             c.send_ack(now, ack, actions);
-                            for a in actions.drain(..) {
-                                if let Action::Transmit(bytes) = a {
-                                    out.push(Outgoing {
-                                        socket: txn.socket,
-                                        to: b.to.clone(),
-                                        bytes: Payload::Shared(bytes),
-                                    });
-                                }
-                            }
+                            transmit(actions, txn.socket, &b.to, out);
                         }
                     }
                     Action::DeliverResponse { status } => {
@@ -652,15 +636,7 @@ fn add_branch(
     } else {
         Client::NonInvite(ClientNonInvite::new(now, env.timers, false, bytes, actions))
     };
-    for action in actions.drain(..) {
-        if let Action::Transmit(bytes) = action {
-            out.push(Outgoing {
-                socket: txn.socket,
-                to: hop.clone(),
-                bytes: Payload::Shared(bytes),
-            });
-        }
-    }
+    transmit(actions, txn.socket, &hop, out);
     tracing::debug!(
         call_id = stored.call_id().unwrap_or(""),
         method = stored.method().unwrap_or(""),
@@ -797,15 +773,7 @@ fn send_upstream(
     );
     actions.clear();
     txn.server.send_response(now, status, bytes, actions);
-    for action in actions.drain(..) {
-        if let Action::Transmit(bytes) = action {
-            out.push(Outgoing {
-                socket: txn.socket,
-                to: NextHop::Addr(txn.upstream),
-                bytes: Payload::Shared(bytes),
-            });
-        }
-    }
+    transmit(actions, txn.socket, &NextHop::Addr(txn.upstream), out);
 }
 
 /// When every branch has ended with a final response >= 300 (or none),
@@ -1001,16 +969,7 @@ fn on_timer(
             Server::Invite(m) => m.on_timeout(now, actions),
             Server::NonInvite(m) => m.on_timeout(now, actions),
         }
-        for action in actions.drain(..) {
-            if let Action::Transmit(bytes) = action {
-                resent += 1;
-                out.push(Outgoing {
-                    socket: txn.socket,
-                    to: NextHop::Addr(txn.upstream),
-                    bytes: Payload::Shared(bytes),
-                });
-            }
-        }
+        resent += transmit(actions, txn.socket, &NextHop::Addr(txn.upstream), out);
     }
     if txn.timer_c.is_some_and(|c| c <= now) {
         // §16.8: Timer C fired.
@@ -1061,19 +1020,10 @@ fn on_timer(
         {
             actions.clear();
             cancel.on_timeout(now, actions);
-            for action in actions.drain(..) {
-                if let Action::Transmit(bytes) = action {
-                    resent += 1;
-                    out.push(Outgoing {
-                        socket: txn.socket,
-                        to: b.to.clone(),
-                        bytes: Payload::Shared(bytes),
-                    });
-                }
-            }
+            resent += transmit(actions, txn.socket, &b.to, out);
         }
     }
-    metrics::retransmissions_sent(resent);
+    metrics::retransmissions_sent(resent as u64);
     if ended || txn.branches.iter().all(|b| b.held.is_some()) {
         maybe_complete(env, now, id, txn, actions, out);
     }
@@ -1098,15 +1048,7 @@ fn send_cancel(
     b.cancel = Some(ClientNonInvite::new(
         now, env.timers, false, cancel, actions,
     ));
-    for action in actions.drain(..) {
-        if let Action::Transmit(bytes) = action {
-            out.push(Outgoing {
-                socket,
-                to: b.to.clone(),
-                bytes: Payload::Shared(bytes),
-            });
-        }
-    }
+    transmit(actions, socket, &b.to, out);
 }
 
 /// The ACK for a non-2xx final response (§17.1.1.3): the INVITE's
@@ -1184,6 +1126,27 @@ fn reply_upstream_stateless(
             bytes: Payload::Owned(bytes),
         });
     }
+}
+
+/// Queue every `Transmit` in `actions` (the machines' other actions are
+/// not needed here) towards `to` from `socket`; how many were queued.
+fn transmit(
+    actions: &mut Vec<Action>,
+    socket: usize,
+    to: &NextHop,
+    out: &mut Vec<Outgoing>,
+) -> usize {
+    let before = out.len();
+    for action in actions.drain(..) {
+        if let Action::Transmit(bytes) = action {
+            out.push(Outgoing {
+                socket,
+                to: to.clone(),
+                bytes: Payload::Shared(bytes),
+            });
+        }
+    }
+    out.len() - before
 }
 
 struct ByteWriter<'a>(&'a mut Vec<u8>);
