@@ -1,17 +1,27 @@
-//! The tokio layer: owns the UDP sockets, feeds received datagrams to the
-//! sans-IO core and sends what it returns. Host names in next hops are
-//! resolved here (A/AAAA through the system resolver). Draining and the
-//! hand-over at shutdown: see [`handover`].
+//! The I/O layer: owns the UDP sockets, feeds received datagrams to the
+//! sans-IO core and sends what it returns.
+//!
+//! Each socket has a receive thread of its own that blocks in
+//! `recvfrom(2)`, handles the datagram and sends the results with blocking
+//! `sendto(2)` (the way Kamailio's UDP workers do): per message that is two
+//! system calls and one wake-up, where a readiness loop adds an `EAGAIN`
+//! read and an `epoll_wait`. The tokio runtime keeps what waits on time or
+//! on other sockets: the core's timers, the sibling link, name resolution,
+//! metrics and signals. Host names in next hops are resolved there (A/AAAA
+//! through the system resolver). Draining and the hand-over at shutdown:
+//! see [`handover`].
 
 mod handover;
 mod sibling;
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -23,6 +33,14 @@ use crate::target::NextHop;
 const MAX_DATAGRAM: usize = 65_535;
 /// Socket buffers: the 208 KiB default drops bursts at a few thousand cps.
 const SOCKET_BUFFER: usize = 4 << 20;
+/// How long a receive thread blocks without traffic before it writes its
+/// buffered log lines and looks whether the server stops.
+const IDLE: Duration = Duration::from_millis(25);
+/// Under steady traffic, buffered log lines are written at least this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// A send that cannot complete in this time (a full socket buffer) is dropped,
+/// as the network would drop it: no thread ever hangs on a send.
+const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// How to run the proxy.
 #[derive(Debug, Clone)]
@@ -35,16 +53,20 @@ pub struct Options {
     pub core: CoreConfig,
 }
 
-/// What the socket tasks and the timer task share.
+/// What the receive threads and the runtime's tasks share.
 struct Shared {
     core: Mutex<Core>,
     sockets: Box<[Arc<UdpSocket>]>,
     /// Woken when a message made a timer due earlier than the one awaited.
     timer: Notify,
-    /// Becomes true when the server stops: the loops hand over and end.
+    /// Becomes true when the server stops: the receive threads hand over and end.
+    stopping: AtomicBool,
+    /// The same, for the runtime's tasks.
     stop: watch::Receiver<bool>,
     /// Where instances sharing our ports pass us our responses.
     sibling: Option<sibling::Link>,
+    /// The runtime that resolves host names.
+    runtime: Handle,
 }
 
 impl Shared {
@@ -55,10 +77,11 @@ impl Shared {
     }
 }
 
-/// A running proxy: its bound addresses and its tasks.
+/// A running proxy: its bound addresses, its threads and its tasks.
 pub struct Server {
     local: Vec<SocketAddr>,
     shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
 }
@@ -89,10 +112,25 @@ impl Server {
         self.shared.core().pending_transactions()
     }
 
-    /// Stop receiving and end the tasks, handing the sockets' traffic over
-    /// to any other process bound to the same ports (see [`handover`]).
-    pub async fn shutdown(mut self) {
+    fn signal_stop(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
+    }
+
+    /// Stop receiving and end the threads and tasks, handing the sockets'
+    /// traffic over to any other process bound to the same ports (see
+    /// [`handover`]).
+    pub async fn shutdown(mut self) {
+        self.signal_stop();
+        let threads = std::mem::take(&mut self.threads);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        });
+        // The threads end by themselves (each sweep is bounded); this only
+        // keeps a stuck one from holding the exit.
+        let _ = tokio::time::timeout(handover::TIME_LIMIT + IDLE, joined).await;
         let ended = tokio::time::timeout(handover::TIME_LIMIT, async {
             while self.tasks.join_next().await.is_some() {}
         })
@@ -103,14 +141,23 @@ impl Server {
         }
     }
 
-    /// Wait until every socket task has ended (they end only on abort).
+    /// Wait until the server's tasks end (they end only on a stop).
     pub async fn run_until_stopped(mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
 }
 
+impl Drop for Server {
+    /// A server dropped without [`Server::shutdown`] still stops its
+    /// threads (within [`IDLE`] plus the hand-over).
+    fn drop(&mut self) {
+        self.signal_stop();
+    }
+}
+
 /// Bind the sockets and start serving `routes`. Must be called inside a
-/// tokio runtime.
+/// tokio runtime (it keeps the timers, the sibling link and name
+/// resolution); the sockets get threads of their own.
 pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<Server> {
     if options.listen.is_empty() {
         return Err(io::Error::new(
@@ -139,13 +186,26 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         core: Mutex::new(core),
         sockets: sockets.into(),
         timer: Notify::new(),
+        stopping: AtomicBool::new(false),
         stop: stopped,
         sibling,
+        runtime: Handle::current(),
     });
-    let mut tasks = JoinSet::new();
+    let mut threads = Vec::new();
     for index in 0..shared.sockets.len() {
-        tasks.spawn(receive_loop(index, Arc::clone(&shared)));
+        let for_thread = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name(format!("sipforge-udp{index}"))
+            .spawn(move || receive_thread(index, for_thread));
+        match thread {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                shared.stopping.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
     }
+    let mut tasks = JoinSet::new();
     tasks.spawn(timer_loop(Arc::clone(&shared)));
     tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
     for addr in &local {
@@ -154,6 +214,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     Ok(Server {
         local,
         shared,
+        threads,
         tasks,
         stop,
     })
@@ -166,41 +227,36 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_reuse_port(true)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
+    socket.set_read_timeout(Some(IDLE))?;
+    socket.set_write_timeout(Some(SEND_TIMEOUT))?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
-async fn receive_loop(index: usize, shared: Arc<Shared>) {
+/// The receive thread of socket `index`: blocks for a datagram, handles it,
+/// sends the results; writes its log lines in batches (when idle, and at
+/// least every [`FLUSH_EVERY`]).
+fn receive_thread(index: usize, shared: Arc<Shared>) {
     let socket = Arc::clone(&shared.sockets[index]);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
-    let mut stop = shared.stop.clone();
-    // This thread writes its log lines itself, once per burst of messages.
     crate::logbuf::batch();
-    loop {
-        // One atomic load: a busy loop still sees the stop.
-        if stop.has_changed().unwrap_or(true) {
-            break;
-        }
-        let (len, source) = match socket.try_recv_from(&mut buf) {
+    let mut flushed = Instant::now();
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let (len, source) = match socket.recv_from(&mut buf) {
             Ok(received) => received,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // Out of work: write the burst's log lines, then wait.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 crate::logbuf::flush();
-                let ready = tokio::select! {
-                    biased;
-                    _ = stop.changed() => break,
-                    ready = socket.readable() => ready,
-                };
-                if let Err(e) = ready {
-                    tracing::warn!("socket {:?} failed: {e}", socket.local_addr());
-                    return;
-                }
+                flushed = Instant::now();
                 continue;
             }
             Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems.
+                // ICMP errors from earlier sends surface here.
                 tracing::debug!("receive error on {:?}: {e}", socket.local_addr());
                 continue;
             }
@@ -209,26 +265,29 @@ async fn receive_loop(index: usize, shared: Arc<Shared>) {
             continue;
         }
         let now = Instant::now();
-        let earlier = {
-            let mut core = shared.core();
-            let before = core.next_deadline();
-            core.handle(now, &buf[..len], source, index, &mut out);
-            let after = core.next_deadline();
-            after.is_some_and(|a| before.is_none_or(|b| a < b))
-        };
-        if earlier {
-            shared.timer.notify_one();
-        }
-        for outgoing in out.drain(..) {
-            send(&shared.sockets, outgoing).await;
+        handle_at(&shared, now, index, &buf[..len], source, &mut out);
+        if now.duration_since(flushed) >= FLUSH_EVERY {
+            crate::logbuf::flush();
+            flushed = now;
         }
     }
-    handover::sweep(index, &shared, &mut buf, &mut out).await;
+    handover::sweep(index, &shared, &mut buf, &mut out);
 }
 
 /// Handle one datagram and send what the core returns.
-async fn handle_one(
+fn handle_one(
     shared: &Shared,
+    index: usize,
+    datagram: &[u8],
+    source: SocketAddr,
+    out: &mut Vec<Outgoing>,
+) {
+    handle_at(shared, Instant::now(), index, datagram, source, out);
+}
+
+fn handle_at(
+    shared: &Shared,
+    now: Instant,
     index: usize,
     datagram: &[u8],
     source: SocketAddr,
@@ -237,7 +296,7 @@ async fn handle_one(
     let earlier = {
         let mut core = shared.core();
         let before = core.next_deadline();
-        core.handle(Instant::now(), datagram, source, index, out);
+        core.handle(now, datagram, source, index, out);
         let after = core.next_deadline();
         after.is_some_and(|a| before.is_none_or(|b| a < b))
     };
@@ -245,7 +304,7 @@ async fn handle_one(
         shared.timer.notify_one();
     }
     for outgoing in out.drain(..) {
-        send(&shared.sockets, outgoing).await;
+        send(shared, outgoing);
     }
 }
 
@@ -273,26 +332,26 @@ async fn timer_loop(shared: Arc<Shared>) {
         }
         shared.core().on_timeout(Instant::now(), &mut out);
         for outgoing in out.drain(..) {
-            send(&shared.sockets, outgoing).await;
+            send(&shared, outgoing);
         }
         crate::logbuf::flush();
     }
 }
 
-async fn send(sockets: &[Arc<UdpSocket>], outgoing: Outgoing) {
-    let Some(socket) = sockets.get(outgoing.socket) else {
+fn send(shared: &Shared, outgoing: Outgoing) {
+    let Some(socket) = shared.sockets.get(outgoing.socket) else {
         return;
     };
     match outgoing.to {
-        NextHop::Addr(addr) => send_to(socket, outgoing.bytes.as_ref(), addr).await,
+        NextHop::Addr(addr) => send_to(socket, outgoing.bytes.as_ref(), addr),
         NextHop::Name { host, port } => {
-            // Resolution may take a while: never hold the receive loop for it.
+            // Resolution may take a while: never hold a receive thread for it.
             let socket = Arc::clone(socket);
-            tokio::spawn(async move {
+            shared.runtime.spawn(async move {
                 let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
                 let local_v4 = socket.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
                 match resolved.map(|mut addrs| addrs.find(|a| a.is_ipv4() == local_v4)) {
-                    Ok(Some(addr)) => send_to(&socket, outgoing.bytes.as_ref(), addr).await,
+                    Ok(Some(addr)) => send_to(&socket, outgoing.bytes.as_ref(), addr),
                     Ok(None) => tracing::warn!(
                         host,
                         "no address of the right family for the next hop: dropped"
@@ -304,12 +363,8 @@ async fn send(sockets: &[Arc<UdpSocket>], outgoing: Outgoing) {
     }
 }
 
-async fn send_to(socket: &UdpSocket, bytes: &[u8], addr: SocketAddr) {
-    let sent = match socket.try_send_to(bytes, addr) {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(bytes, addr).await,
-        other => other,
-    };
-    if let Err(e) = sent {
+fn send_to(socket: &UdpSocket, bytes: &[u8], addr: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, addr) {
         tracing::debug!(%addr, "send failed: {e}");
     }
 }

@@ -10,6 +10,7 @@
 //! Without another process on the port, the new datagrams are simply
 //! refused, as they would be after the exit.
 
+use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ pub(super) const TIME_LIMIT: Duration = Duration::from_secs(2);
 const QUIET: Duration = Duration::from_millis(20);
 
 /// Stop new datagrams reaching socket `index`, then handle the queued ones.
-pub(super) async fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &mut Vec<Outgoing>) {
+/// Runs on the socket's receive thread, after its loop ended.
+pub(super) fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &mut Vec<Outgoing>) {
     let Some(socket) = shared.sockets.get(index) else {
         return;
     };
@@ -37,8 +39,12 @@ pub(super) async fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &m
     } else {
         (Ipv6Addr::LOCALHOST, 9).into()
     };
-    if let Err(e) = socket.connect(sink).await {
+    if let Err(e) = socket.connect(sink) {
         tracing::debug!(%local, "hand-over: cannot detach the socket ({e}); closing it");
+        return;
+    }
+    if let Err(e) = socket.set_read_timeout(Some(QUIET)) {
+        tracing::debug!(%local, "hand-over: cannot time the sweep ({e}); closing it");
         return;
     }
     let mut handled = 0usize;
@@ -46,16 +52,23 @@ pub(super) async fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &m
     let len = MAX_DATAGRAM.min(buf.len());
     let buf = &mut buf[..len];
     for _ in 0..100_000 {
-        match tokio::time::timeout(QUIET, socket.recv_from(buf)).await {
-            Ok(Ok((len, source))) => {
+        match socket.recv_from(buf) {
+            Ok((len, source)) => {
                 handled += 1;
                 if !super::sibling::pass_on(shared, index, &buf[..len], source) {
-                    handle_one(shared, index, &buf[..len], source, out).await;
+                    handle_one(shared, index, &buf[..len], source, out);
                 }
             }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break;
+            }
             // An error queued by an earlier send (ICMP): consumed, go on.
-            Ok(Err(_)) => continue,
-            Err(_) => break,
+            Err(_) => continue,
         }
     }
     tracing::info!(%local, handled, "socket handed over");

@@ -173,7 +173,7 @@ pub(super) async fn receive_loop(shared: Arc<Shared>) {
             continue;
         }
         metrics::sibling_passed(false);
-        handle_one(&shared, index, datagram, source, &mut out).await;
+        handle_one(&shared, index, datagram, source, &mut out);
         crate::logbuf::flush();
     }
 }
