@@ -239,26 +239,76 @@ impl<'a> Ctx<'a> {
 
     // ---- actions ---------------------------------------------------------
 
-    /// Expand a template; None (with an error logged) when the result would
-    /// carry CR or LF into a header.
-    fn expand(&self, line: u32, what: &str, template: &Template) -> Option<String> {
-        let mut out = String::new();
+    /// Append a variable's text to `out` (numbers without an allocation).
+    fn push_var(&self, v: Var, out: &mut Vec<u8>) {
+        match v {
+            Var::Rs | Var::Cs | Var::Sp => {
+                if let Some(n) = self.int(v).and_then(|n| u32::try_from(n).ok()) {
+                    crate::digits::push_padded(out, n, 1);
+                }
+            }
+            _ => out.extend_from_slice(self.get(v).as_bytes()),
+        }
+    }
+
+    /// Append a template's expansion to `out`.
+    fn push_template(&self, template: &Template, out: &mut Vec<u8>) {
         for piece in template {
             match piece {
-                crate::api::Piece::Lit(s) => out.push_str(s),
-                crate::api::Piece::Var(v) => out.push_str(&self.get(*v)),
+                crate::api::Piece::Lit(s) => out.extend_from_slice(s.as_bytes()),
+                crate::api::Piece::Var(v) => self.push_var(*v, out),
             }
         }
-        if out.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+    }
+
+    /// Append a template's expansion to `out`; false (with an error logged
+    /// and `out` as it was) when the result would carry CR, LF or NUL into
+    /// a header.
+    fn expand_into(&self, line: u32, what: &str, template: &Template, out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        self.push_template(template, out);
+        if out[start..].iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            out.truncate(start);
             crate::metrics::route_step_error();
             tracing::error!(
                 target: "sipforge::routes",
                 line,
                 "{what}: the value would contain CR, LF or NUL; step skipped"
             );
+            return false;
+        }
+        true
+    }
+
+    /// Expand a template; None (with an error logged) when the result would
+    /// carry CR or LF into a header.
+    fn expand(&self, line: u32, what: &str, template: &Template) -> Option<String> {
+        let mut out = Vec::new();
+        if !self.expand_into(line, what, template, &mut out) {
             return None;
         }
-        Some(out)
+        // Pieces are UTF-8 text, so is their concatenation.
+        String::from_utf8(out).ok()
+    }
+
+    /// A `Name: value\r\n` line appended to `out`, unless the value would
+    /// carry CR, LF or NUL (then nothing, and an error logged).
+    fn push_header_line(
+        &self,
+        line: u32,
+        what: &str,
+        name: &str,
+        value: &Template,
+        out: &mut Vec<u8>,
+    ) {
+        let start = out.len();
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        if self.expand_into(line, what, value, out) {
+            out.extend_from_slice(b"\r\n");
+        } else {
+            out.truncate(start);
+        }
     }
 
     /// `log`
@@ -272,17 +322,6 @@ impl<'a> Ctx<'a> {
         if !enabled {
             return;
         }
-        let mut text = String::new();
-        for piece in msg {
-            match piece {
-                crate::api::Piece::Lit(s) => text.push_str(s),
-                crate::api::Piece::Var(v) => text.push_str(&self.get(*v)),
-            }
-        }
-        // Log lines are data, not headers: keep them on one line.
-        if text.contains(['\r', '\n']) {
-            text = text.replace(['\r', '\n'], " ");
-        }
         let call_id = self.msg.call_id().unwrap_or("");
         if crate::logbuf::fast_text() {
             let name = match level {
@@ -291,9 +330,20 @@ impl<'a> Ctx<'a> {
                 Level::Info => "INFO",
                 Level::Debug => "DEBUG",
             };
-            crate::logbuf::write_route_line(name, &text, line, call_id);
+            crate::logbuf::write_route_line(name, line, call_id, |out| {
+                self.push_template(msg, out)
+            });
             return;
         }
+        let mut text = Vec::new();
+        self.push_template(msg, &mut text);
+        // Log lines are data, not headers: keep them on one line.
+        for b in &mut text {
+            if matches!(*b, b'\r' | b'\n') {
+                *b = b' ';
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
         match level {
             Level::Error => tracing::error!(target: "sipforge::routes", line, call_id, "{text}"),
             Level::Warn => tracing::warn!(target: "sipforge::routes", line, call_id, "{text}"),
@@ -304,13 +354,12 @@ impl<'a> Ctx<'a> {
 
     /// `append_header: "Name: value"` (name checked at build time)
     pub fn append_header(&mut self, line: u32, name: &'static str, value: &Template) {
-        if let Some(value) = self.expand(line, "append_header", value) {
-            let out = &mut self.edits.appended;
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+        let mut out = std::mem::take(&mut self.edits.appended);
+        if out.capacity() == 0 {
+            out.reserve(128);
         }
+        self.push_header_line(line, "append_header", name, value, &mut out);
+        self.edits.appended = out;
     }
 
     /// `remove_header: Name`
@@ -378,12 +427,7 @@ impl<'a> Ctx<'a> {
     ) -> Flow {
         let mut lines = Vec::new();
         for (name, value) in headers {
-            if let Some(value) = self.expand(line, "reply header", value) {
-                lines.extend_from_slice(name.as_bytes());
-                lines.extend_from_slice(b": ");
-                lines.extend_from_slice(value.as_bytes());
-                lines.extend_from_slice(b"\r\n");
-            }
+            self.push_header_line(line, "reply header", name, value, &mut lines);
         }
         self.decision = Decision::Reply {
             code,

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cli;
 pub mod ctx;
+mod digits;
 pub mod log;
 pub mod logbuf;
 pub mod metrics;

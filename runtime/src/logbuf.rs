@@ -105,35 +105,61 @@ thread_local! {
 
 /// Write one route `log` line in the same shape as tracing's text format
 /// (`2026-11-28T01:05:42.495198Z  INFO sipforge::routes: TEXT line=N call_id="..."`),
-/// about a fifth of the instructions of going through the formatter.
-pub fn write_route_line(level: &str, text: &str, line: u32, call_id: &str) {
-    use std::fmt::Write as _;
+/// straight into the thread's buffer: `text` appends the line's text (CR
+/// and LF in it are turned into spaces afterwards). About a tenth of the
+/// instructions of going through the formatter, and no allocation.
+pub fn write_route_line(level: &str, line: u32, call_id: &str, text: impl FnOnce(&mut Vec<u8>)) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let (secs, micros) = (now.as_secs(), now.subsec_micros());
-    let mut out = String::with_capacity(64 + text.len() + call_id.len());
-    CLOCK.with(|clock| {
-        let mut clock = clock.borrow_mut();
-        if clock.0 != secs {
-            clock.1 = date_time(secs);
-            clock.0 = secs;
+    let written = BUFFER.with(|buffer| {
+        let Ok(mut out) = buffer.try_borrow_mut() else {
+            return false;
+        };
+        CLOCK.with(|clock| {
+            let mut clock = clock.borrow_mut();
+            if clock.0 != secs {
+                clock.1 = date_time(secs);
+                clock.0 = secs;
+            }
+            out.extend_from_slice(clock.1.as_bytes());
+        });
+        out.push(b'.');
+        crate::digits::push_padded(&mut out, micros, 6);
+        out.extend_from_slice(b"Z ");
+        for _ in level.len()..5 {
+            out.push(b' ');
         }
-        out.push_str(&clock.1);
+        out.extend_from_slice(level.as_bytes());
+        out.extend_from_slice(b" sipforge::routes: ");
+        let text_start = out.len();
+        text(&mut out);
+        // Log lines are data, not headers: keep each on one line.
+        for b in &mut out[text_start..] {
+            if *b == b'\r' || *b == b'\n' {
+                *b = b' ';
+            }
+        }
+        out.extend_from_slice(b" line=");
+        crate::digits::push_padded(&mut out, line, 1);
+        out.extend_from_slice(b" call_id=\"");
+        for &b in call_id.as_bytes() {
+            if b == b'"' || b == b'\\' {
+                out.push(b'\\');
+            }
+            out.push(b);
+        }
+        out.extend_from_slice(b"\"\n");
+        true
     });
-    let _ = write!(
-        out,
-        ".{micros:06}Z {level:>5} sipforge::routes: {text} line={line} call_id=\""
-    );
-    for c in call_id.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
+    if !written {
+        return;
     }
-    out.push_str("\"\n");
-    let _ = LineWriter.write(out.as_bytes());
-    // LineWriter's drop flushes when this thread does not batch.
+    let full = BUFFER.with(|b| b.try_borrow().map(|b| b.len() >= FLUSH_AT).unwrap_or(false));
+    if full || !BATCHING.with(Cell::get) {
+        flush();
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) for seconds since the Unix epoch.
@@ -160,7 +186,23 @@ fn date_time(secs: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::date_time;
+    use super::*;
+
+    #[test]
+    fn route_lines_are_one_line_with_the_call_id_quoted() {
+        batch();
+        write_route_line("INFO", 12, r#"a"b\c"#, |out| {
+            out.extend_from_slice(b"evil\r\nX-Injected: 1")
+        });
+        let line =
+            BUFFER.with(|b| String::from_utf8(std::mem::take(&mut *b.borrow_mut())).unwrap());
+        let (stamp, rest) = line.split_once('Z').unwrap();
+        assert_eq!(stamp.len(), "2026-11-28T01:05:42.495198".len(), "{line}");
+        assert_eq!(
+            rest,
+            "  INFO sipforge::routes: evil  X-Injected: 1 line=12 call_id=\"a\\\"b\\\\c\"\n"
+        );
+    }
 
     #[test]
     fn civil_dates() {

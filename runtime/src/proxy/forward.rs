@@ -51,7 +51,7 @@ pub fn request(
     routes: &RouteSet<'_>,
 ) -> Option<Vec<u8>> {
     let first_via = msg.first(HeaderName::Via)?;
-    let mut splice = Splice::new();
+    let mut splice = Splice::with_capacity(8, 256 + edits.appended.len());
     let mut owned: Vec<Range<usize>> = Vec::with_capacity(8);
     if let Some(ruri) = &edits.ruri
         && let Some(range) = msg.request_uri_range()
@@ -60,11 +60,10 @@ pub fn request(
         owned.push(range);
     }
     // Our Via goes on top (§16.6 step 8).
-    let mut via = String::with_capacity(listener.via_prefix.len() + branch.len() + 2);
-    via.push_str(&listener.via_prefix);
-    via.push_str(branch);
-    via.push_str("\r\n");
-    splice.insert(first_via.line_range.start, via.as_bytes());
+    // Inserts at one offset keep their order: prefix, branch, line end.
+    splice.insert(first_via.line_range.start, listener.via_prefix.as_bytes());
+    splice.insert(first_via.line_range.start, branch.as_bytes());
+    splice.insert(first_via.line_range.start, b"\r\n");
     if let Some(edit) = via_edit {
         splice.replace(edit.range.clone(), edit.text.as_bytes());
         owned.push(first_via.line_range.clone());
@@ -76,11 +75,13 @@ pub fn request(
             .map_or(first_via.line_range.start, |h| h.line_range.start);
         splice.insert(at, listener.record_route.as_bytes());
     }
-    let decremented;
     match (msg.max_forwards(), msg.first(HeaderName::MaxForwards)) {
         (Some(n), Some(h)) => {
-            decremented = n.saturating_sub(1).to_string();
-            splice.replace(h.value_range.clone(), decremented.as_bytes());
+            let mut decremented = [0u8; 10];
+            splice.replace(
+                h.value_range.clone(),
+                crate::digits::decimal(n.saturating_sub(1), &mut decremented),
+            );
             owned.push(h.line_range.clone());
         }
         _ => splice.insert(msg.headers_end(), DEFAULT_MAX_FORWARDS),
@@ -101,7 +102,7 @@ pub fn request(
 /// the reply route's edits.
 pub fn response(msg: &Message<'_>, edits: &Edits, status_line: Option<&str>) -> Option<Vec<u8>> {
     let removal = msg.top_via_removal()?;
-    let mut splice = Splice::new();
+    let mut splice = Splice::with_capacity(4, 64 + edits.appended.len());
     if let Some(line) = status_line {
         let start = msg.start_line_range();
         // Keep the line ending that the original start line had.

@@ -31,6 +31,15 @@ impl Splice {
         Splice::default()
     }
 
+    /// A splice with room for `edits` edits and `bytes` replacement bytes
+    /// before it allocates again.
+    pub fn with_capacity(edits: usize, bytes: usize) -> Splice {
+        Splice {
+            edits: Vec::with_capacity(edits),
+            data: Vec::with_capacity(bytes),
+        }
+    }
+
     /// Replaces `range` of the source with `bytes`.
     pub fn replace(&mut self, range: Range<usize>, bytes: impl AsRef<[u8]>) {
         let bytes = bytes.as_ref();

@@ -1,0 +1,46 @@
+//! Decimal numbers as text without an allocation or the formatter (the
+//! per-message paths write a few of them: Max-Forwards, log lines).
+
+/// `n` in decimal, written at the end of `buf`; returns the digits.
+pub fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Append `n` in decimal to `out`, zero-padded to at least `width` digits
+/// (at most 10).
+pub fn push_padded(out: &mut Vec<u8>, n: u32, width: usize) {
+    let mut buf = [0u8; 10];
+    let digits = decimal(n, &mut buf).len();
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.min(10).saturating_sub(digits),
+    ));
+    out.extend_from_slice(decimal(n, &mut buf));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        let mut buf = [0u8; 10];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(69, &mut buf), b"69");
+        assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
+        let mut out = Vec::new();
+        for (n, width) in [(0, 1), (7, 6), (123_456, 6), (42, 1), (u32::MAX, 1), (5, 3)] {
+            push_padded(&mut out, n, width);
+            out.push(b' ');
+        }
+        assert_eq!(out, b"0 000007 123456 42 4294967295 005 ");
+    }
+}
