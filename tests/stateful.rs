@@ -128,6 +128,7 @@ async fn invite_relayed_with_100_trying_and_replies_passed_up() {
         ringing.header("X-Proxied").as_deref(),
         Some("For the reply")
     );
+    assert_eq!(ringing.header("X-Request").as_deref(), Some("INVITE bob"));
     call.uas
         .send(proxy, &response_to(&invite, "200 OK", ""))
         .await;

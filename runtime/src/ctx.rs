@@ -60,6 +60,10 @@ pub struct Ctx<'a> {
     msg: &'a Message<'a>,
     /// The request the variables of a reply read (stateful), if known.
     request: Option<&'a Message<'a>>,
+    /// The stored request of a stateful reply, parsed only when a variable
+    /// reads it (most reply routes read none).
+    stored: Option<&'a [u8]>,
+    stored_parsed: std::cell::OnceCell<Option<Message<'a>>>,
     /// `$rs` / `$rr` in `failure` (the best response, or 408 on timeout).
     status: Option<(u16, &'a str)>,
     source: SocketAddr,
@@ -73,13 +77,16 @@ impl<'a> Ctx<'a> {
         Ctx::new(Section::Request, msg, None, None, source)
     }
 
-    /// A context for the `reply` section; `request` is the stored request when stateful.
+    /// A context for the `reply` section; `stored` is the bytes of the
+    /// relayed request when stateful.
     pub(crate) fn for_reply(
         msg: &'a Message<'a>,
-        request: Option<&'a Message<'a>>,
+        stored: Option<&'a [u8]>,
         source: SocketAddr,
     ) -> Ctx<'a> {
-        Ctx::new(Section::Reply, msg, request, None, source)
+        let mut cx = Ctx::new(Section::Reply, msg, None, None, source);
+        cx.stored = stored;
+        cx
     }
 
     /// A context for the `failure` section, on the stored request.
@@ -109,6 +116,8 @@ impl<'a> Ctx<'a> {
             section,
             msg,
             request,
+            stored: None,
+            stored_parsed: std::cell::OnceCell::new(),
             status,
             source,
             edits: Edits::default(),
@@ -129,12 +138,17 @@ impl<'a> Ctx<'a> {
 
     /// The message that request variables read ($ru, $rU, ...): the request
     /// itself, the stored request, or None in a stateless reply.
-    fn request_msg(&self) -> Option<&'a Message<'a>> {
+    fn request_msg(&self) -> Option<&Message<'a>> {
         if self.msg.is_request() {
-            Some(self.msg)
-        } else {
-            self.request
+            return Some(self.msg);
         }
+        if let Some(request) = self.request {
+            return Some(request);
+        }
+        let stored = self.stored?;
+        self.stored_parsed
+            .get_or_init(|| Message::parse(stored).ok())
+            .as_ref()
     }
 
     /// The current Request-URI (after `set`), or in a stateless reply the To URI.

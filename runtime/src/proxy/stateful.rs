@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use super::destinations::{Destinations, Pick, Report, TargetId};
 use super::identity::Identity;
 use super::received::{reply_destination, top_via_edit};
-use super::{Outgoing, Payload, forward, reply, route_set};
+use super::route_set::{self, RouteSet};
+use super::{Outgoing, Payload, forward, reply};
 use crate::api::{RelayTo, Routes, Target};
 use crate::ctx::{Ctx, Decision, Edits};
 use crate::metrics;
@@ -328,6 +329,7 @@ impl Stateful {
         msg: &Message<'_>,
         source: SocketAddr,
         socket: usize,
+        routes: &RouteSet<'_>,
         to: RelayTo,
         edits: Edits,
         out: &mut Vec<Outgoing>,
@@ -393,12 +395,11 @@ impl Stateful {
         metrics::relayed();
         saved.du = target;
         let actions = &mut self.actions;
+        // The stored request holds the same bytes as `msg`: no second parse.
+        let request = Request { msg, routes };
         self.table.update(id, |txn| {
-            let request = Arc::clone(&txn.request);
-            if let Ok(stored) = Message::parse(&request) {
-                add_branch(env, now, id, txn, &stored, to, &saved, actions, out);
-                maybe_complete(env, now, id, txn, actions, out);
-            }
+            add_branch(env, now, id, txn, request, to, &saved, actions, out);
+            maybe_complete(env, now, id, txn, actions, out);
         });
     }
 
@@ -561,20 +562,28 @@ fn parse_branch(branch: &str) -> Option<(TransactionId, usize)> {
     Some((TransactionId::from_parts(index, generation), n))
 }
 
-/// Start a new branch towards `to` for the stored request.
+/// The request a branch is made for (the received one, or the stored copy
+/// in `failure`) and its Route processing (§16.4).
+#[derive(Clone, Copy)]
+struct Request<'r, 'm> {
+    msg: &'r Message<'m>,
+    routes: &'r RouteSet<'m>,
+}
+
+/// Start a new branch towards `to` for the request.
 #[allow(clippy::too_many_arguments)]
 fn add_branch(
     env: &Env<'_>,
     now: Instant,
     id: TransactionId,
     txn: &mut ProxyTxn,
-    stored: &Message<'_>,
+    request: Request<'_, '_>,
     to: RelayTo,
     edits: &Edits,
     actions: &mut Vec<Action>,
     out: &mut Vec<Outgoing>,
 ) -> bool {
-    let routes = route_set::process(stored, env.identity);
+    let (stored, routes) = (request.msg, request.routes);
     let mut dest = None;
     let target: Option<&'static Target> = match to {
         RelayTo::Default => None,
@@ -624,8 +633,7 @@ fn add_branch(
     };
     let branch = make_branch(id, txn.branches.len(), txn.instance);
     let via_edit = stored.top_via().and_then(|v| top_via_edit(&v, txn.source));
-    let Some(bytes) =
-        forward::request(stored, listener, &branch, via_edit.as_ref(), edits, &routes)
+    let Some(bytes) = forward::request(stored, listener, &branch, via_edit.as_ref(), edits, routes)
     else {
         return false;
     };
@@ -691,10 +699,7 @@ fn deliver(
         env.destinations.report(dest, Report::Replied(status));
     }
     let request = Arc::clone(&txn.request);
-    let Ok(stored) = Message::parse(&request) else {
-        return;
-    };
-    let mut cx = Ctx::for_reply(msg, Some(&stored), msg_source(txn));
+    let mut cx = Ctx::for_reply(msg, Some(&request), msg_source(txn));
     set_destination_vars(env, txn.branches[index].dest, &mut cx.edits);
     let _ = env.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
@@ -845,7 +850,12 @@ fn maybe_complete(
         let (decision, edits) = cx.finish();
         match decision {
             Decision::Relay(to) => {
-                if add_branch(env, now, id, txn, &stored, to, &edits, actions, out) {
+                let routes = route_set::process(&stored, env.identity);
+                let request = Request {
+                    msg: &stored,
+                    routes: &routes,
+                };
+                if add_branch(env, now, id, txn, request, to, &edits, actions, out) {
                     return;
                 }
             }

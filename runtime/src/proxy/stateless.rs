@@ -115,7 +115,7 @@ fn on_request(
         // a draining instance may forward or refuse new ones (see `drain`).
         Decision::Relay(to) if !is_ack && new_relay(core.draining) == NewRelay::Stateful => {
             core.stateful
-                .relay(&env, now, msg, source, socket, to, edits, out);
+                .relay(&env, now, msg, source, socket, &routes, to, edits, out);
             return;
         }
         Decision::Relay(_) if !is_ack && new_relay(core.draining) == NewRelay::Reject => {
