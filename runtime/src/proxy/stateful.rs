@@ -29,7 +29,7 @@ use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, Machine, RequestKeyFields, ServerInvite,
-    ServerNonInvite, Timers, TransactionId, TransactionKey, TransactionTable,
+    ServerNonInvite, Timers, TransactionId, TransactionKey, TransactionTable, has_magic_cookie,
 };
 
 /// Branch prefix of stateful branches (stateless ones are hex after `sf`).
@@ -184,6 +184,15 @@ impl Client {
 /// The server transaction key of a request.
 pub fn server_key(msg: &Message<'_>) -> Option<TransactionKey> {
     let via = msg.top_via()?;
+    // RFC 3261 branches need only the Via and the method: no To/From parse.
+    if let Some(branch) = via.branch.filter(|b| has_magic_cookie(b)) {
+        return Some(TransactionKey::server_rfc3261(
+            branch,
+            via.host,
+            via.port,
+            msg.method()?,
+        ));
+    }
     let (cseq, _) = msg.cseq()?;
     let fields = RequestKeyFields {
         method: msg.method()?,
