@@ -59,6 +59,8 @@ struct Shared {
     sockets: Box<[Arc<UdpSocket>]>,
     /// Woken when a message made a timer due earlier than the one awaited.
     timer: Notify,
+    /// When the timer task wakes next (see [`TimerClock`]).
+    clock: TimerClock,
     /// Becomes true when the server stops: the receive threads hand over and end.
     stopping: AtomicBool,
     /// The same, for the runtime's tasks.
@@ -186,6 +188,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         core: Mutex::new(core),
         sockets: sockets.into(),
         timer: Notify::new(),
+        clock: TimerClock::new(options.core.timers.t1),
         stopping: AtomicBool::new(false),
         stop: stopped,
         sibling,
@@ -293,14 +296,12 @@ fn handle_at(
     source: SocketAddr,
     out: &mut Vec<Outgoing>,
 ) {
-    let earlier = {
+    let next = {
         let mut core = shared.core();
-        let before = core.next_deadline();
         core.handle(now, datagram, source, index, out);
-        let after = core.next_deadline();
-        after.is_some_and(|a| before.is_none_or(|b| a < b))
+        core.next_deadline()
     };
-    if earlier {
+    if next.is_some_and(|at| shared.clock.wakes_too_late_for(at)) {
         shared.timer.notify_one();
     }
     for outgoing in out.drain(..) {
@@ -308,14 +309,70 @@ fn handle_at(
     }
 }
 
-/// Drives the core's timers: sleeps until the next deadline (or until a
-/// message makes an earlier one), then fires what is due.
+/// When the timer task will wake next, rounded up to a grid of T1/50
+/// (10 ms by default) so that the timers of many transactions (at 1,000
+/// calls per second a few fall due every millisecond) fire together in one
+/// wake-up. A timer fires at most one grid step late, which RFC 3261's
+/// timers (multiples of T1) do not notice; receive threads wake the timer
+/// task only for a deadline before its next grid step.
+struct TimerClock {
+    base: Instant,
+    step_nanos: u64,
+    /// The next wake-up, in nanoseconds since `base` (u64::MAX: none).
+    wake_at: std::sync::atomic::AtomicU64,
+}
+
+impl TimerClock {
+    fn new(t1: Duration) -> TimerClock {
+        TimerClock {
+            base: Instant::now(),
+            step_nanos: (t1 / 50).as_nanos().clamp(1, u128::from(u64::MAX)) as u64,
+            wake_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base)
+            .as_nanos()
+            .min(u128::from(u64::MAX - 1)) as u64
+    }
+
+    /// The grid point at or after `at`.
+    fn round_up(&self, at: Instant) -> Instant {
+        let nanos = self.nanos(at).div_ceil(self.step_nanos) * self.step_nanos;
+        self.base + Duration::from_nanos(nanos)
+    }
+
+    /// Record the timer task's next wake-up (None: no deadline).
+    fn set(&self, wake: Option<Instant>) {
+        let nanos = wake.map_or(u64::MAX, |w| self.nanos(w));
+        self.wake_at.store(nanos, Ordering::Relaxed);
+    }
+
+    /// Whether a deadline at `at` would fire more than a grid step late
+    /// with the recorded wake-up.
+    fn wakes_too_late_for(&self, at: Instant) -> bool {
+        let wake = self.wake_at.load(Ordering::Relaxed);
+        self.nanos(at).saturating_add(self.step_nanos) < wake
+    }
+}
+
+/// Drives the core's timers: sleeps until the next deadline (rounded up to
+/// the [`TimerClock`] grid; sooner when a message makes an earlier one),
+/// then fires what is due.
 async fn timer_loop(shared: Arc<Shared>) {
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
     let mut stop = shared.stop.clone();
     loop {
-        let deadline = shared.core().next_deadline();
-        match deadline {
+        let wake = {
+            // Recorded under the lock: a receive thread that adds an
+            // earlier deadline after this sees the new wake-up.
+            let mut core = shared.core();
+            let wake = core.next_deadline().map(|at| shared.clock.round_up(at));
+            shared.clock.set(wake);
+            wake
+        };
+        match wake {
             Some(at) => {
                 tokio::select! {
                     _ = tokio::time::sleep_until(at.into()) => {}
