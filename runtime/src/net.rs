@@ -425,3 +425,29 @@ fn send_to(socket: &UdpSocket, bytes: &[u8], addr: SocketAddr) {
         tracing::debug!(%addr, "send failed: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_clock_rounds_to_its_grid_and_wakes_only_for_earlier_deadlines() {
+        let clock = TimerClock::new(Duration::from_millis(500));
+        let step = Duration::from_millis(10);
+        let base = clock.base;
+        assert_eq!(clock.round_up(base + Duration::from_millis(3)), base + step);
+        assert_eq!(clock.round_up(base + step), base + step);
+        assert_eq!(
+            clock.round_up(base + Duration::from_micros(10_001)),
+            base + 2 * step
+        );
+        // Nothing awaited: any deadline needs a wake-up.
+        clock.set(None);
+        assert!(clock.wakes_too_late_for(base + Duration::from_secs(30)));
+        // Awaiting 100 ms: a deadline within one step before it waits.
+        clock.set(Some(base + Duration::from_millis(100)));
+        assert!(!clock.wakes_too_late_for(base + Duration::from_millis(95)));
+        assert!(!clock.wakes_too_late_for(base + Duration::from_millis(200)));
+        assert!(clock.wakes_too_late_for(base + Duration::from_millis(80)));
+    }
+}
