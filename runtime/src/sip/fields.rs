@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::lex::{is_token_str, parse_u32, parse_u64, scan, skip_ws, trim};
+use super::lex::{DIGIT, is_token_str, parse_u32, parse_u64, scan, skip_ws, trim};
 use super::list::split_list;
 use super::message::{Header, HeaderName, Message};
 use super::name_addr::NameAddr;
@@ -59,7 +59,7 @@ impl<'a> Message<'a> {
     pub fn cseq(&self) -> Option<(u32, &'a str)> {
         let v = self.value(self.first(HeaderName::CSeq)?);
         let b = v.as_bytes();
-        let digits_end = scan(b, 0, |c| c.is_ascii_digit());
+        let digits_end = scan(b, 0, DIGIT);
         let num = parse_u32(b.get(..digits_end)?)?;
         let ms = skip_ws(b, digits_end);
         if ms == digits_end {
