@@ -19,7 +19,7 @@ impl<'a> Message<'a> {
 
     /// First element of the first Via header.
     pub fn top_via(&self) -> Option<Via<'a>> {
-        self.cached_top_via()
+        self.cached_top_via().cloned()
     }
 
     pub(super) fn parse_top_via(&self) -> Option<Via<'a>> {

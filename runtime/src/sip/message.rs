@@ -77,6 +77,17 @@ fn next_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
     Some((end, lf + 1))
 }
 
+/// Offset of the first ':' in the header line `pos..end`.
+fn header_colon(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
+    // Usually the name is a token right up to the colon: no search needed.
+    // (A token stops at the line end at the latest: CR and LF are no token bytes.)
+    let name_end = super::lex::scan(buf, pos, super::lex::TOKEN);
+    if buf.get(name_end) == Some(&b':') {
+        return Some(name_end);
+    }
+    Some(pos + memchr(b':', buf.get(pos..end)?)?)
+}
+
 fn is_sp_ht(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -133,8 +144,7 @@ impl<'a> Message<'a> {
                 }
                 h.line_range.end = next;
             } else {
-                let line = buf.get(pos..end).unwrap_or(&[]);
-                let colon = pos + memchr(b':', line).ok_or(err("header line without colon"))?;
+                let colon = header_colon(buf, pos, end).ok_or(err("header line without colon"))?;
                 let mut name_end = colon;
                 while name_end > pos && buf.get(name_end - 1).is_some_and(|&c| is_sp_ht(c)) {
                     name_end -= 1;
@@ -227,8 +237,8 @@ impl<'a> Message<'a> {
     }
 
     /// The top Via parsed with the message (see [`Message::top_via`]).
-    pub(super) fn cached_top_via(&self) -> Option<super::Via<'a>> {
-        self.top_via.clone()
+    pub(super) fn cached_top_via(&self) -> Option<&super::Via<'a>> {
+        self.top_via.as_ref()
     }
 
     /// The whole received buffer.

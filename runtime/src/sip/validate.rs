@@ -134,17 +134,24 @@ impl Message<'_> {
         Ok(())
     }
 
-    /// Every element of every Via header must parse.
+    /// Every element of every Via header must parse, and no Via header may
+    /// be empty.
     fn check_via(&self) -> Result<(), Invalid> {
-        for h in self.all(HeaderName::Via) {
-            let value = self.value(h);
-            let mut n = 0;
-            for (off, elem) in split_list(value) {
-                Via::parse(elem, h.value_range.start + off).ok_or(bad("Bad Via"))?;
-                n += 1;
-            }
-            if n == 0 {
+        for (i, h) in self.all(HeaderName::Via).enumerate() {
+            let base = h.value_range.start;
+            let mut elems = split_list(self.value(h));
+            let (off, elem) = elems.next().ok_or(bad("Bad Via"))?;
+            // The top Via was already parsed with the message.
+            let first_ok = if i == 0 {
+                self.cached_top_via().is_some()
+            } else {
+                Via::parse(elem, base + off).is_some()
+            };
+            if !first_ok {
                 return Err(bad("Bad Via"));
+            }
+            for (off, elem) in elems {
+                Via::parse(elem, base + off).ok_or(bad("Bad Via"))?;
             }
         }
         Ok(())
