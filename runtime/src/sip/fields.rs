@@ -86,12 +86,13 @@ impl<'a> Message<'a> {
     /// The Content-Length value when there is exactly one and it is a
     /// decimal number.
     pub fn content_length(&self) -> Option<u64> {
-        let mut it = self.all(HeaderName::ContentLength);
-        let h = it.next()?;
-        if it.next().is_some() {
+        if self.count(HeaderName::ContentLength) > 1 {
             return None;
         }
-        parse_u64(self.value(h).as_bytes())
+        parse_u64(
+            self.value(self.first(HeaderName::ContentLength)?)
+                .as_bytes(),
+        )
     }
 }
 

@@ -25,6 +25,10 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
+    /// Number of variants (`Other` is the last), for tables indexed by
+    /// `name as usize`.
+    pub(crate) const COUNT: usize = HeaderName::Other as usize + 1;
+
     /// Classifies a header name (long or compact form, any case).
     pub fn parse(name: &str) -> HeaderName {
         Self::from_bytes(name.as_bytes())

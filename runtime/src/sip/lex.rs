@@ -158,7 +158,11 @@ pub(crate) fn is_token_str(s: &str) -> bool {
 /// Index of the first non-whitespace byte at or after `i` (or `b.len()`).
 #[inline]
 pub(crate) fn skip_ws(b: &[u8], i: usize) -> usize {
-    scan(b, i, WS)
+    // Usually there is none: one test instead of a scan.
+    match b.get(i) {
+        Some(&c) if is_ws(c) => scan(b, i + 1, WS),
+        _ => i,
+    }
 }
 
 /// End of the run of bytes of `class` starting at `i` (`i` itself when `i`
@@ -177,15 +181,19 @@ pub(crate) fn scan(b: &[u8], i: usize, class: Class) -> usize {
 }
 
 /// `start..end` shrunk so that it neither begins nor ends with whitespace.
-pub(crate) fn trim_span(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
-    end = end.min(b.len());
-    while start < end && b.get(start).is_some_and(|&c| is_ws(c)) {
-        start += 1;
+#[inline]
+pub(crate) fn trim_span(b: &[u8], start: usize, end: usize) -> (usize, usize) {
+    let end = end.min(b.len());
+    let Some(s) = b.get(start..end) else {
+        return (start, end);
+    };
+    match s.iter().position(|&c| !is_ws(c)) {
+        None => (end, end),
+        Some(lead) => {
+            let last = s.iter().rposition(|&c| !is_ws(c)).unwrap_or(lead);
+            (start + lead, start + last + 1)
+        }
     }
-    while end > start && b.get(end - 1).is_some_and(|&c| is_ws(c)) {
-        end -= 1;
-    }
-    (start, end)
 }
 
 /// `s` without leading/trailing SP, HT, CR, LF.
@@ -203,7 +211,11 @@ pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
     // Up to 19 digits cannot overflow; longer runs may still be small
     // (leading zeros), so they take the checked path.
     if s.len() <= 19 {
-        return Some(s.iter().fold(0, |n, &c| n * 10 + u64::from(c - b'0')));
+        let mut n = 0;
+        for &c in s {
+            n = n * 10 + u64::from(c - b'0');
+        }
+        return Some(n);
     }
     s.iter().try_fold(0u64, |n, &c| {
         n.checked_mul(10)?.checked_add(u64::from(c - b'0'))

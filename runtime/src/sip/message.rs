@@ -62,6 +62,18 @@ pub struct Message<'a> {
     head: Option<&'a str>,
     /// The top Via, parsed once with the message (every path needs it).
     top_via: Option<super::Via<'a>>,
+    /// Per header name, indexed by `HeaderName as usize`: how many headers
+    /// have it and where the first one is, so that [`Message::first`] and
+    /// the counts `validate` needs take no scan of the headers.
+    seen: [Seen; HeaderName::COUNT],
+}
+
+/// How many headers of one [`HeaderName`] a message has, and the index of
+/// the first of them in `Message::headers`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    count: u32,
+    first: u32,
 }
 
 /// `(content_end, next_line_start)` of the line starting at `from`; the
@@ -119,6 +131,7 @@ impl<'a> Message<'a> {
             len: 0,
             head: None,
             top_via: None,
+            seen: [Seen::default(); HeaderName::COUNT],
         };
         msg.parse_start_line(start, line_end)?;
         loop {
@@ -154,6 +167,7 @@ impl<'a> Message<'a> {
                 }
                 let (vs, ve) = super::lex::trim_span(buf, colon + 1, end);
                 let name = HeaderName::from_bytes(buf.get(pos..name_end).unwrap_or(&[]));
+                msg.note(name);
                 msg.headers.push(Header {
                     name,
                     name_range: pos..name_end,
@@ -169,6 +183,31 @@ impl<'a> Message<'a> {
             .and_then(|h| std::str::from_utf8(h).ok());
         msg.top_via = msg.parse_top_via();
         Ok(msg)
+    }
+
+    /// Records in `seen` the header about to be pushed.
+    fn note(&mut self, name: HeaderName) {
+        let index = u32::try_from(self.headers.len()).unwrap_or(u32::MAX);
+        if let Some(seen) = self.seen.get_mut(name as usize) {
+            if seen.count == 0 {
+                seen.first = index;
+            }
+            seen.count = seen.count.saturating_add(1);
+        }
+    }
+
+    /// How many headers are named `name` (long or compact form).
+    pub(super) fn count(&self, name: HeaderName) -> usize {
+        self.seen.get(name as usize).map_or(0, |s| s.count as usize)
+    }
+
+    /// Index in `headers` of the first header named `name` (`headers.len()`
+    /// when there is none).
+    fn first_index(&self, name: HeaderName) -> usize {
+        match self.seen.get(name as usize) {
+            Some(s) if s.count > 0 => s.first as usize,
+            _ => self.headers.len(),
+        }
     }
 
     fn parse_start_line(&mut self, start: usize, mut end: usize) -> Result<(), ParseError> {
@@ -214,12 +253,13 @@ impl<'a> Message<'a> {
     /// End of the message under the framing rules described in [`Message::parse`].
     fn framed_len(&self) -> usize {
         let available = self.buf.len().saturating_sub(self.body_start);
-        let mut cls = self.all(HeaderName::ContentLength);
-        let first = cls.next();
-        if cls.next().is_some() {
+        if self.count(HeaderName::ContentLength) > 1 {
             return self.buf.len();
         }
-        match first.and_then(|h| super::lex::parse_u64(self.bytes(h.value_range.clone()))) {
+        match self
+            .first(HeaderName::ContentLength)
+            .and_then(|h| super::lex::parse_u64(self.bytes(h.value_range.clone())))
+        {
             Some(n) if n <= available as u64 => self.body_start + n as usize,
             _ => self.buf.len(),
         }
@@ -310,11 +350,12 @@ impl<'a> Message<'a> {
     }
 
     pub fn first(&self, name: HeaderName) -> Option<&Header> {
-        self.headers.iter().find(|h| h.name == name)
+        self.headers.get(self.first_index(name))
     }
 
     pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header> {
-        self.headers.iter().filter(move |h| h.name == name)
+        let rest = self.headers.get(self.first_index(name)..).unwrap_or(&[]);
+        rest.iter().filter(move |h| h.name == name)
     }
 
     /// Headers whose name equals `name` (case-insensitive, compact forms

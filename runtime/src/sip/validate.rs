@@ -100,18 +100,14 @@ impl Message<'_> {
     }
 
     fn check_mandatory_counts(&self) -> Result<(), Invalid> {
-        let (mut to, mut from, mut call_id, mut cseq, mut via, mut mf) = (0, 0, 0, 0, 0, 0);
-        for h in self.headers() {
-            match h.name {
-                HeaderName::To => to += 1,
-                HeaderName::From => from += 1,
-                HeaderName::CallId => call_id += 1,
-                HeaderName::CSeq => cseq += 1,
-                HeaderName::Via => via += 1,
-                HeaderName::MaxForwards => mf += 1,
-                _ => {}
-            }
-        }
+        let (to, from, call_id, cseq, via, mf) = (
+            self.count(HeaderName::To),
+            self.count(HeaderName::From),
+            self.count(HeaderName::CallId),
+            self.count(HeaderName::CSeq),
+            self.count(HeaderName::Via),
+            self.count(HeaderName::MaxForwards),
+        );
         let once = [
             (to, "Missing To", "Multiple To"),
             (from, "Missing From", "Multiple From"),
@@ -179,11 +175,10 @@ impl Message<'_> {
     }
 
     fn check_content_length(&self) -> Result<(), Invalid> {
-        let mut it = self.all(HeaderName::ContentLength);
-        let Some(h) = it.next() else {
+        let Some(h) = self.first(HeaderName::ContentLength) else {
             return Ok(());
         };
-        if it.next().is_some() {
+        if self.count(HeaderName::ContentLength) > 1 {
             return Err(bad("Multiple Content-Length"));
         }
         let n = parse_u64(self.value(h).as_bytes()).ok_or(bad("Bad Content-Length"))?;
