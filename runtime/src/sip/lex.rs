@@ -204,18 +204,28 @@ pub(crate) fn trim(s: &str) -> &str {
 }
 
 /// Decimal digits only (no sign, no whitespace); `None` on overflow or empty.
+#[inline]
 pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || !all(s, DIGIT) {
-        return None;
-    }
     // Up to 19 digits cannot overflow; longer runs may still be small
     // (leading zeros), so they take the checked path.
-    if s.len() <= 19 {
-        let mut n = 0;
-        for &c in s {
-            n = n * 10 + u64::from(c - b'0');
+    if s.is_empty() || s.len() > 19 {
+        return parse_u64_checked(s);
+    }
+    let mut n = 0;
+    for &c in s {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
         }
-        return Some(n);
+        n = n * 10 + u64::from(digit);
+    }
+    Some(n)
+}
+
+/// [`parse_u64`] with overflow checks, for long digit runs.
+fn parse_u64_checked(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !all(s, DIGIT) {
+        return None;
     }
     s.iter().try_fold(0u64, |n, &c| {
         n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
@@ -223,11 +233,13 @@ pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
 }
 
 /// Decimal `u32` (see [`parse_u64`]).
+#[inline]
 pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).and_then(|n| u32::try_from(n).ok())
 }
 
 /// Decimal `u16` (see [`parse_u64`]).
+#[inline]
 pub(crate) fn parse_u16(s: &[u8]) -> Option<u16> {
     parse_u64(s).and_then(|n| u16::try_from(n).ok())
 }

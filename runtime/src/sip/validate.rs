@@ -50,13 +50,21 @@ impl Message<'_> {
         self.check_cseq()?;
         self.check_max_forwards()?;
         self.check_content_length()?;
-        check_name_addr(self.from(), "Bad From")?;
-        check_name_addr(self.to(), "Bad To")?;
+        self.check_name_addr(HeaderName::From, "Bad From")?;
+        self.check_name_addr(HeaderName::To, "Bad To")?;
         let call_id = self.call_id().ok_or(bad("Bad Call-ID"))?;
         if call_id.bytes().any(|c| c <= b' ' || c == 0x7f) {
             return Err(bad("Bad Call-ID"));
         }
         Ok(())
+    }
+
+    /// The first `name` header (From or To) is a name-addr with a valid URI
+    /// (what `self.from()` / `self.to()` parse, minus the tag look-up).
+    fn check_name_addr(&self, name: HeaderName, reason: &'static str) -> Result<(), Invalid> {
+        let h = self.first(name).ok_or(bad(reason))?;
+        let na = NameAddr::parse_untagged(self.value(h)).ok_or(bad(reason))?;
+        Uri::parse(na.uri).map(|_| ()).ok_or(bad(reason))
     }
 
     fn check_request_line(&self) -> Result<(), Invalid> {
@@ -188,11 +196,6 @@ impl Message<'_> {
         }
         Ok(())
     }
-}
-
-fn check_name_addr(na: Option<NameAddr<'_>>, reason: &'static str) -> Result<(), Invalid> {
-    let na = na.ok_or(bad(reason))?;
-    Uri::parse(na.uri).map(|_| ()).ok_or(bad(reason))
 }
 
 #[cfg(test)]
