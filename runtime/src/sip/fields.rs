@@ -31,7 +31,21 @@ impl<'a> Message<'a> {
     /// Every element of every Via header, in order (elements that do not
     /// parse are skipped; `validate` rejects such messages).
     pub fn vias(&self) -> impl Iterator<Item = Via<'a>> + '_ {
-        self.all(HeaderName::Via).flat_map(|h| self.vias_of(h))
+        self.all(HeaderName::Via)
+            .enumerate()
+            .flat_map(move |(i, h)| {
+                let base = h.value_range.start;
+                split_list(self.value(h))
+                    .enumerate()
+                    .filter_map(move |(j, (off, elem))| {
+                        // The top Via was already parsed with the message.
+                        if i == 0 && j == 0 {
+                            self.cached_top_via().cloned()
+                        } else {
+                            Via::parse(elem, base + off)
+                        }
+                    })
+            })
     }
 
     /// Byte range to delete to remove the top Via element: the whole header
