@@ -3,7 +3,7 @@
 
 use std::ops::Range;
 
-use super::lex::{is_token_str, parse_u32, parse_u64, scan, skip_ws, trim};
+use super::lex::{DIGIT, is_token_str, parse_u32, parse_u64, scan, skip_ws, trim};
 use super::list::split_list;
 use super::message::{Header, HeaderName, Message};
 use super::name_addr::NameAddr;
@@ -19,7 +19,7 @@ impl<'a> Message<'a> {
 
     /// First element of the first Via header.
     pub fn top_via(&self) -> Option<Via<'a>> {
-        self.cached_top_via()
+        self.cached_top_via().cloned()
     }
 
     pub(super) fn parse_top_via(&self) -> Option<Via<'a>> {
@@ -31,7 +31,21 @@ impl<'a> Message<'a> {
     /// Every element of every Via header, in order (elements that do not
     /// parse are skipped; `validate` rejects such messages).
     pub fn vias(&self) -> impl Iterator<Item = Via<'a>> + '_ {
-        self.all(HeaderName::Via).flat_map(|h| self.vias_of(h))
+        self.all(HeaderName::Via)
+            .enumerate()
+            .flat_map(move |(i, h)| {
+                let base = h.value_range.start;
+                split_list(self.value(h))
+                    .enumerate()
+                    .filter_map(move |(j, (off, elem))| {
+                        // The top Via was already parsed with the message.
+                        if i == 0 && j == 0 {
+                            self.cached_top_via().cloned()
+                        } else {
+                            Via::parse(elem, base + off)
+                        }
+                    })
+            })
     }
 
     /// Byte range to delete to remove the top Via element: the whole header
@@ -59,7 +73,7 @@ impl<'a> Message<'a> {
     pub fn cseq(&self) -> Option<(u32, &'a str)> {
         let v = self.value(self.first(HeaderName::CSeq)?);
         let b = v.as_bytes();
-        let digits_end = scan(b, 0, |c| c.is_ascii_digit());
+        let digits_end = scan(b, 0, DIGIT);
         let num = parse_u32(b.get(..digits_end)?)?;
         let ms = skip_ws(b, digits_end);
         if ms == digits_end {
@@ -86,12 +100,13 @@ impl<'a> Message<'a> {
     /// The Content-Length value when there is exactly one and it is a
     /// decimal number.
     pub fn content_length(&self) -> Option<u64> {
-        let mut it = self.all(HeaderName::ContentLength);
-        let h = it.next()?;
-        if it.next().is_some() {
+        if self.count(HeaderName::ContentLength) > 1 {
             return None;
         }
-        parse_u64(self.value(h).as_bytes())
+        parse_u64(
+            self.value(self.first(HeaderName::ContentLength)?)
+                .as_bytes(),
+        )
     }
 }
 

@@ -25,6 +25,10 @@ pub enum HeaderName {
 }
 
 impl HeaderName {
+    /// Number of variants (`Other` is the last), for tables indexed by
+    /// `name as usize`.
+    pub(crate) const COUNT: usize = HeaderName::Other as usize + 1;
+
     /// Classifies a header name (long or compact form, any case).
     pub fn parse(name: &str) -> HeaderName {
         Self::from_bytes(name.as_bytes())
@@ -32,26 +36,47 @@ impl HeaderName {
 
     /// Like [`HeaderName::parse`] for raw bytes (non-UTF-8 names are `Other`).
     pub fn from_bytes(name: &[u8]) -> HeaderName {
-        use HeaderName::*;
-        let long = canonical(name);
-        let candidates: &[HeaderName] = match long.len() {
-            2 => &[To],
-            3 => &[Via],
-            4 => &[From, CSeq],
-            5 => &[Route],
-            7 => &[CallId, Contact, Require],
-            9 => &[Supported],
-            10 => &[UserAgent],
-            12 => &[MaxForwards, ContentType, RecordRoute],
-            13 => &[ProxyRequire],
-            14 => &[ContentLength],
-            _ => &[],
+        let candidate = match name {
+            [c] => return Self::from_compact(*c),
+            [first, second, ..] => Self::candidate(name.len(), *first, *second),
+            [] => HeaderName::Other,
         };
-        candidates
-            .iter()
-            .copied()
-            .find(|c| c.as_str().as_bytes().eq_ignore_ascii_case(long))
-            .unwrap_or(Other)
+        if candidate != HeaderName::Other
+            && super::lex::eq_ignore_case(candidate.as_str().as_bytes(), name)
+        {
+            candidate
+        } else {
+            HeaderName::Other
+        }
+    }
+
+    /// The only known long name a header name of this length and first two
+    /// letters can be (to be confirmed by a full case-insensitive compare).
+    fn candidate(len: usize, first: u8, second: u8) -> HeaderName {
+        use HeaderName::*;
+        match (len, first.to_ascii_lowercase(), second.to_ascii_lowercase()) {
+            (2, b't', _) => To,
+            (3, b'v', _) => Via,
+            (4, b'f', _) => From,
+            (4, b'c', _) => CSeq,
+            (5, b'r', _) => Route,
+            (7, b'c', b'a') => CallId,
+            (7, b'c', _) => Contact,
+            (7, b'r', _) => Require,
+            (9, b's', _) => Supported,
+            (10, b'u', _) => UserAgent,
+            (12, b'm', _) => MaxForwards,
+            (12, b'c', _) => ContentType,
+            (12, b'r', _) => RecordRoute,
+            (13, b'p', _) => ProxyRequire,
+            (14, b'c', _) => ContentLength,
+            _ => Other,
+        }
+    }
+
+    /// A one-letter compact name (RFC 3261 §7.3.3): its long form's name.
+    fn from_compact(c: u8) -> HeaderName {
+        expand_compact(c).map_or(HeaderName::Other, |long| Self::from_bytes(long.as_bytes()))
     }
 
     /// Canonical long form ("" for `Other`).
@@ -123,7 +148,7 @@ pub fn names_equal(a: &str, b: &str) -> bool {
 
 /// [`names_equal`] on raw bytes.
 pub fn names_equal_bytes(a: &[u8], b: &[u8]) -> bool {
-    canonical(a).eq_ignore_ascii_case(canonical(b))
+    super::lex::eq_ignore_case(canonical(a), canonical(b))
 }
 
 #[cfg(test)]
@@ -148,6 +173,59 @@ mod tests {
         assert_eq!(HeaderName::parse("C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::parse(""), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"\xff"), HeaderName::Other);
+    }
+
+    /// Every known name, for the reference below.
+    #[rustfmt::skip]
+    const KNOWN: [HeaderName; 15] = {
+        use HeaderName::*;
+        [Via, From, To, CallId, CSeq, MaxForwards, ContentLength, ContentType, Route,
+         RecordRoute, Contact, ProxyRequire, Require, Supported, UserAgent]
+    };
+
+    /// The straightforward definition `from_bytes` must agree with.
+    fn reference(name: &[u8]) -> HeaderName {
+        KNOWN
+            .into_iter()
+            .find(|c| c.as_str().as_bytes().eq_ignore_ascii_case(canonical(name)))
+            .unwrap_or(HeaderName::Other)
+    }
+
+    #[test]
+    fn matches_reference() {
+        let mut names: Vec<Vec<u8>> = (0..=255u8).map(|c| vec![c]).collect();
+        for long in [
+            "Via",
+            "From",
+            "To",
+            "Call-ID",
+            "CSeq",
+            "Max-Forwards",
+            "Content-Length",
+            "Content-Type",
+            "Route",
+            "Record-Route",
+            "Contact",
+            "Proxy-Require",
+            "Require",
+            "Supported",
+            "User-Agent",
+            "Subject",
+            "Cxntact",
+            "Callid",
+            "Contact-",
+            "Content-Typo",
+            "Tx",
+            "Vi",
+            "",
+        ] {
+            names.push(long.as_bytes().to_vec());
+            names.push(long.to_ascii_uppercase().into_bytes());
+            names.push(long.to_ascii_lowercase().into_bytes());
+        }
+        for n in names {
+            assert_eq!(HeaderName::from_bytes(&n), reference(&n), "{n:?}");
+        }
     }
 
     #[test]

@@ -2,85 +2,244 @@
 //! whitespace, token characters, trimming and bounded decimal parsing.
 //! Everything here works on bytes or ASCII and never allocates or panics.
 
-/// Linear whitespace as it can appear inside a (possibly folded) header value.
-pub(crate) fn is_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
-}
+/// Byte classes, one bit each, looked up in [`CLASSES`].
+pub(crate) type Class = u8;
 
 /// RFC 3261 `token` characters.
-pub(crate) fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
+pub(crate) const TOKEN: Class = 1 << 0;
+/// Host name characters: alphanumerics, '-', '.', '_'.
+pub(crate) const HOST: Class = 1 << 1;
+/// Unquoted Via param value: token plus ':', '[' and ']' (IPv6 `received`).
+pub(crate) const PARAM_VALUE: Class = 1 << 2;
+/// Linear whitespace as it can appear inside a (possibly folded) header value.
+pub(crate) const WS: Class = 1 << 3;
+/// ASCII decimal digits.
+pub(crate) const DIGIT: Class = 1 << 4;
+/// Bytes allowed anywhere in a URI: no whitespace, controls, DEL or `<>"`
+/// (non-ASCII bytes pass; the host check rejects them where it matters).
+pub(crate) const URI: Class = 1 << 5;
+/// URI scheme characters after the first: alphanumerics, '+', '-', '.'.
+pub(crate) const SCHEME: Class = 1 << 6;
+/// Inside an IPv6 reference: hex digits, ':' and '.'.
+pub(crate) const IPV6: Class = 1 << 7;
+
+/// The classes of every byte value, so that a scanner tests a byte with one
+/// load and a mask instead of a chain of comparisons (indexing by a `u8`
+/// needs no bounds check).
+static CLASSES: [Class; 256] = classes();
+
+const fn classes() -> [Class; 256] {
+    let mut t = [0; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut k = 0;
+        if c.is_ascii_alphanumeric() {
+            k |= TOKEN | HOST | PARAM_VALUE | SCHEME;
+        }
+        if matches!(
+            c,
             b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+        ) {
+            k |= TOKEN | PARAM_VALUE;
+        }
+        if matches!(c, b'-' | b'.' | b'_') {
+            k |= HOST;
+        }
+        if matches!(c, b':' | b'[' | b']') {
+            k |= PARAM_VALUE;
+        }
+        if matches!(c, b' ' | b'\t' | b'\r' | b'\n') {
+            k |= WS;
+        }
+        if c.is_ascii_digit() {
+            k |= DIGIT;
+        }
+        if c > b' ' && c != 0x7f && !matches!(c, b'<' | b'>' | b'"') {
+            k |= URI;
+        }
+        if matches!(c, b'+' | b'-' | b'.') {
+            k |= SCHEME;
+        }
+        if c.is_ascii_hexdigit() || matches!(c, b':' | b'.') {
+            k |= IPV6;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
+}
+
+/// True when byte `b` belongs to `class` (one of the constants above, or
+/// several or-ed together).
+#[inline]
+pub(crate) fn is(b: u8, class: Class) -> bool {
+    CLASSES[usize::from(b)] & class != 0
+}
+
+/// Linear whitespace as it can appear inside a (possibly folded) header value.
+#[inline]
+pub(crate) fn is_ws(b: u8) -> bool {
+    is(b, WS)
+}
+
+/// True when every byte of `s` belongs to `class` (true for an empty `s`).
+#[inline]
+pub(crate) fn all(s: &[u8], class: Class) -> bool {
+    s.iter().all(|&c| is(c, class))
+}
+
+/// ASCII case-insensitive equality, the same answer as
+/// `<[u8]>::eq_ignore_ascii_case`, comparing eight bytes at a time (header
+/// and parameter names are compared on every message).
+pub(crate) fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 4 {
+        return a.eq_ignore_ascii_case(b);
+    }
+    if n < 8 {
+        // Two overlapping four-byte words cover the whole name.
+        return fold(word4(a, 0)) == fold(word4(b, 0))
+            && fold(word4(a, n - 4)) == fold(word4(b, n - 4));
+    }
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    let mut i = 0;
+    while i + 8 < n {
+        if fold(word8(a, i)) != fold(word8(b, i)) {
+            return false;
+        }
+        i += 8;
+    }
+    fold(word8(a, n - 8)) == fold(word8(b, n - 8))
+}
+
+/// The eight bytes of `s` at `i` as a little-endian word (0 past the end).
+fn word8(s: &[u8], i: usize) -> u64 {
+    s.get(i..i + 8)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
+/// The four bytes of `s` at `i` as a little-endian word (0 past the end).
+fn word4(s: &[u8], i: usize) -> u64 {
+    s.get(i..i + 4)
+        .and_then(|w| w.try_into().ok())
+        .map_or(0, |w| u64::from(u32::from_le_bytes(w)))
+}
+
+/// `x` with every ASCII upper case letter byte turned into lower case
+/// (SWAR: a byte is upper case when it is at least 'A', not above 'Z' and
+/// has no high bit; its 0x20 bit is then set).
+fn fold(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low = x & LOW7;
+    let at_least_a = low + 0x3f3f_3f3f_3f3f_3f3f; // 0x80 - b'A' per byte
+    let above_z = low + 0x2525_2525_2525_2525; // 0x80 - (b'Z' + 1) per byte
+    let upper = at_least_a & !above_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+/// Index of the first `byte` in `s`: a plain loop, cheaper than `memchr`'s
+/// dispatch for the few dozen bytes of a URI or parameter.
+#[inline]
+pub(crate) fn find(s: &[u8], byte: u8) -> Option<usize> {
+    s.iter().position(|&c| c == byte)
 }
 
 /// True when `s` is a non-empty RFC 3261 token.
 pub(crate) fn is_token_str(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_token)
+    !s.is_empty() && all(s.as_bytes(), TOKEN)
 }
 
 /// Index of the first non-whitespace byte at or after `i` (or `b.len()`).
-pub(crate) fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while let Some(&c) = b.get(i) {
-        if !is_ws(c) {
-            break;
-        }
-        i += 1;
+#[inline]
+pub(crate) fn skip_ws(b: &[u8], i: usize) -> usize {
+    // Usually there is none: one test instead of a scan.
+    match b.get(i) {
+        Some(&c) if is_ws(c) => scan(b, i + 1, WS),
+        _ => i,
     }
-    i
 }
 
-/// End of the run of bytes satisfying `pred` starting at `i`.
-pub(crate) fn scan(b: &[u8], mut i: usize, pred: impl Fn(u8) -> bool) -> usize {
-    while let Some(&c) = b.get(i) {
-        if !pred(c) {
-            break;
+/// End of the run of bytes of `class` starting at `i` (`i` itself when `i`
+/// is at or past the end).
+#[inline]
+pub(crate) fn scan(b: &[u8], i: usize, class: Class) -> usize {
+    match b.get(i..) {
+        Some(rest) => {
+            i + rest
+                .iter()
+                .position(|&c| !is(c, class))
+                .unwrap_or(rest.len())
         }
-        i += 1;
+        None => i,
     }
-    i
 }
 
 /// `start..end` shrunk so that it neither begins nor ends with whitespace.
-pub(crate) fn trim_span(b: &[u8], mut start: usize, mut end: usize) -> (usize, usize) {
-    end = end.min(b.len());
-    while start < end && b.get(start).is_some_and(|&c| is_ws(c)) {
-        start += 1;
+#[inline]
+pub(crate) fn trim_span(b: &[u8], start: usize, end: usize) -> (usize, usize) {
+    let end = end.min(b.len());
+    let Some(s) = b.get(start..end) else {
+        return (start, end);
+    };
+    match s.iter().position(|&c| !is_ws(c)) {
+        None => (end, end),
+        Some(lead) => {
+            let last = s.iter().rposition(|&c| !is_ws(c)).unwrap_or(lead);
+            (start + lead, start + last + 1)
+        }
     }
-    while end > start && b.get(end - 1).is_some_and(|&c| is_ws(c)) {
-        end -= 1;
-    }
-    (start, end)
 }
 
 /// `s` without leading/trailing SP, HT, CR, LF.
 pub(crate) fn trim(s: &str) -> &str {
-    s.trim_matches(|c: char| matches!(c, ' ' | '\t' | '\r' | '\n'))
+    let (start, end) = trim_span(s.as_bytes(), 0, s.len());
+    // Only ASCII bytes were cut off, so both ends are char boundaries.
+    s.get(start..end).unwrap_or("")
 }
 
 /// Decimal digits only (no sign, no whitespace); `None` on overflow or empty.
+#[inline]
 pub(crate) fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() {
-        return None;
+    // Up to 19 digits cannot overflow; longer runs may still be small
+    // (leading zeros), so they take the checked path.
+    if s.is_empty() || s.len() > 19 {
+        return parse_u64_checked(s);
     }
-    let mut n: u64 = 0;
+    let mut n = 0;
     for &c in s {
-        if !c.is_ascii_digit() {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
             return None;
         }
-        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        n = n * 10 + u64::from(digit);
     }
     Some(n)
 }
 
+/// [`parse_u64`] with overflow checks, for long digit runs.
+fn parse_u64_checked(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || !all(s, DIGIT) {
+        return None;
+    }
+    s.iter().try_fold(0u64, |n, &c| {
+        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+    })
+}
+
 /// Decimal `u32` (see [`parse_u64`]).
+#[inline]
 pub(crate) fn parse_u32(s: &[u8]) -> Option<u32> {
     parse_u64(s).and_then(|n| u32::try_from(n).ok())
 }
 
 /// Decimal `u16` (see [`parse_u64`]).
+#[inline]
 pub(crate) fn parse_u16(s: &[u8]) -> Option<u16> {
     parse_u64(s).and_then(|n| u16::try_from(n).ok())
 }
@@ -105,26 +264,36 @@ pub(crate) fn find_param<'a>(params: &'a str, name: &str) -> Option<Option<&'a s
     let b = params.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        // One param runs to the next ';' outside quotes.
-        let mut j = i;
-        while let Some(&c) = b.get(j) {
-            match c {
-                b';' => break,
-                b'"' => j = quoted_end(b, j).unwrap_or(b.len()),
-                _ => j += 1,
-            }
-        }
-        let piece = params.get(i..j.min(b.len())).unwrap_or("");
-        let (pname, pvalue) = match piece.split_once('=') {
-            Some((n, v)) => (trim(n), Some(trim(v))),
-            None => (trim(piece), None),
-        };
-        if !pname.is_empty() && pname.eq_ignore_ascii_case(name) {
-            return Some(pvalue);
+        let j = param_end(b, i);
+        let piece = b.get(i..j).unwrap_or(&[]);
+        let eq = find(piece, b'=').map(|k| i + k);
+        let (ns, ne) = trim_span(b, i, eq.unwrap_or(j));
+        if ns < ne
+            && b.get(ns..ne)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+        {
+            return Some(eq.map(|e| {
+                let (vs, ve) = trim_span(b, e + 1, j);
+                params.get(vs..ve).unwrap_or("")
+            }));
         }
         i = j + 1;
     }
     None
+}
+
+/// End of the param starting at `i`: the next ';' outside quotes, or the
+/// end of `b`. Always a char boundary (it follows an ASCII byte or is the end).
+fn param_end(b: &[u8], i: usize) -> usize {
+    let mut j = i;
+    while let Some(&c) = b.get(j) {
+        match c {
+            b';' => return j,
+            b'"' => j = quoted_end(b, j).unwrap_or(b.len()),
+            _ => j += 1,
+        }
+    }
+    b.len()
 }
 
 #[cfg(test)]
@@ -139,6 +308,14 @@ mod tests {
         assert_eq!(parse_u32(b"-1"), None);
         assert_eq!(parse_u32(b""), None);
         assert_eq!(parse_u16(b"65536"), None);
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b"000000000000000000000000007"), Some(7));
+        assert_eq!(
+            parse_u64(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        assert_eq!(parse_u64(b"12a"), None);
     }
 
     #[test]
@@ -152,6 +329,34 @@ mod tests {
             find_param(";x=\"unterminated", "x"),
             Some(Some("\"unterminated"))
         );
+    }
+
+    #[test]
+    fn case_insensitive_equality() {
+        let words: [&[u8]; 9] = [
+            b"Content-Length",
+            b"CONTENT-LENGTH",
+            b"content-length",
+            b"Content-Lengtx",
+            b"Content\rLength",
+            b"Content-Type",
+            b"[\\]^_`{|}~@ZAza",
+            b"{\\}^_`[|]~@zaZA",
+            b"\xc1\xe1\xdaX\x80\x00\x7f\xff",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(eq_ignore_case(a, b), a.eq_ignore_ascii_case(b));
+            }
+        }
+        for x in 0..=255u8 {
+            for y in 0..=255u8 {
+                let (a, b) = ([x; 9], [y; 9]);
+                assert_eq!(eq_ignore_case(&a, &b), a.eq_ignore_ascii_case(&b));
+                let (a, b) = ([x, b'a', b'B', x, y], [y, b'A', b'b', x, y]);
+                assert_eq!(eq_ignore_case(&a, &b), a.eq_ignore_ascii_case(&b));
+            }
+        }
     }
 
     #[test]

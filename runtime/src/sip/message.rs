@@ -62,7 +62,25 @@ pub struct Message<'a> {
     head: Option<&'a str>,
     /// The top Via, parsed once with the message (every path needs it).
     top_via: Option<super::Via<'a>>,
+    /// Per header name, indexed by `HeaderName as usize`: how many headers
+    /// have it and where the first one is, so that [`Message::first`] and
+    /// the counts `validate` needs take no scan of the headers.
+    seen: [Seen; HeaderName::COUNT],
 }
+
+/// How many headers of one [`HeaderName`] a message has, and the index of
+/// the first of them in `Message::headers`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    count: u32,
+    first: u32,
+}
+
+/// Initial capacity of the header index: room for a typical request, and
+/// small enough (18 * 56 = 1008 bytes) for glibc's per-thread cache of
+/// freed blocks (up to 1032 bytes), which makes the allocation cheap.
+const HEADERS_CAPACITY: usize = 18;
+const _: () = assert!(HEADERS_CAPACITY * std::mem::size_of::<Header>() <= 1032);
 
 /// `(content_end, next_line_start)` of the line starting at `from`; the
 /// content excludes the LF and a CR right before it.
@@ -75,6 +93,17 @@ fn next_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
         lf
     };
     Some((end, lf + 1))
+}
+
+/// Offset of the first ':' in the header line `pos..end`.
+fn header_colon(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
+    // Usually the name is a token right up to the colon: no search needed.
+    // (A token stops at the line end at the latest: CR and LF are no token bytes.)
+    let name_end = super::lex::scan(buf, pos, super::lex::TOKEN);
+    if buf.get(name_end) == Some(&b':') {
+        return Some(name_end);
+    }
+    Some(pos + memchr(b':', buf.get(pos..end)?)?)
 }
 
 fn is_sp_ht(b: u8) -> bool {
@@ -102,12 +131,13 @@ impl<'a> Message<'a> {
             part1: 0..0,
             part2: 0..0,
             part3: 0..0,
-            headers: Vec::with_capacity(32),
+            headers: Vec::with_capacity(HEADERS_CAPACITY),
             headers_end: 0,
             body_start: 0,
             len: 0,
             head: None,
             top_via: None,
+            seen: [Seen::default(); HeaderName::COUNT],
         };
         msg.parse_start_line(start, line_end)?;
         loop {
@@ -133,8 +163,7 @@ impl<'a> Message<'a> {
                 }
                 h.line_range.end = next;
             } else {
-                let line = buf.get(pos..end).unwrap_or(&[]);
-                let colon = pos + memchr(b':', line).ok_or(err("header line without colon"))?;
+                let colon = header_colon(buf, pos, end).ok_or(err("header line without colon"))?;
                 let mut name_end = colon;
                 while name_end > pos && buf.get(name_end - 1).is_some_and(|&c| is_sp_ht(c)) {
                     name_end -= 1;
@@ -144,6 +173,7 @@ impl<'a> Message<'a> {
                 }
                 let (vs, ve) = super::lex::trim_span(buf, colon + 1, end);
                 let name = HeaderName::from_bytes(buf.get(pos..name_end).unwrap_or(&[]));
+                msg.note(name);
                 msg.headers.push(Header {
                     name,
                     name_range: pos..name_end,
@@ -159,6 +189,31 @@ impl<'a> Message<'a> {
             .and_then(|h| std::str::from_utf8(h).ok());
         msg.top_via = msg.parse_top_via();
         Ok(msg)
+    }
+
+    /// Records in `seen` the header about to be pushed.
+    fn note(&mut self, name: HeaderName) {
+        let index = u32::try_from(self.headers.len()).unwrap_or(u32::MAX);
+        if let Some(seen) = self.seen.get_mut(name as usize) {
+            if seen.count == 0 {
+                seen.first = index;
+            }
+            seen.count = seen.count.saturating_add(1);
+        }
+    }
+
+    /// How many headers are named `name` (long or compact form).
+    pub(super) fn count(&self, name: HeaderName) -> usize {
+        self.seen.get(name as usize).map_or(0, |s| s.count as usize)
+    }
+
+    /// Index in `headers` of the first header named `name` (`headers.len()`
+    /// when there is none).
+    fn first_index(&self, name: HeaderName) -> usize {
+        match self.seen.get(name as usize) {
+            Some(s) if s.count > 0 => s.first as usize,
+            _ => self.headers.len(),
+        }
     }
 
     fn parse_start_line(&mut self, start: usize, mut end: usize) -> Result<(), ParseError> {
@@ -204,12 +259,13 @@ impl<'a> Message<'a> {
     /// End of the message under the framing rules described in [`Message::parse`].
     fn framed_len(&self) -> usize {
         let available = self.buf.len().saturating_sub(self.body_start);
-        let mut cls = self.all(HeaderName::ContentLength);
-        let first = cls.next();
-        if cls.next().is_some() {
+        if self.count(HeaderName::ContentLength) > 1 {
             return self.buf.len();
         }
-        match first.and_then(|h| super::lex::parse_u64(self.bytes(h.value_range.clone()))) {
+        match self
+            .first(HeaderName::ContentLength)
+            .and_then(|h| super::lex::parse_u64(self.bytes(h.value_range.clone())))
+        {
             Some(n) if n <= available as u64 => self.body_start + n as usize,
             _ => self.buf.len(),
         }
@@ -227,8 +283,8 @@ impl<'a> Message<'a> {
     }
 
     /// The top Via parsed with the message (see [`Message::top_via`]).
-    pub(super) fn cached_top_via(&self) -> Option<super::Via<'a>> {
-        self.top_via.clone()
+    pub(super) fn cached_top_via(&self) -> Option<&super::Via<'a>> {
+        self.top_via.as_ref()
     }
 
     /// The whole received buffer.
@@ -300,11 +356,12 @@ impl<'a> Message<'a> {
     }
 
     pub fn first(&self, name: HeaderName) -> Option<&Header> {
-        self.headers.iter().find(|h| h.name == name)
+        self.headers.get(self.first_index(name))
     }
 
     pub fn all(&self, name: HeaderName) -> impl Iterator<Item = &Header> {
-        self.headers.iter().filter(move |h| h.name == name)
+        let rest = self.headers.get(self.first_index(name)..).unwrap_or(&[]);
+        rest.iter().filter(move |h| h.name == name)
     }
 
     /// Headers whose name equals `name` (case-insensitive, compact forms

@@ -24,6 +24,16 @@ impl<'a> NameAddr<'a> {
     /// None for an unterminated quoted display name (RFC 4475 quotbal),
     /// unbalanced `<`, junk after `>` or an empty URI.
     pub fn parse(s: &'a str) -> Option<NameAddr<'a>> {
+        let mut na = Self::parse_untagged(s)?;
+        na.tag = find_param(na.params, "tag")
+            .flatten()
+            .filter(|t| !t.is_empty());
+        Some(na)
+    }
+
+    /// [`NameAddr::parse`] without looking up the tag (`tag` is None): the
+    /// same answer to whether `s` is a name-addr, for validation.
+    pub(crate) fn parse_untagged(s: &'a str) -> Option<NameAddr<'a>> {
         let s = trim(s);
         let b = s.as_bytes();
         let (display, angled) = if b.first() == Some(&b'"') {
@@ -57,14 +67,11 @@ impl<'a> NameAddr<'a> {
         if uri.is_empty() {
             return None;
         }
-        let tag = find_param(params, "tag")
-            .flatten()
-            .filter(|t| !t.is_empty());
         Some(NameAddr {
             display,
             uri,
             params,
-            tag,
+            tag: None,
         })
     }
 }

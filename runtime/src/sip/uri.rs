@@ -1,9 +1,7 @@
 //! SIP/SIPS/TEL and other URIs (RFC 3261 §19.1, RFC 3966, RFC 5118): a
 //! borrowed view of scheme, userinfo, host, port, params and headers.
 
-use memchr::memchr;
-
-use super::lex::find_param;
+use super::lex::{self, HOST, SCHEME, URI, find, find_param};
 use super::via::is_ipv6_reference;
 
 /// A parsed URI. For `sip:`/`sips:` every field is filled in. For `tel:`
@@ -27,23 +25,32 @@ pub struct Uri<'a> {
     pub opaque: &'a str,
 }
 
-fn scheme_ok(s: &[u8]) -> bool {
-    matches!(s.first(), Some(c) if c.is_ascii_alphabetic())
-        && s.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+/// Length of the scheme when `b` starts with a valid one followed by ':'.
+fn scheme_len(b: &[u8]) -> Option<usize> {
+    let end = lex::scan(b, 0, SCHEME);
+    let starts_alpha = b.first().is_some_and(u8::is_ascii_alphabetic);
+    (starts_alpha && b.get(end) == Some(&b':')).then_some(end)
 }
 
-fn uri_char_ok(c: u8) -> bool {
-    c > b' ' && c != 0x7f && !matches!(c, b'<' | b'>' | b'"')
-}
-
-fn host_ok(h: &[u8]) -> bool {
-    if h.first() == Some(&b'[') {
-        return is_ipv6_reference(h);
+/// End of the host at the start of `hb`: an IPv6 reference, or a host name
+/// that must be followed by the end, ':', ';' or '?'. None when invalid.
+fn host_end(hb: &[u8]) -> Option<usize> {
+    if hb.first() == Some(&b'[') {
+        let end = find(hb, b']')? + 1;
+        return is_ipv6_reference(hb.get(..end)?).then_some(end);
     }
-    !h.is_empty()
-        && h.iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'))
+    let end = lex::scan(hb, 0, HOST);
+    let terminated = matches!(hb.get(end), None | Some(b':' | b';' | b'?'));
+    (end > 0 && terminated).then_some(end)
+}
+
+/// Splits `userinfo` (before '@') into user and password; None for an empty user.
+fn split_userinfo(userinfo: &str) -> Option<(&str, Option<&str>)> {
+    let (user, password) = match find(userinfo.as_bytes(), b':') {
+        Some(i) => (userinfo.get(..i)?, Some(userinfo.get(i + 1..)?)),
+        None => (userinfo, None),
+    };
+    (!user.is_empty()).then_some((user, password))
 }
 
 impl<'a> Uri<'a> {
@@ -53,11 +60,10 @@ impl<'a> Uri<'a> {
     /// (so an unbracketed IPv6 host such as "sip:2001:db8::10" is rejected,
     /// RFC 5118 §4.2, and "sip:[2001:db8::10:5070]" has no port, §4.3).
     pub fn parse(s: &'a str) -> Option<Uri<'a>> {
-        let b = s.as_bytes();
-        let colon = memchr(b':', b)?;
+        let colon = scheme_len(s.as_bytes())?;
         let scheme = s.get(..colon)?;
         let rest = s.get(colon + 1..)?;
-        if !scheme_ok(scheme.as_bytes()) || rest.is_empty() || !rest.bytes().all(uri_char_ok) {
+        if rest.is_empty() || !lex::all(rest.as_bytes(), URI) {
             return None;
         }
         let mut uri = Uri {
@@ -71,7 +77,7 @@ impl<'a> Uri<'a> {
             opaque: rest,
         };
         if scheme.eq_ignore_ascii_case("tel") {
-            let (number, params) = match memchr(b';', rest.as_bytes()) {
+            let (number, params) = match find(rest.as_bytes(), b';') {
                 Some(i) => (rest.get(..i)?, rest.get(i..)?),
                 None => (rest, ""),
             };
@@ -79,56 +85,44 @@ impl<'a> Uri<'a> {
             uri.params = params;
             return Some(uri);
         }
-        if !(scheme.eq_ignore_ascii_case("sip") || scheme.eq_ignore_ascii_case("sips")) {
-            return Some(uri);
+        if uri.is_sip() {
+            uri.parse_sip(rest)?;
         }
-        let hostport = match memchr(b'@', rest.as_bytes()) {
+        Some(uri)
+    }
+
+    /// Fills in the sip/sips fields from `rest` (after "sip:").
+    fn parse_sip(&mut self, rest: &'a str) -> Option<()> {
+        let hostport = match find(rest.as_bytes(), b'@') {
             Some(at) => {
-                let userinfo = rest.get(..at)?;
-                let (user, password) = match userinfo.split_once(':') {
-                    Some((u, p)) => (u, Some(p)),
-                    None => (userinfo, None),
-                };
-                if user.is_empty() {
-                    return None;
-                }
-                uri.user = Some(user);
-                uri.password = password;
+                let (user, password) = split_userinfo(rest.get(..at)?)?;
+                self.user = Some(user);
+                self.password = password;
                 rest.get(at + 1..)?
             }
             None => rest,
         };
-        let hb = hostport.as_bytes();
-        let host_end = if hb.first() == Some(&b'[') {
-            memchr(b']', hb)? + 1
-        } else {
-            hb.iter()
-                .position(|&c| matches!(c, b':' | b';' | b'?'))
-                .unwrap_or(hb.len())
-        };
-        uri.host = hostport.get(..host_end)?;
-        if !host_ok(uri.host.as_bytes()) {
-            return None;
-        }
+        let host_end = host_end(hostport.as_bytes())?;
+        self.host = hostport.get(..host_end)?;
         let mut tail = hostport.get(host_end..)?;
         if let Some(p) = tail.strip_prefix(':') {
             let pe = p
                 .bytes()
                 .position(|c| c == b';' || c == b'?')
                 .unwrap_or(p.len());
-            uri.port = Some(super::lex::parse_u16(p.get(..pe)?.as_bytes())?);
+            self.port = Some(lex::parse_u16(p.get(..pe)?.as_bytes())?);
             tail = p.get(pe..)?;
         }
-        let (params, headers) = match tail.split_once('?') {
-            Some((p, h)) => (p, Some(h)),
+        let (params, headers) = match find(tail.as_bytes(), b'?') {
+            Some(q) => (tail.get(..q)?, Some(tail.get(q + 1..)?)),
             None => (tail, None),
         };
         if !(params.is_empty() || params.starts_with(';')) {
             return None;
         }
-        uri.params = params;
-        uri.headers = headers;
-        Some(uri)
+        self.params = params;
+        self.headers = headers;
+        Some(())
     }
 
     /// A URI parameter by name (case-insensitive): `Some(None)` for a flag
@@ -139,7 +133,8 @@ impl<'a> Uri<'a> {
 
     /// True for sip: and sips: URIs.
     pub fn is_sip(&self) -> bool {
-        self.scheme.eq_ignore_ascii_case("sip") || self.scheme.eq_ignore_ascii_case("sips")
+        let s = self.scheme.as_bytes();
+        s.eq_ignore_ascii_case(b"sip") || s.eq_ignore_ascii_case(b"sips")
     }
 }
 

@@ -50,13 +50,21 @@ impl Message<'_> {
         self.check_cseq()?;
         self.check_max_forwards()?;
         self.check_content_length()?;
-        check_name_addr(self.from(), "Bad From")?;
-        check_name_addr(self.to(), "Bad To")?;
+        self.check_name_addr(HeaderName::From, "Bad From")?;
+        self.check_name_addr(HeaderName::To, "Bad To")?;
         let call_id = self.call_id().ok_or(bad("Bad Call-ID"))?;
         if call_id.bytes().any(|c| c <= b' ' || c == 0x7f) {
             return Err(bad("Bad Call-ID"));
         }
         Ok(())
+    }
+
+    /// The first `name` header (From or To) is a name-addr with a valid URI
+    /// (what `self.from()` / `self.to()` parse, minus the tag look-up).
+    fn check_name_addr(&self, name: HeaderName, reason: &'static str) -> Result<(), Invalid> {
+        let h = self.first(name).ok_or(bad(reason))?;
+        let na = NameAddr::parse_untagged(self.value(h)).ok_or(bad(reason))?;
+        Uri::parse(na.uri).map(|_| ()).ok_or(bad(reason))
     }
 
     fn check_request_line(&self) -> Result<(), Invalid> {
@@ -100,18 +108,14 @@ impl Message<'_> {
     }
 
     fn check_mandatory_counts(&self) -> Result<(), Invalid> {
-        let (mut to, mut from, mut call_id, mut cseq, mut via, mut mf) = (0, 0, 0, 0, 0, 0);
-        for h in self.headers() {
-            match h.name {
-                HeaderName::To => to += 1,
-                HeaderName::From => from += 1,
-                HeaderName::CallId => call_id += 1,
-                HeaderName::CSeq => cseq += 1,
-                HeaderName::Via => via += 1,
-                HeaderName::MaxForwards => mf += 1,
-                _ => {}
-            }
-        }
+        let (to, from, call_id, cseq, via, mf) = (
+            self.count(HeaderName::To),
+            self.count(HeaderName::From),
+            self.count(HeaderName::CallId),
+            self.count(HeaderName::CSeq),
+            self.count(HeaderName::Via),
+            self.count(HeaderName::MaxForwards),
+        );
         let once = [
             (to, "Missing To", "Multiple To"),
             (from, "Missing From", "Multiple From"),
@@ -134,17 +138,24 @@ impl Message<'_> {
         Ok(())
     }
 
-    /// Every element of every Via header must parse.
+    /// Every element of every Via header must parse, and no Via header may
+    /// be empty.
     fn check_via(&self) -> Result<(), Invalid> {
-        for h in self.all(HeaderName::Via) {
-            let value = self.value(h);
-            let mut n = 0;
-            for (off, elem) in split_list(value) {
-                Via::parse(elem, h.value_range.start + off).ok_or(bad("Bad Via"))?;
-                n += 1;
-            }
-            if n == 0 {
+        for (i, h) in self.all(HeaderName::Via).enumerate() {
+            let base = h.value_range.start;
+            let mut elems = split_list(self.value(h));
+            let (off, elem) = elems.next().ok_or(bad("Bad Via"))?;
+            // The top Via was already parsed with the message.
+            let first_ok = if i == 0 {
+                self.cached_top_via().is_some()
+            } else {
+                Via::parse(elem, base + off).is_some()
+            };
+            if !first_ok {
                 return Err(bad("Bad Via"));
+            }
+            for (off, elem) in elems {
+                Via::parse(elem, base + off).ok_or(bad("Bad Via"))?;
             }
         }
         Ok(())
@@ -172,11 +183,10 @@ impl Message<'_> {
     }
 
     fn check_content_length(&self) -> Result<(), Invalid> {
-        let mut it = self.all(HeaderName::ContentLength);
-        let Some(h) = it.next() else {
+        let Some(h) = self.first(HeaderName::ContentLength) else {
             return Ok(());
         };
-        if it.next().is_some() {
+        if self.count(HeaderName::ContentLength) > 1 {
             return Err(bad("Multiple Content-Length"));
         }
         let n = parse_u64(self.value(h).as_bytes()).ok_or(bad("Bad Content-Length"))?;
@@ -186,11 +196,6 @@ impl Message<'_> {
         }
         Ok(())
     }
-}
-
-fn check_name_addr(na: Option<NameAddr<'_>>, reason: &'static str) -> Result<(), Invalid> {
-    let na = na.ok_or(bad(reason))?;
-    Uri::parse(na.uri).map(|_| ()).ok_or(bad(reason))
 }
 
 #[cfg(test)]

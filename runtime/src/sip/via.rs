@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use super::lex::{is_token, quoted_end, scan, skip_ws};
+use super::lex::{self, DIGIT, HOST, IPV6, PARAM_VALUE, TOKEN, quoted_end, scan, skip_ws};
 use memchr::memchr;
 
 /// A parsed via-parm. Offsets are absolute (in the message buffer).
@@ -28,23 +28,10 @@ pub struct Via<'a> {
     pub params_end: usize,
 }
 
-fn host_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_')
-}
-
-fn param_value_char(c: u8) -> bool {
-    is_token(c) || matches!(c, b':' | b'[' | b']')
-}
-
 /// `[...]` holding only hex digits, ':' and '.', with at least one ':'.
 pub(crate) fn is_ipv6_reference(s: &[u8]) -> bool {
     match s {
-        [b'[', inner @ .., b']'] => {
-            inner.contains(&b':')
-                && inner
-                    .iter()
-                    .all(|&c| c.is_ascii_hexdigit() || c == b':' || c == b'.')
-        }
+        [b'[', inner @ .., b']'] => inner.contains(&b':') && lex::all(inner, IPV6),
         _ => false,
     }
 }
@@ -58,8 +45,53 @@ fn expect(b: &[u8], i: usize, want: u8) -> Option<usize> {
 /// A non-empty token at `i` (after optional whitespace): `(start, end)`.
 fn token_at(b: &[u8], i: usize) -> Option<(usize, usize)> {
     let s = skip_ws(b, i);
-    let e = scan(b, s, is_token);
+    let e = scan(b, s, TOKEN);
     (e > s).then_some((s, e))
+}
+
+/// sent-protocol (`SIP / 2.0 / UDP`): `(start, transport start, transport end)`.
+fn sent_protocol(b: &[u8]) -> Option<(usize, usize, usize)> {
+    // Fast path for the usual spelling; the general path gives the same result.
+    if b.starts_with(b"SIP/2.0/") {
+        let (ts, te) = token_at(b, 8)?;
+        return Some((0, ts, te));
+    }
+    let (start, name_end) = token_at(b, 0)?;
+    let i = expect(b, name_end, b'/')?;
+    let (_, ver_end) = token_at(b, i)?;
+    let i = expect(b, ver_end, b'/')?;
+    let (ts, te) = token_at(b, i)?;
+    Some((start, ts, te))
+}
+
+/// End of the sent-by host starting at `hs` (an IPv6 reference or a host name).
+fn host_end(b: &[u8], hs: usize) -> Option<usize> {
+    if b.get(hs) == Some(&b'[') {
+        let close = hs + memchr(b']', b.get(hs..)?)? + 1;
+        return is_ipv6_reference(b.get(hs..close)?).then_some(close);
+    }
+    Some(scan(b, hs, HOST))
+}
+
+/// Which of the params a proxy reads a via-param name is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Branch,
+    Received,
+    Rport,
+    Other,
+}
+
+fn known_param(name: &[u8]) -> Known {
+    if lex::eq_ignore_case(name, b"branch") {
+        Known::Branch
+    } else if lex::eq_ignore_case(name, b"received") {
+        Known::Received
+    } else if lex::eq_ignore_case(name, b"rport") {
+        Known::Rport
+    } else {
+        Known::Other
+    }
 }
 
 impl<'a> Via<'a> {
@@ -69,26 +101,14 @@ impl<'a> Via<'a> {
     /// valueless `branch`/`received` params and a non-numeric `rport`.
     pub fn parse(text: &'a str, base: usize) -> Option<Via<'a>> {
         let b = text.as_bytes();
-        let (start, name_end) = token_at(b, 0)?;
-        let i = expect(b, name_end, b'/')?;
-        let (_, ver_end) = token_at(b, i)?;
-        let i = expect(b, ver_end, b'/')?;
-        let (ts, te) = token_at(b, i)?;
+        let (start, ts, te) = sent_protocol(b)?;
         let transport = text.get(ts..te)?;
 
         let hs = skip_ws(b, te);
         if hs == te {
             return None;
         }
-        let he = if b.get(hs) == Some(&b'[') {
-            let close = hs + memchr(b']', b.get(hs..)?)? + 1;
-            if !is_ipv6_reference(b.get(hs..close)?) {
-                return None;
-            }
-            close
-        } else {
-            scan(b, hs, host_char)
-        };
+        let he = host_end(b, hs)?;
         if he == hs {
             return None;
         }
@@ -99,8 +119,8 @@ impl<'a> Via<'a> {
         let j = skip_ws(b, he);
         if b.get(j) == Some(&b':') {
             let ps = skip_ws(b, j + 1);
-            let pe = scan(b, ps, |c| c.is_ascii_digit());
-            port = Some(super::lex::parse_u16(b.get(ps..pe)?)?);
+            let pe = scan(b, ps, DIGIT);
+            port = Some(lex::parse_u16(b.get(ps..pe)?)?);
             end = pe;
         }
 
@@ -123,7 +143,6 @@ impl<'a> Via<'a> {
                 Some(_) => return None,
             }
             let (ns, ne) = token_at(b, semi + 1)?;
-            let name = text.get(ns..ne)?;
             end = ne;
             let mut value = None;
             let eq = skip_ws(b, ne);
@@ -132,7 +151,7 @@ impl<'a> Via<'a> {
                 let ve = if b.get(vs) == Some(&b'"') {
                     quoted_end(b, vs)?
                 } else {
-                    scan(b, vs, param_value_char)
+                    scan(b, vs, PARAM_VALUE)
                 };
                 if ve == vs {
                     return None;
@@ -140,16 +159,17 @@ impl<'a> Via<'a> {
                 value = Some(text.get(vs..ve)?);
                 end = ve;
             }
-            if name.eq_ignore_ascii_case("branch") {
-                via.branch = via.branch.or(Some(value?));
-            } else if name.eq_ignore_ascii_case("received") {
-                via.received = via.received.or(Some(value?));
-            } else if name.eq_ignore_ascii_case("rport") && via.rport.is_none() {
-                via.rport = Some(match value {
-                    Some(v) => Some(super::lex::parse_u16(v.as_bytes())?),
-                    None => None,
-                });
-                via.rport_range = Some(base + semi..base + end);
+            match known_param(b.get(ns..ne)?) {
+                Known::Branch => via.branch = via.branch.or(Some(value?)),
+                Known::Received => via.received = via.received.or(Some(value?)),
+                Known::Rport if via.rport.is_none() => {
+                    via.rport = Some(match value {
+                        Some(v) => Some(lex::parse_u16(v.as_bytes())?),
+                        None => None,
+                    });
+                    via.rport_range = Some(base + semi..base + end);
+                }
+                Known::Rport | Known::Other => {}
             }
         }
         via.range = base + start..base + end;
