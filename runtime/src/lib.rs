@@ -5,7 +5,7 @@
 //!
 //! - [`sip`]: zero-copy view of received SIP messages, splice editing.
 //! - [`proxy`]: the sans-IO proxy core (RFC 3261 §16).
-//! - [`net`]: the tokio layer owning sockets.
+//! - [`net`]: the I/O layer: a receive thread per socket, the timer task.
 //! - [`ctx`]: what a route sees and does; [`api`]: the generated code's API.
 //! - [`metrics`]: Prometheus counters and the `--metrics` endpoint.
 
