@@ -136,19 +136,25 @@ pub fn write_route_line(level: &str, line: u32, call_id: &str, text: impl FnOnce
         let text_start = out.len();
         text(&mut out);
         // Log lines are data, not headers: keep each on one line.
-        for b in &mut out[text_start..] {
-            if *b == b'\r' || *b == b'\n' {
-                *b = b' ';
+        if memchr::memchr2(b'\r', b'\n', &out[text_start..]).is_some() {
+            for b in &mut out[text_start..] {
+                if *b == b'\r' || *b == b'\n' {
+                    *b = b' ';
+                }
             }
         }
         out.extend_from_slice(b" line=");
         crate::digits::push_padded(&mut out, line, 1);
         out.extend_from_slice(b" call_id=\"");
-        for &b in call_id.as_bytes() {
-            if b == b'"' || b == b'\\' {
-                out.push(b'\\');
+        if memchr::memchr2(b'"', b'\\', call_id.as_bytes()).is_none() {
+            out.extend_from_slice(call_id.as_bytes());
+        } else {
+            for &b in call_id.as_bytes() {
+                if b == b'"' || b == b'\\' {
+                    out.push(b'\\');
+                }
+                out.push(b);
             }
-            out.push(b);
         }
         out.extend_from_slice(b"\"\n");
         true

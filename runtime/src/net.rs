@@ -268,7 +268,15 @@ fn receive_thread(index: usize, shared: Arc<Shared>) {
             continue;
         }
         let now = Instant::now();
-        handle_at(&shared, now, index, &buf[..len], source, &mut out);
+        // The core does not panic; if it ever did, one datagram is lost
+        // (with the panic message on stderr), not the socket.
+        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handle_at(&shared, now, index, &buf[..len], source, &mut out)
+        }));
+        if handled.is_err() {
+            out.clear();
+            tracing::error!(%source, len, "internal error while handling a datagram: dropped");
+        }
         if now.duration_since(flushed) >= FLUSH_EVERY {
             crate::logbuf::flush();
             flushed = now;
