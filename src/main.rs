@@ -3,10 +3,6 @@
 
 include!(concat!(env!("OUT_DIR"), "/routes.rs"));
 
-/// mimalloc instead of glibc's malloc (see the README's dependency notes).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Every `tests/routes/*.yaml` fixture, compiled in debug builds so that
 /// `cargo build` proves their generated code builds against the runtime API
 /// (left out of release builds to keep them quick).
