@@ -86,7 +86,7 @@ impl ClientInvite {
     }
 
     /// The INVITE this transaction sends (e.g. to build a CANCEL or an ACK
-    /// from it).
+    /// from it); empty once a 2xx made it `Accepted`.
     pub fn request(&self) -> &Arc<[u8]> {
         &self.request
     }
@@ -118,6 +118,10 @@ impl ClientInvite {
                     self.state = ClientInviteState::Accepted;
                     self.retransmit_at = None;
                     self.timeout_at = after(now, self.timers.m());
+                    // Never sent again (the 2xx's ACK is end to end, no
+                    // CANCEL after a final response): free it for Timer M's
+                    // 32 s of lingering.
+                    self.request = Arc::from(&[][..]);
                     out.push(Action::DeliverResponse { status });
                 }
                 Class::Failure => {
@@ -295,9 +299,14 @@ mod tests {
         let mut out = Vec::new();
         c.on_response(clock.at(100), 180, &mut out);
         out.clear();
+        assert!(!c.request().is_empty());
         c.on_response(clock.at(1_000), 200, &mut out);
         assert_eq!(out, vec![Action::DeliverResponse { status: 200 }]);
         assert_eq!(c.state(), ClientInviteState::Accepted);
+        assert!(
+            c.request().is_empty(),
+            "the INVITE is not kept while lingering"
+        );
         assert_eq!(c.next_deadline(), Some(clock.at(33_000)));
         // RFC 6026: retransmitted (or forked) 2xx are delivered again.
         out.clear();
