@@ -58,10 +58,8 @@ pub struct Ctx<'a> {
     section: Section,
     /// The message the route runs on (a request, or a response in `reply`).
     msg: &'a Message<'a>,
-    /// The request the variables of a reply read (stateful), if known.
-    request: Option<&'a Message<'a>>,
-    /// The stored request of a stateful reply, parsed only when a variable
-    /// reads it (most reply routes read none).
+    /// The request a stateful reply's request variables read, parsed only
+    /// when a variable reads it (most reply routes read none).
     stored: Option<&'a [u8]>,
     stored_parsed: std::cell::OnceCell<Option<Message<'a>>>,
     /// `$rs` / `$rr` in `failure` (the best response, or 408 on timeout).
@@ -74,7 +72,7 @@ pub struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     /// A context for the `request` section.
     pub(crate) fn for_request(msg: &'a Message<'a>, source: SocketAddr) -> Ctx<'a> {
-        Ctx::new(Section::Request, msg, None, None, source)
+        Ctx::new(Section::Request, msg, None, source)
     }
 
     /// A context for the `reply` section; `stored` is the bytes of the
@@ -84,38 +82,31 @@ impl<'a> Ctx<'a> {
         stored: Option<&'a [u8]>,
         source: SocketAddr,
     ) -> Ctx<'a> {
-        let mut cx = Ctx::new(Section::Reply, msg, None, None, source);
+        let mut cx = Ctx::new(Section::Reply, msg, None, source);
         cx.stored = stored;
         cx
     }
 
-    /// A context for the `failure` section, on the stored request.
+    /// A context for the `failure` section, on the stored request (which
+    /// the request variables then read, being the message).
     pub(crate) fn for_failure(
         request: &'a Message<'a>,
         status: u16,
         reason: &'a str,
         source: SocketAddr,
     ) -> Ctx<'a> {
-        Ctx::new(
-            Section::Failure,
-            request,
-            Some(request),
-            Some((status, reason)),
-            source,
-        )
+        Ctx::new(Section::Failure, request, Some((status, reason)), source)
     }
 
     fn new(
         section: Section,
         msg: &'a Message<'a>,
-        request: Option<&'a Message<'a>>,
         status: Option<(u16, &'a str)>,
         source: SocketAddr,
     ) -> Ctx<'a> {
         Ctx {
             section,
             msg,
-            request,
             stored: None,
             stored_parsed: std::cell::OnceCell::new(),
             status,
@@ -141,9 +132,6 @@ impl<'a> Ctx<'a> {
     fn request_msg(&self) -> Option<&Message<'a>> {
         if self.msg.is_request() {
             return Some(self.msg);
-        }
-        if let Some(request) = self.request {
-            return Some(request);
         }
         let stored = self.stored?;
         self.stored_parsed

@@ -113,9 +113,11 @@ pub fn write_route_line(level: &str, line: u32, call_id: &str, text: impl FnOnce
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let (secs, micros) = (now.as_secs(), now.subsec_micros());
+    // Some(whether the buffer is now due to be written), None when the
+    // buffer was busy (re-entrant logging) and the line was lost.
     let written = BUFFER.with(|buffer| {
         let Ok(mut out) = buffer.try_borrow_mut() else {
-            return false;
+            return None;
         };
         CLOCK.with(|clock| {
             let mut clock = clock.borrow_mut();
@@ -157,13 +159,9 @@ pub fn write_route_line(level: &str, line: u32, call_id: &str, text: impl FnOnce
             }
         }
         out.extend_from_slice(b"\"\n");
-        true
+        Some(out.len() >= FLUSH_AT)
     });
-    if !written {
-        return;
-    }
-    let full = BUFFER.with(|b| b.try_borrow().map(|b| b.len() >= FLUSH_AT).unwrap_or(false));
-    if full || !BATCHING.with(Cell::get) {
+    if written.is_some_and(|full| full || !BATCHING.with(Cell::get)) {
         flush();
     }
 }
