@@ -595,7 +595,8 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
         say(f"bench: {system} could not start for {scenario}: {e}")
         result.update({"error": str(e), "successful": 0, "failed": calls, "uas_failed": 0,
                        "uas_successful": 0, "retransmissions": 0, "proxy_alive": False,
-                       "wall_s": 0.0, "sipp_uac_cpu_s": 0.0, "cpu_s": 0.0, "us_per_call": None,
+                       "wall_s": 0.0, "sipp_uac_cpu_s": 0.0, "sipp_uas_cpu_s": 0.0,
+                       "sipp_us_per_call": None, "cpu_s": 0.0, "us_per_call": None,
                        "log_lines_per_call": None, "trying_per_call": None, "clean": False})
         ctx.record(result)
         return result
@@ -605,9 +606,12 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
             uases.append(start_uas(port, scenario_file, run_dir, lifetime))
         time.sleep(0.3)
         before = proxy.cpu_ticks()
+        uas_before = sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases)
         rc, sipp_cpu, wall, uac_stats = run_uac(
             "uac.xml", calls, rate, run_dir, recv_timeout_ms=recv_timeout_ms,
             limit=max(5000, rate * (recv_timeout_ms // 1000 + 2)))
+        # The UASes' CPU over the UAC's lifetime (their share of the machine).
+        uas_cpu = (sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases) - uas_before) / CLK_TCK
         time.sleep(tail)
         after = proxy.cpu_ticks()
         threads_ok = threads_consistent(proxy.proc.pid)
@@ -635,6 +639,10 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
         "uas_failed": uas_failed, "uas_successful": uas_calls,
         "retransmissions": stat_int(st, "Retransmissions(C)"),
         "proxy_alive": alive, "wall_s": round(wall, 3), "sipp_uac_cpu_s": round(sipp_cpu, 3),
+        "sipp_uas_cpu_s": round(uas_cpu, 3),
+        # sipp's own CPU per call (UAC + UASes): what the load generator
+        # takes from the same two cores the proxy runs on.
+        "sipp_us_per_call": round((sipp_cpu + uas_cpu) * 1e6 / ok, 1) if ok else None,
         "cpu_s": cpu_s, "us_per_call": cpu_s * 1e6 / ok if ok else None,
         "log_lines_per_call": round(lines / ok, 3) if ok else None,
         "tail_s": tail, "threads_consistent": threads_ok,
@@ -665,7 +673,8 @@ def describe(r: dict) -> str:
             f"ok {r['successful']} failed {r['failed']}+{r['uas_failed']} "
             f"retrans {r['retransmissions']}+{r.get('uas_retransmissions', 0)} "
             f"cpu {r['cpu_s']:.2f} s {per_call} log {r['log_lines_per_call']}/call "
-            f"100/call {r['trying_per_call']} wall {r['wall_s']:.1f} s sipp-uac {100 * r['sipp_uac_cpu_s'] / max(r['wall_s'], 0.001):.0f}%{flags}")
+            f"100/call {r['trying_per_call']} wall {r['wall_s']:.1f} s "
+            f"sipp {r['sipp_us_per_call'] or 0:.0f} us/call{flags}")
 
 
 # --------------------------------------------------------------------------
@@ -686,7 +695,9 @@ def max_clean_rate(ctx: Context, system: str, scenario: str, rep: int) -> dict:
     def clean(rate: int) -> bool:
         r = measure(ctx, system, scenario, int(rate * duration), rate,
                     tail=0.5, purpose="search", rep=rep)
-        runs.append({"rate": rate, "clean": r["clean"], "failed": r["failed"] + r["uas_failed"]})
+        runs.append({"rate": rate, "clean": r["clean"], "failed": r["failed"] + r["uas_failed"],
+                     "us_per_call": r["us_per_call"], "sipp_us_per_call": r["sipp_us_per_call"],
+                     "trying_per_call": r["trying_per_call"]})
         say("bench:   " + describe(r))
         return r["clean"]
 
@@ -879,13 +890,16 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 cell = fmt_spread(spread([f["max_clean_rate"] for f in found]))
                 if any(f["capped"] for f in found):
                     cell += f" (cap {args.search_max})"
-                if not_stateful(scenario, system, runs):
+                if not_stateful(scenario, system, [r for f in found for r in f["runs"]]):
                     cell += " (no 100 Trying: not stateful?)"
                 if (scenario, system) in ctx.broken:
                     cell = "n/a (smoke test failed)"
                 cells.append(cell)
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + " |")
         lines.append("")
+
+    if not args.no_search:
+        lines.extend(cpu_budget_at_max(scenarios, systems, rates, env_info["cores"]))
 
     # Ratios last.
     lines.append("sipforge / Kamailio (goals from issue 4):")
@@ -928,6 +942,36 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 lines.append(f"  {title}: max clean rate sipforge {fmt_spread(sf)} cps = {ratio}{verdict}")
     lines.append("")
     return "\n".join(lines)
+
+
+def cpu_budget_at_max(scenarios, systems, rates, cores: int) -> list[str]:
+    """Where the CPU went in the fastest clean run of each search: the proxy's
+    and sipp's CPU per call, the cores all of them used, and the rate at
+    which sipp alone would fill every core (its cost per call falls a little
+    as the rate rises, so that ceiling is an estimate, not a bound)."""
+    lines = ["CPU at the highest clean rate (the fastest clean run of each search; "
+             f"µs per call; {cores} cores shared by the proxy and both sipp sides):", "",
+             "| scenario | system | rate | proxy | sipp (UAC+UAS) | cores used | sipp alone fills the cores at |",
+             "|---|---|---|---|---|---|---|"]
+    for scenario in scenarios:
+        for system in systems:
+            best = []
+            for found in rates.get((scenario, system), []):
+                clean = [r for r in found["runs"] if r["clean"] and r.get("sipp_us_per_call")]
+                if clean:
+                    best.append(max(clean, key=lambda r: r["rate"]))
+            if not best:
+                continue
+            used = [r["rate"] * (r["us_per_call"] + r["sipp_us_per_call"]) / 1e6 for r in best]
+            ceiling = [cores * 1e6 / r["sipp_us_per_call"] for r in best]
+            lines.append(
+                f"| {SCENARIOS[scenario]['title']} | {SYSTEM_TITLES[system]} "
+                f"| {fmt_spread(spread([r['rate'] for r in best]))} "
+                f"| {fmt_spread(spread([r['us_per_call'] for r in best]), 1)} "
+                f"| {fmt_spread(spread([r['sipp_us_per_call'] for r in best]), 1)} "
+                f"| {fmt_spread(spread(used), 2)} | {fmt_spread(spread(ceiling))} cps |")
+    lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------------------
