@@ -217,11 +217,14 @@ fn on_response(
     socket: usize,
     out: &mut Vec<Outgoing>,
 ) {
-    if let Err(invalid) = msg.validate() {
-        metrics::dropped(DropReason::Malformed);
-        tracing::warn!(%source, "dropped malformed response: {}", invalid.reason);
-        return;
-    }
+    let next = match msg.validate_response() {
+        Ok(next) => next,
+        Err(invalid) => {
+            metrics::dropped(DropReason::Malformed);
+            tracing::warn!(%source, "dropped malformed response: {}", invalid.reason);
+            return;
+        }
+    };
     metrics::reply_received(msg.status().unwrap_or(0));
     let Some(top) = msg.top_via() else {
         return;
@@ -260,7 +263,7 @@ fn on_response(
         }
         // §16.7: no transaction (any more): forwarded statelessly.
     }
-    let Some(next) = msg.vias().nth(1) else {
+    let Some(next) = next else {
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
         return;
     };

@@ -48,6 +48,22 @@ impl<'a> Message<'a> {
             })
     }
 
+    /// The second Via element, unparsed (its text and where it starts):
+    /// the next one in the first Via header, else the first of the second
+    /// Via header. A response goes where it says.
+    pub(super) fn second_via_elem(&self) -> Option<(&'a str, usize)> {
+        let mut headers = self.all(HeaderName::Via);
+        let first = headers.next()?;
+        let in_first = split_list(self.value(first))
+            .nth(1)
+            .map(|(off, elem)| (elem, first.value_range.start + off));
+        in_first.or_else(|| {
+            let h = headers.next()?;
+            let (off, elem) = split_list(self.value(h)).next()?;
+            Some((elem, h.value_range.start + off))
+        })
+    }
+
     /// Byte range to delete to remove the top Via element: the whole header
     /// line (incl. line ending and continuations) when it is the only element
     /// of that header, else the element plus its separating comma/whitespace.

@@ -35,16 +35,16 @@ fn is_sip_version(v: &str) -> bool {
     v.eq_ignore_ascii_case("SIP/2.0")
 }
 
-impl Message<'_> {
+impl<'a> Message<'a> {
     /// What a proxy must be able to parse (RFC 3261 §16.3, §8.1.1, §18.3):
     /// Err tells the status to answer (400 with a specific reason; 505 for a
-    /// SIP version other than 2.0 in a request).
+    /// SIP version other than 2.0 in a request). A response is checked as
+    /// [`Message::validate_response`] does.
     pub fn validate(&self) -> Result<(), Invalid> {
-        if self.is_request() {
-            self.check_request_line()?;
-        } else {
-            self.check_status_line()?;
+        if !self.is_request() {
+            return self.validate_response().map(|_| ());
         }
+        self.check_request_line()?;
         self.check_mandatory_counts()?;
         self.check_via()?;
         self.check_cseq()?;
@@ -52,6 +52,34 @@ impl Message<'_> {
         self.check_content_length()?;
         self.check_name_addr(HeaderName::From, "Bad From")?;
         self.check_name_addr(HeaderName::To, "Bad To")?;
+        self.check_call_id()
+    }
+
+    /// What a proxy needs of a response before it forwards it (§16.7,
+    /// §18.1.2): the status line, one each of the mandatory headers, the
+    /// Call-ID, CSeq and Via that match it to a transaction, the
+    /// Content-Length that frames it, and the second Via, which says where
+    /// it goes (returned, parsed, when there is one). Vias further down and
+    /// the From and To values are the user agents' business: a response is
+    /// forwarded with them as they are, and they are parsed only if a reply
+    /// route reads them (Kamailio forwards the same way).
+    pub fn validate_response(&self) -> Result<Option<Via<'a>>, Invalid> {
+        self.check_status_line()?;
+        self.check_mandatory_counts()?;
+        if self.cached_top_via().is_none() {
+            return Err(bad("Bad Via"));
+        }
+        let next = match self.second_via_elem() {
+            None => None,
+            Some((elem, at)) => Some(Via::parse(elem, at).ok_or(bad("Bad Via"))?),
+        };
+        self.check_cseq()?;
+        self.check_content_length()?;
+        self.check_call_id()?;
+        Ok(next)
+    }
+
+    fn check_call_id(&self) -> Result<(), Invalid> {
         let call_id = self.call_id().ok_or(bad("Bad Call-ID"))?;
         if call_id.bytes().any(|c| c <= b' ' || c == 0x7f) {
             return Err(bad("Bad Call-ID"));
@@ -229,6 +257,44 @@ CSeq: 1 OPTIONS\r\n{extra}\r\n"
             Ok(())
         );
         assert_eq!(verdict(&msg("SIP/2.0 200 OK", "")), Ok(()));
+    }
+
+    #[test]
+    fn a_response_is_checked_for_what_forwarding_it_needs() {
+        let response = |vias: &str, from: &str| {
+            format!(
+                "SIP/2.0 200 OK\r\n{vias}To: <sip:b@example.com>;tag=2\r\n\
+From: {from};tag=1\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+            )
+            .into_bytes()
+        };
+        let next_host = |raw: &[u8]| {
+            let m = Message::parse(raw).unwrap();
+            m.validate_response().map(|v| v.map(|v| v.host.to_owned()))
+        };
+        let ours = "Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bK1\r\n";
+        let theirs = "Via: SIP/2.0/UDP uac.example.com;branch=z9hG4bK2\r\n";
+        let good_from = "<sip:a@example.com>";
+        // The second Via in its own header, or in the same one.
+        let two = response(&format!("{ours}{theirs}"), good_from);
+        assert_eq!(next_host(&two), Ok(Some("uac.example.com".into())));
+        let joined = response(
+            "Via: SIP/2.0/UDP proxy.example.com;branch=z9hG4bK1, SIP/2.0/UDP uac.example.com\r\n",
+            good_from,
+        );
+        assert_eq!(next_host(&joined), Ok(Some("uac.example.com".into())));
+        assert_eq!(next_host(&response(ours, good_from)), Ok(None));
+        // A second Via that does not parse: nowhere to send it.
+        let bad_next = response(&format!("{ours}Via: SIP/2.0/UDP ;;\r\n"), good_from);
+        assert_eq!(next_host(&bad_next).unwrap_err().reason, "Bad Via");
+        // A From the proxy never reads is the user agents' business; the
+        // same value in a request is a 400.
+        let odd_from = response(&format!("{ours}{theirs}"), "<not a uri>");
+        assert_eq!(next_host(&odd_from), Ok(Some("uac.example.com".into())));
+        let request = String::from_utf8(msg("OPTIONS sip:b@example.com SIP/2.0", ""))
+            .unwrap()
+            .replace("From: <sip:a@example.com>", "From: <not a uri>");
+        assert_eq!(verdict(request.as_bytes()).unwrap_err().reason, "Bad From");
     }
 
     #[test]
