@@ -96,7 +96,7 @@ impl Core {
             routes,
             identity,
             timers: config.timers,
-            stateful: stateful::Stateful::new(config.max_transactions),
+            stateful: stateful::Stateful::new(config.max_transactions, config.timers),
             draining: None,
             destinations: destinations::Destinations::new(routes.settings().destinations),
             probes: probe::Prober::new(routes.settings().destinations),

@@ -130,6 +130,17 @@ impl Machine for ProxyTxn {
         next
     }
 
+    fn retransmit_deadline(&self) -> Option<Instant> {
+        let server = (!self.abandoned)
+            .then(|| self.server.machine().retransmit_deadline())
+            .flatten();
+        let branches = self.branches.iter().flat_map(|b| {
+            let cancel = b.cancel.as_ref().and_then(|c| c.retransmit_deadline());
+            [b.client.machine().retransmit_deadline(), cancel]
+        });
+        server.into_iter().chain(branches.flatten()).min()
+    }
+
     /// The core drives the parts itself (see [`Stateful::on_timeout`]).
     fn on_timeout(&mut self, _now: Instant, _out: &mut Vec<Action>) {}
 
@@ -221,12 +232,15 @@ pub enum Matched {
 }
 
 impl Stateful {
-    pub fn new(capacity: usize) -> Stateful {
+    pub fn new(capacity: usize, timers: Timers) -> Stateful {
         use std::hash::{BuildHasher, RandomState};
         // RandomState is seeded from the OS per process: a cheap random tag.
         let instance = RandomState::new().hash_one(std::process::id()) as u32;
         Stateful {
-            table: TransactionTable::new(capacity),
+            // Timeouts fire up to 2*T1 (1 s) late: under 4% of the 64*T1
+            // waits (B, F, H, J, L, M, D), 1 s more absorbing of
+            // retransmissions after Timer K or I (T4).
+            table: TransactionTable::new(capacity).with_timeout_slack(timers.t1 * 2),
             actions: Vec::with_capacity(8),
             instance,
         }

@@ -138,6 +138,10 @@ impl Machine for ClientNonInvite {
         earliest(self.retransmit_at, self.timeout_at)
     }
 
+    fn retransmit_deadline(&self) -> Option<Instant> {
+        self.retransmit_at
+    }
+
     fn on_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
         if due(self.timeout_at, now) {
             // F in Trying/Proceeding, K in Completed.

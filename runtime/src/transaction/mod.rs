@@ -87,6 +87,13 @@ pub trait Machine {
     /// The earliest instant at which [`Machine::on_timeout`] has work to do,
     /// or `None` when no timer runs.
     fn next_deadline(&self) -> Option<Instant>;
+    /// The earliest retransmission timer (A, E, G): what must fire on time
+    /// because something is sent then. The other timers only end a wait and
+    /// may fire a little late (see [`TransactionTable::with_timeout_slack`]).
+    /// By default every deadline counts as a retransmission.
+    fn retransmit_deadline(&self) -> Option<Instant> {
+        self.next_deadline()
+    }
     /// Handles every timer due at `now`.
     fn on_timeout(&mut self, now: Instant, out: &mut Vec<Action>);
     /// Whether the machine reached `Terminated`.
@@ -110,6 +117,15 @@ impl Machine for Transaction {
             Transaction::ClientNonInvite(m) => m.next_deadline(),
             Transaction::ServerInvite(m) => m.next_deadline(),
             Transaction::ServerNonInvite(m) => m.next_deadline(),
+        }
+    }
+
+    fn retransmit_deadline(&self) -> Option<Instant> {
+        match self {
+            Transaction::ClientInvite(m) => m.retransmit_deadline(),
+            Transaction::ClientNonInvite(m) => m.retransmit_deadline(),
+            Transaction::ServerInvite(m) => m.retransmit_deadline(),
+            Transaction::ServerNonInvite(m) => m.retransmit_deadline(),
         }
     }
 

@@ -196,6 +196,10 @@ impl Machine for ServerInvite {
         earliest(self.retransmit_at, self.timeout_at)
     }
 
+    fn retransmit_deadline(&self) -> Option<Instant> {
+        self.retransmit_at
+    }
+
     fn on_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
         if due(self.timeout_at, now) {
             // H in Completed, I in Confirmed, L in Accepted.

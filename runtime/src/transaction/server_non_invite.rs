@@ -126,6 +126,12 @@ impl Machine for ServerNonInvite {
         self.timeout_at
     }
 
+    /// A non-INVITE server transaction resends its response only when the
+    /// request comes again: no timer of it sends anything.
+    fn retransmit_deadline(&self) -> Option<Instant> {
+        None
+    }
+
     fn on_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
         if self.state == ServerNonInviteState::Completed && due(self.timeout_at, now) {
             self.terminate(out);

@@ -12,11 +12,18 @@
 //! entries. Insert, lookup, reschedule and each expiry are O(log n).
 //! Entries whose machine reached `Terminated` are removed at once, after an
 //! event or a timeout, so their memory is freed.
+//!
+//! Timer slack ([`TransactionTable::with_timeout_slack`]): a machine's
+//! retransmission deadline is scheduled exactly, its other deadlines (the
+//! timeouts that only end a wait: B, D, F, H, I, J, K, L, M) are rounded up
+//! to a grid of the slack, so the timeouts of the many transactions that
+//! linger after they ended (RFC 6026: 32 s each) come due together, a
+//! batch per grid step, instead of waking the driver every few milliseconds.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Action, Machine, TransactionKey};
 
@@ -87,6 +94,9 @@ pub struct TransactionTable<T> {
     deadlines: BinaryHeap<HeapItem>,
     /// Reused output buffer for `on_timeout`.
     scratch: Vec<Action>,
+    /// How late a timeout may fire (zero: exactly), and the origin of its grid.
+    slack: Duration,
+    grid_origin: Option<Instant>,
 }
 
 impl<T: fmt::Debug> fmt::Debug for TransactionTable<T> {
@@ -97,6 +107,27 @@ impl<T: fmt::Debug> fmt::Debug for TransactionTable<T> {
             .field("heap", &self.deadlines.len())
             .finish()
     }
+}
+
+/// When the heap wakes machine `m`: at its retransmission deadline, or at
+/// its earliest deadline rounded up to the `slack` grid, whichever is first.
+fn wake_time<T: Machine>(m: &T, slack: Duration, origin: &mut Option<Instant>) -> Option<Instant> {
+    let next = m.next_deadline()?;
+    if slack.is_zero() {
+        return Some(next);
+    }
+    let origin = *origin.get_or_insert(next);
+    let step = slack.as_nanos();
+    let since = next.saturating_duration_since(origin).as_nanos();
+    let rounded = u64::try_from(since.div_ceil(step) * step)
+        .ok()
+        .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
+        .unwrap_or(next)
+        .max(next);
+    Some(match m.retransmit_deadline() {
+        Some(r) if r < rounded => r.max(next),
+        _ => rounded,
+    })
 }
 
 fn is_live<T>(slots: &[Slot<T>], item: &HeapItem) -> bool {
@@ -120,7 +151,16 @@ impl<T: Machine> TransactionTable<T> {
             by_key: HashMap::new(),
             deadlines: BinaryHeap::new(),
             scratch: Vec::new(),
+            slack: Duration::ZERO,
+            grid_origin: None,
         }
+    }
+
+    /// Lets timeouts fire up to `slack` late (see the module documentation);
+    /// retransmissions still fire on time.
+    pub fn with_timeout_slack(mut self, slack: Duration) -> Self {
+        self.slack = slack;
+        self
     }
 
     /// The maximum number of live transactions.
@@ -325,10 +365,15 @@ impl<T: Machine> TransactionTable<T> {
 
     /// Makes the heap agree with the machine's current deadline.
     fn reschedule(&mut self, id: TransactionId) {
-        let Some(entry) = self.entry_mut(id) else {
+        let Some(entry) = self
+            .slots
+            .get_mut(id.index as usize)
+            .filter(|slot| slot.generation == id.generation)
+            .and_then(|slot| slot.entry.as_mut())
+        else {
             return;
         };
-        let deadline = entry.value.next_deadline();
+        let deadline = wake_time(&entry.value, self.slack, &mut self.grid_origin);
         if deadline == entry.scheduled {
             return;
         }
@@ -518,6 +563,47 @@ mod tests {
         assert!(table.heap_len() <= 66);
         table.expire(clock.at(5_010), |_, _, _, _| calls += 1);
         assert_eq!(calls, 1);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn timeouts_come_due_together_retransmissions_on_time() {
+        let clock = Clock::new();
+        let slack = Duration::from_secs(1);
+        let mut table = TransactionTable::new(1_000).with_timeout_slack(slack);
+        let mut out = Vec::new();
+        // 100 BYEs answered 10 ms apart: each client lingers for Timer K
+        // (T4 = 5 s) after its 200, so the deadlines are spread over 1 s.
+        for i in 0..100u64 {
+            let c = ClientNonInvite::new(
+                clock.at(i * 10),
+                Timers::default(),
+                false,
+                b"BYE".as_slice(),
+                &mut out,
+            );
+            // Before the answer the next deadline is Timer E: exact.
+            let Ok(id) = table.insert(TransactionKey::client(&format!("z9hG4bK{i}"), "BYE"), c)
+            else {
+                panic!()
+            };
+            if i == 0 {
+                assert_eq!(table.next_deadline(), Some(clock.at(500)));
+            }
+            table.update(id, |c| c.on_response(clock.at(i * 10 + 1), 200, &mut out));
+        }
+        let exact: Vec<Instant> = (0..100u64).map(|i| clock.at(i * 10 + 1 + 5_000)).collect();
+        // Every Timer K fires within the slack of its deadline, and all of
+        // them in at most two batches instead of 100 wake-ups.
+        let mut wakes = 0;
+        let mut fired = 0;
+        while let Some(at) = table.next_deadline() {
+            assert!(at >= exact[fired] && at <= exact[fired] + slack, "{at:?}");
+            wakes += 1;
+            fired += table.expire(at, |_, _, _, _| {});
+        }
+        assert_eq!(fired, 100);
+        assert!(wakes <= 2, "{wakes} wake-ups");
         assert!(table.is_empty());
     }
 
