@@ -845,19 +845,11 @@ fn maybe_complete(
         return;
     };
     if env.routes.has_failure() && !txn.cancelled {
-        let reason_owned;
-        let reason: &str = match best
+        let held_bytes = best
             .and_then(|best| txn.branches[best].held.as_ref())
-            .and_then(|h| h.bytes.as_deref())
-        {
-            Some(bytes) => {
-                reason_owned = Message::parse(bytes)
-                    .ok()
-                    .and_then(|m| m.reason())
-                    .unwrap_or("")
-                    .to_string();
-                &reason_owned
-            }
+            .and_then(|h| h.bytes.as_deref());
+        let reason = match held_bytes {
+            Some(bytes) => status_line_reason(bytes),
             None => reply::default_reason(status),
         };
         metrics::failure_route_run();
@@ -924,6 +916,14 @@ fn maybe_complete(
         txn.final_sent = true;
         txn.abandoned = true;
     }
+}
+
+/// The reason phrase of a response's status line (`SIP/2.0 404 Not Found`),
+/// read without parsing the rest of the message.
+fn status_line_reason(response: &[u8]) -> &str {
+    let line = response.split(|&c| c == b'\r').next().unwrap_or_default();
+    let reason = line.splitn(3, |&c| c == b' ').nth(2).unwrap_or_default();
+    std::str::from_utf8(reason).unwrap_or("")
 }
 
 /// A final response the proxy makes itself, sent through the server transaction.
@@ -1233,6 +1233,15 @@ mod tests {
         assert!(ack.starts_with("ACK sip:bob@10.0.0.2 SIP/2.0\r\n"));
         assert!(ack.contains("To: <sip:bob@x>;tag=99\r\n"));
         assert!(ack.contains("CSeq: 7 ACK\r\n"));
+    }
+
+    #[test]
+    fn reason_phrase_from_the_status_line() {
+        let response = b"SIP/2.0 404 Not Found Here\r\nVia: SIP/2.0/UDP a\r\n\r\n";
+        assert_eq!(status_line_reason(response), "Not Found Here");
+        assert_eq!(status_line_reason(b"SIP/2.0 486 \r\n\r\n"), "");
+        assert_eq!(status_line_reason(b"SIP/2.0 500\r\n\r\n"), "");
+        assert_eq!(status_line_reason(b""), "");
     }
 
     #[test]
