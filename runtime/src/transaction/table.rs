@@ -117,13 +117,17 @@ fn wake_time<T: Machine>(m: &T, slack: Duration, origin: &mut Option<Instant>) -
         return Some(next);
     }
     let origin = *origin.get_or_insert(next);
+    // The first grid point at or after `next`, on either side of the origin.
     let step = slack.as_nanos();
-    let since = next.saturating_duration_since(origin).as_nanos();
-    let rounded = u64::try_from(since.div_ceil(step) * step)
-        .ok()
-        .and_then(|n| origin.checked_add(Duration::from_nanos(n)))
-        .unwrap_or(next)
-        .max(next);
+    let nanos = |n: u128| Duration::from_nanos(u64::try_from(n).unwrap_or(u64::MAX));
+    let rounded = if next >= origin {
+        let since = (next - origin).as_nanos();
+        origin.checked_add(nanos(since.div_ceil(step) * step))
+    } else {
+        let before = (origin - next).as_nanos();
+        origin.checked_sub(nanos(before / step * step))
+    };
+    let rounded = rounded.unwrap_or(next).max(next);
     Some(match m.retransmit_deadline() {
         Some(r) if r < rounded => r.max(next),
         _ => rounded,
@@ -605,6 +609,45 @@ mod tests {
         assert_eq!(fired, 100);
         assert!(wakes <= 2, "{wakes} wake-ups");
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn slack_rounds_deadlines_before_the_grid_origin_within_one_step() {
+        let clock = Clock::new();
+        let slack = Duration::from_secs(1);
+        let mut table = TransactionTable::new(10).with_timeout_slack(slack);
+        let mut out = Vec::new();
+        // The first deadline the table sees is Timer J, 32 s ahead: the
+        // grid starts there.
+        let mut s = server(&clock);
+        s.send_response(clock.at(0), 200, b"OK".as_slice(), &mut out);
+        let Ok(_) = table.insert(
+            server_key("z9hG4bKj", "OPTIONS"),
+            Transaction::ServerNonInvite(s),
+        ) else {
+            panic!()
+        };
+        // A BYE answered at 20 ms lingers for Timer K until 5.02 s: that
+        // is before the origin, and still fires within a step of it.
+        let mut c = ClientNonInvite::new(
+            clock.at(10),
+            Timers::default(),
+            false,
+            b"BYE".as_slice(),
+            &mut out,
+        );
+        c.on_response(clock.at(20), 200, &mut out);
+        let Ok(_) = table.insert(
+            TransactionKey::client("z9hG4bKk", "BYE"),
+            Transaction::ClientNonInvite(c),
+        ) else {
+            panic!()
+        };
+        let at = table.next_deadline().unwrap();
+        assert!(
+            at >= clock.at(5_020) && at <= clock.at(5_020) + slack,
+            "{at:?}"
+        );
     }
 
     #[test]
