@@ -570,6 +570,17 @@ mod tests {
         assert!(table.is_empty());
     }
 
+    /// A BYE client transaction started at `ms` over UDP.
+    fn bye_sent_at(clock: &Clock, ms: u64, out: &mut Vec<Action>) -> ClientNonInvite {
+        ClientNonInvite::new(
+            clock.at(ms),
+            Timers::default(),
+            false,
+            b"BYE".as_slice(),
+            out,
+        )
+    }
+
     #[test]
     fn timeouts_come_due_together_retransmissions_on_time() {
         let clock = Clock::new();
@@ -579,20 +590,15 @@ mod tests {
         // 100 BYEs answered 10 ms apart: each client lingers for Timer K
         // (T4 = 5 s) after its 200, so the deadlines are spread over 1 s.
         for i in 0..100u64 {
-            let c = ClientNonInvite::new(
-                clock.at(i * 10),
-                Timers::default(),
-                false,
-                b"BYE".as_slice(),
-                &mut out,
-            );
-            // Before the answer the next deadline is Timer E: exact.
+            let c = bye_sent_at(&clock, i * 10, &mut out);
             let Ok(id) = table.insert(TransactionKey::client(&format!("z9hG4bK{i}"), "BYE"), c)
             else {
                 panic!()
             };
-            if i == 0 {
-                assert_eq!(table.next_deadline(), Some(clock.at(500)));
+            // Before its answer a BYE's next deadline is Timer E, exact and
+            // off the 1 s grid (which starts at the first deadline, 500 ms).
+            if i == 1 {
+                assert_eq!(table.next_deadline(), Some(clock.at(510)));
             }
             table.update(id, |c| c.on_response(clock.at(i * 10 + 1), 200, &mut out));
         }
@@ -629,13 +635,7 @@ mod tests {
         };
         // A BYE answered at 20 ms lingers for Timer K until 5.02 s: that
         // is before the origin, and still fires within a step of it.
-        let mut c = ClientNonInvite::new(
-            clock.at(10),
-            Timers::default(),
-            false,
-            b"BYE".as_slice(),
-            &mut out,
-        );
+        let mut c = bye_sent_at(&clock, 10, &mut out);
         c.on_response(clock.at(20), 200, &mut out);
         let Ok(_) = table.insert(
             TransactionKey::client("z9hG4bKk", "BYE"),
