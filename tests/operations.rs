@@ -742,9 +742,7 @@ fn relay_core() -> Core {
     let listener = Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap();
     Core::new(
         &common::relay::ROUTES,
-        Identity {
-            listeners: vec![listener],
-        },
+        Identity::new(vec![listener]),
         CoreConfig::default(),
     )
 }
@@ -857,9 +855,11 @@ fn draining_in_reject_mode_answers_503_and_in_relay_mode_keeps_relaying() {
     assert_eq!(core.pending_transactions(), 1);
 }
 
-/// Two instances on one port: a response for the other's transaction is
-/// forwarded statelessly to its own next Via, never into a local
-/// transaction that happens to have the same slot.
+/// Two instances on one port: a response for the other's transaction
+/// (which the sibling link did not take) is never taken into a local
+/// transaction that happens to have the same slot, and never forwarded
+/// on: this instance cannot check the other's branch, and forwarding what
+/// it cannot check would let anyone reflect forged responses.
 #[test]
 fn an_instance_never_takes_another_instances_response_for_its_own() {
     let (mut a, mut b) = (relay_core(), relay_core());
@@ -874,13 +874,16 @@ fn an_instance_never_takes_another_instances_response_for_its_own() {
     );
     // A's callee answers, and the kernel hands the answer to B.
     let sent = feed(&mut b, &response(&to_a, "200 OK", "b1"), UAS);
-    assert_eq!(sent.len(), 1, "{sent:?}");
-    assert_eq!(sent[0].0, UAC, "to A's caller, not B's");
+    assert!(sent.is_empty(), "{sent:?}");
     assert_eq!(
         b.pending_transactions(),
         1,
         "B's own transaction is untouched"
     );
+    // A itself takes it.
+    let sent = feed(&mut a, &response(&to_a, "200 OK", "b1"), UAS);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, UAC);
 }
 
 // ---- two instances, one port, stateful routes ----------------------------------------

@@ -358,13 +358,7 @@ impl Runner {
             .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("an address"));
         let listener = Listener::new(addr, settings.advertise)
             .expect("the routes' listen and advertise are valid");
-        let core = Core::new(
-            routes,
-            Identity {
-                listeners: vec![listener],
-            },
-            CoreConfig::default(),
-        );
+        let core = Core::new(routes, Identity::new(vec![listener]), CoreConfig::default());
         let capture = Capture::default();
         use tracing_subscriber::layer::SubscriberExt;
         let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(capture.clone()));

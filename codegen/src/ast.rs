@@ -47,12 +47,21 @@ impl<T> Sp<T> {
 pub struct File {
     pub listen: Vec<Sp<String>>,
     pub advertise: Option<Sp<String>>,
+    /// `max_branches:` (None: the default).
+    pub max_branches: Option<u32>,
+    /// `strict_response_source:` (None: the default, true).
+    pub strict_response_source: Option<bool>,
     pub destinations: Vec<DestSet>,
     pub sections: Vec<Section>,
     pub routes: Vec<NamedRoute>,
 }
 
 impl File {
+    /// `max_branches` when the file does not say (Kamailio's default).
+    pub const DEFAULT_MAX_BRANCHES: u32 = 12;
+    /// The largest `max_branches` accepted.
+    pub const MAX_BRANCHES_LIMIT: i64 = 64;
+
     pub fn section(&self, kind: SectionKind) -> Option<&Section> {
         self.sections.iter().find(|s| s.kind == kind)
     }

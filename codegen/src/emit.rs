@@ -253,6 +253,9 @@ impl Emitter {
                 }
             });
         }
+        let max_branches =
+            Literal::u32_unsuffixed(file.max_branches.unwrap_or(File::DEFAULT_MAX_BRANCHES));
+        let strict_source = file.strict_response_source.unwrap_or(true);
         let path = lit(src.path);
         let sha = lit(src.sha256);
         let text = source_literal(src.text);
@@ -285,6 +288,8 @@ impl Emitter {
                 listen: &[#(#listen),*],
                 advertise: #advertise,
                 destinations: &[#(#sets),*],
+                max_branches: #max_branches,
+                strict_response_source: #strict_source,
                 source_path: #path,
                 source_text: SOURCE_TEXT,
                 source_sha256: #sha,

@@ -14,6 +14,8 @@ const TOP_KEYS: &[&str] = &[
     "listen",
     "advertise",
     "destinations",
+    "max_branches",
+    "strict_response_source",
     "request",
     "reply",
     "failure",
@@ -208,6 +210,32 @@ impl<'a> Parser<'a> {
                         v,
                         "`host` or `host:port`",
                         "e.g. `advertise: proxy.example.com:5060`",
+                    ),
+                },
+                "max_branches" => match v.value {
+                    Value::Int(n) if (1..=File::MAX_BRANCHES_LIMIT).contains(&n) => {
+                        file.max_branches = Some(n as u32)
+                    }
+                    _ => {
+                        let len = self.len(v);
+                        self.err(
+                            v.pos,
+                            len,
+                            format!(
+                                "`max_branches` must be a whole number from 1 to {}",
+                                File::MAX_BRANCHES_LIMIT
+                            ),
+                            "",
+                            "the most branches one relayed transaction may make, e.g. `max_branches: 12` (Kamailio's default)",
+                        );
+                    }
+                },
+                "strict_response_source" => match v.value {
+                    Value::Bool(b) => file.strict_response_source = Some(b),
+                    _ => self.expected(
+                        v,
+                        "`true` or `false`",
+                        "`strict_response_source: false` accepts responses from any address (peers that answer from another address than the one requests go to)",
                     ),
                 },
                 "destinations" => file.destinations = self.destinations(v),

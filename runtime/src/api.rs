@@ -71,6 +71,12 @@ pub struct Settings {
     pub advertise: Option<&'static str>,
     /// `destinations:` sets, in file order.
     pub destinations: &'static [DestinationSet],
+    /// `max_branches:`: most branches one relayed transaction may make
+    /// (the first relay and every relay in `failure`), 12 when not given.
+    pub max_branches: u32,
+    /// `strict_response_source:`: a response to a stateful branch sent to an
+    /// IP address must come from that address and port (true when not given).
+    pub strict_response_source: bool,
     /// The routes file path as given to the build.
     pub source_path: &'static str,
     /// The routes file's text (for `--print-routes`).

@@ -59,16 +59,31 @@ pub enum DropReason {
     NoRoute,
     /// A request with no Via to answer to, or a response with no usable second Via.
     NoVia,
+    /// A response carrying one of our branch prefixes whose branch we never
+    /// made (forged or corrupted): its keyed check failed.
+    ForgedBranch,
+    /// A response to one of our branches from an address other than the
+    /// one the branch was sent to (`strict_response_source`).
+    WrongSource,
+    /// A request whose next hop is one of our own sockets (answered 482
+    /// unless it is an ACK).
+    SelfLoop,
+    /// A message larger than a UDP datagram can carry (answered 513 when a request).
+    TooLarge,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 10] = [
         DropReason::Route,
         DropReason::Undecided,
         DropReason::Malformed,
         DropReason::NotOurs,
         DropReason::NoRoute,
         DropReason::NoVia,
+        DropReason::ForgedBranch,
+        DropReason::WrongSource,
+        DropReason::SelfLoop,
+        DropReason::TooLarge,
     ];
 
     fn label(self) -> &'static str {
@@ -79,6 +94,37 @@ impl DropReason {
             DropReason::NotOurs => "not_ours",
             DropReason::NoRoute => "no_route",
             DropReason::NoVia => "no_via",
+            DropReason::ForgedBranch => "forged_branch",
+            DropReason::WrongSource => "wrong_source",
+            DropReason::SelfLoop => "self_loop",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// Why a transaction made no new branch (`sipforge_branches_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BranchRefusal {
+    /// The same next hop and Request-URI were tried before in this transaction.
+    AlreadyTried,
+    /// The transaction has `max_branches` branches already.
+    MaxBranches,
+    /// Timer C ended the transaction: no new branch after it.
+    TimerC,
+}
+
+impl BranchRefusal {
+    const ALL: [BranchRefusal; 3] = [
+        BranchRefusal::AlreadyTried,
+        BranchRefusal::MaxBranches,
+        BranchRefusal::TimerC,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            BranchRefusal::AlreadyTried => "already_tried",
+            BranchRefusal::MaxBranches => "max_branches",
+            BranchRefusal::TimerC => "timer_c",
         }
     }
 }
@@ -102,6 +148,8 @@ struct Metrics {
     failure_routes: Counter,
     sibling: [Counter; 2],
     route_step_errors: Counter,
+    loops: Counter,
+    branches_refused: [Counter; BranchRefusal::ALL.len()],
     transactions: Gauge,
     draining: Gauge,
 }
@@ -221,6 +269,18 @@ impl Metrics {
                 "sipforge_route_step_errors",
                 "Route steps skipped at run time (a value with CR/LF/NUL, an invalid URI, an unknown destination set)",
             ),
+            loops: counter(
+                &mut r,
+                "sipforge_loops_detected",
+                "Requests answered 482 Loop Detected: they came back carrying a Via of ours for the same request (RFC 3261 §16.3 step 4), or their next hop was one of our own sockets",
+            ),
+            branches_refused: family(
+                &mut r,
+                "sipforge_branches_refused",
+                "New branches a transaction refused to make: a target it already tried, more than max_branches, or after Timer C ended it",
+                "reason",
+                BranchRefusal::ALL.map(BranchRefusal::label),
+            ),
             transactions: gauge(
                 &mut r,
                 "sipforge_transactions_active",
@@ -326,6 +386,16 @@ pub fn sibling_passed(sent: bool) {
 /// A route step was skipped because of a run-time error.
 pub fn route_step_error() {
     METRICS.route_step_errors.inc();
+}
+
+/// A request was answered 482 Loop Detected.
+pub fn loop_detected() {
+    METRICS.loops.inc();
+}
+
+/// A transaction refused to make a new branch.
+pub fn branch_refused(reason: BranchRefusal) {
+    METRICS.branches_refused[reason as usize].inc();
 }
 
 /// The number of transactions in the table.

@@ -179,7 +179,9 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
     let (stop, stopped) = watch::channel(false);
-    let mut core = Core::new(routes, Identity { listeners }, options.core);
+    let mut identity = Identity::new(listeners);
+    identity.local_ips = interface_ips();
+    let mut core = Core::new(routes, identity, options.core);
     core.start(Instant::now());
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
@@ -221,6 +223,43 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         tasks,
         stop,
     })
+}
+
+/// The IP addresses of this host's interfaces (getifaddrs), so a next hop
+/// naming any of them on a port we listen on with an unspecified address
+/// is recognised as ourselves. Empty when the list cannot be read.
+fn interface_ips() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut ips = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below; every
+    // node and address pointer is checked for null before it is read, and
+    // sockaddr_in/sockaddr_in6 are read only when the family says so.
+    unsafe {
+        if libc::getifaddrs(&mut head) != 0 {
+            return ips;
+        }
+        let mut node = head;
+        while !node.is_null() {
+            let addr = (*node).ifa_addr;
+            if !addr.is_null() {
+                match i32::from((*addr).sa_family) {
+                    libc::AF_INET => {
+                        let v4 = &*(addr as *const libc::sockaddr_in);
+                        ips.push(IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))));
+                    }
+                    libc::AF_INET6 => {
+                        let v6 = &*(addr as *const libc::sockaddr_in6);
+                        ips.push(IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)));
+                    }
+                    _ => {}
+                }
+            }
+            node = (*node).ifa_next;
+        }
+        libc::freeifaddrs(head);
+    }
+    ips
 }
 
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {

@@ -10,7 +10,7 @@ use crate::sip::Uri;
 pub const DEFAULT_PORT: u16 = 5060;
 
 /// Where to send a message: an address, or a name still to resolve.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum NextHop {
     Addr(SocketAddr),
     Name { host: String, port: u16 },

@@ -31,7 +31,7 @@ use tokio::net::UnixDatagram;
 use super::{MAX_DATAGRAM, Shared, handle_one};
 use crate::metrics;
 use crate::proxy::Outgoing;
-use crate::proxy::stateful::{STATEFUL_PREFIX, branch_instance};
+use crate::proxy::branch::{OUR_PREFIX, branch_instance};
 use crate::sip::Message;
 
 /// First bytes of a passed-on datagram (then: socket index, source length,
@@ -67,7 +67,7 @@ impl Link {
 
 /// Finds our stateful branches in a datagram.
 static BRANCH: LazyLock<memmem::Finder<'static>> =
-    LazyLock::new(|| memmem::Finder::new(STATEFUL_PREFIX.as_bytes()));
+    LazyLock::new(|| memmem::Finder::new(OUR_PREFIX.as_bytes()));
 
 /// The instance tag of a response whose top Via is a stateful branch of
 /// any sipforge instance (parses the message).

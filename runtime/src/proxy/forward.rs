@@ -66,6 +66,9 @@ pub fn request(
     splice.insert(first_via.line_range.start, b"\r\n");
     if let Some(edit) = via_edit {
         splice.replace(edit.range.clone(), edit.text.as_bytes());
+        if let Some(remove) = &edit.remove {
+            splice.replace(remove.clone(), b"");
+        }
         owned.push(first_via.line_range.clone());
     }
     // Record-Route before any existing one (§16.6 step 4).

@@ -1,8 +1,11 @@
 //! Who the proxy is: its listening sockets and the host:port it writes into
-//! Via and Record-Route. Used to recognise our own Via in responses and our
-//! own Route entries in requests.
+//! Via and Record-Route. Used to recognise our own Via in responses, our
+//! own Route entries in requests and next hops that would be ourselves;
+//! it also holds this process's secret key, which makes our branches
+//! unguessable (see `branch`).
 
-use std::net::SocketAddr;
+use std::hash::{BuildHasher, Hash, RandomState};
+use std::net::{IpAddr, SocketAddr};
 
 use crate::target::{DEFAULT_PORT, parse_ip};
 
@@ -53,13 +56,65 @@ impl Listener {
     }
 }
 
-/// All the listeners of this proxy.
+/// All the listeners of this proxy, and its keys.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     pub listeners: Vec<Listener>,
+    /// The addresses of this host's interfaces: a listener bound to the
+    /// unspecified address (0.0.0.0, ::) receives on every one of them.
+    pub local_ips: Vec<IpAddr>,
+    /// Random per process: keys the checks in our branches (SipHash with
+    /// a 128-bit key drawn from the OS at start).
+    secret: RandomState,
+    /// Random per process: the instance tag in our branches (see `net::sibling`).
+    instance: u32,
 }
 
 impl Identity {
+    /// The identity of a proxy listening on `listeners`, with a fresh
+    /// secret and instance tag.
+    pub fn new(listeners: Vec<Listener>) -> Identity {
+        let secret = RandomState::new();
+        // A second, independent random key for the tag: the tag is visible
+        // in every branch, the secret never is.
+        let instance = RandomState::new().hash_one(std::process::id()) as u32;
+        Identity {
+            listeners,
+            local_ips: Vec::new(),
+            secret,
+            instance,
+        }
+    }
+
+    /// The instance tag: random per process, carried in our branches.
+    pub fn instance(&self) -> u32 {
+        self.instance
+    }
+
+    /// A keyed hash (a MAC under this process's secret) of `value`.
+    pub fn mac<T: Hash>(&self, value: T) -> u64 {
+        self.secret.hash_one(value)
+    }
+
+    /// Whether sending to `addr` would send to one of our own sockets.
+    pub fn is_own_socket(&self, addr: SocketAddr) -> bool {
+        self.listeners.iter().any(|l| {
+            if l.addr.port() != addr.port() {
+                return false;
+            }
+            let bound = l.addr.ip();
+            if bound == addr.ip() {
+                return true;
+            }
+            bound.is_unspecified()
+                && (addr.ip().is_unspecified()
+                    || addr.ip().is_loopback()
+                    || self.local_ips.contains(&addr.ip())
+                    || parse_ip(&l.host) == Some(addr.ip()))
+        }) || addr.ip().is_unspecified()
+            && self.listeners.iter().any(|l| l.addr.port() == addr.port())
+    }
+
     /// Whether `host:port` (as written in a Via sent-by or a URI) names this proxy.
     pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
         let port = port.unwrap_or(DEFAULT_PORT);
@@ -104,9 +159,9 @@ mod tests {
     use super::*;
 
     fn identity() -> Identity {
-        Identity {
-            listeners: vec![Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap()],
-        }
+        Identity::new(vec![
+            Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap(),
+        ])
     }
 
     #[test]
@@ -127,8 +182,35 @@ mod tests {
             l.record_route,
             "Record-Route: <sip:proxy.example.com:5062;lr>\r\n"
         );
-        let id = Identity { listeners: vec![l] };
+        let id = Identity::new(vec![l]);
         assert!(id.is_us("PROXY.example.com", Some(5062)));
+    }
+
+    #[test]
+    fn own_sockets_by_address() {
+        let id = identity();
+        assert!(id.is_own_socket("127.0.0.1:5060".parse().unwrap()));
+        assert!(!id.is_own_socket("127.0.0.1:5061".parse().unwrap()));
+        assert!(!id.is_own_socket("127.0.0.2:5060".parse().unwrap()));
+        // Sending to 0.0.0.0 reaches this host.
+        assert!(id.is_own_socket("0.0.0.0:5060".parse().unwrap()));
+        let mut any = Identity::new(vec![
+            Listener::new("0.0.0.0:5070".parse().unwrap(), Some("198.51.100.7")).unwrap(),
+        ]);
+        any.local_ips = vec!["192.0.2.10".parse().unwrap()];
+        assert!(any.is_own_socket("127.0.0.5:5070".parse().unwrap()));
+        assert!(any.is_own_socket("192.0.2.10:5070".parse().unwrap()));
+        assert!(any.is_own_socket("198.51.100.7:5070".parse().unwrap()));
+        assert!(!any.is_own_socket("192.0.2.11:5070".parse().unwrap()));
+        assert!(!any.is_own_socket("192.0.2.10:5071".parse().unwrap()));
+    }
+
+    #[test]
+    fn keys_differ_per_process_identity() {
+        let a = identity();
+        let b = identity();
+        assert_eq!(a.mac("x"), a.mac("x"));
+        assert_ne!(a.mac("x"), b.mac("x"));
     }
 
     #[test]

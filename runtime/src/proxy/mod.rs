@@ -33,6 +33,11 @@ pub use destinations::DestinationState;
 pub use drain::DrainMode;
 pub use identity::{Identity, Listener};
 
+/// The largest UDP payload (IPv4: 65,535 - 8 - 20): a request we would
+/// have to send larger than this is answered 513 (RFC 3261 §18.1.1 wants
+/// TCP above 1,300 bytes; UDP is all there is so far).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
+
 /// Bytes to send: built for this send, or shared with a transaction that
 /// keeps them for retransmission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +132,7 @@ impl Core {
     /// The random tag of this instance, the last part of its stateful
     /// branches (see `net::sibling`).
     pub fn instance(&self) -> u32 {
-        self.stateful.instance()
+        self.identity.instance()
     }
 
     /// Transactions still waiting for their final response: the ones a
@@ -172,12 +177,7 @@ impl Core {
 
     /// Fire the timers due at `now`.
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        let env = stateful::Env {
-            routes: self.routes,
-            identity: &self.identity,
-            timers: self.timers,
-            destinations: &self.destinations,
-        };
+        let env = stateful::Env::new(self.routes, &self.identity, self.timers, &self.destinations);
         self.stateful.on_timeout(&env, now, out);
         crate::metrics::set_active_transactions(self.stateful.len());
         self.probes

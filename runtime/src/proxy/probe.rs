@@ -301,9 +301,9 @@ mod tests {
     };
 
     fn identity() -> Identity {
-        Identity {
-            listeners: vec![Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap()],
-        }
+        Identity::new(vec![
+            Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap(),
+        ])
     }
 
     /// A fake clock: `ms` after the start.

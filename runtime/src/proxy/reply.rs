@@ -33,15 +33,8 @@ pub fn build(
             HeaderName::Via if first_via => {
                 first_via = false;
                 match &edit {
-                    Some(e)
-                        if h.line_range.start <= e.range.start
-                            && e.range.end <= h.line_range.end =>
-                    {
-                        out.extend_from_slice(&buf[h.line_range.start..e.range.start]);
-                        out.extend_from_slice(e.text.as_bytes());
-                        out.extend_from_slice(&buf[e.range.end..h.line_range.end]);
-                    }
-                    _ => out.extend_from_slice(line),
+                    Some(e) => e.write_line(buf, h.line_range.clone(), out),
+                    None => out.extend_from_slice(line),
                 }
             }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {

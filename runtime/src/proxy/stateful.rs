@@ -4,19 +4,27 @@
 //! One [`ProxyTxn`] per relayed request: a server transaction towards the
 //! caller and one client transaction per branch (serial forking through the
 //! `failure` route). Responses find their branch through the ids carried in
-//! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>.<instance>`,
-//! the last part random per process), so no second index is needed. 1xx (but 100) and 2xx go up at once; final responses
+//! our Via branch (`z9hG4bKsfT<index>.<generation>.<branch>.<instance>.<loop
+//! key><check>`, see `branch`), so no second index is needed. 1xx (but 100) and 2xx go up at once; final responses
 //! of 300 and more are held and the best one (§16.7) goes up once every branch has
 //! ended, after the `failure` route had its chance to relay again. The
 //! caller's ACK for a non-2xx is absorbed and the downstream hop gets its
 //! own; CANCEL is answered at once and sent down each branch that has seen
 //! a provisional response.
+//!
+//! Bounds (so no request makes endless work): a transaction never sends to
+//! a next hop + Request-URI it already tried, makes at most `max_branches`
+//! branches, and Timer C, started with the first branch, bounds it whole:
+//! once it fires no new branch is made. A response to a branch must carry
+//! the branch's keyed check and, with `strict_response_source`, come from
+//! the address the branch was sent to.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::branch::{STATEFUL_CHECK_HEX, STATEFUL_LOOP_HEX, push_hex, stateful_check};
 use super::destinations::{Destinations, Pick, Report, TargetId};
 use super::identity::Identity;
 use super::received::{reply_destination, top_via_edit};
@@ -24,7 +32,7 @@ use super::route_set::{self, RouteSet};
 use super::{Outgoing, Payload, forward, reply};
 use crate::api::{RelayTo, Routes, Target};
 use crate::ctx::{Ctx, Decision, Edits};
-use crate::metrics;
+use crate::metrics::{self, BranchRefusal, DropReason};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 use crate::transaction::{
@@ -45,16 +53,37 @@ pub struct Env<'a> {
     pub timers: Timers,
     /// Destination sets: balancing and health.
     pub destinations: &'a Destinations,
+    /// Most branches per transaction (`max_branches`).
+    pub max_branches: usize,
+    /// Responses to a branch sent to an address must come from it.
+    pub strict_response_source: bool,
+}
+
+impl<'a> Env<'a> {
+    /// The environment of one call into the stateful core; the bounds come
+    /// from the routes' settings.
+    pub fn new(
+        routes: &'static dyn Routes,
+        identity: &'a Identity,
+        timers: Timers,
+        destinations: &'a Destinations,
+    ) -> Env<'a> {
+        let settings = routes.settings();
+        Env {
+            routes,
+            identity,
+            timers,
+            destinations,
+            max_branches: settings.max_branches as usize,
+            strict_response_source: settings.strict_response_source,
+        }
+    }
 }
 
 /// The transaction table and its scratch space.
 pub struct Stateful {
     table: TransactionTable<ProxyTxn>,
     actions: Vec<Action>,
-    /// Random per process, the last part of our branches: two instances
-    /// sharing a port during a rollout never take each other's responses
-    /// for their own (a foreign branch is forwarded statelessly).
-    instance: u32,
 }
 
 enum Server {
@@ -78,6 +107,9 @@ struct Held {
 struct Branch {
     id: String,
     to: NextHop,
+    /// Hash of the next hop and Request-URI: a transaction never sends to
+    /// the same one twice.
+    target: u64,
     /// The destination set target this branch went to (`relay: SET`).
     dest: Option<TargetId>,
     client: Client,
@@ -106,8 +138,14 @@ pub struct ProxyTxn {
     /// `relay: SET` found every target of the set down before any branch
     /// was made: the transaction ends with 503 (after the failure route).
     unavailable: bool,
-    /// [`Stateful::instance`], carried into the branches.
-    instance: u32,
+    /// The request's loop key (`branch::loop_key`), carried into the branches.
+    loop_key: u32,
+    /// Timer C fired: no new branch.
+    timer_c_fired: bool,
+    /// A branch could not be sent: the request is too large for UDP (513).
+    too_large: bool,
+    /// A branch was not made because its next hop is this proxy (482).
+    self_loop: bool,
 }
 
 impl Machine for ProxyTxn {
@@ -233,22 +271,13 @@ pub enum Matched {
 
 impl Stateful {
     pub fn new(capacity: usize, timers: Timers) -> Stateful {
-        use std::hash::{BuildHasher, RandomState};
-        // RandomState is seeded from the OS per process: a cheap random tag.
-        let instance = RandomState::new().hash_one(std::process::id()) as u32;
         Stateful {
             // Timeouts fire up to 2*T1 (1 s) late: under 4% of the 64*T1
             // waits (B, F, H, J, L, M, D), 1 s more absorbing of
             // retransmissions after Timer K or I (T4).
             table: TransactionTable::new(capacity).with_timeout_slack(timers.t1 * 2),
             actions: Vec::with_capacity(8),
-            instance,
         }
-    }
-
-    /// The instance tag that ends our branches.
-    pub fn instance(&self) -> u32 {
-        self.instance
     }
 
     /// Transactions that have not sent their final response yet.
@@ -353,6 +382,7 @@ impl Stateful {
         source: SocketAddr,
         socket: usize,
         routes: &RouteSet<'_>,
+        loop_key: u32,
         to: RelayTo,
         edits: Edits,
         out: &mut Vec<Outgoing>,
@@ -406,7 +436,10 @@ impl Stateful {
             cancelled: false,
             abandoned: false,
             unavailable: false,
-            instance: self.instance,
+            loop_key,
+            timer_c_fired: false,
+            too_large: false,
+            self_loop: false,
         };
         let id = match self.table.insert(key, txn) {
             Ok(id) => id,
@@ -426,26 +459,57 @@ impl Stateful {
         });
     }
 
-    /// A response whose top Via carries a stateful branch of ours. Returns
-    /// false when no transaction has it (the caller forwards it statelessly).
+    /// A response whose top Via carries a stateful branch (`branch`) of
+    /// ours, from `source`; `upstream` is where its next Via sends it.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_response(
         &mut self,
         env: &Env<'_>,
         now: Instant,
         msg: &Message<'_>,
         branch: &str,
+        source: SocketAddr,
+        upstream: Option<SocketAddr>,
         out: &mut Vec<Outgoing>,
-    ) -> bool {
-        let Some((id, index)) = parse_branch(branch) else {
-            return false;
+    ) -> ResponseMatch {
+        let Some(parts) = parse_branch(branch) else {
+            return ResponseMatch::Forged;
         };
-        let known = self
+        let (id, index) = (parts.id, parts.n);
+        let sent_to = self
             .table
             .get(id)
             .and_then(|t| t.branches.get(index))
-            .is_some_and(|b| b.id == branch);
-        if !known {
-            return false;
+            .filter(|b| b.id == branch)
+            .map(|b| b.to.clone());
+        match sent_to {
+            None => {
+                // No transaction has it (any more). A branch we made for
+                // the transaction whose responses go to `upstream` is
+                // forwarded statelessly (§16.7); anything else is forged.
+                let (index, generation) = id.to_parts();
+                let ours = parts.instance == env.identity.instance()
+                    && upstream.is_some_and(|up| {
+                        stateful_check(env.identity, index, generation, parts.n, up) == parts.check
+                    });
+                return if ours {
+                    ResponseMatch::NoTransaction
+                } else {
+                    ResponseMatch::Forged
+                };
+            }
+            Some(NextHop::Addr(to)) if env.strict_response_source && to != source => {
+                metrics::dropped(DropReason::WrongSource);
+                tracing::debug!(
+                    call_id = msg.call_id().unwrap_or(""),
+                    status = msg.status().unwrap_or(0),
+                    %source,
+                    sent_to = %to,
+                    "response to a branch from another address than the branch was sent to: dropped"
+                );
+                return ResponseMatch::Done;
+            }
+            Some(_) => {}
         }
         let status = msg.status().unwrap_or(0);
         let is_cancel = msg.cseq().is_some_and(|(_, m)| m == "CANCEL");
@@ -492,7 +556,7 @@ impl Stateful {
                 }
             }
         });
-        true
+        ResponseMatch::Done
     }
 
     fn on_cancel(
@@ -551,38 +615,71 @@ fn clone_edits(e: &Edits) -> Edits {
     }
 }
 
-/// Our stateful branch for branch number `n` of transaction `id`, ending
-/// with this process's instance tag.
-fn make_branch(id: TransactionId, n: usize, instance: u32) -> String {
+/// What became of a response carrying a stateful branch of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMatch {
+    /// Handled by its transaction (or dropped for its source address).
+    Done,
+    /// A branch this process made, whose transaction is gone: the response
+    /// is forwarded statelessly (§16.7).
+    NoTransaction,
+    /// Not a branch this process made (forged, altered, or another
+    /// instance's that reached us): dropped.
+    Forged,
+}
+
+/// Our stateful branch for branch number `n` of transaction `id`: the
+/// instance tag, the request's loop key and the keyed check (bound to the
+/// upstream address) end it.
+fn make_branch(
+    identity: &Identity,
+    id: TransactionId,
+    n: usize,
+    upstream: SocketAddr,
+    loop_key: u32,
+) -> String {
     let (index, generation) = id.to_parts();
-    let mut s = String::with_capacity(40);
+    let instance = identity.instance();
+    let check = stateful_check(identity, index, generation, n, upstream);
+    let mut s = String::with_capacity(56);
     let _ = write!(
         s,
-        "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}.{instance:x}"
+        "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}.{instance:x}."
     );
+    push_hex(&mut s, u64::from(loop_key), STATEFUL_LOOP_HEX);
+    push_hex(&mut s, check, STATEFUL_CHECK_HEX);
     s
 }
 
-/// The instance tag of a stateful branch (ours or another instance's).
-pub fn branch_instance(branch: &str) -> Option<u32> {
-    let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
-    let tag = rest.split('.').nth(3)?;
-    u32::from_str_radix(tag, 16).ok()
+/// The parts of a stateful branch.
+#[derive(Debug, PartialEq, Eq)]
+struct BranchParts {
+    id: TransactionId,
+    n: usize,
+    instance: u32,
+    check: u64,
 }
 
-/// The transaction and branch number of one of our branches (the instance
-/// tag is checked by comparing the whole branch with the one we made).
-fn parse_branch(branch: &str) -> Option<(TransactionId, usize)> {
+/// The parts of one of our stateful branches (whether we made it is
+/// checked by comparing it with the branch stored, or its check).
+fn parse_branch(branch: &str) -> Option<BranchParts> {
     let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
     let mut parts = rest.split('.');
     let index = u32::from_str_radix(parts.next()?, 16).ok()?;
     let generation = u32::from_str_radix(parts.next()?, 16).ok()?;
     let n = usize::from_str_radix(parts.next()?, 16).ok()?;
-    u32::from_str_radix(parts.next()?, 16).ok()?;
-    if parts.next().is_some() {
+    let instance = u32::from_str_radix(parts.next()?, 16).ok()?;
+    let tail = parts.next()?;
+    if parts.next().is_some() || tail.len() != STATEFUL_LOOP_HEX + STATEFUL_CHECK_HEX {
         return None;
     }
-    Some((TransactionId::from_parts(index, generation), n))
+    let check = u64::from_str_radix(tail.get(STATEFUL_LOOP_HEX..)?, 16).ok()?;
+    Some(BranchParts {
+        id: TransactionId::from_parts(index, generation),
+        n,
+        instance,
+        check,
+    })
 }
 
 /// The request a branch is made for (the received one, or the stored copy
@@ -607,6 +704,24 @@ fn add_branch(
     out: &mut Vec<Outgoing>,
 ) -> bool {
     let (stored, routes) = (request.msg, request.routes);
+    let call_id = stored.call_id().unwrap_or("");
+    if txn.timer_c_fired {
+        metrics::branch_refused(BranchRefusal::TimerC);
+        tracing::debug!(
+            call_id,
+            "relay: Timer C ended the transaction; no new branch"
+        );
+        return false;
+    }
+    if txn.branches.len() >= env.max_branches {
+        metrics::branch_refused(BranchRefusal::MaxBranches);
+        tracing::warn!(
+            call_id,
+            max_branches = env.max_branches,
+            "relay: the transaction has max_branches branches; no new branch"
+        );
+        return false;
+    }
     let mut dest = None;
     let target: Option<&'static Target> = match to {
         RelayTo::Default => None,
@@ -651,18 +766,70 @@ fn add_branch(
         );
         return false;
     };
+    let target_key = {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        hop.hash(&mut h);
+        match &edits.ruri {
+            Some(ruri) => ruri.as_str().hash(&mut h),
+            None => routes
+                .new_request_uri
+                .or(stored.request_uri())
+                .unwrap_or("")
+                .hash(&mut h),
+        }
+        h.finish()
+    };
+    if txn.branches.iter().any(|b| b.target == target_key) {
+        metrics::branch_refused(BranchRefusal::AlreadyTried);
+        tracing::debug!(
+            call_id,
+            to = %hop,
+            "relay: this transaction already tried that next hop and Request-URI; no new branch"
+        );
+        return false;
+    }
+    if let NextHop::Addr(addr) = hop
+        && env.identity.is_own_socket(addr)
+    {
+        metrics::loop_detected();
+        metrics::dropped(DropReason::SelfLoop);
+        tracing::debug!(call_id, to = %hop, "relay: the next hop is this proxy; no branch (482)");
+        txn.self_loop = true;
+        return false;
+    }
     let Some(listener) = env.identity.listener(txn.socket) else {
         return false;
     };
-    let branch = make_branch(id, txn.branches.len(), txn.instance);
+    let branch = make_branch(
+        env.identity,
+        id,
+        txn.branches.len(),
+        txn.upstream,
+        txn.loop_key,
+    );
     let via_edit = stored.top_via().and_then(|v| top_via_edit(&v, txn.source));
     let Some(bytes) = forward::request(stored, listener, &branch, via_edit.as_ref(), edits, routes)
     else {
         return false;
     };
+    if bytes.len() > super::MAX_UDP_PAYLOAD {
+        metrics::dropped(DropReason::TooLarge);
+        tracing::debug!(
+            call_id,
+            len = bytes.len(),
+            "relay: the request is too large for a UDP datagram; no branch (513)"
+        );
+        txn.too_large = true;
+        return false;
+    }
     actions.clear();
     let client = if stored.method() == Some("INVITE") {
-        txn.timer_c = Some(now + TIMER_C);
+        // Timer C bounds the whole transaction: started with the first
+        // branch, not again for the branches `failure` adds.
+        if txn.timer_c.is_none() && !txn.final_sent {
+            txn.timer_c = Some(now + TIMER_C);
+        }
         Client::Invite(ClientInvite::new(now, env.timers, false, bytes, actions))
     } else {
         Client::NonInvite(ClientNonInvite::new(now, env.timers, false, bytes, actions))
@@ -679,6 +846,7 @@ fn add_branch(
     txn.branches.push(Branch {
         id: branch,
         to: hop,
+        target: target_key,
         dest,
         client,
         provisional: false,
@@ -828,15 +996,14 @@ fn maybe_complete(
         None if txn.unavailable => (503, false),
         None => {
             // No branch could be started: answer for them.
-            local_final(
-                txn,
-                now,
-                500,
-                Some("No Route To Destination"),
-                b"",
-                actions,
-                out,
-            );
+            let (code, reason) = if txn.too_large {
+                (513, None)
+            } else if txn.self_loop {
+                (482, None)
+            } else {
+                (500, Some("No Route To Destination"))
+            };
+            local_final(txn, now, code, reason, b"", actions, out);
             return;
         }
     };
@@ -1005,8 +1172,9 @@ fn on_timer(
         resent += transmit(actions, txn.socket, &NextHop::Addr(txn.upstream), out);
     }
     if txn.timer_c.is_some_and(|c| c <= now) {
-        // §16.8: Timer C fired.
+        // §16.8: Timer C fired; it bounds the whole transaction.
         txn.timer_c = None;
+        txn.timer_c_fired = true;
         for b in txn.branches.iter_mut().filter(|b| b.held.is_none()) {
             if b.provisional {
                 send_cancel(env, now, txn.socket, b, actions, out);
@@ -1197,17 +1365,37 @@ mod tests {
 
     #[test]
     fn branch_ids_round_trip() {
+        use crate::proxy::branch::{branch_instance, loop_key_of};
+        use crate::proxy::identity::Listener;
+        let identity = Identity::new(vec![
+            Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap(),
+        ]);
+        let up: SocketAddr = "192.0.2.1:5070".parse().unwrap();
         let id = TransactionId::from_parts(42, 7);
-        let b = make_branch(id, 3, 0xbeef);
+        let b = make_branch(&identity, id, 3, up, 0xfeed);
         assert!(b.starts_with("z9hG4bKsfT"));
-        assert!(b.ends_with(".beef"));
-        assert_eq!(parse_branch(&b), Some((id, 3)));
-        assert_ne!(b, make_branch(id, 3, 0xcafe), "instances differ");
-        assert_eq!(branch_instance(&b), Some(0xbeef));
+        let parts = parse_branch(&b).unwrap();
+        assert_eq!((parts.id, parts.n), (id, 3));
+        assert_eq!(parts.instance, identity.instance());
+        assert_eq!(parts.check, stateful_check(&identity, 42, 7, 3, up));
+        assert_eq!(branch_instance(&b), Some(identity.instance()));
+        assert_eq!(loop_key_of(&b), Some(0xfeed));
+        // Unguessable: another process (another key) makes another branch
+        // for the same slot, and so does another upstream.
+        let other = Identity::new(vec![
+            Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap(),
+        ]);
+        assert_ne!(b, make_branch(&other, id, 3, up, 0xfeed));
+        assert_ne!(
+            parts.check,
+            stateful_check(&identity, 42, 7, 3, "192.0.2.1:5071".parse().unwrap())
+        );
         assert_eq!(branch_instance("z9hG4bKsfT1.1.0"), None);
         assert_eq!(parse_branch("z9hG4bKsf0123456789abcdef"), None);
         assert_eq!(parse_branch("z9hG4bKsfTzz.1.0.1"), None);
         assert_eq!(parse_branch("z9hG4bKsfT1.1.0"), None);
+        assert_eq!(parse_branch("z9hG4bKsfT1.1.0.1"), None);
+        assert_eq!(parse_branch("z9hG4bKsfT1.1.0.1.00"), None);
     }
 
     #[test]
@@ -1252,6 +1440,7 @@ mod tests {
                 host: "x".into(),
                 port: 5060,
             },
+            target: 0,
             dest: None,
             client: Client::NonInvite(ClientNonInvite::new(
                 Instant::now(),

@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::branch::{OUR_PREFIX, stateless_branch};
+use super::branch::{self, OUR_PREFIX, StatelessCheck, check_stateless, stateless_branch};
 use super::drain::{NewRelay, REJECT_HEADERS, new_relay};
 use super::probe::PROBE_PREFIX;
-use super::received::{response_destination, top_via_edit};
-use super::stateful::{Env, Matched, STATEFUL_PREFIX};
+use super::received::{reply_destination, response_destination, top_via_edit};
+use super::stateful::{Env, Matched, ResponseMatch, STATEFUL_PREFIX};
 use super::{Core, Outgoing, Payload, forward, reply, route_set};
 use crate::api::RelayTo;
 use crate::ctx::{Ctx, Decision};
@@ -55,6 +55,9 @@ fn on_request(
 ) {
     let method = msg.method().unwrap_or("");
     let is_ack = method == "ACK";
+    // An ACK never makes a transaction, nor does a CANCEL that matched
+    // none (§16.10): both are forwarded statelessly.
+    let never_stateful = is_ack || method == "CANCEL";
     metrics::request_received(method);
     if let Err(invalid) = msg.validate() {
         if is_ack {
@@ -92,17 +95,27 @@ fn on_request(
         send_reply(msg, source, socket, 420, None, &unsupported, out);
         return;
     }
-    let env = Env {
-        routes: core.routes,
-        identity: &core.identity,
-        timers: core.timers,
-        destinations: &core.destinations,
-    };
+    let env = Env::new(core.routes, &core.identity, core.timers, &core.destinations);
     // Retransmissions, non-2xx ACKs and CANCELs of relayed requests.
     if let Matched::Absorbed = core.stateful.on_request(&env, now, msg, source, out) {
         return;
     }
     let routes = route_set::process(msg, &core.identity);
+    // §16.3 step 4: a request that went through us before, unchanged.
+    let loop_key = branch::loop_key(msg, routes.next_hop);
+    if branch::has_looped(msg, &core.identity, loop_key) {
+        metrics::loop_detected();
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            method,
+            %source,
+            "request came back with a Via of ours for the same request: loop"
+        );
+        if !is_ack {
+            send_reply(msg, source, socket, 482, None, b"", out);
+        }
+        return;
+    }
     let mut cx = Ctx::for_request(msg, source);
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
@@ -111,14 +124,18 @@ fn on_request(
     let (decision, edits) = cx.finish();
     let target = match decision {
         Decision::Forward(target) => target,
-        // An ACK never makes a transaction: relayed statelessly (§16.11);
-        // a draining instance may forward or refuse new ones (see `drain`).
-        Decision::Relay(to) if !is_ack && new_relay(core.draining) == NewRelay::Stateful => {
-            core.stateful
-                .relay(&env, now, msg, source, socket, &routes, to, edits, out);
+        // An ACK or unmatched CANCEL never makes a transaction: relayed
+        // statelessly (§16.11, §16.10); a draining instance may forward or
+        // refuse new ones (see `drain`).
+        Decision::Relay(to)
+            if !never_stateful && new_relay(core.draining) == NewRelay::Stateful =>
+        {
+            core.stateful.relay(
+                &env, now, msg, source, socket, &routes, loop_key, to, edits, out,
+            );
             return;
         }
-        Decision::Relay(_) if !is_ack && new_relay(core.draining) == NewRelay::Reject => {
+        Decision::Relay(_) if !never_stateful && new_relay(core.draining) == NewRelay::Reject => {
             metrics::transaction_rejected();
             send_reply(msg, source, socket, 503, None, REJECT_HEADERS, out);
             return;
@@ -184,16 +201,50 @@ fn on_request(
         );
         return;
     };
+    if is_self(&core.identity, &hop) {
+        // Never send to ourselves: the request would come back until
+        // Max-Forwards ends (routes-language "Abuse and loops").
+        metrics::loop_detected();
+        metrics::dropped(DropReason::SelfLoop);
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            method,
+            %source,
+            to = %hop,
+            "the next hop is this proxy: not sent (482)"
+        );
+        if !is_ack {
+            send_reply(msg, source, socket, 482, None, b"", out);
+        }
+        return;
+    }
     let Some(listener) = core.identity.listener(socket) else {
         return;
     };
-    let mut branch = String::with_capacity(32);
-    stateless_branch(msg, &mut branch);
-    let via_edit = msg.top_via().and_then(|top| top_via_edit(&top, source));
+    let Some(top) = msg.top_via() else {
+        return;
+    };
+    let mut branch = String::with_capacity(56);
+    let responses_to = reply_destination(&top, source);
+    stateless_branch(msg, &core.identity, loop_key, responses_to, &mut branch);
+    let via_edit = top_via_edit(&top, source);
     let Some(bytes) = forward::request(msg, listener, &branch, via_edit.as_ref(), &edits, &routes)
     else {
         return;
     };
+    if bytes.len() > super::MAX_UDP_PAYLOAD {
+        metrics::dropped(DropReason::TooLarge);
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            method,
+            len = bytes.len(),
+            "request too large for a UDP datagram: not forwarded (513)"
+        );
+        if !is_ack {
+            send_reply(msg, source, socket, 513, None, b"", out);
+        }
+        return;
+    }
     tracing::debug!(
         call_id = msg.call_id().unwrap_or(""),
         method,
@@ -251,17 +302,40 @@ fn on_response(
         }
         return;
     }
-    if let Some(branch) = top.branch.filter(|b| b.starts_with(STATEFUL_PREFIX)) {
-        let env = Env {
-            routes: core.routes,
-            identity: &core.identity,
-            timers: core.timers,
-            destinations: &core.destinations,
-        };
-        if core.stateful.on_response(&env, now, msg, branch, out) {
-            return;
+    let upstream = next.as_ref().and_then(|n| match response_destination(n) {
+        Some(NextHop::Addr(addr)) => Some(addr),
+        _ => None,
+    });
+    let branch = top.branch.unwrap_or("");
+    let verdict = if branch.starts_with(STATEFUL_PREFIX) {
+        let env = Env::new(core.routes, &core.identity, core.timers, &core.destinations);
+        match core
+            .stateful
+            .on_response(&env, now, msg, branch, source, upstream, out)
+        {
+            ResponseMatch::Done => return,
+            // §16.7: no transaction (any more): forwarded statelessly.
+            ResponseMatch::NoTransaction => StatelessCheck::Valid,
+            ResponseMatch::Forged => StatelessCheck::Invalid,
         }
-        // §16.7: no transaction (any more): forwarded statelessly.
+    } else {
+        match upstream {
+            Some(to) => check_stateless(branch, &core.identity, to),
+            None => StatelessCheck::Invalid,
+        }
+    };
+    if verdict != StatelessCheck::Valid {
+        // A branch we did not make for that next hop: forged or altered
+        // (or another instance's that the sibling link could not take).
+        metrics::dropped(DropReason::ForgedBranch);
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            status = msg.status().unwrap_or(0),
+            %source,
+            branch,
+            "response with a branch we did not make for its next Via: dropped"
+        );
+        return;
     }
     let Some(next) = next else {
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
@@ -310,6 +384,16 @@ fn on_response(
         to: hop,
         bytes: Payload::Owned(bytes),
     });
+}
+
+/// Whether sending to `hop` would send to one of our own sockets (by
+/// address, or by the name we advertise; a name that resolves to us is
+/// caught by the network layer after resolution).
+fn is_self(identity: &super::Identity, hop: &NextHop) -> bool {
+    match hop {
+        NextHop::Addr(addr) => identity.is_own_socket(*addr),
+        NextHop::Name { host, port } => identity.is_us(host, Some(*port)),
+    }
 }
 
 /// Answer a request statelessly; drop with one log line when it has no Via

@@ -19,6 +19,8 @@ pub struct Via<'a> {
     pub port: Option<u16>,
     pub branch: Option<&'a str>,
     pub received: Option<&'a str>,
+    /// Absolute range of the ";received=..." text incl. the ';'.
+    pub received_range: Option<Range<usize>>,
     /// `Some(None)` for a bare ";rport".
     pub rport: Option<Option<u16>>,
     /// Absolute range of the ";rport" / ";rport=123" text incl. the ';'.
@@ -131,6 +133,7 @@ impl<'a> Via<'a> {
             port,
             branch: None,
             received: None,
+            received_range: None,
             rport: None,
             rport_range: None,
             params_end: 0,
@@ -161,7 +164,10 @@ impl<'a> Via<'a> {
             }
             match known_param(b.get(ns..ne)?) {
                 Known::Branch => via.branch = via.branch.or(Some(value?)),
-                Known::Received => via.received = via.received.or(Some(value?)),
+                Known::Received if via.received.is_none() => {
+                    via.received = Some(value?);
+                    via.received_range = Some(base + semi..base + end);
+                }
                 Known::Rport if via.rport.is_none() => {
                     via.rport = Some(match value {
                         Some(v) => Some(lex::parse_u16(v.as_bytes())?),
@@ -169,7 +175,7 @@ impl<'a> Via<'a> {
                     });
                     via.rport_range = Some(base + semi..base + end);
                 }
-                Known::Rport | Known::Other => {}
+                Known::Received | Known::Rport | Known::Other => {}
             }
         }
         via.range = base + start..base + end;
