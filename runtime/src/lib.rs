@@ -15,6 +15,7 @@ pub mod ctx;
 mod digits;
 pub mod log;
 pub mod logbuf;
+pub mod logfmt;
 pub mod metrics;
 pub mod net;
 pub mod proxy;

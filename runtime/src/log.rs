@@ -39,7 +39,7 @@ pub fn init(level: &str, format: Format) -> Result<FlushGuard, String> {
         .with_writer(crate::logbuf::ThreadBuffered)
         .with_ansi(false);
     let installed = match format {
-        Format::Text => builder.try_init(),
+        Format::Text => builder.fmt_fields(crate::logfmt::EscapedFields).try_init(),
         Format::Json => builder
             .json()
             .flatten_event(true)
