@@ -14,6 +14,7 @@ pub mod cli;
 pub mod ctx;
 mod digits;
 pub mod log;
+pub mod log_limit;
 pub mod logbuf;
 pub mod logfmt;
 pub mod metrics;

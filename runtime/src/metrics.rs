@@ -102,6 +102,7 @@ struct Metrics {
     failure_routes: Counter,
     sibling: [Counter; 2],
     route_step_errors: Counter,
+    log_lines_suppressed: Counter,
     transactions: Gauge,
     draining: Gauge,
 }
@@ -221,6 +222,11 @@ impl Metrics {
                 "sipforge_route_step_errors",
                 "Route steps skipped at run time (a value with CR/LF/NUL, an invalid URI, an unknown destination set)",
             ),
+            log_lines_suppressed: counter(
+                &mut r,
+                "sipforge_log_lines_suppressed",
+                "Log lines left out by the per-call-site rate limit (WARN lines a sender can trigger, such as malformed datagrams)",
+            ),
             transactions: gauge(
                 &mut r,
                 "sipforge_transactions_active",
@@ -326,6 +332,11 @@ pub fn sibling_passed(sent: bool) {
 /// A route step was skipped because of a run-time error.
 pub fn route_step_error() {
     METRICS.route_step_errors.inc();
+}
+
+/// A log line was left out by its call site's rate limit.
+pub fn log_line_suppressed() {
+    METRICS.log_lines_suppressed.inc();
 }
 
 /// The number of transactions in the table.

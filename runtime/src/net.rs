@@ -211,6 +211,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let mut tasks = JoinSet::new();
     tasks.spawn(timer_loop(Arc::clone(&shared)));
     tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
+    tasks.spawn(log_summaries(shared.stop.clone()));
     for addr in &local {
         tracing::info!(listen = %addr, "listening on udp:{addr}");
     }
@@ -400,6 +401,20 @@ async fn timer_loop(shared: Arc<Shared>) {
             send(&shared, outgoing);
         }
         crate::logbuf::flush();
+    }
+}
+
+/// Writes the `suppressed K similar lines` summaries of rate-limited log
+/// lines (see [`crate::log_limit`]) once their interval is over, so a flood
+/// that stops is still reported.
+async fn log_summaries(mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(crate::log_limit::INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => crate::log_limit::sweep(),
+            _ = stop.changed() => return,
+        }
     }
 }
 
