@@ -20,6 +20,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod resolve;
 pub mod sip;
 pub mod target;
 pub mod transaction;

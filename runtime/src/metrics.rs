@@ -59,16 +59,23 @@ pub enum DropReason {
     NoRoute,
     /// A request with no Via to answer to, or a response with no usable second Via.
     NoVia,
+    /// The next hop's name did not resolve (or not to an address of the
+    /// socket's family).
+    Unresolved,
+    /// Over the bounds of name resolution (lookups running, messages waiting).
+    ResolverBusy,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 8] = [
         DropReason::Route,
         DropReason::Undecided,
         DropReason::Malformed,
         DropReason::NotOurs,
         DropReason::NoRoute,
         DropReason::NoVia,
+        DropReason::Unresolved,
+        DropReason::ResolverBusy,
     ];
 
     fn label(self) -> &'static str {
@@ -79,6 +86,8 @@ impl DropReason {
             DropReason::NotOurs => "not_ours",
             DropReason::NoRoute => "no_route",
             DropReason::NoVia => "no_via",
+            DropReason::Unresolved => "unresolved",
+            DropReason::ResolverBusy => "resolver_busy",
         }
     }
 }
@@ -103,6 +112,7 @@ struct Metrics {
     sibling: [Counter; 2],
     route_step_errors: Counter,
     log_lines_suppressed: Counter,
+    name_lookups: [Counter; 2],
     transactions: Gauge,
     draining: Gauge,
 }
@@ -227,6 +237,13 @@ impl Metrics {
                 "sipforge_log_lines_suppressed",
                 "Log lines left out by the per-call-site rate limit (WARN lines a sender can trigger, such as malformed datagrams)",
             ),
+            name_lookups: family(
+                &mut r,
+                "sipforge_name_lookups",
+                "Lookups of next hop names (answers are cached: 30 s, failures 5 s), by result",
+                "result",
+                ["resolved", "failed"],
+            ),
             transactions: gauge(
                 &mut r,
                 "sipforge_transactions_active",
@@ -337,6 +354,11 @@ pub fn route_step_error() {
 /// A log line was left out by its call site's rate limit.
 pub fn log_line_suppressed() {
     METRICS.log_lines_suppressed.inc();
+}
+
+/// A next hop name was looked up: resolved to at least one address, or not.
+pub fn name_lookup(resolved: bool) {
+    METRICS.name_lookups[usize::from(!resolved)].inc();
 }
 
 /// The number of transactions in the table.
