@@ -9,6 +9,10 @@
 //! debug lines: `call_id`, `method` or `status`/`code`, `source`, `to`).
 //! Route logs have the target `sipforge::routes`, so
 //! `RUST_LOG=warn,sipforge::routes=info` keeps them and quiets the rest.
+//!
+//! Text lines quote the message and escape every value
+//! ([`crate::logfmt`]); WARN lines a sender can trigger per datagram are
+//! rate-limited per call site ([`crate::log_limit`]).
 
 use tracing_subscriber::EnvFilter;
 

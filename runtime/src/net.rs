@@ -8,8 +8,8 @@
 //! read and an `epoll_wait`. The tokio runtime keeps what waits on time or
 //! on other sockets: the core's timers, the sibling link, name resolution,
 //! metrics and signals. Host names in next hops are resolved there (A/AAAA
-//! through the system resolver). Draining and the hand-over at shutdown:
-//! see [`handover`].
+//! through the system resolver, cached and bounded: see [`resolver`]).
+//! Draining and the hand-over at shutdown: see [`handover`].
 
 mod handover;
 mod resolver;
