@@ -9,6 +9,10 @@
 //! debug lines: `call_id`, `method` or `status`/`code`, `source`, `to`).
 //! Route logs have the target `sipforge::routes`, so
 //! `RUST_LOG=warn,sipforge::routes=info` keeps them and quiets the rest.
+//!
+//! Text lines quote the message and escape every value
+//! ([`crate::logfmt`]); WARN lines a sender can trigger per datagram are
+//! rate-limited per call site ([`crate::log_limit`]).
 
 use tracing_subscriber::EnvFilter;
 
@@ -39,7 +43,7 @@ pub fn init(level: &str, format: Format) -> Result<FlushGuard, String> {
         .with_writer(crate::logbuf::ThreadBuffered)
         .with_ansi(false);
     let installed = match format {
-        Format::Text => builder.try_init(),
+        Format::Text => builder.fmt_fields(crate::logfmt::EscapedFields).try_init(),
         Format::Json => builder
             .json()
             .flatten_event(true)

@@ -104,9 +104,10 @@ thread_local! {
 }
 
 /// Write one route `log` line in the same shape as tracing's text format
-/// (`2026-11-28T01:05:42.495198Z  INFO sipforge::routes: TEXT line=N call_id="..."`),
+/// (`2026-11-28T01:05:42.495198Z  INFO sipforge::routes: "TEXT" line=N call_id="..."`),
 /// straight into the thread's buffer: `text` appends the line's text (CR
-/// and LF in it are turned into spaces afterwards). About a tenth of the
+/// and LF in it are turned into spaces afterwards, then it is escaped as
+/// [`crate::logfmt`] says). About a tenth of the
 /// instructions of going through the formatter, and no allocation.
 pub fn write_route_line(level: &str, line: u32, call_id: &str, text: impl FnOnce(&mut Vec<u8>)) {
     let now = std::time::SystemTime::now()
@@ -134,10 +135,13 @@ pub fn write_route_line(level: &str, line: u32, call_id: &str, text: impl FnOnce
             out.push(b' ');
         }
         out.extend_from_slice(level.as_bytes());
-        out.extend_from_slice(b" sipforge::routes: ");
+        out.extend_from_slice(b" sipforge::routes: \"");
         let text_start = out.len();
         text(&mut out);
-        // Log lines are data, not headers: keep each on one line.
+        // Log lines are data, not headers: CR and LF become spaces (as in
+        // the JSON format), then the text is escaped like tracing's lines
+        // (crate::logfmt), so it can neither forge fields nor reach a
+        // terminal as a control sequence.
         if memchr::memchr2(b'\r', b'\n', &out[text_start..]).is_some() {
             for b in &mut out[text_start..] {
                 if *b == b'\r' || *b == b'\n' {
@@ -145,19 +149,11 @@ pub fn write_route_line(level: &str, line: u32, call_id: &str, text: impl FnOnce
                 }
             }
         }
-        out.extend_from_slice(b" line=");
+        crate::logfmt::escape_tail(&mut out, text_start);
+        out.extend_from_slice(b"\" line=");
         crate::digits::push_padded(&mut out, line, 1);
         out.extend_from_slice(b" call_id=\"");
-        if memchr::memchr2(b'"', b'\\', call_id.as_bytes()).is_none() {
-            out.extend_from_slice(call_id.as_bytes());
-        } else {
-            for &b in call_id.as_bytes() {
-                if b == b'"' || b == b'\\' {
-                    out.push(b'\\');
-                }
-                out.push(b);
-            }
-        }
+        crate::logfmt::push_escaped(&mut out, call_id.as_bytes());
         out.extend_from_slice(b"\"\n");
         Some(out.len() >= FLUSH_AT)
     });
@@ -204,7 +200,26 @@ mod tests {
         assert_eq!(stamp.len(), "2026-11-28T01:05:42.495198".len(), "{line}");
         assert_eq!(
             rest,
-            "  INFO sipforge::routes: evil  X-Injected: 1 line=12 call_id=\"a\\\"b\\\\c\"\n"
+            "  INFO sipforge::routes: \"evil  X-Injected: 1\" line=12 call_id=\"a\\\"b\\\\c\"\n"
+        );
+    }
+
+    #[test]
+    fn route_lines_cannot_forge_fields_or_reach_the_terminal() {
+        batch();
+        write_route_line("WARN", 3, "c\u{1b}1", |out| {
+            out.extend_from_slice(
+                "UA x line=999 call_id=\"forged\" \x1b[2J\u{2028}\u{85}\\".as_bytes(),
+            );
+            out.push(0xff);
+        });
+        let line =
+            BUFFER.with(|b| String::from_utf8(std::mem::take(&mut *b.borrow_mut())).unwrap());
+        let (_, rest) = line.split_once('Z').unwrap();
+        assert_eq!(
+            rest,
+            "  WARN sipforge::routes: \"UA x line=999 call_id=\\\"forged\\\" \\u{1b}[2J\\u{2028}\\u{85}\\\\\\xff\" \
+             line=3 call_id=\"c\\u{1b}1\"\n"
         );
     }
 

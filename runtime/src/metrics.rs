@@ -70,10 +70,15 @@ pub enum DropReason {
     SelfLoop,
     /// A message larger than a UDP datagram can carry (answered 513 when a request).
     TooLarge,
+    /// The next hop's name did not resolve (or not to an address of the
+    /// socket's family).
+    Unresolved,
+    /// Over the bounds of name resolution (lookups running, messages waiting).
+    ResolverBusy,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 10] = [
+    const ALL: [DropReason; 12] = [
         DropReason::Route,
         DropReason::Undecided,
         DropReason::Malformed,
@@ -84,6 +89,8 @@ impl DropReason {
         DropReason::WrongSource,
         DropReason::SelfLoop,
         DropReason::TooLarge,
+        DropReason::Unresolved,
+        DropReason::ResolverBusy,
     ];
 
     fn label(self) -> &'static str {
@@ -98,6 +105,8 @@ impl DropReason {
             DropReason::WrongSource => "wrong_source",
             DropReason::SelfLoop => "self_loop",
             DropReason::TooLarge => "too_large",
+            DropReason::Unresolved => "unresolved",
+            DropReason::ResolverBusy => "resolver_busy",
         }
     }
 }
@@ -150,6 +159,8 @@ struct Metrics {
     route_step_errors: Counter,
     loops: Counter,
     branches_refused: [Counter; BranchRefusal::ALL.len()],
+    log_lines_suppressed: Counter,
+    name_lookups: [Counter; 2],
     transactions: Gauge,
     draining: Gauge,
 }
@@ -281,6 +292,18 @@ impl Metrics {
                 "reason",
                 BranchRefusal::ALL.map(BranchRefusal::label),
             ),
+            log_lines_suppressed: counter(
+                &mut r,
+                "sipforge_log_lines_suppressed",
+                "Log lines left out by the per-call-site rate limit (WARN lines a sender can trigger, such as malformed datagrams)",
+            ),
+            name_lookups: family(
+                &mut r,
+                "sipforge_name_lookups",
+                "Lookups of next hop names (answers are cached: 30 s, failures 5 s), by result",
+                "result",
+                ["resolved", "failed"],
+            ),
             transactions: gauge(
                 &mut r,
                 "sipforge_transactions_active",
@@ -396,6 +419,16 @@ pub fn loop_detected() {
 /// A transaction refused to make a new branch.
 pub fn branch_refused(reason: BranchRefusal) {
     METRICS.branches_refused[reason as usize].inc();
+}
+
+/// A log line was left out by its call site's rate limit.
+pub fn log_line_suppressed() {
+    METRICS.log_lines_suppressed.inc();
+}
+
+/// A next hop name was looked up: resolved to at least one address, or not.
+pub fn name_lookup(resolved: bool) {
+    METRICS.name_lookups[usize::from(!resolved)].inc();
 }
 
 /// The number of transactions in the table.

@@ -8,10 +8,11 @@
 //! read and an `epoll_wait`. The tokio runtime keeps what waits on time or
 //! on other sockets: the core's timers, the sibling link, name resolution,
 //! metrics and signals. Host names in next hops are resolved there (A/AAAA
-//! through the system resolver). Draining and the hand-over at shutdown:
-//! see [`handover`].
+//! through the system resolver, cached and bounded: see [`resolver`]).
+//! Draining and the hand-over at shutdown: see [`handover`].
 
 mod handover;
+mod resolver;
 mod sibling;
 
 use std::io;
@@ -21,7 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Handle;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
@@ -67,8 +67,8 @@ struct Shared {
     stop: watch::Receiver<bool>,
     /// Where instances sharing our ports pass us our responses.
     sibling: Option<sibling::Link>,
-    /// The runtime that resolves host names.
-    runtime: Handle,
+    /// Sends to next hops given by name.
+    resolver: Arc<resolver::Resolver>,
 }
 
 impl Shared {
@@ -186,6 +186,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
         .ok();
+    let resolver = Arc::new(resolver::Resolver::new(
+        &sockets,
+        crate::resolve::Limits::default(),
+    ));
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
         sockets: sockets.into(),
@@ -194,7 +198,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         stopping: AtomicBool::new(false),
         stop: stopped,
         sibling,
-        runtime: Handle::current(),
+        resolver,
     });
     let mut threads = Vec::new();
     for index in 0..shared.sockets.len() {
@@ -213,6 +217,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let mut tasks = JoinSet::new();
     tasks.spawn(timer_loop(Arc::clone(&shared)));
     tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
+    tasks.spawn(log_summaries(shared.stop.clone()));
     for addr in &local {
         tracing::info!(listen = %addr, "listening on udp:{addr}");
     }
@@ -442,28 +447,28 @@ async fn timer_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Writes the `suppressed K similar lines` summaries of rate-limited log
+/// lines (see [`crate::log_limit`]) once their interval is over, so a flood
+/// that stops is still reported.
+async fn log_summaries(mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(crate::log_limit::INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => crate::log_limit::sweep(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 fn send(shared: &Shared, outgoing: Outgoing) {
     let Some(socket) = shared.sockets.get(outgoing.socket) else {
         return;
     };
     match outgoing.to {
         NextHop::Addr(addr) => send_to(socket, outgoing.bytes.as_ref(), addr),
-        NextHop::Name { host, port } => {
-            // Resolution may take a while: never hold a receive thread for it.
-            let socket = Arc::clone(socket);
-            shared.runtime.spawn(async move {
-                let resolved = tokio::net::lookup_host((host.as_str(), port)).await;
-                let local_v4 = socket.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
-                match resolved.map(|mut addrs| addrs.find(|a| a.is_ipv4() == local_v4)) {
-                    Ok(Some(addr)) => send_to(&socket, outgoing.bytes.as_ref(), addr),
-                    Ok(None) => tracing::warn!(
-                        host,
-                        "no address of the right family for the next hop: dropped"
-                    ),
-                    Err(e) => tracing::warn!(host, "cannot resolve the next hop: {e}; dropped"),
-                }
-            });
-        }
+        // Resolution may take a while: never on a receive thread.
+        NextHop::Name { .. } => shared.resolver.send(outgoing),
     }
 }
 

@@ -395,7 +395,7 @@ impl Stateful {
         };
         let call_id = msg.call_id().unwrap_or("");
         if self.table.is_full() {
-            tracing::warn!(
+            crate::warn_limited!(
                 call_id,
                 capacity = self.table.capacity(),
                 "transaction table full: 503 with Retry-After"
@@ -444,7 +444,7 @@ impl Stateful {
         let id = match self.table.insert(key, txn) {
             Ok(id) => id,
             Err(e) => {
-                tracing::warn!(call_id, "transaction not created: {e}");
+                crate::warn_limited!(call_id, "transaction not created: {e}");
                 return;
             }
         };
@@ -735,7 +735,7 @@ fn add_branch(
                     Some(uri)
                 }
                 Pick::AllDown => {
-                    tracing::warn!(
+                    crate::warn_limited!(
                         call_id,
                         set = name,
                         "relay: every target of the set is down"
@@ -760,7 +760,7 @@ fn add_branch(
         }
     };
     let Some(hop) = forward::next_hop(stored, target, edits, routes.next_hop) else {
-        tracing::warn!(
+        crate::warn_limited!(
             call_id = stored.call_id().unwrap_or(""),
             "relay: no next hop"
         );
@@ -1050,7 +1050,7 @@ fn maybe_complete(
                 return;
             }
             Decision::Forward(_) => {
-                tracing::warn!("forward in failure: not allowed; the best response goes up");
+                crate::warn_limited!("forward in failure: not allowed; the best response goes up");
             }
             Decision::Drop | Decision::Undecided => {}
         }

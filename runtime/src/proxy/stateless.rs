@@ -34,7 +34,7 @@ pub(super) fn handle(
         Ok(msg) => msg,
         Err(e) => {
             metrics::parse_error();
-            tracing::warn!(%source, len = datagram.len(), "dropped unparsable datagram: {}", e.reason);
+            crate::warn_limited!(%source, len = datagram.len(), "dropped unparsable datagram: {}", e.reason);
             return;
         }
     };
@@ -62,7 +62,7 @@ fn on_request(
     if let Err(invalid) = msg.validate() {
         if is_ack {
             metrics::dropped(DropReason::Malformed);
-            tracing::warn!(%source, "dropped malformed ACK: {}", invalid.reason);
+            crate::warn_limited!(%source, "dropped malformed ACK: {}", invalid.reason);
         } else {
             send_reply(
                 msg,
@@ -149,7 +149,7 @@ fn on_request(
                 Some(target) => Some(target),
                 None => {
                     metrics::dropped(DropReason::NoRoute);
-                    tracing::warn!(
+                    crate::warn_limited!(
                         set = name,
                         method,
                         "stateless relay (an ACK, or draining): no target of the set is up; dropped"
@@ -182,7 +182,7 @@ fn on_request(
         }
         Decision::Undecided => {
             metrics::dropped(DropReason::Undecided);
-            tracing::warn!(
+            crate::warn_limited!(
                 call_id = msg.call_id().unwrap_or(""),
                 method,
                 %source,
@@ -193,7 +193,7 @@ fn on_request(
     };
     let Some(hop) = forward::next_hop(msg, target, &edits, routes.next_hop) else {
         metrics::dropped(DropReason::NoRoute);
-        tracing::warn!(
+        crate::warn_limited!(
             call_id = msg.call_id().unwrap_or(""),
             method,
             %source,
@@ -272,7 +272,7 @@ fn on_response(
         Ok(next) => next,
         Err(invalid) => {
             metrics::dropped(DropReason::Malformed);
-            tracing::warn!(%source, "dropped malformed response: {}", invalid.reason);
+            crate::warn_limited!(%source, "dropped malformed response: {}", invalid.reason);
             return;
         }
     };
@@ -356,7 +356,7 @@ fn on_response(
     }
     let Some(hop) = response_destination(&next) else {
         metrics::dropped(DropReason::NoVia);
-        tracing::warn!(%source, "response with an unusable second Via: dropped");
+        crate::warn_limited!(%source, "response with an unusable second Via: dropped");
         return;
     };
     let from_socket = core
@@ -427,7 +427,7 @@ fn send_reply(
         }
         None => {
             metrics::dropped(DropReason::NoVia);
-            tracing::warn!(%source, code, "request without a usable Via: dropped instead of answering {code}")
+            crate::warn_limited!(%source, code, "request without a usable Via: dropped instead of answering {code}")
         }
     }
 }
