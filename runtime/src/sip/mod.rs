@@ -19,5 +19,5 @@ pub use list::{SplitList, split_list};
 pub use message::{Header, HeaderName, Invalid, Message, ParseError};
 pub use name_addr::NameAddr;
 pub use splice::Splice;
-pub use uri::Uri;
+pub use uri::{Uri, escape_user, is_host};
 pub use via::Via;
