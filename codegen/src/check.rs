@@ -211,6 +211,28 @@ pub fn check_uri(s: &str) -> Result<(), String> {
     check_hostport(&rest[..end])
 }
 
+/// A literal `$rd`: what the run time accepts (a host name or IPv4 address
+/// of letters, digits, `-`, `.` and `_`, or a bracketed IPv6 address), so
+/// a value it would refuse on every message is a build error instead.
+pub fn check_set_host(h: &str) -> Result<(), String> {
+    if let Some(v6) = h.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return match v6.parse::<std::net::Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!("`{v6}` is not an IPv6 address")),
+        };
+    }
+    let ok = h.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && !h.contains("..");
+    if !ok {
+        return Err(format!(
+            "`{h}` is not a host name or IP address (a port goes into `$rp`)"
+        ));
+    }
+    Ok(())
+}
+
 /// `udp:IP:PORT`
 pub fn check_listen(s: &str) -> Result<(), (String, String)> {
     let Some((proto, addr)) = s.split_once(':') else {
@@ -547,7 +569,13 @@ impl<'f> Checker<'f> {
                     self.crlf(t, v.pos, v.len);
                     if let Some(lit) = t.literal() {
                         let bad = match v.node {
-                            Var::Du | Var::Ru => check_uri(&lit).err(),
+                            Var::Du | Var::Ru => check_uri(&lit).err().or_else(|| {
+                                let tail = lit.rsplit_once('@').map_or(lit.as_str(), |(_, t)| t);
+                                tail.contains('?').then(|| {
+                                    "a Request-URI or next hop cannot carry `?headers`".to_string()
+                                })
+                            }),
+                            Var::Rd => check_set_host(&lit).err(),
                             Var::Rp => match lit.parse::<u32>() {
                                 Ok(1..=65535) => None,
                                 _ => Some(format!("`{lit}` is not a port (1 to 65535)")),

@@ -210,6 +210,26 @@ fn invalid_uri() {
 }
 
 #[test]
+fn invalid_set_values() {
+    one(
+        "request:\n  - set: { $ru: \"sip:b@a.example?Route=x\" }\n  - forward\n",
+        "routes.yaml:2:12: invalid value for `$ru`: a Request-URI or next hop cannot carry `?headers`",
+    );
+    one(
+        "request:\n  - set: { $du: \"tel:+15551234\" }\n  - forward\n",
+        "routes.yaml:2:12: invalid value for `$du`: a URI starts with `sip:` or `sips:`",
+    );
+    one(
+        "request:\n  - set: { $rd: \"a.example:5070\" }\n  - forward\n",
+        "routes.yaml:2:12: invalid value for `$rd`: `a.example:5070` is not a host name or IP address (a port goes into `$rp`)",
+    );
+    one(
+        "request:\n  - set: { $rd: \"[::1\" }\n  - forward\n",
+        "routes.yaml:2:12: invalid value for `$rd`: `[::1` is not a host name or IP address (a port goes into `$rp`)",
+    );
+}
+
+#[test]
 fn invalid_listen_and_advertise() {
     one(
         "listen: [ \"tcp:127.0.0.1:5060\" ]\nrequest: [ drop ]\n",

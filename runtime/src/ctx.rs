@@ -369,47 +369,46 @@ impl<'a> Ctx<'a> {
         self.edits.removed.push(name);
     }
 
-    /// `set: { $var: template }`
+    /// `set: { $var: template }`. What may be written where (docs/language.md,
+    /// "set"): `$rU` is escaped as a URI user part; a `$rd` that is not a
+    /// host, a `$rp` that is not a port, and a `$ru` or `$du` that is not a
+    /// sip:/sips: URI without `?headers` are refused: the step logs an
+    /// error, counts in `sipforge_route_step_errors_total` and is skipped.
     pub fn set(&mut self, line: u32, var: Var, value: &Template) {
         let Some(value) = self.expand(line, "set", value) else {
             return;
         };
-        let new_ruri = match var {
-            Var::Du => {
-                if value.is_empty() {
-                    self.edits.du = None;
-                } else if Uri::parse(&value).is_some_and(|u| !u.host.is_empty()) {
-                    self.edits.du = Some(value);
-                } else {
-                    crate::metrics::route_step_error();
-                    tracing::error!(target: "sipforge::routes", line, "set $du: `{value}` is not a SIP URI; step skipped");
-                }
-                return;
-            }
-            Var::Ru => Some(value.clone()),
-            Var::RUser | Var::Rd | Var::Rp => {
-                let current = self.ruri().map(Cow::into_owned).unwrap_or_default();
-                replace_uri_part(&current, var, &value)
-            }
-            _ => {
-                crate::metrics::route_step_error();
-                tracing::error!(target: "sipforge::routes", line, "set: {var:?} is read-only; step skipped");
-                return;
-            }
-        };
-        match new_ruri {
-            Some(ruri) if Uri::parse(&ruri).is_some() && !ruri.contains([' ', '\t']) => {
-                self.edits.ruri = Some(ruri)
-            }
-            _ => {
-                crate::metrics::route_step_error();
-                tracing::error!(
-                    target: "sipforge::routes",
-                    line,
-                    "set {var:?}: `{value}` does not make a valid Request-URI; step skipped"
-                )
-            }
+        if let Err(why) = self.assign(var, &value) {
+            crate::metrics::route_step_error();
+            tracing::error!(
+                target: "sipforge::routes",
+                line,
+                "set {}: `{value}` refused: {why}; step skipped",
+                var_name(var)
+            );
         }
+    }
+
+    /// The checks and the assignment of [`Ctx::set`].
+    fn assign(&mut self, var: Var, value: &str) -> Result<(), &'static str> {
+        match var {
+            Var::Du if value.is_empty() => self.edits.du = None,
+            Var::Du => {
+                Uri::parse_target(value)?;
+                self.edits.du = Some(value.to_owned());
+            }
+            Var::Ru => {
+                Uri::parse_target(value)?;
+                self.edits.ruri = Some(value.to_owned());
+            }
+            Var::RUser | Var::Rd | Var::Rp => {
+                let current = self.ruri().ok_or("the message has no Request-URI")?;
+                let ruri = replace_uri_part(&current, var, value)?;
+                self.edits.ruri = Some(ruri);
+            }
+            _ => return Err("the variable is read-only"),
+        }
+        Ok(())
     }
 
     /// `record_route`
@@ -520,24 +519,52 @@ fn offset_in(whole: &str, part: &str) -> usize {
     (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize)
 }
 
+/// How a writable variable is written in a routes file (for log lines).
+fn var_name(v: Var) -> &'static str {
+    match v {
+        Var::Ru => "$ru",
+        Var::RUser => "$rU",
+        Var::Rd => "$rd",
+        Var::Rp => "$rp",
+        Var::Du => "$du",
+        _ => "a read-only variable",
+    }
+}
+
 /// A Request-URI with its user, host or port replaced (an empty value removes
-/// the user or the port).
-fn replace_uri_part(current: &str, var: Var, value: &str) -> Option<String> {
-    let uri = Uri::parse(current)?;
+/// the user or the port). The user is escaped ([`crate::sip::escape_user`]);
+/// a host must be a host name or address ([`crate::sip::is_host`]) and a
+/// port a number from 1 to 65535; the URI must be a sip:/sips: one. Err says
+/// why not. The result is checked to parse back with exactly the part set
+/// and the rest as it was, so no value can move the request elsewhere.
+fn replace_uri_part(current: &str, var: Var, value: &str) -> Result<String, &'static str> {
+    let uri = Uri::parse(current).ok_or("the Request-URI does not parse")?;
+    if !uri.is_sip() {
+        return Err("the Request-URI is not a sip: or sips: URI");
+    }
     let host_at = offset_in(current, uri.host);
     let host_end = host_at + uri.host.len();
-    let mut out = String::with_capacity(current.len() + value.len());
+    let mut out = String::with_capacity(current.len() + value.len() * 3);
+    let (mut user, mut password) = (uri.user.map(str::to_owned), uri.password);
+    let (mut host, mut port) = (uri.host, uri.port);
     match var {
         Var::RUser => {
             let scheme_end = uri.scheme.len() + 1;
             out.push_str(&current[..scheme_end]);
-            if !value.is_empty() {
-                out.push_str(value);
+            if value.is_empty() {
+                (user, password) = (None, None);
+            } else {
+                let start = out.len();
+                crate::sip::escape_user(value, &mut out);
+                user = Some(out[start..].to_owned());
                 // keep a password if there was one
                 match uri.user {
-                    Some(user) => {
-                        let user_end = offset_in(current, user) + user.len();
-                        let at = current[user_end..].find('@').map(|i| user_end + i)?;
+                    Some(old) => {
+                        let user_end = offset_in(current, old) + old.len();
+                        let at = current[user_end..]
+                            .find('@')
+                            .map(|i| user_end + i)
+                            .ok_or("the Request-URI does not parse")?;
                         out.push_str(&current[user_end..at]);
                         out.push('@');
                     }
@@ -547,6 +574,10 @@ fn replace_uri_part(current: &str, var: Var, value: &str) -> Option<String> {
             out.push_str(&current[host_at..]);
         }
         Var::Rd => {
+            if !crate::sip::is_host(value) {
+                return Err("not a host name, IPv4 address or [IPv6] reference");
+            }
+            host = value;
             out.push_str(&current[..host_at]);
             out.push_str(value);
             out.push_str(&current[host_end..]);
@@ -561,16 +592,36 @@ fn replace_uri_part(current: &str, var: Var, value: &str) -> Option<String> {
                 None => host_end,
             };
             out.push_str(&current[..host_end]);
-            if !value.is_empty() {
-                let port: u16 = value.trim().parse().ok()?;
+            let digits = value.trim();
+            if digits.is_empty() {
+                port = None;
+            } else {
+                let n: u16 = digits
+                    .bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| digits.parse().ok())
+                    .flatten()
+                    .filter(|&n| n != 0)
+                    .ok_or("not a port (1 to 65535)")?;
+                port = Some(n);
                 out.push(':');
-                out.push_str(&port.to_string());
+                out.push_str(&n.to_string());
             }
             out.push_str(&current[after_port..]);
         }
-        _ => return None,
+        _ => return Err("the variable is read-only"),
     }
-    Some(out)
+    let new = Uri::parse(&out).ok_or("the result does not parse as a URI")?;
+    let same = new.user == user.as_deref()
+        && new.password == password
+        && new.host == host
+        && new.port == port
+        && new.params == uri.params
+        && new.headers == uri.headers;
+    if !same {
+        return Err("the result would change more than that part of the URI");
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -612,6 +663,110 @@ mod tests {
             replace_uri_part("sip:example.com", Var::Rp, "5062").unwrap(),
             "sip:example.com:5062"
         );
+    }
+
+    #[test]
+    fn a_user_value_is_escaped_and_cannot_move_the_request() {
+        let u = "sip:alice@example.com:5070;transport=udp";
+        assert_eq!(
+            replace_uri_part(u, Var::RUser, "evil@127.0.0.9:9999;x=").unwrap(),
+            "sip:evil%40127.0.0.9%3A9999;x=@example.com:5070;transport=udp"
+        );
+        assert_eq!(
+            replace_uri_part("sip:example.com", Var::RUser, "+1 (555) 123#4").unwrap(),
+            "sip:+1%20(555)%20123%234@example.com"
+        );
+        // An escape read from the Request-URI (`+1$rU`) is not escaped twice.
+        assert_eq!(
+            replace_uri_part("sip:a%40b@example.com", Var::RUser, "+1a%40b").unwrap(),
+            "sip:+1a%40b@example.com"
+        );
+        // Removing the user removes its password too.
+        assert_eq!(
+            replace_uri_part("sip:bob:pw@example.com", Var::RUser, "").unwrap(),
+            "sip:example.com"
+        );
+    }
+
+    #[test]
+    fn a_bad_host_or_port_is_refused() {
+        let u = "sip:alice@example.com:5070;transport=udp";
+        for host in [
+            "",
+            "evil@127.0.0.9",
+            "127.0.0.9:9999",
+            "127.0.0.9;maddr=10.0.0.1",
+            "h>",
+            "h x",
+            "h?Route=x",
+            "2001:db8::1",
+        ] {
+            assert!(replace_uri_part(u, Var::Rd, host).is_err(), "{host:?}");
+        }
+        assert_eq!(
+            replace_uri_part(u, Var::Rd, "[2001:db8::1]").unwrap(),
+            "sip:alice@[2001:db8::1]:5070;transport=udp"
+        );
+        for port in ["abc", "0", "65536", "+5060", "50 60", "5060;x=y", "-1"] {
+            assert!(replace_uri_part(u, Var::Rp, port).is_err(), "{port:?}");
+        }
+        assert_eq!(
+            replace_uri_part(u, Var::Rp, " 5080 ").unwrap(),
+            "sip:alice@example.com:5080;transport=udp"
+        );
+        // Parts of a URI that has none (a tel: or unknown scheme) are refused.
+        for var in [Var::RUser, Var::Rd, Var::Rp] {
+            assert!(replace_uri_part("tel:+15551234", var, "5060").is_err());
+            assert!(replace_uri_part("urn:service:sos", var, "x").is_err());
+        }
+    }
+
+    #[test]
+    fn set_refuses_what_is_not_a_request_uri_or_next_hop() {
+        use crate::api::Piece;
+        let raw = b"INVITE sip:alice@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+X-Num: evil@127.0.0.9:9999;x=\r\n\
+Content-Length: 0\r\n\r\n";
+        let msg = Message::parse(raw).unwrap();
+        let mut cx = Ctx::for_request(&msg, "192.0.2.1:5060".parse().unwrap());
+        for value in [
+            "sip:bob@example.com?Route=%3Csip:evil.example.com%3E",
+            "tel:+15551234",
+            "bob@example.com",
+            "sip:evil@127.0.0.9:9999;x=@gw.example.com",
+            "",
+        ] {
+            cx.set(1, Var::Ru, &[Piece::Lit(value)]);
+            assert_eq!(cx.edits.ruri, None, "$ru {value:?}");
+            if !value.is_empty() {
+                cx.set(1, Var::Du, &[Piece::Lit(value)]);
+                assert_eq!(cx.edits.du, None, "$du {value:?}");
+            }
+        }
+        cx.set(1, Var::Rd, &[Piece::Lit("evil.example.com>")]);
+        assert_eq!(cx.edits.ruri, None);
+        cx.set(1, Var::Rp, &[Piece::Lit("5060;x")]);
+        assert_eq!(cx.edits.ruri, None);
+        // A header value into $rU: escaped, the host stays.
+        cx.set(1, Var::RUser, &[Piece::Var(Var::Hdr("X-Num"))]);
+        assert_eq!(
+            cx.edits.ruri.as_deref(),
+            Some("sip:evil%40127.0.0.9%3A9999;x=@example.com")
+        );
+        assert_eq!(cx.get(Var::Rd), "example.com");
+        assert_eq!(cx.get(Var::RUser), "evil%40127.0.0.9%3A9999;x=");
+        cx.set(
+            1,
+            Var::Ru,
+            &[Piece::Lit("sips:bob@example.net;transport=tls")],
+        );
+        assert_eq!(
+            cx.edits.ruri.as_deref(),
+            Some("sips:bob@example.net;transport=tls")
+        );
+        cx.set(1, Var::Du, &[Piece::Lit("sip:10.0.0.9:5060;lr")]);
+        assert_eq!(cx.edits.du.as_deref(), Some("sip:10.0.0.9:5060;lr"));
     }
 
     #[test]

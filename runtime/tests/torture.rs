@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
-use sipforge_runtime::sip::{HeaderName, Invalid, Message, NameAddr, Splice, Uri, split_list};
+use sipforge_runtime::sip::{
+    HeaderName, Invalid, Message, NameAddr, Splice, Uri, crlf_normalised, split_list,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
@@ -293,6 +295,57 @@ fn rfc5118_raw_files() {
         assert_eq!(verdict_of(&raw), Ok(want), "{name}");
         let m = Message::parse(&raw).unwrap();
         assert_eq!(Some(m.body().len() as u64), m.content_length(), "{name}");
+    }
+}
+
+/// `raw` with the CRLF of every `every`-th line of its start line, headers
+/// and empty line turned into a bare LF (`every` 1: all of them; 2: mixed
+/// line ends).
+fn with_bare_lf(raw: &[u8], every: usize) -> Vec<u8> {
+    let m = Message::parse(raw).unwrap();
+    let (start, end) = (m.start_line_range().start, m.body_start());
+    let mut out = raw[..start].to_vec();
+    let mut line = 0;
+    let mut i = start;
+    while i < end {
+        if raw[i] == b'\r' && raw.get(i + 1) == Some(&b'\n') {
+            if line % every == 0 {
+                i += 1;
+                line += 1;
+                continue;
+            }
+            line += 1;
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out.extend_from_slice(&raw[end..]);
+    out
+}
+
+/// Bare LF line ends (RFC 3261 §7 wants CRLF; RFC 4475 §3.1.2 lets an
+/// element be liberal in what it accepts) are accepted, not refused: every
+/// verdict above stays what it was. The proxy core handles such a datagram
+/// as its CRLF copy (`crlf_normalised`), so nothing leaves with mixed line
+/// ends. Checked on every torture message turned to bare-LF and to mixed
+/// line ends (the data files themselves are all CRLF): the same verdict,
+/// and the copy is the original byte for byte (the body, LFs and all,
+/// untouched; Content-Length still right). No torture message has a bare
+/// CR in its header section, which `validate` refuses with 400.
+#[test]
+fn bare_lf_line_ends_are_normalised_with_the_same_verdict() {
+    for (name, raw) in corpus() {
+        let m = Message::parse(&raw).unwrap();
+        assert!(!m.has_bare_cr() && !m.has_bare_lf(), "{name}");
+        assert_eq!(crlf_normalised(&raw), None, "{name}");
+        for every in [1, 2, 3] {
+            let lf = with_bare_lf(&raw, every);
+            assert_ne!(lf, raw, "{name}");
+            assert!(Message::parse(&lf).unwrap().has_bare_lf(), "{name}");
+            assert_eq!(verdict_of(&lf), verdict_of(&raw), "{name} every {every}");
+            let copy = crlf_normalised(&lf).unwrap();
+            assert!(copy == raw, "{name} every {every}: the CRLF copy differs");
+        }
     }
 }
 
@@ -793,6 +846,11 @@ fn exercise(buf: &[u8]) {
     for v in m.vias() {
         assert!(v.range.end <= buf.len() && v.params_end <= buf.len());
         let _ = v.has_magic_cookie();
+    }
+    if let Some(copy) = crlf_normalised(buf) {
+        let c = Message::parse(&copy).expect("the CRLF copy parses");
+        assert!(!c.has_bare_lf());
+        assert_eq!(c.body(), m.body());
     }
     if let Some(r) = m.top_via_removal() {
         let mut s = Splice::new();

@@ -95,6 +95,7 @@ pub fn request(
     }
     remove_headers(msg, edits, &owned, &mut splice);
     splice.insert(msg.headers_end(), &edits.appended);
+    frame(msg, &mut splice);
     let mut bytes = Vec::with_capacity(msg.len() + 256);
     splice.apply(&msg.buf()[..msg.len()], &mut bytes);
     Some(bytes)
@@ -118,9 +119,31 @@ pub fn response(msg: &Message<'_>, edits: &Edits, status_line: Option<&str>) -> 
     splice.delete(removal.clone());
     remove_headers(msg, edits, &[removal], &mut splice);
     splice.insert(msg.headers_end(), &edits.appended);
+    frame(msg, &mut splice);
     let mut bytes = Vec::with_capacity(msg.len() + 128);
     splice.apply(&msg.buf()[..msg.len()], &mut bytes);
     Some(bytes)
+}
+
+/// What makes the message sent framed by its own header (RFC 3261 §18.3,
+/// §20.14): the CR/LF keep-alive bytes a datagram may start with (§7.5) are
+/// not sent on, and a message without Content-Length (optional on UDP,
+/// where the body is the rest of the datagram) gets one with its body's
+/// length. (Bytes after the body that Content-Length frames are never
+/// copied, and a Content-Length larger than the datagram is refused by
+/// `validate`.)
+fn frame(msg: &Message<'_>, splice: &mut Splice) {
+    let start = msg.start_line_range().start;
+    if start > 0 {
+        splice.delete(0..start);
+    }
+    if msg.first(HeaderName::ContentLength).is_none() {
+        let mut digits = [0u8; 10];
+        let len = u32::try_from(msg.body().len()).unwrap_or(u32::MAX);
+        splice.insert(msg.headers_end(), b"Content-Length: ");
+        splice.insert(msg.headers_end(), crate::digits::decimal(len, &mut digits));
+        splice.insert(msg.headers_end(), b"\r\n");
+    }
 }
 
 /// Delete the header lines `remove_header` named, except lines the core

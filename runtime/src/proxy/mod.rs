@@ -162,6 +162,11 @@ impl Core {
         socket: usize,
         out: &mut Vec<Outgoing>,
     ) {
+        // RFC 3261 §7: CRLF ends every line. A header section with lines
+        // ending in LF alone is handled (and so forwarded) as its CRLF copy:
+        // nothing leaves with mixed line ends. A bare CR is refused later.
+        let normalised = crate::sip::crlf_normalised(datagram);
+        let datagram = normalised.as_deref().unwrap_or(datagram);
         stateless::handle(self, now, datagram, source, socket, out);
         crate::metrics::set_active_transactions(self.stateful.len());
     }

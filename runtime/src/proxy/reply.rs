@@ -33,23 +33,27 @@ pub fn build(
             HeaderName::Via if first_via => {
                 first_via = false;
                 match &edit {
-                    Some(e) => e.write_line(buf, h.line_range.clone(), out),
-                    None => out.extend_from_slice(line),
+                    Some(e) => {
+                        let mut via = Vec::with_capacity(h.line_range.len() + e.text.len());
+                        e.write_line(buf, h.line_range.clone(), &mut via);
+                        push_line(out, &via);
+                    }
+                    None => push_line(out, line),
                 }
             }
             HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
-                out.extend_from_slice(line)
+                push_line(out, line)
             }
             HeaderName::To => {
                 let has_tag = req.to().is_some_and(|to| to.tag.is_some());
                 if has_tag || code == 100 {
-                    out.extend_from_slice(line);
+                    push_line(out, line);
                 } else {
-                    out.extend_from_slice(&buf[h.line_range.start..h.value_range.end]);
+                    push_line(out, &buf[h.line_range.start..h.value_range.end]);
                     let mut tag = String::from(";tag=");
                     stateless_to_tag(req, &mut tag);
                     out.extend_from_slice(tag.as_bytes());
-                    out.extend_from_slice(&buf[h.value_range.end..h.line_range.end]);
+                    push_line(out, &buf[h.value_range.end..h.line_range.end]);
                 }
             }
             _ => {}
@@ -63,6 +67,24 @@ pub fn build(
     out.extend_from_slice(extra_headers);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
     Some(reply_destination(&top, source))
+}
+
+/// Appends header bytes copied from the request, a CR that is not part of
+/// a CRLF written as a space: the 400 that refuses a bare CR
+/// (`validate`) copies the request's Via, From, To, Call-ID and CSeq
+/// lines, and must not carry the bare CR back (CRLF framing, RFC 3261 §7).
+fn push_line(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut rest = bytes;
+    while let Some(i) = memchr::memchr(b'\r', rest) {
+        out.extend_from_slice(&rest[..i]);
+        out.push(if rest.get(i + 1) == Some(&b'\n') {
+            b'\r'
+        } else {
+            b' '
+        });
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
 }
 
 /// The reason phrase RFC 3261 §21 (and later RFCs) give a status code.

@@ -62,6 +62,11 @@ pub struct Message<'a> {
     head: Option<&'a str>,
     /// The top Via, parsed once with the message (every path needs it).
     top_via: Option<super::Via<'a>>,
+    /// A CR not followed by LF somewhere in the start line or the headers.
+    bare_cr: bool,
+    /// A line of the start line, headers or the empty line after them that
+    /// ends in LF alone.
+    bare_lf: bool,
     /// Per header name, indexed by `HeaderName as usize`: how many headers
     /// have it and where the first one is, so that [`Message::first`] and
     /// the counts `validate` needs take no scan of the headers.
@@ -106,6 +111,48 @@ fn header_colon(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
     Some(pos + memchr(b':', buf.get(pos..end)?)?)
 }
 
+/// Whether the line content `from..end` holds a CR (which, the line's CRLF
+/// being outside it, is a bare CR).
+fn has_cr(buf: &[u8], from: usize, end: usize) -> bool {
+    buf.get(from..end)
+        .is_some_and(|line| memchr(b'\r', line).is_some())
+}
+
+/// The datagram with every line ending in LF alone in its start line,
+/// headers and the empty line after them turned into CRLF (RFC 3261 §7:
+/// CRLF ends every line), and the body as it was; None when there is no
+/// such line ending (or no complete header section), so the datagram can be
+/// used as it is. The line structure is the one [`Message::parse`] sees, so
+/// the copy parses into the same message with CRLF framing.
+pub fn crlf_normalised(buf: &[u8]) -> Option<Vec<u8>> {
+    let start = buf.iter().position(|&c| c != b'\r' && c != b'\n')?;
+    let mut bare = Vec::new();
+    let mut pos = start;
+    let head_end = loop {
+        let (end, next) = next_line(buf, pos)?;
+        if end + 1 == next {
+            bare.push(end);
+        }
+        if end == pos {
+            break next;
+        }
+        pos = next;
+    };
+    if bare.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(buf.len() + bare.len());
+    let mut from = 0;
+    for lf in bare {
+        out.extend_from_slice(buf.get(from..lf)?);
+        out.extend_from_slice(b"\r");
+        from = lf;
+    }
+    out.extend_from_slice(buf.get(from..head_end)?);
+    out.extend_from_slice(buf.get(head_end..)?);
+    Some(out)
+}
+
 fn is_sp_ht(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -137,11 +184,15 @@ impl<'a> Message<'a> {
             len: 0,
             head: None,
             top_via: None,
+            bare_cr: has_cr(buf, start, line_end),
+            bare_lf: line_end + 1 == pos,
             seen: [Seen::default(); HeaderName::COUNT],
         };
         msg.parse_start_line(start, line_end)?;
         loop {
             let (end, next) = next_line(buf, pos).ok_or(err("no end of header block"))?;
+            msg.bare_lf |= end + 1 == next;
+            msg.bare_cr |= has_cr(buf, pos, end);
             if end == pos {
                 msg.headers_end = pos;
                 msg.body_start = next;
@@ -280,6 +331,19 @@ impl<'a> Message<'a> {
             Some(head) if r.end <= head.len() => head.get(r),
             _ => std::str::from_utf8(self.bytes(r)).ok(),
         }
+    }
+
+    /// Whether the start line or a header holds a CR that is not followed
+    /// by LF (refused by [`Message::validate`]: a CR alone ends a line for
+    /// some parsers, which would see a header we never saw).
+    pub fn has_bare_cr(&self) -> bool {
+        self.bare_cr
+    }
+
+    /// Whether a line of the start line, the headers or the empty line
+    /// after them ends in LF alone (see [`crlf_normalised`]).
+    pub fn has_bare_lf(&self) -> bool {
+        self.bare_lf
     }
 
     /// The top Via parsed with the message (see [`Message::top_via`]).
@@ -468,6 +532,54 @@ l: 4\r\n\
         assert_eq!(m.headers().len(), 2);
         assert_eq!(m.body(), b"body\n");
         assert_eq!(m.len(), raw.len());
+    }
+
+    #[test]
+    fn bare_line_ends_are_noticed() {
+        let crlf = Message::parse(FOLDED).unwrap();
+        assert!(!crlf.has_bare_cr() && !crlf.has_bare_lf());
+        // A CR in the body is the body's business.
+        assert!(
+            !Message::parse(b"M sip:a SIP/2.0\r\nl: 3\r\n\r\na\rb")
+                .unwrap()
+                .has_bare_cr()
+        );
+        for raw in [
+            &b"M sip:a SIP/2.0\r\nSubject: a\rX-Injected: b\r\n\r\n"[..],
+            b"SIP/2.0 200 OK\rX-Injected: b\r\nVia: x\r\n\r\n",
+            b"M sip:a SIP/2.0\r\nSubject: a\r\r\n\r\n",
+        ] {
+            let m = Message::parse(raw).unwrap();
+            assert!(m.has_bare_cr() && !m.has_bare_lf(), "{raw:?}");
+        }
+        for raw in [
+            &b"M sip:a SIP/2.0\nVia: x\r\n\r\n"[..],
+            b"M sip:a SIP/2.0\r\nVia: x\n\r\n",
+            b"M sip:a SIP/2.0\r\nVia: x\r\n\n",
+        ] {
+            let m = Message::parse(raw).unwrap();
+            assert!(m.has_bare_lf() && !m.has_bare_cr(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn bare_lf_line_ends_are_normalised_in_the_header_section_only() {
+        assert_eq!(crlf_normalised(FOLDED), None);
+        let raw = b"\r\nM sip:a SIP/2.0\nVia: x\r\nSubject: a,\n b\nl: 5\n\na\nb\r\n";
+        let out = crlf_normalised(raw).unwrap();
+        assert_eq!(
+            out,
+            b"\r\nM sip:a SIP/2.0\r\nVia: x\r\nSubject: a,\r\n b\r\nl: 5\r\n\r\na\nb\r\n"
+        );
+        let m = Message::parse(&out).unwrap();
+        assert!(!m.has_bare_lf());
+        assert_eq!(m.body(), b"a\nb\r\n");
+        assert_eq!(m.value(m.find("Subject").next().unwrap()), "a,\r\n b");
+        // A bare CR stays (for validate to refuse); no header section, no copy.
+        let out = crlf_normalised(b"M sip:a SIP/2.0\nS: a\rb\n\n").unwrap();
+        assert_eq!(out, b"M sip:a SIP/2.0\r\nS: a\rb\r\n\r\n");
+        assert_eq!(crlf_normalised(b"M sip:a SIP/2.0\nVia: x\n"), None);
+        assert_eq!(crlf_normalised(b"\n\n"), None);
     }
 
     #[test]

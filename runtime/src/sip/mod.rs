@@ -16,8 +16,8 @@ mod via;
 
 pub use header::{expand_compact, names_equal, names_equal_bytes};
 pub use list::{SplitList, split_list};
-pub use message::{Header, HeaderName, Invalid, Message, ParseError};
+pub use message::{Header, HeaderName, Invalid, Message, ParseError, crlf_normalised};
 pub use name_addr::NameAddr;
 pub use splice::Splice;
-pub use uri::Uri;
+pub use uri::{Uri, escape_user, is_host};
 pub use via::Via;

@@ -53,6 +53,100 @@ fn split_userinfo(userinfo: &str) -> Option<(&str, Option<&str>)> {
     (!user.is_empty()).then_some((user, password))
 }
 
+/// RFC 3261 §25 `unreserved` (alphanum / mark): stands for itself anywhere.
+fn is_unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+        )
+}
+
+/// RFC 3261 §25 `user` characters other than escapes: unreserved and
+/// user-unreserved (`& = + $ , ; ? /`).
+fn is_user_char(c: u8) -> bool {
+    is_unreserved(c) || matches!(c, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/')
+}
+
+/// RFC 3261 §25 `password` characters other than escapes.
+fn is_password_char(c: u8) -> bool {
+    is_unreserved(c) || matches!(c, b'&' | b'=' | b'+' | b'$' | b',')
+}
+
+/// RFC 3261 §25 `uri-parameters`: `paramchar`s (unreserved,
+/// param-unreserved `[ ] / : & + $`, escapes) and the `;` and `=` between
+/// and inside parameters.
+fn is_params_char(c: u8) -> bool {
+    is_unreserved(c)
+        || matches!(
+            c,
+            b'[' | b']' | b'/' | b':' | b'&' | b'+' | b'$' | b';' | b'='
+        )
+}
+
+/// Whether `b[i..]` starts with an escape, `%` and two hex digits.
+fn is_escape_at(b: &[u8], i: usize) -> bool {
+    b.get(i) == Some(&b'%')
+        && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+        && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+}
+
+/// True when every byte of `s` is a `plain` character or part of an escape.
+fn all_plain_or_escaped(s: &str, plain: fn(u8) -> bool) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if is_escape_at(b, i) {
+            i += 3;
+        } else if plain(b[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Appends `value` to `out` escaped as the user part of a SIP URI (RFC 3261
+/// §25 `user`, §19.1.2): unreserved and user-unreserved characters as they
+/// are, an escape already in the value (`%` and two hex digits) kept, every
+/// other byte (`@`, `:`, `%` alone, space, `<`, non-ASCII UTF-8 ...) as `%HH`.
+/// So the value can only ever be a user: it cannot end the user part and
+/// name another host, port or password.
+pub fn escape_user(value: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let b = value.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if is_escape_at(b, i) {
+            out.push_str(value.get(i..i + 3).unwrap_or(""));
+            i += 3;
+            continue;
+        }
+        if is_user_char(c) {
+            out.push(char::from(c));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(c >> 4)]));
+            out.push(char::from(HEX[usize::from(c & 0xf)]));
+        }
+        i += 1;
+    }
+}
+
+/// Whether `s` is a host a route may write into a SIP URI: a host name or
+/// IPv4 address (letters, digits, `-`, `.` and `_`, starting with a letter
+/// or a digit, no empty label) or a bracketed IPv6 reference. Anything that
+/// could end the host (`@ : ; ? >`, spaces) is refused.
+pub fn is_host(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.first() == Some(&b'[') {
+        return is_ipv6_reference(b);
+    }
+    b.first().is_some_and(u8::is_ascii_alphanumeric) && lex::all(b, HOST) && !s.contains("..")
+}
+
 impl<'a> Uri<'a> {
     /// Parses `s` (no surrounding whitespace or angle brackets). Returns None
     /// for a missing/invalid scheme, whitespace, control characters, `<>"`,
@@ -123,6 +217,37 @@ impl<'a> Uri<'a> {
         self.params = params;
         self.headers = headers;
         Some(())
+    }
+
+    /// Parses `s` as a URI a route may write into the Request-URI or `$du`:
+    /// a `sip:` or `sips:` URI (see [`Uri::parse`]) without a `?headers`
+    /// component (RFC 3261 §19.1.1: not allowed in a Request-URI), whose
+    /// user, password and parameters hold only the characters RFC 3261 §25
+    /// allows there unescaped. Err says why not, for the log line.
+    pub fn parse_target(s: &'a str) -> Result<Uri<'a>, &'static str> {
+        let uri = Uri::parse(s).ok_or("not a valid URI")?;
+        if !uri.is_sip() {
+            return Err("not a sip: or sips: URI");
+        }
+        if uri.headers.is_some() {
+            return Err("a URI with ?headers cannot be a Request-URI or next hop");
+        }
+        if !uri
+            .user
+            .is_none_or(|u| all_plain_or_escaped(u, is_user_char))
+        {
+            return Err("its user part has characters that must be escaped");
+        }
+        if !uri
+            .password
+            .is_none_or(|p| all_plain_or_escaped(p, is_password_char))
+        {
+            return Err("its password has characters that must be escaped");
+        }
+        if !all_plain_or_escaped(uri.params, is_params_char) {
+            return Err("its parameters have characters that must be escaped");
+        }
+        Ok(uri)
     }
 
     /// A URI parameter by name (case-insensitive): `Some(None)` for a flag
@@ -205,6 +330,106 @@ mod tests {
         let u = Uri::parse("tel:+1-201-555-0123;phone-context=example.com").unwrap();
         assert_eq!(u.user, Some("+1-201-555-0123"));
         assert_eq!(u.param("phone-context"), Some(Some("example.com")));
+    }
+
+    #[test]
+    fn user_values_are_escaped() {
+        let esc = |v: &str| {
+            let mut out = String::new();
+            escape_user(v, &mut out);
+            out
+        };
+        assert_eq!(esc("+15551234"), "+15551234");
+        assert_eq!(esc("alice.o'neil_(x)~*!"), "alice.o'neil_(x)~*!");
+        // user-unreserved: legal as they are (RFC 4475 semiuri, intmeth).
+        assert_eq!(esc("a;b=c&d+e$f,g?h/i"), "a;b=c&d+e$f,g?h/i");
+        assert_eq!(esc("evil@127.0.0.9:9999;x="), "evil%40127.0.0.9%3A9999;x=");
+        assert_eq!(esc("a b<c>\"#"), "a%20b%3Cc%3E%22%23");
+        // Escapes already there are kept; a lone % is escaped.
+        assert_eq!(esc("%2B1%40"), "%2B1%40");
+        assert_eq!(esc("100%"), "100%25");
+        assert_eq!(esc("%zz"), "%25zz");
+        assert_eq!(esc("é"), "%C3%A9");
+        assert_eq!(esc(""), "");
+        // Whatever the value, it is the user of the URI and nothing else.
+        for v in [
+            "evil@127.0.0.9:9999;x=",
+            "a:b@c",
+            "@",
+            ":",
+            "x?y@z>",
+            "%40@%",
+        ] {
+            let uri = format!("sip:{}@example.com;lr", esc(v));
+            let u = Uri::parse(&uri).unwrap();
+            assert_eq!(u.host, "example.com", "{v}");
+            assert_eq!(u.password, None, "{v}");
+            assert_eq!(u.port, None, "{v}");
+            assert_eq!(u.params, ";lr", "{v}");
+            assert!(Uri::parse_target(&uri).is_ok(), "{v}");
+        }
+    }
+
+    #[test]
+    fn hosts_a_route_may_write() {
+        for h in [
+            "example.com",
+            "10.0.0.1",
+            "a-b.c_d.example.",
+            "[2001:db8::1]",
+            "x",
+        ] {
+            assert!(is_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil@host",
+            "host:5060",
+            "host;transport=tcp",
+            "host?x=y",
+            "host>",
+            "ho st",
+            " host",
+            "-host",
+            ".host",
+            "a..b",
+            "2001:db8::1",
+            "[2001:db8::1",
+            "[zz]",
+            "hôst",
+        ] {
+            assert!(!is_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn targets_a_route_may_write() {
+        for s in [
+            "sip:10.0.0.9:5060",
+            "sips:alice@example.com;transport=tls;lr",
+            "sip:+1555%40x@[2001:db8::1]:5070;user=phone",
+            "sip:user;par=u%40example.net@example.com",
+            "sip:bob:p%40ss@example.com",
+        ] {
+            assert!(Uri::parse_target(s).is_ok(), "{s}");
+        }
+        for s in [
+            "",
+            "example.com",
+            "tel:+15551234",
+            "http://example.com",
+            "sip:bob@example.com?Route=%3Csip:evil%3E",
+            "sip:bob@example.com?",
+            "sip:evil@127.0.0.9:9999;x=@gw.example.com",
+            "sip:a\"b@example.com",
+            "sip:a%@example.com",
+            "sip:bob:p{w@example.com",
+            "sip:bob@example.com;x=<y>",
+            "sip:bob@example.com junk",
+            "<sip:bob@example.com>",
+        ] {
+            assert!(Uri::parse_target(s).is_err(), "{s}");
+        }
     }
 
     #[test]

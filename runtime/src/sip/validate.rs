@@ -45,6 +45,7 @@ impl<'a> Message<'a> {
             return self.validate_response().map(|_| ());
         }
         self.check_request_line()?;
+        self.check_bare_cr()?;
         self.check_mandatory_counts()?;
         self.check_via()?;
         self.check_cseq()?;
@@ -65,6 +66,7 @@ impl<'a> Message<'a> {
     /// route reads them (Kamailio forwards the same way).
     pub fn validate_response(&self) -> Result<Option<Via<'a>>, Invalid> {
         self.check_status_line()?;
+        self.check_bare_cr()?;
         self.check_mandatory_counts()?;
         if self.cached_top_via().is_none() {
             return Err(bad("Bad Via"));
@@ -77,6 +79,18 @@ impl<'a> Message<'a> {
         self.check_content_length()?;
         self.check_call_id()?;
         Ok(next)
+    }
+
+    /// RFC 3261 §7: CRLF ends every line. A CR alone inside a header value
+    /// or the reason phrase (`Subject: hi\rX-Injected: yes`) is a line end
+    /// to some parsers, which would see a header this one did not: refused,
+    /// never forwarded. (A bare CR in the Request-URI, method or version
+    /// fails `check_request_line` first, with its own reason.)
+    fn check_bare_cr(&self) -> Result<(), Invalid> {
+        if self.has_bare_cr() {
+            return Err(bad("Bare CR in Header"));
+        }
+        Ok(())
     }
 
     fn check_call_id(&self) -> Result<(), Invalid> {
@@ -384,5 +398,44 @@ From: {from};tag=1\r\nCall-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n
         }
         let raw = b"OPTIONS sip:b@example.com SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n";
         assert_eq!(verdict(raw), Err(bad("Missing To")));
+    }
+
+    #[test]
+    fn a_bare_cr_in_the_header_section_is_refused() {
+        let bare_cr = Err(bad("Bare CR in Header"));
+        let request = "OPTIONS sip:b@example.com SIP/2.0";
+        for extra in [
+            "Subject: hello\rX-Injected: yes\r\n",
+            "Subject: hello\r\r\n",
+            "Subject: one,\r\n two\rX-Injected: yes\r\n",
+            "X-Empty:\r\r\n",
+        ] {
+            assert_eq!(verdict(&msg(request, extra)), bare_cr, "{extra:?}");
+        }
+        // In a header the proxy parses itself too (here the To value).
+        let raw = String::from_utf8(msg(request, "")).unwrap().replace(
+            "To: <sip:b@example.com>",
+            "To: <sip:b@example.com>\rX-Injected: yes",
+        );
+        assert_eq!(verdict(raw.as_bytes()), bare_cr);
+        // A response: in the reason phrase or a header (dropped by the core).
+        for (start, extra) in [
+            ("SIP/2.0 200 OK\rX-Injected: yes", ""),
+            ("SIP/2.0 200 OK", "Subject: hello\rX-Injected: yes\r\n"),
+        ] {
+            let m = msg(start, extra);
+            let m = Message::parse(&m).unwrap();
+            assert_eq!(m.validate_response().map(|_| ()), bare_cr, "{start:?}");
+        }
+        // In the Request-URI: refused by the request-line check first.
+        assert_eq!(
+            verdict(&msg("OPTIONS sip:b@exa\rmple.com SIP/2.0", "")),
+            Err(bad("Bad Request-URI"))
+        );
+        // CRLF line ends, folding and a CR in the body are fine.
+        let good = msg(request, "Subject: one,\r\n two\r\nContent-Length: 3\r\n");
+        let mut good = good;
+        good.extend_from_slice(b"a\rb");
+        assert_eq!(verdict(&good), Ok(()));
     }
 }
