@@ -181,7 +181,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let (stop, stopped) = watch::channel(false);
     let mut identity = Identity::new(listeners);
     identity.local_ips = interface_ips();
-    let mut core = Core::new(routes, identity, options.core);
+    let mut core = Core::new(routes, identity.clone(), options.core);
     core.start(Instant::now());
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
@@ -189,6 +189,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let resolver = Arc::new(resolver::Resolver::new(
         &sockets,
         crate::resolve::Limits::default(),
+        identity,
     ));
     let shared = Arc::new(Shared {
         core: Mutex::new(core),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 
 use crate::metrics::{self, DropReason};
-use crate::proxy::{Outgoing, Payload};
+use crate::proxy::{Identity, Outgoing, Payload};
 use crate::resolve::{Busy, Cache, Limits, Lookup};
 use crate::target::NextHop;
 
@@ -37,13 +37,17 @@ pub(super) struct Resolver {
     sockets: Box<[Arc<UdpSocket>]>,
     /// Whether each socket is IPv4 (a next hop is picked of its family).
     v4: Box<[bool]>,
+    /// Who we are: a name that resolves to one of our own sockets is
+    /// never sent to (the request would loop back to us).
+    identity: Identity,
     runtime: Handle,
 }
 
 impl Resolver {
     /// Must be called inside a tokio runtime (the lookups run on it).
-    pub(super) fn new(sockets: &[Arc<UdpSocket>], limits: Limits) -> Resolver {
+    pub(super) fn new(sockets: &[Arc<UdpSocket>], limits: Limits, identity: Identity) -> Resolver {
         Resolver {
+            identity,
             cache: Mutex::new(Cache::new(limits)),
             sockets: sockets.into(),
             v4: sockets
@@ -118,6 +122,14 @@ impl Resolver {
     }
 
     fn send_to(&self, waiting: &Waiting, addr: SocketAddr) {
+        if self.identity.is_own_socket(addr) {
+            // The core answers 482 for an address of ours; a name is only
+            // known to be ours here, after the core has let the message go.
+            metrics::loop_detected();
+            metrics::dropped(DropReason::SelfLoop);
+            tracing::debug!(%addr, "the next hop's name resolves to this proxy: not sent");
+            return;
+        }
         if let Some(socket) = self.sockets.get(waiting.socket) {
             super::send_to(socket, waiting.bytes.as_ref(), addr);
         }
@@ -201,7 +213,9 @@ mod tests {
             let from = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
             let to = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let port = to.local_addr().unwrap().port();
-            let resolver = Arc::new(Resolver::new(&[from], Limits::default()));
+            let us = crate::proxy::Listener::new(from.local_addr().unwrap(), None).unwrap();
+            let identity = Identity::new(vec![us]);
+            let resolver = Arc::new(Resolver::new(&[from], Limits::default(), identity));
             let message = |text: &str| Outgoing {
                 socket: 0,
                 to: NextHop::Name {
@@ -231,6 +245,55 @@ mod tests {
             resolver.send(message("three"));
             let (n, _) = to.recv_from(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], b"three");
+        });
+    }
+
+    #[test]
+    fn a_name_that_resolves_to_one_of_our_sockets_is_not_sent_to() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let std_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let ours = std_socket.local_addr().unwrap();
+            let receiver = tokio::net::UdpSocket::from_std({
+                let clone = std_socket.try_clone().unwrap();
+                clone.set_nonblocking(true).unwrap();
+                clone
+            })
+            .unwrap();
+            let us = crate::proxy::Listener::new(ours, None).unwrap();
+            let resolver = Arc::new(Resolver::new(
+                &[Arc::new(std_socket)],
+                Limits::default(),
+                Identity::new(vec![us]),
+            ));
+            let loops =
+                crate::metrics::sample(&crate::metrics::encode(), "sipforge_loops_detected_total")
+                    .unwrap_or(0.0);
+            resolver.send(Outgoing {
+                socket: 0,
+                to: NextHop::Name {
+                    host: "localhost".into(),
+                    port: ours.port(),
+                },
+                bytes: Payload::Owned(b"to myself".to_vec()),
+            });
+            // The lookup runs, then the send is refused and counted.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while crate::metrics::sample(&crate::metrics::encode(), "sipforge_loops_detected_total")
+                .unwrap_or(0.0)
+                <= loops
+            {
+                assert!(Instant::now() < deadline, "the self-send was never counted");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut buf = [0u8; 32];
+            let got =
+                tokio::time::timeout(Duration::from_millis(200), receiver.recv_from(&mut buf))
+                    .await;
+            assert!(got.is_err(), "a datagram reached our own socket");
         });
     }
 }
