@@ -456,3 +456,22 @@ reply:
         ]
     );
 }
+
+#[test]
+fn transaction_bounds_settings() {
+    one(
+        "max_branches: 0\nrequest: [ relay ]\n",
+        "routes.yaml:1:15: `max_branches` must be a whole number from 1 to 64",
+    );
+    one(
+        "max_branches: many\nrequest: [ relay ]\n",
+        "routes.yaml:1:15: `max_branches` must be a whole number from 1 to 64",
+    );
+    one(
+        "strict_response_source: maybe\nrequest: [ relay ]\n",
+        "routes.yaml:1:25: expected `true` or `false`, found a string",
+    );
+    assert!(
+        errors("max_branches: 64\nstrict_response_source: false\nrequest: [ relay ]\n").is_empty()
+    );
+}
