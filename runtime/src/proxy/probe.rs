@@ -15,6 +15,7 @@
 //! when the interval has passed and the previous one has ended.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,8 @@ const MAX_INTERVAL_MS: u64 = 86_400_000;
 
 struct Pending {
     seq: u32,
+    /// The probe's branch, with its keyed check: an answer must carry it.
+    branch: Box<str>,
     bytes: Arc<[u8]>,
     to: NextHop,
     socket: usize,
@@ -164,7 +167,7 @@ impl Prober {
                 continue;
             };
             let socket = socket_for(identity, &to);
-            let Some(bytes) = options(identity, socket, t.id, t.uri.as_str(), seq) else {
+            let Some((bytes, branch)) = options(identity, socket, t.id, t.uri.as_str(), seq) else {
                 continue;
             };
             let bytes: Arc<[u8]> = Arc::from(bytes);
@@ -175,6 +178,7 @@ impl Prober {
             });
             t.pending = Some(Pending {
                 seq,
+                branch: branch.into(),
                 bytes,
                 to,
                 socket,
@@ -185,18 +189,31 @@ impl Prober {
         }
     }
 
-    /// A response whose top Via branch starts with [`PROBE_PREFIX`]: ends
-    /// the probe it answers. Returns whether it answered an outstanding
-    /// probe (late and unknown answers are consumed all the same).
-    pub fn on_response(&mut self, branch: &str, status: u16, destinations: &Destinations) -> bool {
+    /// A response whose top Via branch starts with [`PROBE_PREFIX`], from
+    /// `source`: ends the probe it answers. Returns whether it answered an
+    /// outstanding probe (late, unknown, forged answers and answers from
+    /// another address than the probed one are consumed all the same).
+    pub fn on_response(
+        &mut self,
+        branch: &str,
+        status: u16,
+        source: SocketAddr,
+        destinations: &Destinations,
+    ) -> bool {
         let Some((id, seq)) = parse_branch(branch) else {
             return false;
         };
-        let Some(t) = self
-            .targets
-            .iter_mut()
-            .find(|t| t.id == id && t.pending.as_ref().is_some_and(|p| p.seq == seq))
-        else {
+        let Some(t) = self.targets.iter_mut().find(|t| {
+            t.id == id
+                && t.pending.as_ref().is_some_and(|p| {
+                    p.seq == seq
+                        && *p.branch == *branch
+                        && match p.to {
+                            NextHop::Addr(to) => to == source,
+                            NextHop::Name { .. } => true,
+                        }
+                })
+        }) else {
             return false;
         };
         t.pending = None;
@@ -217,9 +234,16 @@ fn socket_for(identity: &Identity, to: &NextHop) -> usize {
     }
 }
 
-fn make_branch(id: TargetId, seq: u32) -> String {
-    let mut s = String::with_capacity(32);
-    let _ = write!(s, "{PROBE_PREFIX}{:x}.{:x}.{seq:x}", id.set, id.index);
+/// A probe's branch: the target, the sequence number and a keyed check
+/// (so an answer cannot be forged by someone who has not seen the probe).
+fn make_branch(identity: &Identity, id: TargetId, seq: u32) -> String {
+    let check = identity.mac(("probe", id.set, id.index, seq)) & 0xffff_ffff_ffff;
+    let mut s = String::with_capacity(48);
+    let _ = write!(
+        s,
+        "{PROBE_PREFIX}{:x}.{:x}.{seq:x}.{check:012x}",
+        id.set, id.index
+    );
     s
 }
 
@@ -228,7 +252,8 @@ fn parse_branch(branch: &str) -> Option<(TargetId, u32)> {
     let set = usize::from_str_radix(parts.next()?, 16).ok()?;
     let index = usize::from_str_radix(parts.next()?, 16).ok()?;
     let seq = u32::from_str_radix(parts.next()?, 16).ok()?;
-    if parts.next().is_some() {
+    let check = parts.next()?;
+    if parts.next().is_some() || check.len() != 12 {
         return None;
     }
     Some((TargetId { set, index }, seq))
@@ -241,9 +266,9 @@ fn options(
     id: TargetId,
     uri: &str,
     seq: u32,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, String)> {
     let listener = identity.listener(socket)?;
-    let branch = make_branch(id, seq);
+    let branch = make_branch(identity, id, seq);
     let (host, port) = (&listener.host, listener.port);
     let mut s = String::with_capacity(400);
     let _ = write!(
@@ -259,7 +284,7 @@ fn options(
          Content-Length: 0\r\n\r\n",
         via = listener.via_prefix,
     );
-    Some(s.into_bytes())
+    Some((s.into_bytes(), branch))
 }
 
 #[cfg(test)]
@@ -317,6 +342,13 @@ mod tests {
         out
     }
 
+    fn addr_of(o: &Outgoing) -> SocketAddr {
+        match &o.to {
+            NextHop::Addr(a) => *a,
+            other => panic!("probe to a name: {other}"),
+        }
+    }
+
     fn branch_of(o: &Outgoing) -> String {
         let msg = Message::parse(o.bytes.as_ref()).unwrap();
         msg.top_via().unwrap().branch.unwrap().to_string()
@@ -368,8 +400,14 @@ mod tests {
                 if id == a {
                     sent_a.push((now - t0).as_millis() as u64);
                 } else {
-                    assert!(p.on_response(&branch, 200, &d));
-                    assert!(!p.on_response(&branch, 200, &d), "answered once");
+                    let from = addr_of(&o);
+                    // From another address, or with a forged check: no effect.
+                    let wrong: SocketAddr = "127.0.0.1:9".parse().unwrap();
+                    assert!(!p.on_response(&branch, 200, wrong, &d));
+                    let forged = format!("{}000000000000", &branch[..branch.len() - 12]);
+                    assert!(!p.on_response(&forged, 200, from, &d));
+                    assert!(p.on_response(&branch, 200, from, &d));
+                    assert!(!p.on_response(&branch, 200, from, &d), "answered once");
                 }
             }
             if down_at.is_none() && !d.is_up(a) {
@@ -397,7 +435,9 @@ mod tests {
         while !d.is_up(a) {
             for o in run(&mut p, &d, now) {
                 let branch = branch_of(&o);
-                if p.on_response(&branch, 404, &d) && parse_branch(&branch).unwrap().0 == a {
+                if p.on_response(&branch, 404, addr_of(&o), &d)
+                    && parse_branch(&branch).unwrap().0 == a
+                {
                     answered += 1;
                 }
             }
@@ -417,8 +457,9 @@ mod tests {
         let late = branch_of(&first[0]);
         // Probe expired (600 ms) before its answer came.
         run(&mut p, &d, at(t0, 700));
-        assert!(!p.on_response(&late, 200, &d));
-        assert!(!p.on_response("z9hG4bKsfP9.9.1", 200, &d));
+        let from = addr_of(&first[0]);
+        assert!(!p.on_response(&late, 200, from, &d));
+        assert!(!p.on_response("z9hG4bKsfP9.9.1.000000000000", 200, from, &d));
     }
 
     #[test]

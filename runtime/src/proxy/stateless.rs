@@ -297,7 +297,10 @@ fn on_response(
     if let Some(branch) = top.branch.filter(|b| b.starts_with(PROBE_PREFIX)) {
         // An answer to one of our health probes: consumed here.
         let status = msg.status().unwrap_or(0);
-        if !core.probes.on_response(branch, status, &core.destinations) {
+        if !core
+            .probes
+            .on_response(branch, status, source, &core.destinations)
+        {
             tracing::debug!(%source, branch, "late or unknown probe answer: consumed");
         }
         return;
