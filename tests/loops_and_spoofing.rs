@@ -712,6 +712,39 @@ async fn a_603_for_a_real_branch_from_another_address_is_dropped() {
     assert_grew(&drops("wrong_source"), before, 3.0).await;
 }
 
+/// Core bug found by this suite: the source check covers only branches
+/// sent to an address. A branch whose next hop is a name (here `localhost`,
+/// resolved by the net layer, as any DNS target would be) takes a response
+/// from any address: `stateful::on_response` compares the source only for
+/// `NextHop::Addr`, not for `NextHop::Name` (not the resolved address).
+#[tokio::test]
+async fn a_603_for_a_branch_sent_to_a_name_from_another_address_is_dropped() {
+    let (_server, proxy) = start_proxy_with(loops(), fast_timers()).await;
+    let (uac, uas, attacker) = (Peer::bind().await, Peer::bind().await, Peer::bind().await);
+    let ruri = format!("sip:bob@localhost:{}", uas.port());
+    uac.send(
+        proxy,
+        &invite(&uac, &ruri, "forged-name", "X-Mode: relay\r\n"),
+    )
+    .await;
+    let (inv, _) = uas.recv("INVITE sent to the resolved name").await;
+    uas.send(proxy, &response_to(&inv, "180 Ringing", "")).await;
+    let ringing = next_non_trying(&uac, "180").await;
+    assert_eq!(ringing.start_line(), "SIP/2.0 180 Ringing");
+    attacker
+        .send(proxy, &response_to(&inv, "603 Decline", ""))
+        .await;
+    let got = collect(&uac, 300, 50).await;
+    assert!(
+        got.is_empty(),
+        "a 603 from another address than the branch went to ended the call: {:?}",
+        start_lines(&got)
+    );
+    uas.send(proxy, &response_to(&inv, "200 OK", "")).await;
+    let ok = next_non_trying(&uac, "the real 200").await;
+    assert_eq!(ok.start_line(), "SIP/2.0 200 OK");
+}
+
 #[tokio::test]
 async fn with_strict_response_source_off_a_response_from_another_address_is_taken() {
     let (_server, proxy) = start_proxy_with(&common::loops_lax_source::ROUTES, fast_timers()).await;
