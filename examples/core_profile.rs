@@ -24,7 +24,7 @@ fn main() {
     }
     let routes: &'static dyn sipforge_runtime::api::Routes = &fixtures::seed::ROUTES;
     let listener = Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap();
-    let mut core = Core::new(routes, Identity::new(vec![listener]), CoreConfig::default());
+    let core = Core::new(routes, Identity::new(vec![listener]), CoreConfig::default());
     let uac = "127.0.0.1:5070".parse().unwrap();
     let uas = "127.0.0.1:5080".parse().unwrap();
     let mut out = Vec::new();

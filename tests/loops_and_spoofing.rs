@@ -769,32 +769,34 @@ async fn guessed_stateful_branches_are_dropped_even_from_the_right_source() {
     let forged_before = metric(&drops("forged_branch"));
     let victim_inv = ringing_call(proxy, &uac, &uas, "victim").await;
     // The attacker makes a call of its own through the proxy and sees its
-    // branch: `z9hG4bKsfT<slot>.<generation>.<n>.<instance>.<key+check>`.
+    // branch: `z9hG4bKsfT<shard>.<slot>.<generation>.<n>.<instance>.<key+check>`.
     let (a_uac, a_uas) = (Peer::bind().await, Peer::bind().await);
     let own = top_branch(&ringing_call(proxy, &a_uac, &a_uas, "attacker").await);
     let parts: Vec<&str> = own.strip_prefix("z9hG4bKsfT").unwrap().split('.').collect();
-    assert!(parts.len() >= 4, "{own}");
-    let (instance, tail) = (parts[3], parts.get(4));
-    // Old branches were `z9hG4bKsfT<slot>.<generation>.<n>.<instance>`:
-    // a few slots and generations guessed them all. Also the new form with
+    assert!(parts.len() >= 5, "{own}");
+    let (instance, tail) = (parts[4], parts.get(5));
+    // Without the check, `<shard>.<slot>.<generation>.<n>.<instance>` is
+    // guessed with a few shards, slots and generations. Also the form with
     // the attacker's own key and check, and the victim's real branch with
     // its last digit changed.
     let mut guesses = Vec::new();
-    for slot in 0..8u32 {
-        for generation in 0..2u32 {
-            let old_form = format!("z9hG4bKsfT{slot:x}.{generation:x}.0.{instance}");
-            if let Some(tail) = tail {
-                guesses.push(format!("{old_form}.{tail}"));
+    for shard in 0..16u32 {
+        for slot in 0..4u32 {
+            for generation in 0..2u32 {
+                let old_form = format!("z9hG4bKsfT{shard:x}.{slot:x}.{generation:x}.0.{instance}");
+                if let Some(tail) = tail {
+                    guesses.push(format!("{old_form}.{tail}"));
+                }
+                guesses.push(old_form);
             }
-            guesses.push(old_form);
         }
     }
     guesses.retain(|g| *g != own);
     let real = top_branch(&victim_inv);
-    let old_form = real.split('.').take(4).collect::<Vec<_>>().join(".");
+    let old_form = real.split('.').take(5).collect::<Vec<_>>().join(".");
     assert!(
         guesses.contains(&old_form),
-        "the guesses cover the victim's slot: {real}"
+        "the guesses cover the victim's shard and slot: {real}"
     );
     let last = real.chars().last().unwrap();
     let changed = if last == '0' { '1' } else { '0' };

@@ -47,6 +47,8 @@ impl<T> Sp<T> {
 pub struct File {
     pub listen: Vec<Sp<String>>,
     pub advertise: Option<Sp<String>>,
+    /// `workers:` (None: one per core).
+    pub workers: Option<u32>,
     /// `max_branches:` (None: the default).
     pub max_branches: Option<u32>,
     /// `strict_response_source:` (None: the default, true).

@@ -256,6 +256,7 @@ impl Emitter {
         let max_branches =
             Literal::u32_unsuffixed(file.max_branches.unwrap_or(File::DEFAULT_MAX_BRANCHES));
         let strict_source = file.strict_response_source.unwrap_or(true);
+        let workers = Literal::u32_unsuffixed(file.workers.unwrap_or(0));
         let path = lit(src.path);
         let sha = lit(src.sha256);
         let text = source_literal(src.text);
@@ -288,6 +289,7 @@ impl Emitter {
                 listen: &[#(#listen),*],
                 advertise: #advertise,
                 destinations: &[#(#sets),*],
+                workers: #workers,
                 max_branches: #max_branches,
                 strict_response_source: #strict_source,
                 source_path: #path,

@@ -16,6 +16,7 @@ const TOP_KEYS: &[&str] = &[
     "destinations",
     "max_branches",
     "strict_response_source",
+    "workers",
     "request",
     "reply",
     "failure",
@@ -227,6 +228,19 @@ impl<'a> Parser<'a> {
                             ),
                             "",
                             "the most branches one relayed transaction may make, e.g. `max_branches: 12` (Kamailio's default)",
+                        );
+                    }
+                },
+                "workers" => match v.value {
+                    Value::Int(n) if (1..=1024).contains(&n) => file.workers = Some(n as u32),
+                    _ => {
+                        let len = self.len(v);
+                        self.err(
+                            v.pos,
+                            len,
+                            "`workers` must be a whole number from 1 to 1024",
+                            "",
+                            "threads handling messages per socket, e.g. `workers: 4`; leave it out for one per core",
                         );
                     }
                 },

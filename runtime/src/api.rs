@@ -71,6 +71,9 @@ pub struct Settings {
     pub advertise: Option<&'static str>,
     /// `destinations:` sets, in file order.
     pub destinations: &'static [DestinationSet],
+    /// `workers:`: receive threads per socket; 0 when not given (one per
+    /// core the process may use). `--workers` wins.
+    pub workers: u32,
     /// `max_branches:`: most branches one relayed transaction may make
     /// (the first relay and every relay in `failure`), 12 when not given.
     pub max_branches: u32,

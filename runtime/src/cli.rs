@@ -49,6 +49,9 @@ struct Args {
     /// Print the routes file built into this binary
     #[arg(long)]
     print_routes: bool,
+    /// Receive threads per socket (replaces `workers`; default: one per core)
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
     /// Most transactions (relayed requests) kept at once; over it new ones get 503
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_transactions: usize,
@@ -325,6 +328,15 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     for addr in &listen {
         crate::proxy::Listener::new(*addr, advertise.as_deref())?;
     }
+    let workers = match args.workers.or(match source.workers {
+        0 => None,
+        n => Some(n as usize),
+    }) {
+        Some(0) => return Err("--workers must be at least 1".into()),
+        Some(n) if n > 1024 => return Err(format!("--workers {n}: at most 1024")),
+        Some(n) => n,
+        None => net::default_workers(),
+    };
     if args.max_transactions == 0 {
         return Err("--max-transactions must be at least 1".into());
     }
@@ -344,6 +356,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
                 max_transactions: args.max_transactions,
                 ..Default::default()
             },
+            workers,
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

@@ -163,6 +163,8 @@ struct Metrics {
     name_lookups: [Counter; 2],
     transactions: Gauge,
     draining: Gauge,
+    /// Per worker thread: a series is made when the worker starts.
+    workers: Family<Vec<(&'static str, String)>, Counter>,
 }
 
 /// A labelled counter family with one series per label value, registered
@@ -314,6 +316,15 @@ impl Metrics {
                 "sipforge_draining",
                 "1 once SIGTERM was received and the instance is draining",
             ),
+            workers: {
+                let family = Family::<Vec<(&'static str, String)>, Counter>::default();
+                r.register(
+                    "sipforge_worker_messages",
+                    "Datagrams received by each worker thread (workers share a socket; the kernel hands each datagram to one of them)",
+                    family.clone(),
+                );
+                family
+            },
             registry: r,
         }
     }
@@ -429,6 +440,15 @@ pub fn log_line_suppressed() {
 /// A next hop name was looked up: resolved to at least one address, or not.
 pub fn name_lookup(resolved: bool) {
     METRICS.name_lookups[usize::from(!resolved)].inc();
+}
+
+/// The message counter of worker `id` (its series appears now): the
+/// worker keeps it and adds one per datagram, an atomic add.
+pub fn worker_counter(id: usize) -> Counter {
+    METRICS
+        .workers
+        .get_or_create(&vec![("worker", id.to_string())])
+        .clone()
 }
 
 /// The number of transactions in the table.

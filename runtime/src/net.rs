@@ -1,13 +1,22 @@
 //! The I/O layer: owns the UDP sockets, feeds received datagrams to the
 //! sans-IO core and sends what it returns.
 //!
-//! Each socket has a receive thread of its own that blocks in
-//! `recvfrom(2)`, handles the datagram and sends the results with blocking
-//! `sendto(2)` (the way Kamailio's UDP workers do): per message that is two
-//! system calls and one wake-up, where a readiness loop adds an `EAGAIN`
-//! read and an `epoll_wait`. The tokio runtime keeps what waits on time or
-//! on other sockets: the core's timers, the sibling link, name resolution,
-//! metrics and signals. Host names in next hops are resolved there (A/AAAA
+//! Each socket has `workers` receive threads that all block in
+//! `recvfrom(2)` on it, handle the datagram and send the results with
+//! blocking `sendto(2)` (the way Kamailio's UDP workers do): per message
+//! that is two system calls and one wake-up, where a readiness loop adds an
+//! `EAGAIN` read and an `epoll_wait`. The kernel hands each datagram to one
+//! waiting thread, so even a single peer (one carrier or SBC sending
+//! everything from one IP:port, which `SO_REUSEPORT` would pin to one
+//! socket) is spread over every worker. The core takes no process-wide
+//! lock (see [`crate::proxy::Core`]).
+//!
+//! Timer threads (one per worker, at most one per lane) drive the core's
+//! timer lanes (a transaction shard each, and the probes): each sleeps until
+//! the earliest deadline of its lanes, on a grid (see [`TimerClock`]), and
+//! is woken early only by a message that makes an earlier one. The tokio
+//! runtime keeps what waits on other sockets: the sibling link, name
+//! resolution, metrics and signals. Host names in next hops are resolved there (A/AAAA
 //! through the system resolver, cached and bounded: see [`resolver`]).
 //! Draining and the hand-over at shutdown: see [`handover`].
 
@@ -17,12 +26,12 @@ mod sibling;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
@@ -51,16 +60,27 @@ pub struct Options {
     pub advertise: Option<String>,
     /// Timers and limits of the core.
     pub core: CoreConfig,
+    /// Receive threads per socket (0: one per core the process may use).
+    pub workers: usize,
+}
+
+/// The default number of workers: the cores this process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A timer thread: the lanes it drives are `lane % timer_threads == its index`.
+struct TimerThread {
+    clock: TimerClock,
+    thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// What the receive threads and the runtime's tasks share.
 struct Shared {
-    core: Mutex<Core>,
+    core: Core,
     sockets: Box<[Arc<UdpSocket>]>,
-    /// Woken when a message made a timer due earlier than the one awaited.
-    timer: Notify,
-    /// When the timer task wakes next (see [`TimerClock`]).
-    clock: TimerClock,
+    /// The timer threads; lane `l` belongs to `timers[l % timers.len()]`.
+    timers: Box<[TimerThread]>,
     /// Becomes true when the server stops: the receive threads hand over and end.
     stopping: AtomicBool,
     /// The same, for the runtime's tasks.
@@ -72,10 +92,22 @@ struct Shared {
 }
 
 impl Shared {
-    fn core(&self) -> MutexGuard<'_, Core> {
-        // A panic while holding the lock would poison it; the core does not
-        // panic, and if it ever did the state is still usable.
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    /// Wake the timer thread of `lane` if a deadline at `at` would fire
+    /// late with its current wake-up.
+    fn timer_hint(&self, lane: usize, at: Option<Instant>) {
+        let Some(at) = at else {
+            return;
+        };
+        let t = &self.timers[lane % self.timers.len()];
+        if t.clock.wakes_too_late_for(at)
+            && let Some(thread) = t.thread.get()
+        {
+            thread.unpark();
+        }
     }
 }
 
@@ -117,6 +149,11 @@ impl Server {
     fn signal_stop(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
+        for t in self.shared.timers.iter() {
+            if let Some(thread) = t.thread.get() {
+                thread.unpark();
+            }
+        }
     }
 
     /// Stop receiving and end the threads and tasks, handing the sockets'
@@ -181,8 +218,17 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let (stop, stopped) = watch::channel(false);
     let mut identity = Identity::new(listeners);
     identity.local_ips = interface_ips();
-    let mut core = Core::new(routes, identity.clone(), options.core);
+    let workers = if options.workers == 0 {
+        default_workers()
+    } else {
+        options.workers
+    };
+    let mut config = options.core;
+    // Enough shards that workers rarely meet on one.
+    config.shards = config.shards.max(4 * workers);
+    let core = Core::new(routes, identity.clone(), config);
     core.start(Instant::now());
+    let timer_threads = workers.clamp(1, core.lanes());
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
         .ok();
@@ -191,36 +237,61 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         crate::resolve::Limits::default(),
         identity,
     ));
+    let names = Arc::clone(&resolver);
+    core.set_name_check(Box::new(move |host, ip| names.knows(host, ip)));
     let shared = Arc::new(Shared {
-        core: Mutex::new(core),
+        core,
         sockets: sockets.into(),
-        timer: Notify::new(),
-        clock: TimerClock::new(options.core.timers.t1),
+        timers: (0..timer_threads)
+            .map(|_| TimerThread {
+                clock: TimerClock::new(options.core.timers.t1),
+                thread: std::sync::OnceLock::new(),
+            })
+            .collect(),
         stopping: AtomicBool::new(false),
         stop: stopped,
         sibling,
         resolver,
     });
     let mut threads = Vec::new();
-    for index in 0..shared.sockets.len() {
-        let for_thread = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name(format!("sipforge-udp{index}"))
-            .spawn(move || receive_thread(index, for_thread));
-        match thread {
-            Ok(thread) => threads.push(thread),
+    let mut spawn = |name: String, f: Box<dyn FnOnce() + Send>| -> io::Result<()> {
+        match std::thread::Builder::new().name(name).spawn(f) {
+            Ok(thread) => {
+                threads.push(thread);
+                Ok(())
+            }
             Err(e) => {
                 shared.stopping.store(true, Ordering::Relaxed);
-                return Err(e);
+                Err(e)
             }
         }
+    };
+    for index in 0..shared.sockets.len() {
+        for w in 0..workers {
+            let for_thread = Arc::clone(&shared);
+            let worker = Worker {
+                socket: index,
+                id: index * workers + w,
+                sweeps: w == 0,
+            };
+            spawn(
+                format!("sf-udp{index}-w{w}"),
+                Box::new(move || receive_thread(worker, for_thread)),
+            )?;
+        }
+    }
+    for t in 0..timer_threads {
+        let for_thread = Arc::clone(&shared);
+        spawn(
+            format!("sf-timer{t}"),
+            Box::new(move || timer_thread(t, for_thread)),
+        )?;
     }
     let mut tasks = JoinSet::new();
-    tasks.spawn(timer_loop(Arc::clone(&shared)));
     tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
     tasks.spawn(log_summaries(shared.stop.clone()));
     for addr in &local {
-        tracing::info!(listen = %addr, "listening on udp:{addr}");
+        tracing::info!(listen = %addr, workers, "listening on udp:{addr} with {workers} workers");
     }
     Ok(Server {
         local,
@@ -281,11 +352,23 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// The receive thread of socket `index`: blocks for a datagram, handles it,
-/// sends the results; writes its log lines in batches (when idle, and at
-/// least every [`FLUSH_EVERY`]).
-fn receive_thread(index: usize, shared: Arc<Shared>) {
+/// One receive thread: the socket it reads, its number among all workers
+/// (the `worker` label of its metric), and whether it is the one that
+/// hands the socket over when the server stops.
+#[derive(Clone, Copy)]
+struct Worker {
+    socket: usize,
+    id: usize,
+    sweeps: bool,
+}
+
+/// A receive thread of socket `worker.socket`: blocks for a datagram,
+/// handles it, sends the results; writes its log lines in batches (when
+/// idle, and at least every [`FLUSH_EVERY`]).
+fn receive_thread(worker: Worker, shared: Arc<Shared>) {
+    let index = worker.socket;
     let socket = Arc::clone(&shared.sockets[index]);
+    let messages = crate::metrics::worker_counter(worker.id);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
     crate::logbuf::batch();
@@ -309,6 +392,7 @@ fn receive_thread(index: usize, shared: Arc<Shared>) {
                 continue;
             }
         };
+        messages.inc();
         if sibling::pass_on(&shared, index, &buf[..len], source) {
             continue;
         }
@@ -327,7 +411,9 @@ fn receive_thread(index: usize, shared: Arc<Shared>) {
             flushed = now;
         }
     }
-    handover::sweep(index, &shared, &mut buf, &mut out);
+    if worker.sweeps {
+        handover::sweep(index, &shared, &mut buf, &mut out);
+    }
 }
 
 /// Handle one datagram and send what the core returns.
@@ -349,13 +435,8 @@ fn handle_at(
     source: SocketAddr,
     out: &mut Vec<Outgoing>,
 ) {
-    let next = {
-        let mut core = shared.core();
-        core.handle(now, datagram, source, index, out);
-        core.next_deadline()
-    };
-    if next.is_some_and(|at| shared.clock.wakes_too_late_for(at)) {
-        shared.timer.notify_one();
+    if let Some(touched) = shared.core().handle(now, datagram, source, index, out) {
+        shared.timer_hint(touched.lane, touched.next_deadline);
     }
     for outgoing in out.drain(..) {
         send(shared, outgoing);
@@ -410,41 +491,59 @@ impl TimerClock {
     }
 }
 
-/// Drives the core's timers: sleeps until the next deadline (rounded up to
-/// the [`TimerClock`] grid; sooner when a message makes an earlier one),
-/// then fires what is due.
-async fn timer_loop(shared: Arc<Shared>) {
+/// The longest a timer thread sleeps without a deadline (it looks whether
+/// the server stops; a stop also wakes it).
+const TIMER_IDLE: Duration = Duration::from_millis(250);
+
+/// Timer thread `t`: drives the lanes `l` with `l % timer threads == t`.
+/// Fires what is due, then sleeps until the earliest deadline of its lanes
+/// rounded up to the [`TimerClock`] grid, or until a receive thread wakes
+/// it for an earlier one.
+///
+/// While it scans its lanes the recorded wake-up is "none", so a receive
+/// thread that adds a deadline meanwhile always wakes it (an unpark before
+/// the park makes the park return at once): no deadline is missed.
+fn timer_thread(t: usize, shared: Arc<Shared>) {
+    let me = &shared.timers[t];
+    let _ = me.thread.set(std::thread::current());
+    let count = shared.timers.len();
+    let lanes: Vec<usize> = (0..shared.core().lanes())
+        .filter(|lane| lane % count == t)
+        .collect();
     let mut out: Vec<Outgoing> = Vec::with_capacity(8);
-    let mut stop = shared.stop.clone();
-    loop {
-        let wake = {
-            // Recorded under the lock: a receive thread that adds an
-            // earlier deadline after this sees the new wake-up.
-            let mut core = shared.core();
-            let wake = core.next_deadline().map(|at| shared.clock.round_up(at));
-            shared.clock.set(wake);
-            wake
-        };
-        match wake {
-            Some(at) => {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(at.into()) => {}
-                    _ = shared.timer.notified() => continue,
-                    _ = stop.changed() => return,
+    crate::logbuf::batch();
+    while !shared.stopping.load(Ordering::Relaxed) {
+        me.clock.set(None);
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for &lane in &lanes {
+            let core = shared.core();
+            if core.next_deadline_in(lane).is_some_and(|d| d <= now) {
+                let fired = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    core.on_timeout_in(lane, now, &mut out)
+                }));
+                if fired.is_err() {
+                    out.clear();
+                    tracing::error!(lane, "internal error while firing timers");
+                }
+                for outgoing in out.drain(..) {
+                    send(&shared, outgoing);
                 }
             }
-            None => {
-                tokio::select! {
-                    _ = shared.timer.notified() => continue,
-                    _ = stop.changed() => return,
-                }
+            if let Some(d) = core.next_deadline_in(lane) {
+                next = Some(next.map_or(d, |n| n.min(d)));
             }
-        }
-        shared.core().on_timeout(Instant::now(), &mut out);
-        for outgoing in out.drain(..) {
-            send(&shared, outgoing);
         }
         crate::logbuf::flush();
+        let wake = next.map(|at| me.clock.round_up(at));
+        me.clock.set(wake);
+        let now = Instant::now();
+        let sleep = wake.map_or(TIMER_IDLE, |w| {
+            w.saturating_duration_since(now).min(TIMER_IDLE)
+        });
+        if !sleep.is_zero() {
+            std::thread::park_timeout(sleep);
+        }
     }
 }
 

@@ -89,6 +89,13 @@ pub struct Cache<W> {
 }
 
 impl<W> Cache<W> {
+    /// Whether `host` has resolved to `ip` (an answer kept in the cache,
+    /// expired or not): how a response to a request sent to a name is
+    /// checked for its source.
+    pub fn has_address(&self, host: &str, ip: IpAddr) -> bool {
+        matches!(self.names.get(host), Some(Entry::Known { addrs, .. }) if addrs.contains(&ip))
+    }
+
     pub fn new(limits: Limits) -> Cache<W> {
         Cache {
             limits,

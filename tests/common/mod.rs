@@ -43,6 +43,9 @@ pub async fn start_proxy_with(
         listen: vec!["127.0.0.1:0".parse().unwrap()],
         advertise: None,
         core,
+        // Two receive threads per socket (and two timer threads) in every
+        // test: the multi-worker paths are the ones exercised.
+        workers: 2,
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await

@@ -58,6 +58,11 @@ impl Resolver {
         }
     }
 
+    /// Whether `host` has resolved to `ip` (see [`Cache::has_address`]).
+    pub(super) fn knows(&self, host: &str, ip: IpAddr) -> bool {
+        self.cache().has_address(host, ip)
+    }
+
     fn cache(&self) -> MutexGuard<'_, Cache<Waiting>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }

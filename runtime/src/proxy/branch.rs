@@ -25,7 +25,7 @@
 //!
 //! Stateless: `z9hG4bKsf` + 16 hex (request) + 8 hex (loop key) + 8 hex
 //! (instance) + 12 hex (check), 53 characters. Stateful (`stateful.rs`):
-//! `z9hG4bKsfT<slot>.<generation>.<n>.<instance>.<loop key><check>`.
+//! `z9hG4bKsfT<shard>.<slot>.<generation>.<n>.<instance>.<loop key><check>`.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
@@ -95,7 +95,7 @@ pub fn loop_key_of(branch: &str) -> Option<u32> {
 pub fn branch_instance(branch: &str) -> Option<u32> {
     let rest = branch.strip_prefix(OUR_PREFIX)?;
     if let Some(stateful) = rest.strip_prefix(STATEFUL_LETTER as char) {
-        let tag = stateful.split('.').nth(3)?;
+        let tag = stateful.split('.').nth(4)?;
         return u32::from_str_radix(tag, 16).ok();
     }
     if branch.len() != STATELESS_LEN {
@@ -199,13 +199,14 @@ pub fn check_stateless(branch: &str, identity: &Identity, to: SocketAddr) -> Sta
 /// upstream (48 bits, 12 hex digits).
 pub fn stateful_check(
     identity: &Identity,
+    shard: u16,
     index: u32,
     generation: u32,
     n: usize,
     upstream: SocketAddr,
 ) -> u64 {
     truncate(
-        identity.mac(("stateful", index, generation, n, upstream)),
+        identity.mac(("stateful", shard, index, generation, n, upstream)),
         CHECK_HEX,
     )
 }
@@ -318,7 +319,7 @@ Content-Length: 0\r\n\r\n";
 
     #[test]
     fn stateful_branches_give_their_parts() {
-        let b = "z9hG4bKsfT1f.2.0.abcdef01.0000beef123456789abc";
+        let b = "z9hG4bKsfT3.1f.2.0.abcdef01.0000beef123456789abc";
         assert_eq!(branch_instance(b), Some(0xabcdef01));
         assert_eq!(loop_key_of(b), Some(0x0000beef));
         assert_eq!(loop_key_of("z9hG4bKsfP12"), None);

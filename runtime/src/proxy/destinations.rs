@@ -5,9 +5,11 @@
 //! Sans-IO and clock-free: the stateful core asks for a target
 //! ([`Destinations::select`]) and reports what became of it
 //! ([`Destinations::report`]); the prober (`probe.rs`) reports the fate of
-//! its OPTIONS the same way. The state lives in `Cell`s so that the core can
-//! share one `&Destinations` between the transactions it drives (the core
-//! runs on one thread at a time, behind the network layer's lock).
+//! its OPTIONS the same way. The state is shared by every worker thread
+//! without a lock on the hot path: health is one atomic word per target,
+//! the round-robin cursor an atomic; only `weighted` sets take a small lock
+//! of their own per pick (smooth weighted round robin updates every
+//! target's current weight together).
 //!
 //! Algorithms, for a new transaction (targets that are down are skipped):
 //!
@@ -35,7 +37,8 @@
 //! marked down (nothing would bring a target back); their failed
 //! transactions still fail over.
 
-use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::api::{Algorithm, DestinationSet, Probe, Target};
 
@@ -131,10 +134,49 @@ struct Health {
     successes: u32,
 }
 
+/// A target's [`Health`] in one atomic word: `up` in the top bit,
+/// failures in a row in the next 31 bits, answered probes in a row in
+/// the low 32.
+struct AtomicHealth(AtomicU64);
+
+impl AtomicHealth {
+    fn new(h: Health) -> AtomicHealth {
+        AtomicHealth(AtomicU64::new(Self::pack(h)))
+    }
+
+    fn pack(h: Health) -> u64 {
+        (u64::from(h.up) << 63)
+            | (u64::from(h.failures.min(0x7fff_ffff)) << 32)
+            | u64::from(h.successes)
+    }
+
+    fn unpack(v: u64) -> Health {
+        Health {
+            up: v >> 63 == 1,
+            failures: ((v >> 32) & 0x7fff_ffff) as u32,
+            successes: v as u32,
+        }
+    }
+
+    fn get(&self) -> Health {
+        Self::unpack(self.0.load(Ordering::Relaxed))
+    }
+
+    /// Apply `f` atomically; the health before and after.
+    fn update(&self, f: impl Fn(Health) -> Health) -> (Health, Health) {
+        let before = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(Self::pack(f(Self::unpack(v))))
+            })
+            .unwrap_or_else(|v| v);
+        let before = Self::unpack(before);
+        (before, f(before))
+    }
+}
+
 struct TargetState {
-    health: Cell<Health>,
-    /// Smooth weighted round robin: the current weight.
-    current: Cell<i64>,
+    health: AtomicHealth,
     /// Hash of the URI text, the target's side of the rendezvous score.
     key: u64,
 }
@@ -142,7 +184,9 @@ struct TargetState {
 struct SetState {
     def: &'static DestinationSet,
     /// Round robin: the index the next pick starts from.
-    cursor: Cell<usize>,
+    cursor: AtomicUsize,
+    /// Smooth weighted round robin: each target's current weight.
+    current: Mutex<Box<[i64]>>,
     targets: Box<[TargetState]>,
 }
 
@@ -157,17 +201,17 @@ impl Destinations {
             .iter()
             .map(|def| SetState {
                 def,
-                cursor: Cell::new(0),
+                cursor: AtomicUsize::new(0),
+                current: Mutex::new(vec![0; def.targets.len()].into()),
                 targets: def
                     .targets
                     .iter()
                     .map(|t| TargetState {
-                        health: Cell::new(Health {
+                        health: AtomicHealth::new(Health {
                             up: true,
                             failures: 0,
                             successes: 0,
                         }),
-                        current: Cell::new(0),
                         key: mix(fnv1a(t.uri.as_str().as_bytes())),
                     })
                     .collect(),
@@ -223,12 +267,24 @@ impl Destinations {
         let chosen = if tried.is_empty() {
             match set.def.algorithm {
                 Algorithm::RoundRobin => {
-                    let start = set.cursor.get() % n.max(1);
-                    let i = (0..n).map(|k| (start + k) % n).find(|&i| eligible(i));
-                    if let Some(i) = i {
-                        set.cursor.set((i + 1) % n);
+                    // Lock-free and exact: a pick that lost the race to
+                    // another worker picks again from the new cursor.
+                    let mut cursor = set.cursor.load(Ordering::Relaxed);
+                    loop {
+                        let start = cursor % n.max(1);
+                        let Some(i) = (0..n).map(|k| (start + k) % n).find(|&i| eligible(i)) else {
+                            break None;
+                        };
+                        match set.cursor.compare_exchange_weak(
+                            cursor,
+                            (i + 1) % n,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        ) {
+                            Ok(_) => break Some(i),
+                            Err(now) => cursor = now,
+                        }
                     }
-                    i
                 }
                 Algorithm::HashCallId => rendezvous(set, call_id, eligible),
                 Algorithm::Weighted => smooth_weighted(set, eligible),
@@ -281,26 +337,29 @@ impl Destinations {
         let target = set.targets.get(id.index)?;
         // Without probes nothing could bring a target back: not marked down.
         let probe: Probe = set.def.probe?;
-        let mut h = target.health.get();
-        let mut change = None;
-        if report.is_failure() {
-            h.successes = 0;
-            h.failures = h.failures.saturating_add(1);
-            if h.up && h.failures >= probe.failures {
-                h.up = false;
-                change = Some(Change::Down);
-            }
-        } else {
-            h.failures = 0;
-            if matches!(report, Report::ProbeAnswered(_)) {
-                h.successes = h.successes.saturating_add(1);
-                if !h.up && h.successes >= probe.successes {
-                    h.up = true;
-                    change = Some(Change::Up);
+        let (before, h) = target.health.update(|mut h| {
+            if report.is_failure() {
+                h.successes = 0;
+                h.failures = h.failures.saturating_add(1);
+                if h.up && h.failures >= probe.failures {
+                    h.up = false;
+                }
+            } else {
+                h.failures = 0;
+                if matches!(report, Report::ProbeAnswered(_)) {
+                    h.successes = h.successes.saturating_add(1);
+                    if !h.up && h.successes >= probe.successes {
+                        h.up = true;
+                    }
                 }
             }
-        }
-        target.health.set(h);
+            h
+        });
+        let change = match (before.up, h.up) {
+            (true, false) => Some(Change::Down),
+            (false, true) => Some(Change::Up),
+            _ => None,
+        };
         let uri = set.def.targets[id.index].uri.as_str();
         match change {
             Some(Change::Down) => tracing::warn!(
@@ -379,22 +438,22 @@ fn weighted_score(hash: u64, weight: u32) -> f64 {
 
 /// Smooth weighted round robin among the eligible targets.
 fn smooth_weighted(set: &SetState, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    let mut currents = set.current.lock().unwrap_or_else(|e| e.into_inner());
     let mut total: i64 = 0;
     let mut best: Option<(usize, i64)> = None;
-    for (i, t) in set.targets.iter().enumerate() {
+    for (i, current) in currents.iter_mut().enumerate() {
         if !eligible(i) {
             continue;
         }
         let weight = i64::from(set.def.targets[i].weight);
-        let current = t.current.get().saturating_add(weight);
-        t.current.set(current);
+        *current = current.saturating_add(weight);
         total = total.saturating_add(weight);
-        if best.is_none_or(|(_, b)| current > b) {
-            best = Some((i, current));
+        if best.is_none_or(|(_, b)| *current > b) {
+            best = Some((i, *current));
         }
     }
     let (i, current) = best?;
-    set.targets[i].current.set(current.saturating_sub(total));
+    currents[i] = current.saturating_sub(total);
     Some(i)
 }
 

@@ -23,7 +23,8 @@ pub mod stateful;
 mod stateless;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::api::Routes;
@@ -72,6 +73,10 @@ pub struct CoreConfig {
     pub timers: Timers,
     /// Most transactions kept at once; over it a new request gets 503.
     pub max_transactions: usize,
+    /// Shards of the transaction table: each has its own lock and timers,
+    /// so workers handling different transactions never wait for each
+    /// other. The network layer sets it from the worker count.
+    pub shards: usize,
 }
 
 impl Default for CoreConfig {
@@ -79,40 +84,126 @@ impl Default for CoreConfig {
         CoreConfig {
             timers: Timers::default(),
             max_transactions: 200_000,
+            shards: 16,
         }
     }
 }
 
+/// The transactions, counted across shards (the bound is on the total).
+pub struct Capacity {
+    live: AtomicUsize,
+    max: usize,
+}
+
+impl Capacity {
+    fn new(max: usize) -> Capacity {
+        Capacity {
+            live: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Live transactions in every shard.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether a new transaction would go over the bound.
+    pub fn is_full(&self) -> bool {
+        self.live() >= self.max
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A shard went from `before` to `after` transactions.
+    fn changed(&self, before: usize, after: usize) {
+        if after > before {
+            self.live.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.live.fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A timer lane the network layer drives: a shard of the transaction
+/// table, or the health probes (the last lane). What a message touched,
+/// with that lane's next deadline, is returned by [`Core::handle`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touched {
+    pub lane: usize,
+    pub next_deadline: Option<Instant>,
+}
+
 /// The proxy core: the compiled routes, who we are, the transactions.
+///
+/// Shared by every worker thread (`&self` everywhere): the stateless path
+/// reads only immutable or atomic state; a transaction lives in one shard
+/// of the table, chosen by a hash of its server key (so a retransmission,
+/// ACK or CANCEL finds it whichever worker receives it) and named in its
+/// branches (so responses do); only that shard's lock is taken.
 pub struct Core {
     routes: &'static dyn Routes,
     identity: Identity,
     timers: Timers,
-    stateful: stateful::Stateful,
-    /// Set once the instance drains (see [`drain`]).
-    draining: Option<DrainMode>,
+    shards: Box<[Mutex<stateful::Stateful>]>,
+    capacity: Capacity,
+    /// 0 until the instance drains, then 1 + the [`DrainMode`] (see [`drain`]).
+    draining: AtomicU8,
     destinations: destinations::Destinations,
-    probes: probe::Prober,
+    probes: Mutex<probe::Prober>,
+    /// What names next hops resolved to (the network layer resolves them):
+    /// responses to a branch sent to a name must come from one of them.
+    names: std::sync::OnceLock<NameCheck>,
+}
+
+/// `(host, ip)`: whether the name `host` resolved to `ip`.
+pub type NameCheck = Box<dyn Fn(&str, std::net::IpAddr) -> bool + Send + Sync>;
+
+/// Lock a mutex whether or not a panic poisoned it: a panic loses one
+/// message (the network layer catches it), never a shard.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Core {
     pub fn new(routes: &'static dyn Routes, identity: Identity, config: CoreConfig) -> Core {
+        let shards = config.shards.clamp(1, stateful::MAX_SHARDS);
         Core {
             routes,
             identity,
             timers: config.timers,
-            stateful: stateful::Stateful::new(config.max_transactions, config.timers),
-            draining: None,
+            shards: (0..shards)
+                .map(|i| {
+                    Mutex::new(stateful::Stateful::new(
+                        config.max_transactions,
+                        config.timers,
+                        i as u16,
+                    ))
+                })
+                .collect(),
+            capacity: Capacity::new(config.max_transactions),
+            draining: AtomicU8::new(0),
             destinations: destinations::Destinations::new(routes.settings().destinations),
-            probes: probe::Prober::new(routes.settings().destinations),
+            probes: Mutex::new(probe::Prober::new(routes.settings().destinations)),
+            names: std::sync::OnceLock::new(),
         }
+    }
+
+    /// How to tell what a next hop name resolved to (set once by the
+    /// network layer; without it, responses to branches sent to names are
+    /// not checked for their source).
+    pub fn set_name_check(&self, check: NameCheck) {
+        let _ = self.names.set(check);
     }
 
     /// Start the periodic work that needs no message: the health probes of
     /// destination sets (the first ones are due at `now`). The network
     /// layer calls it once its sockets are bound.
-    pub fn start(&mut self, now: Instant) {
-        self.probes.start(now);
+    pub fn start(&self, now: Instant) {
+        lock(&self.probes).start(now);
     }
 
     /// Every target of every destination set and whether it is up.
@@ -126,11 +217,11 @@ impl Core {
 
     /// Live transactions.
     pub fn transactions(&self) -> usize {
-        self.stateful.len()
+        self.capacity.live()
     }
 
-    /// The random tag of this instance, the last part of its stateful
-    /// branches (see `net::sibling`).
+    /// The random tag of this instance, carried in its branches (see
+    /// `net::sibling`).
     pub fn instance(&self) -> u32 {
         self.identity.instance()
     }
@@ -138,54 +229,129 @@ impl Core {
     /// Transactions still waiting for their final response: the ones a
     /// draining instance waits for (the rest only absorb retransmissions).
     pub fn pending_transactions(&self) -> usize {
-        self.stateful.pending()
+        self.shards.iter().map(|s| lock(s).pending()).sum()
     }
 
     /// Start draining: requests that would open a transaction are handled
     /// as `mode` says; everything else goes on as before.
-    pub fn start_draining(&mut self, mode: DrainMode) {
-        self.draining = Some(mode);
+    pub fn start_draining(&self, mode: DrainMode) {
+        let code = match mode {
+            DrainMode::Stateless => 1,
+            DrainMode::Reject => 2,
+            DrainMode::Relay => 3,
+        };
+        self.draining.store(code, Ordering::Relaxed);
     }
 
     /// The drain mode, once draining.
     pub fn draining(&self) -> Option<DrainMode> {
-        self.draining
+        match self.draining.load(Ordering::Relaxed) {
+            1 => Some(DrainMode::Stateless),
+            2 => Some(DrainMode::Reject),
+            3 => Some(DrainMode::Relay),
+            _ => None,
+        }
+    }
+
+    /// The number of timer lanes: one per shard, then the probes'.
+    pub fn lanes(&self) -> usize {
+        self.shards.len() + 1
     }
 
     /// Handle one received datagram that arrived on socket `socket` from
-    /// `source` at `now`; what must be sent is pushed onto `out`.
+    /// `source` at `now`; what must be sent is pushed onto `out`. Returns
+    /// the timer lane the message touched, if any, and its next deadline.
     pub fn handle(
-        &mut self,
+        &self,
         now: Instant,
         datagram: &[u8],
         source: SocketAddr,
         socket: usize,
         out: &mut Vec<Outgoing>,
-    ) {
+    ) -> Option<Touched> {
         // RFC 3261 §7: CRLF ends every line. A header section with lines
         // ending in LF alone is handled (and so forwarded) as its CRLF copy:
         // nothing leaves with mixed line ends. A bare CR is refused later.
         let normalised = crate::sip::crlf_normalised(datagram);
         let datagram = normalised.as_deref().unwrap_or(datagram);
-        stateless::handle(self, now, datagram, source, socket, out);
-        crate::metrics::set_active_transactions(self.stateful.len());
+        let touched = stateless::handle(self, now, datagram, source, socket, out);
+        crate::metrics::set_active_transactions(self.capacity.live());
+        touched
     }
 
-    /// When `on_timeout` must next be called.
-    pub fn next_deadline(&mut self) -> Option<Instant> {
-        let txn = self.stateful.next_deadline();
-        match (txn, self.probes.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    /// The environment the stateful code runs in.
+    fn env(&self) -> stateful::Env<'_> {
+        stateful::Env::new(
+            self.routes,
+            &self.identity,
+            self.timers,
+            &self.destinations,
+            &self.capacity,
+            self.names.get(),
+        )
+    }
+
+    /// Run `f` on shard `index` under its lock, keeping the count of live
+    /// transactions; the shard's next deadline comes back with `f`'s result.
+    fn with_shard<R>(
+        &self,
+        index: usize,
+        f: impl FnOnce(&mut stateful::Stateful, &stateful::Env<'_>) -> R,
+    ) -> (R, Touched) {
+        let env = self.env();
+        let mut shard = lock(&self.shards[index]);
+        let before = shard.len();
+        let result = f(&mut shard, &env);
+        self.capacity.changed(before, shard.len());
+        let touched = Touched {
+            lane: index,
+            next_deadline: shard.next_deadline(),
+        };
+        (result, touched)
+    }
+
+    /// The shard a server transaction key lives in.
+    fn shard_of(&self, key: &crate::transaction::TransactionKey) -> usize {
+        (key.shard_hash() % self.shards.len() as u64) as usize
+    }
+
+    /// When `on_timeout_in(lane, ..)` must next be called.
+    pub fn next_deadline_in(&self, lane: usize) -> Option<Instant> {
+        match self.shards.get(lane) {
+            Some(shard) => lock(shard).next_deadline(),
+            None => lock(&self.probes).next_deadline(),
         }
     }
 
-    /// Fire the timers due at `now`.
-    pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
-        let env = stateful::Env::new(self.routes, &self.identity, self.timers, &self.destinations);
-        self.stateful.on_timeout(&env, now, out);
-        crate::metrics::set_active_transactions(self.stateful.len());
-        self.probes
-            .on_timeout(now, &self.identity, self.timers, &self.destinations, out);
+    /// Fire the timers of one lane due at `now`.
+    pub fn on_timeout_in(&self, lane: usize, now: Instant, out: &mut Vec<Outgoing>) {
+        if lane < self.shards.len() {
+            self.with_shard(lane, |shard, env| shard.on_timeout(env, now, out));
+            crate::metrics::set_active_transactions(self.capacity.live());
+        } else {
+            lock(&self.probes).on_timeout(
+                now,
+                &self.identity,
+                self.timers,
+                &self.destinations,
+                out,
+            );
+        }
+    }
+
+    /// When `on_timeout` must next be called (the earliest of every lane).
+    pub fn next_deadline(&self) -> Option<Instant> {
+        (0..self.lanes())
+            .filter_map(|lane| self.next_deadline_in(lane))
+            .min()
+    }
+
+    /// Fire the timers of every lane due at `now`.
+    pub fn on_timeout(&self, now: Instant, out: &mut Vec<Outgoing>) {
+        for lane in 0..self.lanes() {
+            if self.next_deadline_in(lane).is_some_and(|d| d <= now) {
+                self.on_timeout_in(lane, now, out);
+            }
+        }
     }
 }

@@ -29,7 +29,7 @@ use super::destinations::{Destinations, Pick, Report, TargetId};
 use super::identity::Identity;
 use super::received::{reply_destination, top_via_edit};
 use super::route_set::{self, RouteSet};
-use super::{Outgoing, Payload, forward, reply};
+use super::{Capacity, Outgoing, Payload, forward, reply};
 use crate::api::{RelayTo, Routes, Target};
 use crate::ctx::{Ctx, Decision, Edits};
 use crate::metrics::{self, BranchRefusal, DropReason};
@@ -42,6 +42,9 @@ use crate::transaction::{
 
 /// Branch prefix of stateful branches (stateless ones are hex after `sf`).
 pub const STATEFUL_PREFIX: &str = "z9hG4bKsfT";
+
+/// Most shards a core may have (the shard number is in our branches).
+pub const MAX_SHARDS: usize = 4096;
 
 /// Timer C (§16.6 step 11): longer than three minutes.
 const TIMER_C: Duration = Duration::from_secs(181);
@@ -57,6 +60,10 @@ pub struct Env<'a> {
     pub max_branches: usize,
     /// Responses to a branch sent to an address must come from it.
     pub strict_response_source: bool,
+    /// The bound on transactions, across shards.
+    pub capacity: &'a Capacity,
+    /// What next hop names resolved to, when known (see `Core::set_name_check`).
+    pub names: Option<&'a super::NameCheck>,
 }
 
 impl<'a> Env<'a> {
@@ -67,6 +74,8 @@ impl<'a> Env<'a> {
         identity: &'a Identity,
         timers: Timers,
         destinations: &'a Destinations,
+        capacity: &'a Capacity,
+        names: Option<&'a super::NameCheck>,
     ) -> Env<'a> {
         let settings = routes.settings();
         Env {
@@ -74,6 +83,8 @@ impl<'a> Env<'a> {
             identity,
             timers,
             destinations,
+            capacity,
+            names,
             max_branches: settings.max_branches as usize,
             strict_response_source: settings.strict_response_source,
         }
@@ -84,6 +95,8 @@ impl<'a> Env<'a> {
 pub struct Stateful {
     table: TransactionTable<ProxyTxn>,
     actions: Vec<Action>,
+    /// This shard's number, written into its branches.
+    shard: u16,
 }
 
 enum Server {
@@ -146,6 +159,8 @@ pub struct ProxyTxn {
     too_large: bool,
     /// A branch was not made because its next hop is this proxy (482).
     self_loop: bool,
+    /// The table shard the transaction lives in, written into its branches.
+    shard: u16,
 }
 
 impl Machine for ProxyTxn {
@@ -270,8 +285,9 @@ pub enum Matched {
 }
 
 impl Stateful {
-    pub fn new(capacity: usize, timers: Timers) -> Stateful {
+    pub fn new(capacity: usize, timers: Timers, shard: u16) -> Stateful {
         Stateful {
+            shard,
             // Timeouts fire up to 2*T1 (1 s) late: under 4% of the 64*T1
             // waits (B, F, H, J, L, M, D), 1 s more absorbing of
             // retransmissions after Timer K or I (T4).
@@ -309,15 +325,13 @@ impl Stateful {
         env: &Env<'_>,
         now: Instant,
         msg: &Message<'_>,
+        key: &TransactionKey,
         source: SocketAddr,
         out: &mut Vec<Outgoing>,
     ) -> Matched {
         if self.table.is_empty() {
             return Matched::New;
         }
-        let Some(key) = server_key(msg) else {
-            return Matched::New;
-        };
         let method = msg.method().unwrap_or("");
         if method == "CANCEL" {
             let Some(id) = key.invite_key().and_then(|k| self.table.find(&k)) else {
@@ -326,7 +340,7 @@ impl Stateful {
             self.on_cancel(env, now, id, msg, source, out);
             return Matched::Absorbed;
         }
-        let Some(id) = self.table.find(&key) else {
+        let Some(id) = self.table.find(key) else {
             return Matched::New;
         };
         let actions = &mut self.actions;
@@ -382,22 +396,20 @@ impl Stateful {
         source: SocketAddr,
         socket: usize,
         routes: &RouteSet<'_>,
+        key: TransactionKey,
         loop_key: u32,
         to: RelayTo,
         edits: Edits,
         out: &mut Vec<Outgoing>,
     ) {
-        let Some(key) = server_key(msg) else {
-            return;
-        };
         let Some(top) = msg.top_via() else {
             return;
         };
         let call_id = msg.call_id().unwrap_or("");
-        if self.table.is_full() {
+        if env.capacity.is_full() || self.table.is_full() {
             crate::warn_limited!(
                 call_id,
-                capacity = self.table.capacity(),
+                capacity = env.capacity.max(),
                 "transaction table full: 503 with Retry-After"
             );
             metrics::transaction_rejected();
@@ -440,6 +452,7 @@ impl Stateful {
             timer_c_fired: false,
             too_large: false,
             self_loop: false,
+            shard: self.shard,
         };
         let id = match self.table.insert(key, txn) {
             Ok(id) => id,
@@ -490,13 +503,30 @@ impl Stateful {
                 let (index, generation) = id.to_parts();
                 let ours = parts.instance == env.identity.instance()
                     && upstream.is_some_and(|up| {
-                        stateful_check(env.identity, index, generation, parts.n, up) == parts.check
+                        stateful_check(env.identity, self.shard, index, generation, parts.n, up)
+                            == parts.check
                     });
                 return if ours {
                     ResponseMatch::NoTransaction
                 } else {
                     ResponseMatch::Forged
                 };
+            }
+            Some(NextHop::Name { host, port })
+                if env.strict_response_source
+                    && env.names.is_some_and(|known| {
+                        port != source.port() || !known(&host, source.ip())
+                    }) =>
+            {
+                metrics::dropped(DropReason::WrongSource);
+                tracing::debug!(
+                    call_id = msg.call_id().unwrap_or(""),
+                    status = msg.status().unwrap_or(0),
+                    %source,
+                    sent_to = %host,
+                    "response to a branch from an address its next hop name did not resolve to: dropped"
+                );
+                return ResponseMatch::Done;
             }
             Some(NextHop::Addr(to)) if env.strict_response_source && to != source => {
                 metrics::dropped(DropReason::WrongSource);
@@ -633,6 +663,7 @@ pub enum ResponseMatch {
 /// upstream address) end it.
 fn make_branch(
     identity: &Identity,
+    shard: u16,
     id: TransactionId,
     n: usize,
     upstream: SocketAddr,
@@ -640,20 +671,26 @@ fn make_branch(
 ) -> String {
     let (index, generation) = id.to_parts();
     let instance = identity.instance();
-    let check = stateful_check(identity, index, generation, n, upstream);
-    let mut s = String::with_capacity(56);
+    let check = stateful_check(identity, shard, index, generation, n, upstream);
+    let mut s = String::with_capacity(60);
     let _ = write!(
         s,
-        "{STATEFUL_PREFIX}{index:x}.{generation:x}.{n:x}.{instance:x}."
+        "{STATEFUL_PREFIX}{shard:x}.{index:x}.{generation:x}.{n:x}.{instance:x}."
     );
     push_hex(&mut s, u64::from(loop_key), STATEFUL_LOOP_HEX);
     push_hex(&mut s, check, STATEFUL_CHECK_HEX);
     s
 }
 
+/// The shard a stateful branch of ours names (None if it is not one).
+pub fn branch_shard(branch: &str) -> Option<usize> {
+    parse_branch(branch).map(|p| usize::from(p.shard))
+}
+
 /// The parts of a stateful branch.
 #[derive(Debug, PartialEq, Eq)]
 struct BranchParts {
+    shard: u16,
     id: TransactionId,
     n: usize,
     instance: u32,
@@ -665,6 +702,7 @@ struct BranchParts {
 fn parse_branch(branch: &str) -> Option<BranchParts> {
     let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
     let mut parts = rest.split('.');
+    let shard = u16::from_str_radix(parts.next()?, 16).ok()?;
     let index = u32::from_str_radix(parts.next()?, 16).ok()?;
     let generation = u32::from_str_radix(parts.next()?, 16).ok()?;
     let n = usize::from_str_radix(parts.next()?, 16).ok()?;
@@ -675,6 +713,7 @@ fn parse_branch(branch: &str) -> Option<BranchParts> {
     }
     let check = u64::from_str_radix(tail.get(STATEFUL_LOOP_HEX..)?, 16).ok()?;
     Some(BranchParts {
+        shard,
         id: TransactionId::from_parts(index, generation),
         n,
         instance,
@@ -803,6 +842,7 @@ fn add_branch(
     };
     let branch = make_branch(
         env.identity,
+        txn.shard,
         id,
         txn.branches.len(),
         txn.upstream,
@@ -1372,12 +1412,13 @@ mod tests {
         ]);
         let up: SocketAddr = "192.0.2.1:5070".parse().unwrap();
         let id = TransactionId::from_parts(42, 7);
-        let b = make_branch(&identity, id, 3, up, 0xfeed);
+        let b = make_branch(&identity, 5, id, 3, up, 0xfeed);
         assert!(b.starts_with("z9hG4bKsfT"));
         let parts = parse_branch(&b).unwrap();
-        assert_eq!((parts.id, parts.n), (id, 3));
+        assert_eq!((parts.shard, parts.id, parts.n), (5, id, 3));
+        assert_eq!(branch_shard(&b), Some(5));
         assert_eq!(parts.instance, identity.instance());
-        assert_eq!(parts.check, stateful_check(&identity, 42, 7, 3, up));
+        assert_eq!(parts.check, stateful_check(&identity, 5, 42, 7, 3, up));
         assert_eq!(branch_instance(&b), Some(identity.instance()));
         assert_eq!(loop_key_of(&b), Some(0xfeed));
         // Unguessable: another process (another key) makes another branch
@@ -1385,10 +1426,10 @@ mod tests {
         let other = Identity::new(vec![
             Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap(),
         ]);
-        assert_ne!(b, make_branch(&other, id, 3, up, 0xfeed));
+        assert_ne!(b, make_branch(&other, 5, id, 3, up, 0xfeed));
         assert_ne!(
             parts.check,
-            stateful_check(&identity, 42, 7, 3, "192.0.2.1:5071".parse().unwrap())
+            stateful_check(&identity, 5, 42, 7, 3, "192.0.2.1:5071".parse().unwrap())
         );
         assert_eq!(branch_instance("z9hG4bKsfT1.1.0"), None);
         assert_eq!(parse_branch("z9hG4bKsf0123456789abcdef"), None);
@@ -1396,6 +1437,7 @@ mod tests {
         assert_eq!(parse_branch("z9hG4bKsfT1.1.0"), None);
         assert_eq!(parse_branch("z9hG4bKsfT1.1.0.1"), None);
         assert_eq!(parse_branch("z9hG4bKsfT1.1.0.1.00"), None);
+        assert_eq!(parse_branch("z9hG4bKsfT0.1.1.0.1.00"), None);
     }
 
     #[test]

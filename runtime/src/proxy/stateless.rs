@@ -10,8 +10,8 @@ use super::branch::{self, OUR_PREFIX, StatelessCheck, check_stateless, stateless
 use super::drain::{NewRelay, REJECT_HEADERS, new_relay};
 use super::probe::PROBE_PREFIX;
 use super::received::{reply_destination, response_destination, top_via_edit};
-use super::stateful::{Env, Matched, ResponseMatch, STATEFUL_PREFIX};
-use super::{Core, Outgoing, Payload, forward, reply, route_set};
+use super::stateful::{Matched, ResponseMatch, branch_shard, server_key};
+use super::{Core, Outgoing, Payload, Touched, forward, reply, route_set};
 use crate::api::RelayTo;
 use crate::ctx::{Ctx, Decision};
 use crate::metrics::{self, DropReason};
@@ -19,39 +19,43 @@ use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 
 pub(super) fn handle(
-    core: &mut Core,
+    core: &Core,
     now: Instant,
     datagram: &[u8],
     source: SocketAddr,
     socket: usize,
     out: &mut Vec<Outgoing>,
-) {
+) -> Option<Touched> {
     // RFC 5626 keep-alives (CRLF or CRLFCRLF) are not messages.
     if datagram.iter().all(|b| b.is_ascii_whitespace()) {
-        return;
+        return None;
     }
     let msg = match Message::parse(datagram) {
         Ok(msg) => msg,
         Err(e) => {
             metrics::parse_error();
             crate::warn_limited!(%source, len = datagram.len(), "dropped unparsable datagram: {}", e.reason);
-            return;
+            return None;
         }
     };
+    let mut touched = None;
     if msg.is_request() {
-        on_request(core, now, &msg, source, socket, out);
+        on_request(core, now, &msg, source, socket, out, &mut touched);
     } else {
-        on_response(core, now, &msg, source, socket, out);
+        on_response(core, now, &msg, source, socket, out, &mut touched);
     }
+    touched
 }
 
+/// `touched` gets the transaction shard the request went to, if any.
 fn on_request(
-    core: &mut Core,
+    core: &Core,
     now: Instant,
     msg: &Message<'_>,
     source: SocketAddr,
     socket: usize,
     out: &mut Vec<Outgoing>,
+    touched: &mut Option<Touched>,
 ) {
     let method = msg.method().unwrap_or("");
     let is_ack = method == "ACK";
@@ -95,10 +99,20 @@ fn on_request(
         send_reply(msg, source, socket, 420, None, &unsupported, out);
         return;
     }
-    let env = Env::new(core.routes, &core.identity, core.timers, &core.destinations);
-    // Retransmissions, non-2xx ACKs and CANCELs of relayed requests.
-    if let Matched::Absorbed = core.stateful.on_request(&env, now, msg, source, out) {
-        return;
+    // Retransmissions, non-2xx ACKs and CANCELs of relayed requests: only
+    // when there are transactions (a stateless proxy takes no lock).
+    let key = server_key(msg);
+    let shard = key.as_ref().map(|k| core.shard_of(k));
+    if let (Some(key), Some(shard)) = (&key, shard)
+        && core.capacity.live() > 0
+    {
+        let (matched, t) = core.with_shard(shard, |s, env| {
+            s.on_request(env, now, msg, key, source, out)
+        });
+        if let Matched::Absorbed = matched {
+            *touched = Some(t);
+            return;
+        }
     }
     let routes = route_set::process(msg, &core.identity);
     // §16.3 step 4: a request that went through us before, unchanged.
@@ -128,14 +142,20 @@ fn on_request(
         // statelessly (§16.11, §16.10); a draining instance may forward or
         // refuse new ones (see `drain`).
         Decision::Relay(to)
-            if !never_stateful && new_relay(core.draining) == NewRelay::Stateful =>
+            if !never_stateful && new_relay(core.draining()) == NewRelay::Stateful =>
         {
-            core.stateful.relay(
-                &env, now, msg, source, socket, &routes, loop_key, to, edits, out,
-            );
+            let (Some(key), Some(shard)) = (key, shard) else {
+                return;
+            };
+            let ((), t) = core.with_shard(shard, |s, env| {
+                s.relay(
+                    env, now, msg, source, socket, &routes, key, loop_key, to, edits, out,
+                )
+            });
+            *touched = Some(t);
             return;
         }
-        Decision::Relay(_) if !never_stateful && new_relay(core.draining) == NewRelay::Reject => {
+        Decision::Relay(_) if !never_stateful && new_relay(core.draining()) == NewRelay::Reject => {
             metrics::transaction_rejected();
             send_reply(msg, source, socket, 503, None, REJECT_HEADERS, out);
             return;
@@ -260,13 +280,15 @@ fn on_request(
     });
 }
 
+/// `touched` gets the transaction shard the response went to, if any.
 fn on_response(
-    core: &mut Core,
+    core: &Core,
     now: Instant,
     msg: &Message<'_>,
     source: SocketAddr,
     socket: usize,
     out: &mut Vec<Outgoing>,
+    touched: &mut Option<Touched>,
 ) {
     let next = match msg.validate_response() {
         Ok(next) => next,
@@ -297,10 +319,9 @@ fn on_response(
     if let Some(branch) = top.branch.filter(|b| b.starts_with(PROBE_PREFIX)) {
         // An answer to one of our health probes: consumed here.
         let status = msg.status().unwrap_or(0);
-        if !core
-            .probes
-            .on_response(branch, status, source, &core.destinations)
-        {
+        let answered =
+            super::lock(&core.probes).on_response(branch, status, source, &core.destinations);
+        if !answered {
             tracing::debug!(%source, branch, "late or unknown probe answer: consumed");
         }
         return;
@@ -310,13 +331,16 @@ fn on_response(
         _ => None,
     });
     let branch = top.branch.unwrap_or("");
-    let verdict = if branch.starts_with(STATEFUL_PREFIX) {
-        let env = Env::new(core.routes, &core.identity, core.timers, &core.destinations);
-        match core
-            .stateful
-            .on_response(&env, now, msg, branch, source, upstream, out)
-        {
-            ResponseMatch::Done => return,
+    let shard = branch_shard(branch).filter(|&s| s < core.shards.len());
+    let verdict = if let Some(shard) = shard {
+        let (matched, t) = core.with_shard(shard, |s, env| {
+            s.on_response(env, now, msg, branch, source, upstream, out)
+        });
+        match matched {
+            ResponseMatch::Done => {
+                *touched = Some(t);
+                return;
+            }
             // §16.7: no transaction (any more): forwarded statelessly.
             ResponseMatch::NoTransaction => StatelessCheck::Valid,
             ResponseMatch::Forged => StatelessCheck::Invalid,

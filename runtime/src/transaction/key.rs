@@ -232,6 +232,17 @@ impl TransactionKey {
         Some(b.finish())
     }
 
+    /// A hash of everything but the method: the same for an INVITE, its
+    /// ACK and its CANCEL, so they find the same shard of a sharded table.
+    pub fn shard_hash(&self) -> u64 {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let rest = self.repr.get(1 + 4 + self.method().len()..).unwrap_or(&[]);
+        let mut h = DefaultHasher::new();
+        self.repr.first().hash(&mut h);
+        rest.hash(&mut h);
+        h.finish()
+    }
+
     /// The method of the key (`INVITE` for a server-side ACK).
     pub fn method(&self) -> &str {
         let len = self
@@ -308,6 +319,30 @@ mod tests {
             call_id: "witch1@sip-parser.example.com",
             cseq: 8,
             top_via: "SIP/2.0/UDP 192.0.2.15",
+        }
+    }
+
+    #[test]
+    fn invite_ack_and_cancel_share_a_shard() {
+        for fields in [invite(), inv2543()] {
+            let k = TransactionKey::server(&fields);
+            let ack = TransactionKey::server(&RequestKeyFields {
+                method: "ACK",
+                to_tag: Some("totag"),
+                ..fields
+            });
+            let cancel = TransactionKey::server(&RequestKeyFields {
+                method: "CANCEL",
+                ..fields
+            });
+            assert_eq!(k.shard_hash(), ack.shard_hash());
+            assert_eq!(k.shard_hash(), cancel.shard_hash());
+            let other = TransactionKey::server(&RequestKeyFields {
+                call_id: "another",
+                branch: Some("z9hG4bKother"),
+                ..fields
+            });
+            assert_ne!(k.shard_hash(), other.shard_hash());
         }
     }
 
