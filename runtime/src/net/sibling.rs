@@ -4,15 +4,17 @@
 //! With SO_REUSEPORT the kernel hashes each flow to one of the processes,
 //! and a relayed request has two flows (the caller's and the callee's), so
 //! the callee's responses can land on the instance that does not hold the
-//! transaction. Every stateful branch ends with its instance's random tag
-//! (`proxy::stateful`), and every instance listens on an abstract Unix
+//! transaction. Every branch of ours, stateless or stateful, carries its
+//! instance's random tag and a check only that instance can verify
+//! (`proxy::branch`), and every instance listens on an abstract Unix
 //! datagram socket named after its tag (`\0sipforge.<tag>`; abstract names
 //! live in the network namespace, so containers sharing the host network
 //! see each other). A response whose top Via carries another instance's
 //! tag is passed to that socket with its source address and handled there
 //! as if it had been received there. When the send fails (the owner is
-//! gone, or its queue is full), the response is handled here as before:
-//! forwarded statelessly to its next Via.
+//! gone, or its queue is full), the response is handled here, where its
+//! check cannot be verified: it is dropped (counted as `forged_branch`),
+//! never forwarded unchecked.
 //!
 //! The check costs one substring search per response; only foreign
 //! responses are parsed here. Only responses are passed on: requests do
@@ -193,15 +195,24 @@ mod tests {
 
     #[test]
     fn only_other_instances_responses_are_foreign() {
+        // Stateful: `<shard>.<slot>.<generation>.<n>.<instance>.<tail>`.
+        let tail = "0000beef0123456789ab";
         assert_eq!(
-            foreign_tag(&response("z9hG4bKsfT0.0.0.beef"), 0xcafe),
+            foreign_tag(&response(&format!("z9hG4bKsfT0.0.0.0.beef.{tail}")), 0xcafe),
             Some(0xbeef)
         );
-        assert_eq!(foreign_tag(&response("z9hG4bKsfT0.0.0.cafe"), 0xcafe), None);
+        assert_eq!(
+            foreign_tag(&response(&format!("z9hG4bKsfT0.0.0.0.cafe.{tail}")), 0xcafe),
+            None
+        );
+        // Stateless: request hash, loop key, instance, check (all hex).
+        let stateless = "z9hG4bKsf0123456789abcdef0000beef0000beef0123456789ab";
+        assert_eq!(foreign_tag(&response(stateless), 0xcafe), Some(0xbeef));
+        assert_eq!(foreign_tag(&response(stateless), 0xbeef), None);
         assert_eq!(foreign_tag(&response("z9hG4bKsf0123456789abcdef"), 1), None);
         assert_eq!(foreign_tag(&response("z9hG4bKsfT0.0.0"), 1), None);
         let request =
-            b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKsfT0.0.0.beef\r\n\r\n";
+            b"INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKsfT0.0.0.0.beef\r\n\r\n";
         assert_eq!(foreign_tag(request, 1), None);
         assert_eq!(foreign_tag(b"SIP/2.0 garbage branch=z9hG4bKsfT", 1), None);
     }
