@@ -917,6 +917,7 @@ async fn siblings_pass_each_other_their_responses() {
         advertise: None,
         core: common::fast_timers(),
         workers: 2,
+        secret: None,
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

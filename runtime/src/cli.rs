@@ -52,6 +52,9 @@ struct Args {
     /// Receive threads per socket (replaces `workers`; default: one per core)
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// A file holding the secret (16 bytes or more, e.g. `head -c 32 /dev/urandom | base64`) that keys the checks in our Via branches; give every instance of a pool the same one so each verifies the others' branches (default: random per process)
+    #[arg(long, value_name = "PATH")]
+    secret_file: Option<std::path::PathBuf>,
     /// Most transactions (relayed requests) kept at once; over it new ones get 503
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_transactions: usize,
@@ -128,6 +131,16 @@ pub fn main_with(routes: &'static dyn Routes, build: Build) -> ExitCode {
             "routes {} sha256:{}",
             source.source_path, source.source_sha256
         );
+        match args
+            .workers
+            .or((source.workers > 0).then_some(source.workers as usize))
+        {
+            Some(n) => println!("workers {n} per socket"),
+            None => println!(
+                "workers {} per socket (one per core this process may use)",
+                net::default_workers()
+            ),
+        }
         return ExitCode::SUCCESS;
     }
     if args.print_routes {
@@ -209,6 +222,7 @@ async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> E
         },
         None => None,
     };
+    let workers = settings.options.workers;
     let server = match net::start(routes, settings.options).await {
         Ok(server) => server,
         Err(e) => {
@@ -230,6 +244,7 @@ async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> E
         commit = build.commit.unwrap_or("unknown"),
         routes = source.source_path,
         sha256 = source.source_sha256,
+        workers,
         "sipforge {} started",
         build.version
     );
@@ -337,6 +352,21 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
         Some(n) => n,
         None => net::default_workers(),
     };
+    let secret = match &args.secret_file {
+        Some(path) => {
+            let text = std::fs::read(path)
+                .map_err(|e| format!("--secret-file {}: {e}", path.display()))?;
+            let secret = text.trim_ascii().to_vec();
+            if secret.len() < 16 {
+                return Err(format!(
+                    "--secret-file {}: the secret must be at least 16 bytes",
+                    path.display()
+                ));
+            }
+            Some(secret)
+        }
+        None => None,
+    };
     if args.max_transactions == 0 {
         return Err("--max-transactions must be at least 1".into());
     }
@@ -357,6 +387,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
                 ..Default::default()
             },
             workers,
+            secret,
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

@@ -62,6 +62,9 @@ pub struct Options {
     pub core: CoreConfig,
     /// Receive threads per socket (0: one per core the process may use).
     pub workers: usize,
+    /// The secret the branch checks are keyed with, shared by a pool of
+    /// instances (`--secret-file`); None: random for this process.
+    pub secret: Option<Vec<u8>>,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -216,7 +219,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
     let (stop, stopped) = watch::channel(false);
-    let mut identity = Identity::new(listeners);
+    let mut identity = match &options.secret {
+        Some(secret) => Identity::with_secret(listeners, secret),
+        None => Identity::new(listeners),
+    };
     identity.local_ips = interface_ips();
     let workers = if options.workers == 0 {
         default_workers()

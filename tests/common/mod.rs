@@ -46,6 +46,7 @@ pub async fn start_proxy_with(
         // Two receive threads per socket (and two timer threads) in every
         // test: the multi-worker paths are the ones exercised.
         workers: 2,
+        secret: None,
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await

@@ -183,12 +183,12 @@ pub fn check_stateless(branch: &str, identity: &Identity, to: SocketAddr) -> Sta
         return StatelessCheck::Invalid;
     };
     let instance = instance as u32;
-    if instance != identity.instance() {
-        return StatelessCheck::Foreign(instance);
-    }
     let expected = stateless_check(identity, request, loop_key as u32, instance, to);
     if truncate(expected, CHECK_HEX) == check {
+        // Ours, or made by an instance sharing our secret (`--secret-file`).
         StatelessCheck::Valid
+    } else if instance != identity.instance() {
+        StatelessCheck::Foreign(instance)
     } else {
         StatelessCheck::Invalid
     }
@@ -281,11 +281,24 @@ Content-Length: 0\r\n\r\n";
         // Reflection elsewhere: the check fails.
         let elsewhere: SocketAddr = "203.0.113.9:5060".parse().unwrap();
         assert_eq!(check_stateless(&b, &id, elsewhere), StatelessCheck::Invalid);
-        // Another process's key: not ours to check, it is passed on.
+        // Another process's key: not ours to check, it is passed on...
         let other = identity();
         assert_eq!(
             check_stateless(&b, &other, to),
             StatelessCheck::Foreign(id.instance())
+        );
+        // ...unless the two share a secret.
+        let l = || vec![Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap()];
+        let (a, b2) = (
+            Identity::with_secret(l(), b"a pool secret, 16+ bytes"),
+            Identity::with_secret(l(), b"a pool secret, 16+ bytes"),
+        );
+        let mut made = String::new();
+        stateless_branch(&msg, &a, key, to, &mut made);
+        assert_eq!(check_stateless(&made, &b2, to), StatelessCheck::Valid);
+        assert_eq!(
+            check_stateless(&made, &b2, elsewhere),
+            StatelessCheck::Invalid
         );
         // Same request, same branch (retransmissions, CANCEL).
         let mut again = String::new();

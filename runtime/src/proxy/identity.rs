@@ -4,7 +4,7 @@
 //! it also holds this process's secret key, which makes our branches
 //! unguessable (see `branch`).
 
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::target::{DEFAULT_PORT, parse_ip};
@@ -63,9 +63,10 @@ pub struct Identity {
     /// The addresses of this host's interfaces: a listener bound to the
     /// unspecified address (0.0.0.0, ::) receives on every one of them.
     pub local_ips: Vec<IpAddr>,
-    /// Random per process: keys the checks in our branches (SipHash with
-    /// a 128-bit key drawn from the OS at start).
-    secret: RandomState,
+    /// The 128-bit key of the checks in our branches (SipHash-2-4):
+    /// random per process, or from a secret shared by a pool of instances
+    /// (`--secret-file`) so each verifies the others' branches.
+    secret: (u64, u64),
     /// Random per process: the instance tag in our branches (see `net::sibling`).
     instance: u32,
 }
@@ -74,9 +75,9 @@ impl Identity {
     /// The identity of a proxy listening on `listeners`, with a fresh
     /// secret and instance tag.
     pub fn new(listeners: Vec<Listener>) -> Identity {
-        let secret = RandomState::new();
-        // A second, independent random key for the tag: the tag is visible
-        // in every branch, the secret never is.
+        let secret = random_key();
+        // Independent of the key: the tag is visible in every branch, the
+        // key never is.
         let instance = RandomState::new().hash_one(std::process::id()) as u32;
         Identity {
             listeners,
@@ -86,6 +87,19 @@ impl Identity {
         }
     }
 
+    /// The same, with the branch key derived from `secret` (at least 16
+    /// bytes of a random secret shared by the instances of a pool).
+    pub fn with_secret(listeners: Vec<Listener>, secret: &[u8]) -> Identity {
+        let mut id = Identity::new(listeners);
+        let derive = |label: u64| {
+            let mut h = siphasher::sip::SipHasher24::new_with_keys(label, !label);
+            h.write(secret);
+            h.finish()
+        };
+        id.secret = (derive(0x7369_7066_6f72_6765), derive(0x6272_616e_6368_6573));
+        id
+    }
+
     /// The instance tag: random per process, carried in our branches.
     pub fn instance(&self) -> u32 {
         self.instance
@@ -93,7 +107,9 @@ impl Identity {
 
     /// A keyed hash (a MAC under this process's secret) of `value`.
     pub fn mac<T: Hash>(&self, value: T) -> u64 {
-        self.secret.hash_one(value)
+        let mut h = siphasher::sip::SipHasher24::new_with_keys(self.secret.0, self.secret.1);
+        value.hash(&mut h);
+        h.finish()
     }
 
     /// Whether sending to `addr` would send to one of our own sockets.
@@ -130,6 +146,21 @@ impl Identity {
     pub fn listener(&self, index: usize) -> Option<&Listener> {
         self.listeners.get(index)
     }
+}
+
+/// 128 random bits from the OS (getrandom), or, should that fail, from
+/// std's per-process random hasher keys.
+fn random_key() -> (u64, u64) {
+    let mut bytes = [0u8; 16];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n == bytes.len() as isize {
+        let (a, b) = bytes.split_at(8);
+        let word = |s: &[u8]| u64::from_le_bytes(s.try_into().unwrap_or_default());
+        return (word(a), word(b));
+    }
+    let r = RandomState::new();
+    (r.hash_one(1u8), r.hash_one(2u8))
 }
 
 /// Split `host[:port]`, with IPv6 in brackets.
@@ -203,6 +234,17 @@ mod tests {
         assert!(any.is_own_socket("198.51.100.7:5070".parse().unwrap()));
         assert!(!any.is_own_socket("192.0.2.11:5070".parse().unwrap()));
         assert!(!any.is_own_socket("192.0.2.10:5071".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_shared_secret_gives_the_same_key() {
+        let l = || vec![Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap()];
+        let a = Identity::with_secret(l(), b"0123456789abcdef-pool-secret");
+        let b = Identity::with_secret(l(), b"0123456789abcdef-pool-secret");
+        let c = Identity::with_secret(l(), b"0123456789abcdef-other-secret");
+        assert_eq!(a.mac("x"), b.mac("x"));
+        assert_ne!(a.mac("x"), c.mac("x"));
+        assert_ne!(a.instance(), 0);
     }
 
     #[test]

@@ -331,7 +331,9 @@ fn on_response(
         _ => None,
     });
     let branch = top.branch.unwrap_or("");
-    let shard = branch_shard(branch).filter(|&s| s < core.shards.len());
+    // A shard we do not have (another instance's branch): any shard looks
+    // it up in vain (the whole branch is compared), then its check decides.
+    let shard = branch_shard(branch).map(|s| s % core.shards.len());
     let verdict = if let Some(shard) = shard {
         let (matched, t) = core.with_shard(shard, |s, env| {
             s.on_response(env, now, msg, branch, source, upstream, out)
