@@ -55,8 +55,14 @@ fn version_names_the_commit_and_the_routes_hash() {
     let (code, out, err) = run(&["--version"]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines.len(), 4, "{out}");
     assert_eq!(lines[0], format!("sipforge {}", env!("CARGO_PKG_VERSION")));
+    assert!(
+        lines[3].starts_with("workers ") && lines[3].contains(" per socket"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["--version", "--workers", "3"]);
+    assert_eq!(out.lines().nth(3), Some("workers 3 per socket"), "{out}");
     let commit = lines[1].strip_prefix("commit ").expect("a commit line");
     assert!(
         commit == "unknown" || (commit.len() >= 7 && commit.chars().all(|c| c.is_ascii_hexdigit())),
