@@ -664,7 +664,16 @@ fn rollout_sigterm_during_calls_fails_no_call() {
     runtime().block_on(async {
         let stop_uas = Arc::new(AtomicBool::new(false));
         let callee = tokio::spawn(uas(Arc::clone(&stop_uas)));
-        let common = ["--listen", "udp:127.0.0.1:5060", "--shutdown-timeout", "10"];
+        // Three workers each, whatever the machine's core count: the
+        // hand-over runs with several threads reading each socket.
+        let common = [
+            "--listen",
+            "udp:127.0.0.1:5060",
+            "--shutdown-timeout",
+            "10",
+            "--workers",
+            "3",
+        ];
         let mut old = Proxy::start(
             "old",
             &[&common[..], &["--metrics", "127.0.0.1:9101"]].concat(),

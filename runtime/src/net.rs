@@ -420,6 +420,7 @@ fn receive_thread(worker: Worker, shared: Arc<Shared>) {
     if worker.sweeps {
         handover::sweep(index, &shared, &mut buf, &mut out);
     }
+    crate::logbuf::flush();
 }
 
 /// Handle one datagram and send what the core returns.
