@@ -188,3 +188,43 @@ fn timer_c_bounds_the_whole_transaction() {
     );
     assert_eq!(core.pending_transactions(), 0);
 }
+
+/// Found by fuzzing: a callee that rings and then never answers, not even
+/// the CANCEL Timer C sends. 64*T1 after the CANCEL the branch counts as
+/// cancelled (§9.1): the caller gets a final response and the transaction
+/// ends, instead of staying in the table for ever.
+#[test]
+fn a_callee_that_never_answers_the_cancel_does_not_keep_the_transaction() {
+    let mut core = core();
+    let start = Instant::now();
+    let first = feed(&mut core, start, &invite("gone1", ""), UAC);
+    let (to, inv) = invites(&first).remove(0);
+    let _ = feed(&mut core, start, &response(&inv, "180 Ringing"), &to);
+    let mut now = start;
+    let mut upstream = Vec::new();
+    let mut cancels = 0;
+    while core.transactions() > 0 {
+        let Some(next) = core.next_deadline() else {
+            panic!(
+                "a transaction with nothing left to wait for: {} live, sent up {upstream:?}",
+                core.transactions()
+            );
+        };
+        now = next.max(now);
+        assert!(now < start + Duration::from_secs(600), "never ended");
+        let mut out = Vec::new();
+        core.on_timeout(now, &mut out);
+        for (t, m) in sent(out) {
+            if t == UAC {
+                upstream.push(m.lines().next().unwrap_or("").to_string());
+            } else if m.starts_with("CANCEL ") {
+                cancels += 1;
+            }
+        }
+    }
+    assert!(cancels >= 1, "Timer C sent a CANCEL");
+    assert!(
+        upstream.iter().any(|l| l.starts_with("SIP/2.0 487")),
+        "the caller got a final response: {upstream:?}"
+    );
+}

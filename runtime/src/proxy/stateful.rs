@@ -129,6 +129,14 @@ struct Branch {
     provisional: bool,
     cancel_pending: bool,
     cancel: Option<ClientNonInvite>,
+    /// 64*T1 after a CANCEL went down this branch: if the INVITE has no
+    /// final response by then, the branch is given up as if it had got a
+    /// 487 (§9.1), so the caller gets a final response and the transaction
+    /// ends even when the callee never answers.
+    give_up_at: Option<Instant>,
+    /// `give_up_at` passed without a final response: the branch's client
+    /// transaction is no longer waited for.
+    given_up: bool,
     held: Option<Held>,
 }
 
@@ -179,6 +187,9 @@ impl Machine for ProxyTxn {
             if let Some(c) = &b.cancel {
                 consider(c.next_deadline());
             }
+            if b.held.is_none() {
+                consider(b.give_up_at);
+            }
         }
         next
     }
@@ -200,7 +211,7 @@ impl Machine for ProxyTxn {
     fn is_terminated(&self) -> bool {
         (self.abandoned || self.server.machine().is_terminated())
             && self.branches.iter().all(|b| {
-                b.client.machine().is_terminated()
+                (b.client.machine().is_terminated() || b.given_up)
                     && b.cancel.as_ref().is_none_or(|c| c.is_terminated())
             })
     }
@@ -894,6 +905,8 @@ fn add_branch(
         provisional: false,
         cancel_pending: false,
         cancel: None,
+        give_up_at: None,
+        given_up: false,
         held: None,
     });
     true
@@ -1265,6 +1278,16 @@ fn on_timer(
             cancel.on_timeout(now, actions);
             resent += transmit(actions, txn.socket, &b.to, out);
         }
+        if b.held.is_none() && b.give_up_at.is_some_and(|d| d <= now) {
+            // §9.1: no final response 64*T1 after the CANCEL: the INVITE
+            // counts as cancelled.
+            b.held = Some(Held {
+                status: 487,
+                bytes: None,
+            });
+            b.given_up = true;
+            ended = true;
+        }
     }
     metrics::retransmissions_sent(resent as u64);
     if ended || txn.branches.iter().all(|b| b.held.is_some()) {
@@ -1291,6 +1314,7 @@ fn send_cancel(
     b.cancel = Some(ClientNonInvite::new(
         now, env.timers, false, cancel, actions,
     ));
+    b.give_up_at = Some(now + env.timers.t1 * 64);
     transmit(actions, socket, &b.to, out);
 }
 
@@ -1496,6 +1520,8 @@ mod tests {
             provisional: false,
             cancel_pending: false,
             cancel: None,
+            give_up_at: None,
+            given_up: false,
             held: Some(Held {
                 status,
                 bytes: None,
