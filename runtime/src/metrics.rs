@@ -59,16 +59,20 @@ pub enum DropReason {
     NoRoute,
     /// A request with no Via to answer to, or a response with no usable second Via.
     NoVia,
+    /// A datagram on the sibling link that is not a passed-on response for
+    /// one of our transactions.
+    Sibling,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 7] = [
         DropReason::Route,
         DropReason::Undecided,
         DropReason::Malformed,
         DropReason::NotOurs,
         DropReason::NoRoute,
         DropReason::NoVia,
+        DropReason::Sibling,
     ];
 
     fn label(self) -> &'static str {
@@ -79,6 +83,7 @@ impl DropReason {
             DropReason::NotOurs => "not_ours",
             DropReason::NoRoute => "no_route",
             DropReason::NoVia => "no_via",
+            DropReason::Sibling => "sibling",
         }
     }
 }
