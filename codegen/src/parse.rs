@@ -92,7 +92,8 @@ impl<'a> Parser<'a> {
     /// Length in characters of a node's text, for the caret.
     fn len(&self, n: &Node) -> usize {
         let src = self.text.get(n.pos.offset..).unwrap_or("");
-        let line = src.lines().next().unwrap_or("");
+        // The rest of the node's line: up to LF, CRLF or a lone CR.
+        let line = src.split(['\r', '\n']).next().unwrap_or("");
         match &n.value {
             Value::Str(s) => {
                 let quoted = line.starts_with('"') || line.starts_with('\'');
