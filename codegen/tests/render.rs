@@ -72,3 +72,38 @@ fn lone_carriage_returns_end_lines_for_positions_and_rendering() {
     assert_eq!(split(""), Vec::<&str>::new());
     assert_eq!(split("\r\r"), ["", ""]);
 }
+
+/// Found by fuzzing (fuzz/ `routes_check`): a quoted string folded over two
+/// lines had the positions of its variables counted from its start as if
+/// it were one line, so an unknown variable on the second line was
+/// reported past the end of the first. Positions inside a scalar that is
+/// not the file's own text on one line are now the scalar's start.
+#[test]
+fn positions_inside_a_folded_string_stay_on_a_line_of_the_file() {
+    let text = "request:\n  - append_header: \"X-Folded:\n      $rq\"\n  - forward\n";
+    let d = compile("routes.yaml", text).unwrap_err();
+    assert_eq!(d[0].message, "unknown variable `$rq`");
+    assert_eq!(
+        (d[0].line, d[0].column),
+        (2, 21),
+        "the string's start: {d:?}"
+    );
+    let lines: Vec<&str> = sipforge_codegen::source_lines(text).collect();
+    for d in &d {
+        let line = lines[d.line as usize - 1];
+        assert!(
+            d.column as usize <= line.chars().count() + 1,
+            "{d:?} in {line:?}"
+        );
+    }
+
+    // An escape changes the length: the same.
+    let text = "request:\n  - log: \"\\t\\t\\t\\t $rq\"\n  - forward\n";
+    let d = compile("routes.yaml", text).unwrap_err();
+    assert_eq!((d[0].line, d[0].column), (2, 11), "{d:?}");
+
+    // A string that is the file's text keeps exact positions.
+    let text = "request:\n  - append_header: \"X-One: $rq\"\n  - forward\n";
+    let d = compile("routes.yaml", text).unwrap_err();
+    assert_eq!((d[0].line, d[0].column), (2, 28), "{d:?}");
+}
