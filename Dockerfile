@@ -43,6 +43,10 @@ FROM debian:${DEBIAN_RELEASE}-slim
 RUN groupadd --system --gid 10001 sipforge \
  && useradd --system --uid 10001 --gid sipforge --no-create-home --shell /usr/sbin/nologin sipforge
 COPY --from=build /out/sipforge /usr/local/bin/sipforge
+# The sibling link's directory (docs/operations.md): mount the same volume
+# here in the old and the new container of a rollout.
+RUN install -d -m 0700 -o 10001 -g 10001 /run/sipforge
+ENV SIPFORGE_RUNTIME_DIR=/run/sipforge
 USER 10001:10001
 # SIP over UDP (the routes' `listen:` or --listen), metrics over HTTP.
 EXPOSE 5060/udp 9090/tcp

@@ -78,7 +78,7 @@ pub fn render_diagnostics(path: &str, text: &str, diagnostics: &[Diagnostic]) ->
     let renderer = Renderer::plain();
     let mut out = String::new();
     for d in diagnostics {
-        let line_text = text.lines().nth(d.line as usize - 1).unwrap_or("");
+        let line_text = source_lines(text).nth(d.line as usize - 1).unwrap_or("");
         // Byte range of the caret within the line.
         let start = byte_at_char(line_text, d.column as usize - 1);
         let end = byte_at_char(line_text, (d.column + d.len) as usize - 1).max(start);
@@ -102,6 +102,32 @@ pub fn render_diagnostics(path: &str, text: &str, diagnostics: &[Diagnostic]) ->
         out.push_str("\n\n");
     }
     out
+}
+
+/// The lines of a routes file as the YAML parser counts them, and so as
+/// every position in a diagnostic counts them: a line ends at LF, CRLF or
+/// a lone CR (YAML 1.2 §5.4), where `str::lines` only knows the first two.
+/// Like `str::lines`, no empty last line after a final line break.
+pub fn source_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.find(['\r', '\n']) {
+            Some(end) => {
+                let next = if s[end..].starts_with("\r\n") {
+                    end + 2
+                } else {
+                    end + 1
+                };
+                rest = Some(&s[next..]);
+                Some(&s[..end])
+            }
+            None => {
+                rest = None;
+                (!s.is_empty()).then_some(s)
+            }
+        }
+    })
 }
 
 fn byte_at_char(s: &str, chars: usize) -> usize {

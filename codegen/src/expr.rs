@@ -40,11 +40,17 @@ struct Error {
     hint: String,
 }
 
-fn lex(text: &str, base: Pos) -> Result<Vec<Token>, Error> {
+fn lex(text: &str, base: Pos, exact: bool) -> Result<Vec<Token>, Error> {
     let mut out = Vec::new();
     let mut i = 0;
     let b = text.as_bytes();
-    let pos_of = |i: usize| base.advance(text[..i].chars().count(), i);
+    let pos_of = |i: usize| {
+        if exact {
+            base.advance(text[..i].chars().count(), i)
+        } else {
+            base
+        }
+    };
     while i < text.len() {
         let c = b[i];
         if c.is_ascii_whitespace() {
@@ -402,7 +408,18 @@ fn describe(t: &Tok) -> String {
 /// Parse a condition whose first character is at `base`. A syntax error is
 /// reported and gives `None`.
 pub fn parse(text: &str, base: Pos, diags: &mut Vec<Diagnostic>) -> Option<Expr> {
-    let result = lex(text, base).and_then(|toks| {
+    parse_scalar(text, base, true, diags)
+}
+
+/// Parse a condition, a scalar that starts at `base` in the file; `exact`
+/// as in [`crate::template::parse_scalar`].
+pub fn parse_scalar(
+    text: &str,
+    base: Pos,
+    exact: bool,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Expr> {
+    let result = lex(text, base, exact).and_then(|toks| {
         let mut p = Parser { toks, at: 0 };
         let e = p.or()?;
         if p.peek().tok != Tok::End {

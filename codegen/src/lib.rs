@@ -18,7 +18,7 @@ pub mod yaml;
 
 use sha2::{Digest, Sha256};
 
-pub use diagnostic::{Diagnostic, Severity, cargo_directives, render_diagnostics};
+pub use diagnostic::{Diagnostic, Severity, cargo_directives, render_diagnostics, source_lines};
 
 /// The result of compiling one file: the code when there is no error, and
 /// every diagnostic (warnings too), sorted by position.

@@ -95,7 +95,8 @@ impl<'a> Parser<'a> {
     /// Length in characters of a node's text, for the caret.
     fn len(&self, n: &Node) -> usize {
         let src = self.text.get(n.pos.offset..).unwrap_or("");
-        let line = src.lines().next().unwrap_or("");
+        // The rest of the node's line: up to LF, CRLF or a lone CR.
+        let line = src.split(['\r', '\n']).next().unwrap_or("");
         match &n.value {
             Value::Str(s) => {
                 let quoted = line.starts_with('"') || line.starts_with('\'');
@@ -118,6 +119,16 @@ impl<'a> Parser<'a> {
         } else {
             n.pos
         }
+    }
+
+    /// Whether a string node's value is the file's own text at its content
+    /// position, on one line: then a character of the value is as many
+    /// columns further as it is characters in. Not so for a scalar folded
+    /// over lines, a block scalar or one with escapes; positions inside
+    /// those are given as the scalar's start.
+    fn verbatim(&self, n: &Node, s: &str) -> bool {
+        let at = self.content_pos(n).offset;
+        !s.contains(['\r', '\n']) && self.text.get(at..).is_some_and(|t| t.starts_with(s))
     }
 
     fn sp_str(&self, n: &Node, s: &str) -> Sp<String> {
@@ -738,7 +749,8 @@ impl<'a> Parser<'a> {
 
     fn template(&mut self, v: &Node, s: &str) -> Template {
         let base = self.content_pos(v);
-        template::parse(s, base, &mut self.diags)
+        let exact = self.verbatim(v, s);
+        template::parse_scalar(s, base, exact, &mut self.diags)
     }
 
     fn log(&mut self, v: &Node) -> Option<StepKind> {
@@ -825,16 +837,24 @@ impl<'a> Parser<'a> {
             );
             return None;
         };
+        let exact = self.verbatim(v, s);
+        let at = |i: usize| {
+            if exact {
+                base.advance(s[..i].chars().count(), i)
+            } else {
+                base
+            }
+        };
         let raw_name = &s[..colon];
         let lead = raw_name.len() - raw_name.trim_start().len();
-        let name_pos = base.advance(raw_name[..lead].chars().count(), lead);
+        let name_pos = at(lead);
         let name = raw_name.trim().to_string();
         let name_len = name.chars().count();
         let rest = &s[colon + 1..];
         let skip = rest.len() - rest.trim_start_matches([' ', '\t']).len();
         let value_start = colon + 1 + skip;
-        let value_pos = base.advance(s[..value_start].chars().count(), value_start);
-        let value = template::parse(&s[value_start..], value_pos, &mut self.diags);
+        let value_pos = at(value_start);
+        let value = template::parse_scalar(&s[value_start..], value_pos, exact, &mut self.diags);
         Some(Header {
             name: Sp::new(name, name_pos, name_len),
             value,
@@ -975,7 +995,8 @@ impl<'a> Parser<'a> {
                     match &v.value {
                         Value::Str(s) => {
                             let base = self.content_pos(v);
-                            cond = Some(expr::parse(s, base, &mut self.diags));
+                            let exact = self.verbatim(v, s);
+                            cond = Some(expr::parse_scalar(s, base, exact, &mut self.diags));
                         }
                         _ => {
                             self.expected(

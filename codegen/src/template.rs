@@ -7,11 +7,25 @@ use crate::suggest;
 
 /// Split `text`, whose first character is at `base` in the file.
 pub fn parse(text: &str, base: Pos, diags: &mut Vec<Diagnostic>) -> Template {
+    parse_scalar(text, base, true, diags)
+}
+
+/// Split `text`, a scalar that starts at `base` in the file. `exact` says
+/// the text is the file's own text there, on one line, so that character
+/// `i` is `i` columns further; otherwise (folded over lines, escapes) a
+/// position inside it is given as the scalar's start.
+pub fn parse_scalar(text: &str, base: Pos, exact: bool, diags: &mut Vec<Diagnostic>) -> Template {
     let mut pieces: Vec<TPiece> = Vec::new();
     let mut lit = String::new();
     let mut i = 0;
     let bytes = text.as_bytes();
-    let pos_of = |i: usize| base.advance(text[..i].chars().count(), i);
+    let pos_of = |i: usize| {
+        if exact {
+            base.advance(text[..i].chars().count(), i)
+        } else {
+            base
+        }
+    };
     while i < text.len() {
         if bytes[i] != b'$' {
             let ch = text[i..].chars().next().unwrap_or('\0');

@@ -75,10 +75,13 @@ pub enum DropReason {
     Unresolved,
     /// Over the bounds of name resolution (lookups running, messages waiting).
     ResolverBusy,
+    /// A datagram on the sibling link that is not a passed-on response for
+    /// one of our transactions.
+    Sibling,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 12] = [
+    const ALL: [DropReason; 13] = [
         DropReason::Route,
         DropReason::Undecided,
         DropReason::Malformed,
@@ -91,6 +94,7 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::Unresolved,
         DropReason::ResolverBusy,
+        DropReason::Sibling,
     ];
 
     fn label(self) -> &'static str {
@@ -107,6 +111,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::Unresolved => "unresolved",
             DropReason::ResolverBusy => "resolver_busy",
+            DropReason::Sibling => "sibling",
         }
     }
 }

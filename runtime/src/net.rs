@@ -219,7 +219,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
     let (stop, stopped) = watch::channel(false);
-    let mut identity = match &options.secret {
+    // The branch key: the pool's (`--secret-file`), else the one the
+    // instances of this host share for rollouts, else our own.
+    let secret = options.secret.clone().or_else(sibling::shared_secret);
+    let mut identity = match &secret {
         Some(secret) => Identity::with_secret(listeners, secret),
         None => Identity::new(listeners),
     };
