@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::text::{header, response};
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -331,37 +333,7 @@ fn sample(text: &str, series: &str) -> f64 {
 }
 
 // ---- SIP peers -------------------------------------------------------------------
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").skip(1).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// A response to `req` with `status`, copying what a UAS copies.
-fn response(req: &str, status: &str, to_tag: &str) -> String {
-    let mut out = format!("SIP/2.0 {status}\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let name = line.split(':').next().unwrap_or("").trim();
-        if ["Via", "From", "Call-ID", "CSeq"]
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    let to = header(req, "To").unwrap_or("");
-    if to.contains("tag=") {
-        out.push_str(&format!("To: {to}\r\n"));
-    } else {
-        out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
-}
-
 /// The callee at 127.0.0.1:5080 (where routes.yaml forwards): 180 and 200
 /// to each INVITE, the 200 retransmitted until the ACK; 200 to BYE.
 async fn uas(stop: Arc<AtomicBool>) {

@@ -11,6 +11,8 @@ use sipforge_runtime::target::NextHop;
 
 mod common;
 
+use common::text::response;
+
 const UAC: &str = "192.0.2.10:5060";
 
 fn core() -> Core {
@@ -29,35 +31,7 @@ fn invite(id: &str, extra: &str) -> String {
          Call-ID: {id}\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
     )
 }
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").skip(1).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// A response to `req` as a UAS writes it.
-fn response(req: &str, status: &str) -> String {
-    let mut out = format!("SIP/2.0 {status}\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let name = line.split(':').next().unwrap_or("").trim();
-        if ["Via", "From", "Call-ID", "CSeq"]
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    out.push_str(&format!(
-        "To: {};tag=uas\r\n",
-        header(req, "To").unwrap_or("")
-    ));
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
-}
-
 /// What the core sent, as (to, text).
 fn sent(out: Vec<Outgoing>) -> Vec<(String, String)> {
     out.into_iter()
@@ -97,7 +71,7 @@ fn answer_every_branch(
         let Some((to, inv)) = invites(&sent).into_iter().next() else {
             break;
         };
-        sent = feed(core, now, &response(&inv, status), &to);
+        sent = feed(core, now, &response(&inv, status, "uas"), &to);
         all.extend(sent.iter().cloned());
     }
     all
@@ -146,7 +120,7 @@ fn timer_c_bounds_the_whole_transaction() {
     let first = feed(&mut core, start, &invite("tc1", ""), UAC);
     let (to, inv) = invites(&first).remove(0);
     // The branch rings, then nothing: Timer C (181 s after the 180) fires.
-    let ringing = response(&inv, "180 Ringing");
+    let ringing = response(&inv, "180 Ringing", "uas");
     let up = feed(&mut core, start, &ringing, &to);
     assert!(
         up.iter()
@@ -169,11 +143,11 @@ fn timer_c_bounds_the_whole_transaction() {
     );
     // The branch answers the CANCEL and ends with 487; `failure` relays
     // to the next target of the set, which Timer C's end refuses.
-    let _ = feed(&mut core, now, &response(&cancel, "200 OK"), &to);
+    let _ = feed(&mut core, now, &response(&cancel, "200 OK", "uas"), &to);
     let after = feed(
         &mut core,
         now,
-        &response(&inv, "487 Request Terminated"),
+        &response(&inv, "487 Request Terminated", "uas"),
         &to,
     );
     assert!(
@@ -199,7 +173,7 @@ fn a_callee_that_never_answers_the_cancel_does_not_keep_the_transaction() {
     let start = Instant::now();
     let first = feed(&mut core, start, &invite("gone1", ""), UAC);
     let (to, inv) = invites(&first).remove(0);
-    let _ = feed(&mut core, start, &response(&inv, "180 Ringing"), &to);
+    let _ = feed(&mut core, start, &response(&inv, "180 Ringing", "uas"), &to);
     let mut now = start;
     let mut upstream = Vec::new();
     let mut cancels = 0;

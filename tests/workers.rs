@@ -16,6 +16,8 @@ use tokio::net::UdpSocket;
 
 mod common;
 
+use common::text::{header, response};
+
 const CALLS: usize = 2_000;
 /// Calls in progress at once: enough to keep both workers busy, few enough
 /// that the loopback never drops a burst.
@@ -28,37 +30,7 @@ fn worker_messages(worker: usize) -> f64 {
     )
     .unwrap_or(0.0)
 }
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n").skip(1).find_map(|l| {
-        let (n, v) = l.split_once(':')?;
-        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-    })
-}
-
 /// A response to `req` as a UAS writes it (every Via copied).
-fn response(req: &str, status: &str) -> String {
-    let mut out = format!("SIP/2.0 {status}\r\n");
-    for line in req.split("\r\n").skip(1) {
-        let name = line.split(':').next().unwrap_or("").trim();
-        if ["Via", "From", "Call-ID", "CSeq"]
-            .iter()
-            .any(|n| n.eq_ignore_ascii_case(name))
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        }
-    }
-    let to = header(req, "To").unwrap_or("");
-    if to.contains("tag=") {
-        out.push_str(&format!("To: {to}\r\n"));
-    } else {
-        out.push_str(&format!("To: {to};tag=uas\r\n"));
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
-}
-
 /// The callee: 180 and 200 to each INVITE, 200 to each BYE (and to any
 /// retransmission of either).
 async fn uas(socket: Arc<UdpSocket>) {
@@ -70,14 +42,14 @@ async fn uas(socket: Arc<UdpSocket>) {
         let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
         if msg.starts_with("INVITE ") {
             let _ = socket
-                .send_to(response(&msg, "180 Ringing").as_bytes(), from)
+                .send_to(response(&msg, "180 Ringing", "uas").as_bytes(), from)
                 .await;
             let _ = socket
-                .send_to(response(&msg, "200 OK").as_bytes(), from)
+                .send_to(response(&msg, "200 OK", "uas").as_bytes(), from)
                 .await;
         } else if msg.starts_with("BYE ") {
             let _ = socket
-                .send_to(response(&msg, "200 OK").as_bytes(), from)
+                .send_to(response(&msg, "200 OK", "uas").as_bytes(), from)
                 .await;
         }
     }

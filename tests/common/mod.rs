@@ -182,3 +182,38 @@ pub fn response_to(req: &Sip, status: &str, extra: &str) -> String {
     out.push_str(&format!("To: {to}\r\n{extra}Content-Length: 0\r\n\r\n"));
     out
 }
+
+/// Plain-text helpers for tests that handle SIP as `&str`.
+pub mod text {
+    /// The value of the first header line named `name` (case-insensitive).
+    pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+        msg.split("\r\n").skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// A response to `req` with `status`, copying what a UAS copies (every
+    /// Via, From, Call-ID, CSeq; To with `to_tag` added when it has none).
+    pub fn response(req: &str, status: &str, to_tag: &str) -> String {
+        let mut out = format!("SIP/2.0 {status}\r\n");
+        for line in req.split("\r\n").skip(1) {
+            let name = line.split(':').next().unwrap_or("").trim();
+            if ["Via", "From", "Call-ID", "CSeq"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name))
+            {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+        }
+        let to = header(req, "To").unwrap_or("");
+        if to.contains("tag=") {
+            out.push_str(&format!("To: {to}\r\n"));
+        } else {
+            out.push_str(&format!("To: {to};tag={to_tag}\r\n"));
+        }
+        out.push_str("Content-Length: 0\r\n\r\n");
+        out
+    }
+}
