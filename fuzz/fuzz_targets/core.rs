@@ -436,8 +436,10 @@ fuzz_target!(|input: Input| {
     let config = CoreConfig {
         timers: Timers::default(),
         max_transactions: MAX_TRANSACTIONS,
+        // A few shards: transactions of one input spread over several.
+        shards: 4,
     };
-    let mut core = Core::new(routes, Identity { listeners }, config);
+    let core = Core::new(routes, Identity::new(listeners), config);
     let now = Instant::now();
     core.start(now);
     let mut run = Run {
