@@ -11,7 +11,7 @@
 //!
 //! Every branch of ours also carries:
 //! - a **loop key** (§16.3 step 4): a hash of what a looping request keeps
-//!   and a spiral changes (Request-URI, Call-ID, From tag, CSeq number,
+//!   and a spiral changes (Request-URI, Call-ID, From, CSeq number,
 //!   the next Route; not the To tag, so the ACK of a non-2xx keeps the
 //!   INVITE's branch). A request that comes back with a Via of ours whose loop
 //!   key equals the one it would get now has looped: 482.
@@ -31,7 +31,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 
 use super::identity::Identity;
-use crate::sip::Message;
+use crate::sip::{HeaderName, Message};
 
 /// The RFC 3261 magic cookie every branch starts with.
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
@@ -55,10 +55,14 @@ const STATELESS_LEN: usize = OUR_PREFIX.len() + REQUEST_HEX + LOOP_HEX + INSTANC
 /// the first Route entry left after ours were removed. Deterministic (not
 /// keyed), so instances sharing a port recognise each other's branches.
 pub fn loop_key(msg: &Message<'_>, route_next: Option<&str>) -> u32 {
+    // The From header as written (not parsed: a request and its CANCEL
+    // carry the same one), the CSeq number without the method.
     let mut h = DefaultHasher::new();
     msg.request_uri().hash(&mut h);
     msg.call_id().hash(&mut h);
-    msg.from().and_then(|f| f.tag).hash(&mut h);
+    msg.first(HeaderName::From)
+        .map(|f| msg.value(f))
+        .hash(&mut h);
     msg.cseq().map(|(n, _)| n).hash(&mut h);
     route_next.hash(&mut h);
     let v = h.finish();

@@ -63,7 +63,7 @@ pub struct Identity {
     /// The addresses of this host's interfaces: a listener bound to the
     /// unspecified address (0.0.0.0, ::) receives on every one of them.
     pub local_ips: Vec<IpAddr>,
-    /// The 128-bit key of the checks in our branches (SipHash-2-4):
+    /// The 128-bit key of the checks in our branches (SipHash-1-3):
     /// random per process, or from a secret shared by a pool of instances
     /// (`--secret-file`) so each verifies the others' branches.
     secret: (u64, u64),
@@ -107,7 +107,7 @@ impl Identity {
 
     /// A keyed hash (a MAC under this process's secret) of `value`.
     pub fn mac<T: Hash>(&self, value: T) -> u64 {
-        let mut h = siphasher::sip::SipHasher24::new_with_keys(self.secret.0, self.secret.1);
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
         value.hash(&mut h);
         h.finish()
     }

@@ -269,11 +269,6 @@ impl Core {
         socket: usize,
         out: &mut Vec<Outgoing>,
     ) -> Option<Touched> {
-        // RFC 3261 §7: CRLF ends every line. A header section with lines
-        // ending in LF alone is handled (and so forwarded) as its CRLF copy:
-        // nothing leaves with mixed line ends. A bare CR is refused later.
-        let normalised = crate::sip::crlf_normalised(datagram);
-        let datagram = normalised.as_deref().unwrap_or(datagram);
         let touched = stateless::handle(self, now, datagram, source, socket, out);
         crate::metrics::set_active_transactions(self.capacity.live());
         touched

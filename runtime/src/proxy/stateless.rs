@@ -30,7 +30,8 @@ pub(super) fn handle(
     if datagram.iter().all(|b| b.is_ascii_whitespace()) {
         return None;
     }
-    let msg = match Message::parse(datagram) {
+    let normalised;
+    let mut msg = match Message::parse(datagram) {
         Ok(msg) => msg,
         Err(e) => {
             metrics::parse_error();
@@ -38,6 +39,17 @@ pub(super) fn handle(
             return None;
         }
     };
+    // RFC 3261 §7: CRLF ends every line. A header section with lines
+    // ending in LF alone is handled (and so forwarded) as its CRLF copy:
+    // nothing leaves with mixed line ends. A bare CR is refused later.
+    if msg.has_bare_lf() {
+        normalised = crate::sip::crlf_normalised(datagram);
+        if let Some(copy) = normalised.as_deref()
+            && let Ok(again) = Message::parse(copy)
+        {
+            msg = again;
+        }
+    }
     let mut touched = None;
     if msg.is_request() {
         on_request(core, now, &msg, source, socket, out, &mut touched);

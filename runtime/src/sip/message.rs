@@ -111,11 +111,13 @@ fn header_colon(buf: &[u8], pos: usize, end: usize) -> Option<usize> {
     Some(pos + memchr(b':', buf.get(pos..end)?)?)
 }
 
-/// Whether the line content `from..end` holds a CR (which, the line's CRLF
-/// being outside it, is a bare CR).
-fn has_cr(buf: &[u8], from: usize, end: usize) -> bool {
-    buf.get(from..end)
-        .is_some_and(|line| memchr(b'\r', line).is_some())
+/// Whether `from..end` (the start line and headers) holds a CR that is
+/// not followed by LF: one pass over the CRs, not one search per line.
+fn has_bare_cr(buf: &[u8], from: usize, end: usize) -> bool {
+    let Some(head) = buf.get(from..end) else {
+        return false;
+    };
+    memchr::memchr_iter(b'\r', head).any(|i| head.get(i + 1) != Some(&b'\n'))
 }
 
 /// The datagram with every line ending in LF alone in its start line,
@@ -184,7 +186,7 @@ impl<'a> Message<'a> {
             len: 0,
             head: None,
             top_via: None,
-            bare_cr: has_cr(buf, start, line_end),
+            bare_cr: false,
             bare_lf: line_end + 1 == pos,
             seen: [Seen::default(); HeaderName::COUNT],
         };
@@ -192,10 +194,10 @@ impl<'a> Message<'a> {
         loop {
             let (end, next) = next_line(buf, pos).ok_or(err("no end of header block"))?;
             msg.bare_lf |= end + 1 == next;
-            msg.bare_cr |= has_cr(buf, pos, end);
             if end == pos {
                 msg.headers_end = pos;
                 msg.body_start = next;
+                msg.bare_cr = has_bare_cr(buf, start, pos);
                 break;
             }
             let first = buf.get(pos).copied().unwrap_or(b' ');
