@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -432,7 +433,8 @@ class Proxy:
             binary = ctx.sipforge_bins.get(scenario)
             if binary is None:
                 raise Unavailable(ctx.sipforge_reason or "sipforge was not built")
-            cmd = [binary, "--log-level", "info" if logging_on else "warn"]
+            cmd = [binary, "--log-level", "info" if logging_on else "warn",
+                   *shlex.split(ctx.args.sipforge_args)]
         else:
             raise ValueError(system)
         self.proc = spawn(cmd, lifetime=lifetime, out=self.log, env=env)
@@ -853,6 +855,8 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
     lines.append(f"Logging {args.logging}. CPU: {args.calls} calls at {args.rate} cps, "
                  f"{args.reps} repetitions; rate search: {args.search_duration:g} s runs, "
                  f"{args.search_reps} repetitions. Median (min..max, n).")
+    if args.sipforge_args:
+        lines.append(f"sipforge started with extra arguments `{args.sipforge_args}`.")
     lines.append("")
     if not args.no_cpu:
         lines.append(f"CPU per call (µs, proxy process tree, at {args.rate} cps):")
@@ -1217,6 +1221,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep-logs", action="store_true", help="keep big proxy logs of each run")
     p.add_argument("--kamailio-shm", type=int, default=2048, help="Kamailio -m (MB)")
     p.add_argument("--kamailio-children", type=int, default=2, help="Kamailio -n")
+    p.add_argument("--sipforge-args", default="",
+                   help="extra arguments for every sipforge process, one shell-quoted string "
+                        "(e.g. \"--workers 1\"); default none: one receive thread per core")
     if command == "bench":
         p.add_argument("--systems", default="naive,kamailio,sipforge")
         p.add_argument("--scenarios", default=",".join(SCENARIOS))
