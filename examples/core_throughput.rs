@@ -30,10 +30,12 @@
 //! Responses come from the address their request was sent to (the `to` of
 //! the core's output), as `strict_response_source` wants. The figure is
 //! messages handled per second of wall time over the timed phases (6
-//! messages per call), timers included, with the threads' own CPU time per
-//! message (CLOCK_THREAD_CPUTIME_ID) and the cores they got (CPU / wall):
-//! on a loaded machine the wall-clock ratio mostly says how much CPU the
-//! threads were given, the CPU per message what sharing the core costs.
+//! messages per call), timers included. On a shared machine that mostly
+//! says how much CPU the threads were given, so each thread's time in the
+//! timed phases is also split into CPU (CLOCK_THREAD_CPUTIME_ID), waiting
+//! for a CPU on the run queue (/proc/thread-self/schedstat: other
+//! processes had it) and the rest, blocked (locks); "unqueued" is the rate
+//! without the run-queue waits: messages / ((CPU + blocked) / threads).
 //! The control (`--no-control` skips it): the same threads each with a
 //! core of its own, so that nothing of the core is shared (the process's
 //! allocator and the global metrics still are).
@@ -306,10 +308,65 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Time a thread spent in the timed phases: on a CPU, waiting for one on
+/// the run queue (other processes had it: the machine's load), and the
+/// rest of its wall time, blocked (locks: the core's shard mutexes, the
+/// allocator's arenas).
+#[derive(Clone, Copy, Default)]
+struct Spent {
+    wall: Duration,
+    cpu: Duration,
+    queued: Duration,
+    /// CPU time in the timer phase alone.
+    timer_cpu: Duration,
+}
+
+impl Spent {
+    fn blocked(&self) -> Duration {
+        self.wall.saturating_sub(self.cpu + self.queued)
+    }
+
+    fn add(self, o: Spent) -> Spent {
+        Spent {
+            wall: self.wall + o.wall,
+            cpu: self.cpu + o.cpu,
+            queued: self.queued + o.queued,
+            timer_cpu: self.timer_cpu + o.timer_cpu,
+        }
+    }
+}
+
+/// The calling thread's time spent waiting on a run queue
+/// (`/proc/thread-self/schedstat`, second field; zero where unreadable).
+fn thread_queued() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse().ok())
+        .map_or(Duration::ZERO, Duration::from_nanos)
+}
+
+/// A point in a thread's time: wall, CPU, run-queue wait.
+struct Mark(Instant, Duration, Duration);
+
+impl Mark {
+    fn now() -> Mark {
+        Mark(Instant::now(), thread_cpu(), thread_queued())
+    }
+
+    /// Add what passed since this mark to `spent`; returns the CPU time.
+    fn close(self, spent: &mut Spent) -> Duration {
+        let end = Mark::now();
+        spent.wall += end.0 - self.0;
+        spent.cpu += end.1 - self.1;
+        spent.queued += end.2.saturating_sub(self.2);
+        end.1 - self.1
+    }
+}
+
 /// One thread's share of a run: `batches` batches of `batch` calls, in
 /// step with the others through `barrier` (the coordinator times between
-/// its waits). Returns the datagrams the core sent and the thread's CPU
-/// time in the timed phases.
+/// its waits). Returns the datagrams the core sent and where the thread's
+/// time went in the timed phases.
 #[allow(clippy::too_many_arguments)]
 fn worker(
     core: &Core,
@@ -321,8 +378,8 @@ fn worker(
     batch: usize,
     clock: &dyn Fn(usize) -> Instant,
     barrier: &Barrier,
-) -> (u64, Duration) {
-    let mut cpu = Duration::ZERO;
+) -> (u64, Spent) {
+    let mut spent = Spent::default();
     let uac: SocketAddr = UAC.parse().unwrap();
     let uas: SocketAddr = UAS.parse().unwrap();
     let mut out = Vec::with_capacity(8);
@@ -336,7 +393,7 @@ fn worker(
             call.forwarded = None;
         }
         barrier.wait(); // phase 1: INVITEs
-        let c0 = thread_cpu();
+        let mark = Mark::now();
         for call in calls.iter_mut() {
             sent += handle(
                 core,
@@ -347,7 +404,7 @@ fn worker(
                 Some((&mut call.forwarded, uas)),
             );
         }
-        cpu += thread_cpu() - c0;
+        mark.close(&mut spent);
         barrier.wait();
         // Untimed: the 180s, 200s, ACKs and BYEs.
         for call in calls.iter_mut() {
@@ -361,7 +418,7 @@ fn worker(
             call.bye = in_dialog("BYE", &call.id, 3, 2, &routes);
         }
         barrier.wait(); // phase 3: 180, 200, ACK, BYE
-        let c0 = thread_cpu();
+        let mark = Mark::now();
         for call in calls.iter_mut() {
             let from = call.invite_to.unwrap_or(uas);
             sent += handle(core, now, &call.ringing, from, &mut out, None);
@@ -376,7 +433,7 @@ fn worker(
                 Some((&mut call.forwarded, uas)),
             );
         }
-        cpu += thread_cpu() - c0;
+        mark.close(&mut spent);
         barrier.wait();
         for call in calls.iter_mut() {
             let fwd = call.forwarded.take().expect("the BYE was forwarded");
@@ -384,15 +441,15 @@ fn worker(
             call.bye_ok = response(text(&fwd.bytes), &call.id, "200 OK", "2 BYE", false);
         }
         barrier.wait(); // phase 5: 200s to the BYEs
-        let c0 = thread_cpu();
+        let mark = Mark::now();
         for call in calls.iter() {
             let from = call.bye_to.unwrap_or(uas);
             sent += handle(core, now, &call.bye_ok, from, &mut out, None);
         }
-        cpu += thread_cpu() - c0;
+        mark.close(&mut spent);
         barrier.wait();
         barrier.wait(); // phase 6: timers, past Timers L/M/J
-        let c0 = thread_cpu();
+        let mark = Mark::now();
         let later = clock(b) + Duration::from_secs(40);
         for lane in (first..core.lanes()).step_by(step) {
             if core.next_deadline_in(lane).is_some_and(|d| d <= later) {
@@ -401,19 +458,19 @@ fn worker(
                 sent += out.len() as u64;
             }
         }
-        cpu += thread_cpu() - c0;
+        let timer_cpu = mark.close(&mut spent);
+        spent.timer_cpu += timer_cpu;
         barrier.wait();
     }
     out.clear();
-    (sent, cpu)
+    (sent, spent)
 }
 
 struct RunResult {
     messages: u64,
-    /// CPU time of all the threads in the timed phases.
-    cpu: Duration,
+    /// Where the threads' time went, summed over them.
+    spent: Spent,
     elapsed: Duration,
-    timers: Duration,
 }
 
 /// One run: a fresh core, `calls` calls split over `threads` threads.
@@ -439,8 +496,8 @@ fn run(mode: Mode, threads: usize, separate: bool, o: &Options) -> RunResult {
     // Each batch 41 s after the previous one: everything has expired.
     let clock = move |b: usize| start + Duration::from_secs(41 * b as u64);
     let barrier = Barrier::new(threads + 1);
-    let (mut elapsed, mut timers) = (Duration::ZERO, Duration::ZERO);
-    let (sent, cpu) = std::thread::scope(|s| {
+    let mut elapsed = Duration::ZERO;
+    let (sent, spent) = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let (barrier, clock) = (&barrier, &clock);
@@ -453,21 +510,20 @@ fn run(mode: Mode, threads: usize, separate: bool, o: &Options) -> RunResult {
             })
             .collect();
         for _ in 0..batches {
-            for phase in 0..4 {
+            // Phases 1, 3, 5 and the timers.
+            for _ in 0..4 {
                 barrier.wait(); // the workers' untimed work is done
                 let t0 = Instant::now();
                 barrier.wait();
-                let took = t0.elapsed();
-                elapsed += took;
-                if phase == 3 {
-                    timers += took;
-                }
+                elapsed += t0.elapsed();
             }
         }
         workers
             .into_iter()
             .map(|w| w.join().unwrap())
-            .fold((0, Duration::ZERO), |(n, c), (wn, wc)| (n + wn, c + wc))
+            .fold((0, Spent::default()), |(n, s), (wn, ws)| {
+                (n + wn, s.add(ws))
+            })
     });
     let calls = (batches * batch * threads) as u64;
     assert_eq!(
@@ -481,9 +537,8 @@ fn run(mode: Mode, threads: usize, separate: bool, o: &Options) -> RunResult {
     }
     RunResult {
         messages: calls * MESSAGES_PER_CALL,
-        cpu,
+        spent,
         elapsed,
-        timers,
     }
 }
 
@@ -517,12 +572,34 @@ fn spread(v: &[f64], decimals: usize) -> String {
 struct Figures {
     /// Messages per second of wall time.
     rate: f64,
+    /// Messages per second had no thread waited on a run queue: messages
+    /// / ((CPU + blocked time) / threads). What the threads would do with
+    /// the cores to themselves (an estimate: it assumes they stay in step).
+    unqueued: f64,
     /// CPU nanoseconds per message, all threads.
     cpu_ns: f64,
-    /// CPU time / wall time: the cores the threads actually had.
-    cores: f64,
-    /// Share of the wall time spent firing timers.
-    timers: f64,
+    /// The part of it firing timers.
+    timer_ns: f64,
+    /// Shares of the threads' time in the timed phases: waiting for a CPU
+    /// (the machine's load), blocked (locks).
+    queued: f64,
+    blocked: f64,
+}
+
+impl Figures {
+    fn of(r: &RunResult, threads: usize) -> Figures {
+        let s = &r.spent;
+        let busy = (s.cpu + s.blocked()).as_secs_f64() / threads as f64;
+        let n = r.messages as f64;
+        Figures {
+            rate: n / r.elapsed.as_secs_f64(),
+            unqueued: n / busy,
+            cpu_ns: 1e9 * s.cpu.as_secs_f64() / n,
+            timer_ns: 1e9 * s.timer_cpu.as_secs_f64() / n,
+            queued: s.queued.as_secs_f64() / s.wall.as_secs_f64(),
+            blocked: s.blocked().as_secs_f64() / s.wall.as_secs_f64(),
+        }
+    }
 }
 
 fn main() {
@@ -564,55 +641,56 @@ fn main() {
         for (m, mode) in o.modes.iter().enumerate() {
             for (c, &(threads, separate)) in configs.iter().enumerate() {
                 let r = run(*mode, threads, separate, &o);
-                let wall = r.elapsed.as_secs_f64();
-                let f = Figures {
-                    rate: r.messages as f64 / wall,
-                    cpu_ns: 1e9 * r.cpu.as_secs_f64() / r.messages as f64,
-                    cores: r.cpu.as_secs_f64() / wall,
-                    timers: r.timers.as_secs_f64() / wall,
-                };
+                let f = Figures::of(&r, threads);
                 println!(
-                    "  rep {} {:9} threads {:13}: {:>9.0} msg/s, {:>5.0} ns CPU/msg, {:.2} cores, timers {:4.1}% ({:.3} s)",
+                    "  rep {} {:9} threads {:13}: {:>8.0} msg/s ({:>8.0} unqueued), {:>5.0} ns CPU/msg ({:>4.0} timers), queued {:4.1}%, blocked {:4.1}%",
                     rep + 1,
                     mode.name(),
                     label((threads, separate)),
                     f.rate,
+                    f.unqueued,
                     f.cpu_ns,
-                    f.cores,
-                    100.0 * f.timers,
-                    wall
+                    f.timer_ns,
+                    100.0 * f.queued,
+                    100.0 * f.blocked,
                 );
                 figures[m][c].push(f);
             }
         }
     }
     println!();
+    println!("median (min..max) over the repetitions; ratios taken per repetition:");
+    println!();
     println!(
-        "| mode | threads | messages/s | vs 1 thread (per repetition) | CPU ns per message | cores used | timers share |"
+        "| mode | threads | messages/s | vs 1 thread | unqueued messages/s | vs 1 thread | CPU ns per message | of which timers | queued | blocked |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let one = configs.iter().position(|&c| c == (1, false));
     for (m, mode) in o.modes.iter().enumerate() {
         for (c, &config) in configs.iter().enumerate() {
             let runs = &figures[m][c];
             let get = |f: fn(&Figures) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
-            let ratio = match one {
+            let ratio = |f: fn(&Figures) -> f64| match one {
                 Some(one) => {
                     let ratios: Vec<f64> = (0..runs.len())
-                        .map(|r| runs[r].rate / figures[m][one][r].rate)
+                        .map(|r| f(&runs[r]) / f(&figures[m][one][r]))
                         .collect();
                     format!("{}x", spread(&ratios, 2))
                 }
                 None => "-".into(),
             };
             println!(
-                "| {} | {} | {} | {ratio} | {} | {} | {}% |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {}% | {}% |",
                 mode.name(),
                 label(config),
                 spread(&get(|f| f.rate), 0),
+                ratio(|f| f.rate),
+                spread(&get(|f| f.unqueued), 0),
+                ratio(|f| f.unqueued),
                 spread(&get(|f| f.cpu_ns), 0),
-                spread(&get(|f| f.cores), 2),
-                spread(&get(|f| 100.0 * f.timers), 1),
+                spread(&get(|f| f.timer_ns), 0),
+                spread(&get(|f| 100.0 * f.queued), 1),
+                spread(&get(|f| 100.0 * f.blocked), 1),
             );
         }
     }
