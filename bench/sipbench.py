@@ -22,6 +22,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -432,10 +433,11 @@ class Proxy:
             binary = ctx.sipforge_bins.get(scenario)
             if binary is None:
                 raise Unavailable(ctx.sipforge_reason or "sipforge was not built")
-            cmd = [binary, "--log-level", "info" if logging_on else "warn"]
+            cmd = [binary, "--log-level", "info" if logging_on else "warn",
+                   *shlex.split(ctx.args.sipforge_args)]
         else:
             raise ValueError(system)
-        self.proc = spawn(cmd, lifetime=lifetime, out=self.log, env=env)
+        self.proc = spawn(pinned("proxy", cmd), lifetime=lifetime, out=self.log, env=env)
         try:
             wait_bound(PROXY_PORT, self.proc, SYSTEM_TITLES[system], self.log)
         except RuntimeError:
@@ -504,6 +506,15 @@ def stat_int(stats: dict[str, str], name: str) -> int:
         return 0
 
 
+# `taskset -c LIST` prefixes for the proxies and for sipp (--proxy-cpus,
+# --sipp-cpus); empty: no pinning.
+PIN: dict[str, list[str]] = {"proxy": [], "sipp": []}
+
+
+def pinned(who: str, cmd: list) -> list:
+    return [*PIN[who], *cmd]
+
+
 def start_uas(port: int, scenario_file: str, run_dir: Path, lifetime: float,
               extra: list[str] | None = None) -> tuple[subprocess.Popen, Path, Path]:
     stats = run_dir / f"uas-{port}.csv"
@@ -511,7 +522,7 @@ def start_uas(port: int, scenario_file: str, run_dir: Path, lifetime: float,
     cmd = ["sipp", "-sf", BENCH / "sipp" / scenario_file, "-i", HOST, "-p", str(port),
            "-buff_size", str(BUFFER), "-nd", "-trace_stat", "-stf", stats, "-fd", "1",
            "-timeout", str(int(lifetime)), *(extra or [])]
-    proc = spawn(cmd, lifetime=lifetime + 10, out=out)
+    proc = spawn(pinned("sipp", cmd), lifetime=lifetime + 10, out=out)
     wait_bound(port, proc, f"sipp UAS on {port}", out)
     return proc, stats, out
 
@@ -529,7 +540,7 @@ def run_uac(scenario_file: str, calls: int, rate: int, run_dir: Path, *, recv_ti
            "-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(limit),
            "-buff_size", str(BUFFER), "-nd", "-recv_timeout", str(recv_timeout_ms),
            "-timeout", str(int(lifetime)), "-trace_stat", "-stf", stats, "-fd", "1", *(extra or [])]
-    proc = spawn(cmd, lifetime=lifetime + 10, out=out)
+    proc = spawn(pinned("sipp", cmd), lifetime=lifetime + 10, out=out)
     if background:
         return proc, stats
     started = time.monotonic()
@@ -853,6 +864,11 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
     lines.append(f"Logging {args.logging}. CPU: {args.calls} calls at {args.rate} cps, "
                  f"{args.reps} repetitions; rate search: {args.search_duration:g} s runs, "
                  f"{args.search_reps} repetitions. Median (min..max, n).")
+    if args.sipforge_args:
+        lines.append(f"sipforge started with extra arguments `{args.sipforge_args}`.")
+    if args.proxy_cpus or args.sipp_cpus:
+        lines.append(f"Pinned: proxies on CPUs {args.proxy_cpus or 'any'}, "
+                     f"sipp on CPUs {args.sipp_cpus or 'any'}.")
     lines.append("")
     if not args.no_cpu:
         lines.append(f"CPU per call (µs, proxy process tree, at {args.rate} cps):")
@@ -1217,6 +1233,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep-logs", action="store_true", help="keep big proxy logs of each run")
     p.add_argument("--kamailio-shm", type=int, default=2048, help="Kamailio -m (MB)")
     p.add_argument("--kamailio-children", type=int, default=2, help="Kamailio -n")
+    p.add_argument("--sipforge-args", default="",
+                   help="extra arguments for every sipforge process, one shell-quoted string "
+                        "(e.g. \"--workers 1\"); default none: one receive thread per core")
+    p.add_argument("--proxy-cpus", default="",
+                   help="run every proxy under `taskset -c LIST` (e.g. 4-7); default: not pinned")
+    p.add_argument("--sipp-cpus", default="",
+                   help="run every sipp under `taskset -c LIST` (e.g. 0-3); default: not pinned")
     if command == "bench":
         p.add_argument("--systems", default="naive,kamailio,sipforge")
         p.add_argument("--scenarios", default=",".join(SCENARIOS))
@@ -1248,6 +1271,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    for who, cpus in (("proxy", args.proxy_cpus), ("sipp", args.sipp_cpus)):
+        PIN[who] = ["taskset", "-c", cpus] if cpus else []
     if args.command == "bench":
         return cmd_bench(args)
     if args.command == "memory":
