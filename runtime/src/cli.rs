@@ -125,26 +125,34 @@ pub fn main_with(routes: &'static dyn Routes, build: Build) -> ExitCode {
     };
     let source = routes.settings();
     if args.version {
-        println!("sipforge {}", build.version);
-        println!("commit {}", build.commit.unwrap_or("unknown"));
-        println!(
-            "routes {} sha256:{}",
-            source.source_path, source.source_sha256
-        );
-        match args
+        // Written with errors ignored: `sipforge --version | grep -q ...`
+        // closes the pipe early, which must not turn into a panic.
+        use std::io::Write;
+        let workers = match args
             .workers
             .or((source.workers > 0).then_some(source.workers as usize))
         {
-            Some(n) => println!("workers {n} per socket"),
-            None => println!(
+            Some(n) => format!("workers {n} per socket"),
+            None => format!(
                 "workers {} per socket (one per core this process may use)",
                 net::default_workers()
             ),
-        }
+        };
+        let _ = write!(
+            std::io::stdout().lock(),
+            "sipforge {}\ncommit {}\nroutes {} sha256:{}\n{workers}\n",
+            build.version,
+            build.commit.unwrap_or("unknown"),
+            source.source_path,
+            source.source_sha256
+        );
         return ExitCode::SUCCESS;
     }
     if args.print_routes {
-        print!("{}", source.source_text);
+        use std::io::Write;
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(source.source_text.as_bytes());
         return ExitCode::SUCCESS;
     }
     let settings = match settings(&args, routes) {
