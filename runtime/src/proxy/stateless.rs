@@ -113,14 +113,15 @@ fn on_request(
     }
     // Retransmissions, non-2xx ACKs and CANCELs of relayed requests: only
     // when there are transactions (a stateless proxy takes no lock).
-    let key = server_key(msg);
-    let shard = key.as_ref().map(|k| core.shard_of(k));
-    if let (Some(key), Some(shard)) = (&key, shard)
-        && core.capacity.live() > 0
+    // (The key is built only when needed: a proxy that only forwards
+    // never allocates one.)
+    let mut key = None;
+    if core.capacity.live() > 0
+        && let Some(k) = key.insert(server_key(msg)).as_ref()
     {
-        let (matched, t) = core.with_shard(shard, |s, env| {
-            s.on_request(env, now, msg, key, source, out)
-        });
+        let shard = core.shard_of(k);
+        let (matched, t) =
+            core.with_shard(shard, |s, env| s.on_request(env, now, msg, k, source, out));
         if let Matched::Absorbed = matched {
             *touched = Some(t);
             return;
@@ -156,9 +157,10 @@ fn on_request(
         Decision::Relay(to)
             if !never_stateful && new_relay(core.draining()) == NewRelay::Stateful =>
         {
-            let (Some(key), Some(shard)) = (key, shard) else {
+            let Some(key) = key.unwrap_or_else(|| server_key(msg)) else {
                 return;
             };
+            let shard = core.shard_of(&key);
             let ((), t) = core.with_shard(shard, |s, env| {
                 s.relay(
                     env, now, msg, source, socket, &routes, key, loop_key, to, edits, out,
