@@ -128,7 +128,7 @@ async fn serve(
                     .then(|| response_to(&msg, "200 OK", ""))
             }
             "INVITE" => {
-                let key = (msg.header("Call-ID").unwrap_or_default(), top_branch(&msg));
+                let key = (msg.header("Call-ID").unwrap_or_default(), msg.top_branch());
                 {
                     let mut seen = seen.lock().unwrap();
                     if !seen.invites.contains(&key) {
@@ -150,17 +150,6 @@ async fn serve(
             let _ = socket.send_to(reply.as_bytes(), from).await;
         }
     }
-}
-
-fn top_branch(m: &Sip) -> String {
-    let via = m.headers("Via").into_iter().next().unwrap_or_default();
-    via.split(";branch=")
-        .nth(1)
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_string()
 }
 
 fn invite(uac: &Peer, call_id: &str, cseq: u32, set: &str) -> String {

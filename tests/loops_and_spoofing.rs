@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::branch_of;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -70,20 +72,6 @@ fn via_of(peer: &Peer, branch: &str) -> String {
 
 fn uri_of(peer: &Peer) -> String {
     format!("sip:bob@127.0.0.1:{}", peer.port())
-}
-
-fn branch_of(via: &str) -> String {
-    via.split(";branch=")
-        .nth(1)
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
-fn top_branch(m: &Sip) -> String {
-    branch_of(&m.headers("Via")[0])
 }
 
 /// An INVITE from `uac` to `ruri` with `extra` header lines (Max-Forwards 70).
@@ -476,7 +464,7 @@ async fn a_reroute_to_a_target_that_also_fails_sends_the_404_up_once() {
             start_lines(&rest)
         );
         assert!(rest[0].start_line().starts_with("ACK "), "{name}");
-        assert_eq!(top_branch(&rest[0]), top_branch(inv), "{name}");
+        assert_eq!(rest[0].top_branch(), inv.top_branch(), "{name}");
     }
     assert_grew(&refused("already_tried"), refused_before, 1.0).await;
 }
@@ -588,7 +576,7 @@ async fn a_cancel_matching_no_transaction_is_forwarded_once_statelessly() {
     assert_eq!(start_lines(&got).len(), 1, "{:?}", start_lines(&got));
     let fwd = &got[0];
     assert!(fwd.start_line().starts_with("CANCEL "), "{fwd:?}");
-    let branch = top_branch(fwd);
+    let branch = fwd.top_branch();
     assert!(
         branch.starts_with("z9hG4bKsf") && !branch.starts_with("z9hG4bKsfT"),
         "a stateless branch: {branch}"
@@ -678,7 +666,7 @@ async fn ringing_call(proxy: SocketAddr, uac: &Peer, uas: &Peer, call_id: &str) 
     )
     .await;
     let (inv, _) = uas.recv("INVITE").await;
-    assert!(top_branch(&inv).starts_with("z9hG4bKsfT"), "{inv:?}");
+    assert!(inv.top_branch().starts_with("z9hG4bKsfT"), "{inv:?}");
     uas.send(proxy, &response_to(&inv, "180 Ringing", "")).await;
     let ringing = next_non_trying(uac, "180").await;
     assert_eq!(ringing.start_line(), "SIP/2.0 180 Ringing");
@@ -758,7 +746,7 @@ async fn with_strict_response_source_off_a_response_from_another_address_is_take
     // The hop-by-hop ACK goes where the branch went, not to the sender.
     let (ack, _) = uas.recv("ACK for the 603").await;
     assert!(ack.start_line().starts_with("ACK "));
-    assert_eq!(top_branch(&ack), top_branch(&inv));
+    assert_eq!(ack.top_branch(), inv.top_branch());
     other.expect_silence(100, "no ACK to the sender").await;
 }
 
@@ -771,7 +759,9 @@ async fn guessed_stateful_branches_are_dropped_even_from_the_right_source() {
     // The attacker makes a call of its own through the proxy and sees its
     // branch: `z9hG4bKsfT<shard>.<slot>.<generation>.<n>.<instance>.<key+check>`.
     let (a_uac, a_uas) = (Peer::bind().await, Peer::bind().await);
-    let own = top_branch(&ringing_call(proxy, &a_uac, &a_uas, "attacker").await);
+    let own = ringing_call(proxy, &a_uac, &a_uas, "attacker")
+        .await
+        .top_branch();
     let parts: Vec<&str> = own.strip_prefix("z9hG4bKsfT").unwrap().split('.').collect();
     assert!(parts.len() >= 5, "{own}");
     let (instance, tail) = (parts[4], parts.get(5));
@@ -792,7 +782,7 @@ async fn guessed_stateful_branches_are_dropped_even_from_the_right_source() {
         }
     }
     guesses.retain(|g| *g != own);
-    let real = top_branch(&victim_inv);
+    let real = victim_inv.top_branch();
     let old_form = real.split('.').take(5).collect::<Vec<_>>().join(".");
     assert!(
         guesses.contains(&old_form),

@@ -90,17 +90,6 @@ impl Call {
     }
 }
 
-fn top_branch(m: &Sip) -> String {
-    let via = m.headers("Via")[0].clone();
-    via.split(";branch=")
-        .nth(1)
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .to_string()
-}
-
 #[tokio::test]
 async fn invite_relayed_with_100_trying_and_replies_passed_up() {
     let (server, proxy) = start_proxy_with(routes(), fast_timers()).await;
@@ -110,9 +99,9 @@ async fn invite_relayed_with_100_trying_and_replies_passed_up() {
     assert_eq!(trying.start_line(), "SIP/2.0 100 Trying");
     let (invite, _) = call.uas.recv("INVITE").await;
     assert!(
-        top_branch(&invite).starts_with("z9hG4bKsfT"),
+        invite.top_branch().starts_with("z9hG4bKsfT"),
         "stateful branch: {}",
-        top_branch(&invite)
+        invite.top_branch()
     );
     assert_eq!(invite.header("X-Proxied").as_deref(), Some("You betcha"));
     assert!(invite.header("Record-Route").is_some());
@@ -172,7 +161,7 @@ async fn downstream_that_drops_the_first_invite_gets_a_retransmission() {
     // Ignore it: Timer A (T1 = 50 ms) retransmits with the same branch.
     let (second, _) = call.uas.recv("INVITE retransmission").await;
     assert!(second.start_line().starts_with("INVITE"));
-    assert_eq!(top_branch(&first), top_branch(&second));
+    assert_eq!(first.top_branch(), second.top_branch());
     call.uas
         .send(proxy, &response_to(&second, "200 OK", ""))
         .await;
@@ -193,7 +182,7 @@ async fn a_404_is_rerouted_and_the_caller_never_sees_it() {
     // The first UAS gets the hop-by-hop ACK with the INVITE's branch.
     let (ack, _) = call.uas.recv("ACK for the 404").await;
     assert!(ack.start_line().starts_with("ACK "), "{}", ack.start_line());
-    assert_eq!(top_branch(&ack), top_branch(&invite));
+    assert_eq!(ack.top_branch(), invite.top_branch());
     assert_eq!(ack.header("CSeq").as_deref(), Some("1 ACK"));
     assert!(ack.header("To").unwrap().contains("tag=b1"));
     let (rerouted, _) = second.recv("INVITE at the second UAS").await;
@@ -203,7 +192,7 @@ async fn a_404_is_rerouted_and_the_caller_never_sees_it() {
         Some("You betcha"),
         "request route edits kept"
     );
-    assert_ne!(top_branch(&rerouted), top_branch(&invite), "a new branch");
+    assert_ne!(rerouted.top_branch(), invite.top_branch(), "a new branch");
     second
         .send(proxy, &response_to(&rerouted, "200 OK", ""))
         .await;
@@ -281,7 +270,7 @@ async fn cancel_after_a_provisional() {
     assert_eq!(ok.header("CSeq").as_deref(), Some("1 CANCEL"));
     let (cancel, _) = call.uas.recv("CANCEL downstream").await;
     assert!(cancel.start_line().starts_with("CANCEL "));
-    assert_eq!(top_branch(&cancel), top_branch(&invite));
+    assert_eq!(cancel.top_branch(), invite.top_branch());
     call.uas
         .send(proxy, &response_to(&cancel, "200 OK", ""))
         .await;
@@ -323,7 +312,7 @@ async fn cancel_before_a_provisional_waits_for_one() {
     loop {
         let (m, _) = call.uas.recv("CANCEL once the 180 came").await;
         if m.start_line().starts_with("CANCEL") {
-            assert_eq!(top_branch(&m), top_branch(&invite));
+            assert_eq!(m.top_branch(), invite.top_branch());
             break;
         }
     }

@@ -109,6 +109,17 @@ impl Peer {
     }
 }
 
+/// The `branch` parameter of a Via value ("" when there is none).
+pub fn branch_of(via: &str) -> String {
+    via.split(";branch=")
+        .nth(1)
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
 /// A received SIP message as text, with simple accessors for assertions.
 #[derive(Debug, Clone)]
 pub struct Sip(pub String);
@@ -136,6 +147,11 @@ impl Sip {
 
     pub fn header(&self, name: &str) -> Option<String> {
         self.headers(name).into_iter().next()
+    }
+
+    /// The branch of the top Via ("" when there is none).
+    pub fn top_branch(&self) -> String {
+        branch_of(&self.header("Via").unwrap_or_default())
     }
 
     pub fn body(&self) -> &str {
