@@ -13,6 +13,7 @@ pub mod api;
 pub mod cli;
 pub mod ctx;
 mod digits;
+pub mod limits;
 pub mod log;
 pub mod log_limit;
 pub mod logbuf;
