@@ -7,11 +7,11 @@
 //!   trusted: [ 10.0.0.0/8, "192.0.2.1" ]
 //! ```
 //!
-//! - [`Limiter`] ([`per_source`](self::per_source)): a token bucket per
+//! - [`Limiter`] ([`per_source`]): a token bucket per
 //!   source in a bounded table shared by every worker; over the rate a
 //!   source is ignored for the ban ([`Verdict`]). Trusted sources are never
 //!   limited.
-//! - [`NetList`] ([`net_list`](self::net_list)): a sorted table of
+//! - [`NetList`] ([`net_list`]): a sorted table of
 //!   networks ([`Net`], [`NetRange`]), built at compile time by the code
 //!   generator, for `trusted:` and `$si in [10.0.0.0/8, ...]`.
 

@@ -270,6 +270,16 @@ impl Limiter {
     }
 }
 
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("per_source", &self.per_source)
+            .field("trusted", &self.trusted.ranges().len())
+            .field("capacity", &self.capacity())
+            .finish_non_exhaustive()
+    }
+}
+
 /// The slots of set number `set` (`set < sets_per_shard`).
 fn set_of(slots: &mut [Option<Entry>], set: usize) -> &mut [Option<Entry>] {
     let start = (set * WAYS).min(slots.len().saturating_sub(WAYS));
