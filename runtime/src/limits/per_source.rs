@@ -48,8 +48,11 @@ pub const MAX_CAPACITY: usize = 1 << 24;
 /// `limits.per_source`: `requests` per `per_ms`, else ignored for `ban_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PerSource {
+    /// Requests allowed per `per_ms` (and in one burst).
     pub requests: u32,
+    /// The period of `requests`, in milliseconds.
     pub per_ms: u64,
+    /// How long a source over the rate is ignored, in milliseconds.
     pub ban_ms: u64,
 }
 
