@@ -164,6 +164,40 @@ impl Outcome {
     }
 }
 
+/// How to challenge a request of `method`: REGISTER gets
+/// `401 Unauthorized` with WWW-Authenticate (its credentials come in
+/// Authorization); other methods `407 Proxy Authentication Required` with
+/// Proxy-Authenticate (credentials in Proxy-Authorization), RFC 3261 §22.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChallengeKind {
+    pub status: u16,
+    pub reason_phrase: &'static str,
+    /// The header carrying [`Authenticator::challenges`].
+    pub challenge_header: &'static str,
+    /// The header the client answers in ([`Request::credentials`]).
+    pub credentials_header: &'static str,
+}
+
+impl ChallengeKind {
+    pub fn for_method(method: &str) -> ChallengeKind {
+        if method.eq_ignore_ascii_case("REGISTER") {
+            ChallengeKind {
+                status: 401,
+                reason_phrase: "Unauthorized",
+                challenge_header: "WWW-Authenticate",
+                credentials_header: "Authorization",
+            }
+        } else {
+            ChallengeKind {
+                status: 407,
+                reason_phrase: "Proxy Authentication Required",
+                challenge_header: "Proxy-Authenticate",
+                credentials_header: "Proxy-Authorization",
+            }
+        }
+    }
+}
+
 fn challenge(stale: bool, reason: Failure) -> Outcome {
     Outcome::Challenge { stale, reason }
 }
@@ -253,6 +287,8 @@ impl Authenticator {
     /// response proves the password), user and response (UnknownUser and
     /// WrongPassword, indistinguishable to the client), nonce count
     /// (Replayed), and last the user (Forbidden).
+    ///
+    /// Never call it for ACK or CANCEL: those must pass unchecked.
     pub fn check(&self, req: &Request<'_>, now_unix: u64) -> Outcome {
         let mut other_realm = false;
         let mut malformed = false;

@@ -487,3 +487,31 @@ fn labels() {
     assert_eq!(Algorithm::parse("SHA-256-sess"), None);
     assert_eq!(Algorithm::Sha256.name(), "SHA-256");
 }
+
+#[test]
+fn challenge_kinds() {
+    let r = ChallengeKind::for_method("REGISTER");
+    assert_eq!((r.status, r.challenge_header), (401, "WWW-Authenticate"));
+    assert_eq!(r.credentials_header, "Authorization");
+    let i = ChallengeKind::for_method("INVITE");
+    assert_eq!((i.status, i.challenge_header), (407, "Proxy-Authenticate"));
+    assert_eq!(i.credentials_header, "Proxy-Authorization");
+}
+
+#[test]
+fn concurrent_replays_accept_exactly_one() {
+    let a = auth();
+    let n = nonce_of(&a.challenges(REALM, false, T0)[0]);
+    let h = answer(&n, "alice", "secret", Algorithm::Sha256).header();
+    let oks = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| check(&a, "alice", &[&h], T0) == ok("alice", 0)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or(false))
+            .filter(|&ok| ok)
+            .count()
+    });
+    assert_eq!(oks, 1);
+}
