@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus counters and the `--metrics` endpoint.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod ctx;
 mod digits;
