@@ -905,6 +905,7 @@ async fn siblings_pass_each_other_their_responses() {
         core: common::fast_timers(),
         workers: 2,
         secret: None,
+        authenticator: None,
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

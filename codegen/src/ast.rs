@@ -54,6 +54,10 @@ pub struct File {
     /// `strict_response_source:` (None: the default, true).
     pub strict_response_source: Option<bool>,
     pub destinations: Vec<DestSet>,
+    /// `auth:` (digest authentication settings).
+    pub auth: Option<AuthSpec>,
+    /// `limits:` (per-source rate limit, trusted networks).
+    pub limits: Option<LimitsSpec>,
     pub sections: Vec<Section>,
     pub routes: Vec<NamedRoute>,
 }
@@ -105,6 +109,47 @@ pub struct Section {
 pub struct NamedRoute {
     pub name: Sp<String>,
     pub body: Block,
+}
+
+/// `auth:`.
+#[derive(Debug)]
+pub struct AuthSpec {
+    /// Where `auth:` is written.
+    pub pos: Pos,
+    /// `realm:` (None: the From domain).
+    pub realm: Option<Template>,
+    /// `credentials:` path (None: `--credentials` must give it).
+    pub credentials: Option<Sp<String>>,
+    /// `algorithms:` as written (None: SHA-256 then MD5).
+    pub algorithms: Option<Vec<Sp<String>>>,
+    /// `nonce_ttl:` in milliseconds (None: the default).
+    pub nonce_ttl_ms: Option<u64>,
+    /// `secret:` path of the nonce key (None: random per process).
+    pub secret: Option<Sp<String>>,
+}
+
+impl AuthSpec {
+    /// How long a nonce is good for when `nonce_ttl:` is not given.
+    pub const DEFAULT_NONCE_TTL_MS: u64 = 300_000;
+    /// What `algorithms:` may name, in the default order.
+    pub const ALGORITHMS: [&'static str; 2] = ["SHA-256", "MD5"];
+}
+
+/// `limits:`.
+#[derive(Debug, Default)]
+pub struct LimitsSpec {
+    /// `per_source: { requests, per, ban }`.
+    pub per_source: Option<PerSourceSpec>,
+    /// `trusted:` networks as written.
+    pub trusted: Vec<Sp<String>>,
+}
+
+/// `limits.per_source`.
+#[derive(Debug, Clone, Copy)]
+pub struct PerSourceSpec {
+    pub requests: u32,
+    pub per_ms: u64,
+    pub ban_ms: u64,
 }
 
 /// A `destinations:` entry.
@@ -200,6 +245,8 @@ pub enum StepKind {
     Relay(RelayTo),
     RecordRoute,
     Route(Sp<String>),
+    /// `authenticate`: digest credentials checked, or a challenge sent.
+    Authenticate,
     Drop,
     Exit,
     If {
@@ -227,6 +274,7 @@ impl StepKind {
             StepKind::Relay(_) => "relay",
             StepKind::RecordRoute => "record_route",
             StepKind::Route(_) => "route",
+            StepKind::Authenticate => "authenticate",
             StepKind::Drop => "drop",
             StepKind::Exit => "exit",
             StepKind::If { .. } => "if",
@@ -276,6 +324,7 @@ pub enum Var {
     Pr,
     Ua,
     Ds,
+    Au,
     Hdr(String),
 }
 
@@ -304,6 +353,7 @@ const VARS: &[(&str, Var, &str, bool)] = &[
     ("pr", Var::Pr, "Pr", false),
     ("ua", Var::Ua, "Ua", false),
     ("ds", Var::Ds, "Ds", false),
+    ("au", Var::Au, "Au", false),
 ];
 
 impl Var {
@@ -417,6 +467,8 @@ pub enum Operand {
     Int(i64),
     /// A bare word such as `INVITE`.
     Word(String),
+    /// An address or network written bare in a list: `10.0.0.0/8`, `::1`.
+    Net(String),
 }
 
 /// A condition.

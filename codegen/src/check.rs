@@ -9,6 +9,8 @@ use crate::ast::*;
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
+mod security;
+
 /// Where a block runs: a section, or nowhere (an unused named route).
 type Ctx = Option<SectionKind>;
 
@@ -289,6 +291,7 @@ fn ty(o: &Operand) -> Ty {
         Operand::Var(_) | Operand::Str(_) => Ty::Text,
         Operand::Int(_) => Ty::Int,
         Operand::Word(_) => Ty::Word,
+        Operand::Net(_) => Ty::Text,
     }
 }
 
@@ -298,6 +301,7 @@ fn show(o: &Operand) -> String {
         Operand::Str(s) => format!("\"{s}\""),
         Operand::Int(n) => format!("`{n}`"),
         Operand::Word(w) => format!("`{w}`"),
+        Operand::Net(n) => format!("`{n}`"),
     }
 }
 
@@ -390,6 +394,7 @@ impl<'f> Checker<'f> {
                 );
             }
         }
+        self.security_settings();
         // Route names and their function names.
         let mut fns: BTreeMap<String, &Sp<String>> = BTreeMap::new();
         for r in &file.routes {
@@ -670,6 +675,7 @@ impl<'f> Checker<'f> {
                     }
                 }
             }
+            StepKind::Authenticate => self.authenticate(s, ctx, &at),
             StepKind::RecordRoute => {
                 if ctx == Some(SectionKind::Reply) {
                     self.err(
@@ -904,6 +910,9 @@ impl<'f> Checker<'f> {
             }
             Expr::InList { lhs, items } => {
                 self.operand(lhs, ctx, route);
+                if self.net_list(lhs, items) {
+                    return;
+                }
                 let lt = ty(&lhs.node);
                 if !matches!(lhs.node, Operand::Var(_)) {
                     self.err(

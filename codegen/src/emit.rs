@@ -14,6 +14,8 @@ use quote::{format_ident, quote};
 use crate::ast::*;
 use crate::check::{block_ends, route_fn_name, used_routes};
 
+mod security;
+
 const MARKER: &str = "__sipforge_line!";
 
 /// What `emit` needs besides the tree.
@@ -30,6 +32,7 @@ pub fn emit(file: &File, src: &Source<'_>) -> Result<String, String> {
     let mut e = Emitter {
         targets: BTreeMap::new(),
         patterns: Vec::new(),
+        nets: Vec::new(),
     };
     let tokens = e.file(file, src);
     let parsed: syn::File = syn::parse2(tokens)
@@ -72,6 +75,8 @@ struct Emitter {
     targets: BTreeMap<String, (Ident, u32)>,
     /// Regex statics in order of appearance: (name, source, line).
     patterns: Vec<(Ident, String, u32)>,
+    /// Network tables in order of appearance: (name, ranges, line).
+    nets: Vec<(Ident, Vec<crate::nets::Range>, u32)>,
 }
 
 fn num(n: impl Into<i64>) -> Literal {
@@ -257,6 +262,9 @@ impl Emitter {
             Literal::u32_unsuffixed(file.max_branches.unwrap_or(File::DEFAULT_MAX_BRANCHES));
         let strict_source = file.strict_response_source.unwrap_or(true);
         let workers = Literal::u32_unsuffixed(file.workers.unwrap_or(0));
+        let auth = self.auth_settings(file);
+        let limits = self.limit_settings(file);
+        let statics_n = self.net_statics();
         let path = lit(src.path);
         let sha = lit(src.sha256);
         let text = source_literal(src.text);
@@ -292,6 +300,8 @@ impl Emitter {
                 workers: #workers,
                 max_branches: #max_branches,
                 strict_response_source: #strict_source,
+                auth: #auth,
+                limits: #limits,
                 source_path: #path,
                 source_text: SOURCE_TEXT,
                 source_sha256: #sha,
@@ -299,6 +309,7 @@ impl Emitter {
 
             #(#statics_t)*
             #(#statics_p)*
+            #(#statics_n)*
             #(#fns)*
 
             /// The routes file this code was generated from.
@@ -308,11 +319,17 @@ impl Emitter {
         idents(body.clone(), &mut names);
         let api = [
             "Algorithm",
+            "AuthSettings",
             "Ctx",
             "Destination",
             "DestinationSet",
+            "DigestAlgorithm",
             "Flow",
             "Level",
+            "LimitSettings",
+            "NetList",
+            "NetRange",
+            "PerSource",
             "Pattern",
             "Piece",
             "Probe",
@@ -458,6 +475,11 @@ impl Emitter {
                 quote!(return cx.relay(#l, #to);)
             }
             StepKind::RecordRoute => quote!(cx.record_route(#l);),
+            StepKind::Authenticate => quote! {
+                if cx.authenticate(#l).is_stop() {
+                    return Flow::Stop;
+                }
+            },
             StepKind::Route(n) => {
                 let f = format_ident!("{}", route_fn_name(&n.node));
                 quote! {
@@ -568,6 +590,9 @@ impl Emitter {
                     (quote!(#id.is_match(&#subject)), Prec::Atom)
                 }
             }
+            Expr::InList { lhs, items } if crate::nets::is_net_list(&lhs.node, items) => {
+                (self.in_nets(&lhs.node, items), Prec::Atom)
+            }
             Expr::InList { lhs, items } => {
                 if let Operand::Var(v) = &lhs.node
                     && v.is_int()
@@ -585,7 +610,7 @@ impl Emitter {
                     let subject = operand_text(&lhs.node);
                     let pats = items.iter().map(|i| {
                         let s = match &i.node {
-                            Operand::Str(s) | Operand::Word(s) => s.clone(),
+                            Operand::Str(s) | Operand::Word(s) | Operand::Net(s) => s.clone(),
                             Operand::Int(n) => n.to_string(),
                             Operand::Var(_) => String::new(),
                         };
@@ -673,7 +698,7 @@ fn operand_text(o: &Operand) -> TokenStream {
             let v = var(v);
             quote!(cx.get(#v))
         }
-        Operand::Str(s) | Operand::Word(s) => {
+        Operand::Str(s) | Operand::Word(s) | Operand::Net(s) => {
             let s = lit(s);
             quote!(#s)
         }

@@ -100,6 +100,20 @@ fn lex(text: &str, base: Pos, exact: bool) -> Result<Vec<Token>, Error> {
             });
             continue;
         }
+        // An address or network (`10.0.0.0/8`, `::1`, `fe80::/10`) in a list.
+        let run = text[i..]
+            .bytes()
+            .take_while(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'/'))
+            .count();
+        if run > 0 && crate::nets::looks_like_net(&text[i..i + run]) {
+            i += run;
+            out.push(Token {
+                tok: Tok::Operand(Operand::Net(text[start..i].to_string())),
+                pos: pos_of(start),
+                len: run as u32,
+            });
+            continue;
+        }
         let tok = if c == b'"' {
             let mut s = String::new();
             i += 1;
@@ -388,6 +402,7 @@ fn describe(t: &Tok) -> String {
         Tok::Operand(Operand::Str(s)) => format!("\"{s}\""),
         Tok::Operand(Operand::Int(n)) => format!("`{n}`"),
         Tok::Operand(Operand::Word(w)) => format!("`{w}`"),
+        Tok::Operand(Operand::Net(n)) => format!("`{n}`"),
         Tok::Cmp(op) => format!("`{}`", op.text()),
         Tok::Match(false) => "`=~`".into(),
         Tok::Match(true) => "`!~`".into(),

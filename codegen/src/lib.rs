@@ -11,6 +11,7 @@ pub mod check;
 pub mod diagnostic;
 pub mod emit;
 pub mod expr;
+pub mod nets;
 pub mod parse;
 mod suggest;
 pub mod template;

@@ -10,10 +10,14 @@ use crate::diagnostic::Diagnostic;
 use crate::yaml::{Node, Value};
 use crate::{expr, suggest, template};
 
+mod security;
+
 const TOP_KEYS: &[&str] = &[
     "listen",
     "advertise",
+    "auth",
     "destinations",
+    "limits",
     "max_branches",
     "strict_response_source",
     "workers",
@@ -32,6 +36,7 @@ const ACTIONS: &[&str] = &[
     "relay",
     "record_route",
     "route",
+    "authenticate",
     "drop",
     "exit",
     "if",
@@ -264,6 +269,8 @@ impl<'a> Parser<'a> {
                     ),
                 },
                 "destinations" => file.destinations = self.destinations(v),
+                "auth" => file.auth = self.auth(k, v),
+                "limits" => file.limits = self.limits(v),
                 "request" | "reply" | "failure" => {
                     let kind = match key.as_str() {
                         "request" => SectionKind::Request,
@@ -649,7 +656,7 @@ impl<'a> Parser<'a> {
                     }
                 }
             }),
-            "record_route" | "drop" | "exit" => {
+            "record_route" | "drop" | "exit" | "authenticate" => {
                 if let Some(v) = v {
                     let l = self.len(v);
                     self.err(
@@ -662,6 +669,7 @@ impl<'a> Parser<'a> {
                 }
                 match word {
                     "record_route" => StepKind::RecordRoute,
+                    "authenticate" => StepKind::Authenticate,
                     "drop" => StepKind::Drop,
                     _ => StepKind::Exit,
                 }

@@ -475,3 +475,77 @@ fn transaction_bounds_settings() {
         errors("max_branches: 64\nstrict_response_source: false\nrequest: [ relay ]\n").is_empty()
     );
 }
+
+#[test]
+fn authentication_settings_and_step() {
+    assert!(
+        errors(
+            "auth:\n  realm: \"$fd\"\n  credentials: /etc/sipforge/users\n  algorithms: [SHA-256, MD5]\n  nonce_ttl: 300s\nrequest:\n  - authenticate\n  - log: \"user $au\"\n  - relay\n"
+        )
+        .is_empty()
+    );
+    // Without an `auth:` block the defaults apply (credentials from --credentials).
+    assert!(errors("request: [ authenticate, relay ]\n").is_empty());
+    one(
+        "auth: { algorithms: [SHA-256, SHA-1] }\nrequest: [ relay ]\n",
+        "routes.yaml:1:31: unknown digest algorithm `SHA-1`",
+    );
+    one(
+        "auth: { algorithms: [MD5, md5] }\nrequest: [ relay ]\n",
+        "routes.yaml:1:27: `md5` is listed twice",
+    );
+    one(
+        "auth: { realm: \"$rs\" }\nrequest: [ relay ]\n",
+        "routes.yaml:1:17: `$rs` has no meaning in `request`",
+    );
+    one(
+        "auth: { nonce: 5 }\nrequest: [ relay ]\n",
+        "routes.yaml:1:9: unknown key `nonce`",
+    );
+    one(
+        "request: [ relay ]\nreply: [ authenticate ]\n",
+        "routes.yaml:2:10: `authenticate` cannot be used in `reply`",
+    );
+    one(
+        "request: [ relay ]\nfailure: [ authenticate, relay ]\n",
+        "routes.yaml:2:12: `authenticate` cannot be used in `failure`",
+    );
+    one(
+        "request: [ { authenticate: yes }, relay ]\n",
+        "routes.yaml:1:28: `authenticate` takes no value",
+    );
+}
+
+#[test]
+fn limits_and_network_lists() {
+    assert!(
+        errors(
+            "limits:\n  per_source: { requests: 50, per: 1s, ban: 60s }\n  trusted: [ 10.0.0.0/8, \"192.0.2.1\", \"2001:db8::/32\" ]\nrequest:\n  - if: $si in [127.0.0.1, 10.0.0.0/8, \"::1\", fe80::/10]\n    then: [ relay ]\n  - if: not ($si in [\"192.168.0.0/16\"])\n    then: [ drop ]\n  - relay\n"
+        )
+        .is_empty()
+    );
+    one(
+        "limits:\n  trusted: [ 10.1.0.0/8 ]\nrequest: [ relay ]\n",
+        "routes.yaml:2:14: invalid trusted network: `10.1.0.0/8` has host bits set; the network is `10.0.0.0/8`",
+    );
+    one(
+        "limits: { per_source: { requests: 50, per: 1s } }\nrequest: [ relay ]\n",
+        "routes.yaml:1:23: `per_source` needs `requests`, `per` and `ban`",
+    );
+    one(
+        "limits: { per_source: { requests: 0, per: 1s, ban: 1m } }\nrequest: [ relay ]\n",
+        "routes.yaml:1:35: `requests` must be a whole number from 1 to 1000000",
+    );
+    one(
+        "request:\n  - if: $si in [10.0.0.0/8, \"office\"]\n    then: [ relay ]\n  - drop\n",
+        "routes.yaml:2:29: invalid network in the list: `office` is not an IP address or network",
+    );
+    one(
+        "request:\n  - if: $si in [10.0.0.0/33]\n    then: [ relay ]\n  - drop\n",
+        "routes.yaml:2:17: invalid network in the list: `/33` is not a prefix length from 0 to 32",
+    );
+    one(
+        "request:\n  - if: $sp in [10.0.0.1]\n    then: [ relay ]\n  - drop\n",
+        "routes.yaml:2:9: a network list tests an address, and `$sp` is not one",
+    );
+}

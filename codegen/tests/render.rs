@@ -15,7 +15,7 @@ error: unknown variable `$xx`
 2 |   - log: \"got $xx\"
   |               ^^^ in this template
   |
-  = help: variables are $rm $ru $rU $rd $rp $du $rs $rr $fu $fU $fd $ft $tu $tU $td $tt $ci $cs $si $sp $pr $ua $ds
+  = help: variables are $rm $ru $rU $rd $rp $du $rs $rr $fu $fU $fd $ft $tu $tU $td $tt $ci $cs $si $sp $pr $ua $ds $au
 ";
     assert!(r.starts_with(expected), "got:\n{r}");
 }

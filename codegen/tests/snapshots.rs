@@ -90,3 +90,13 @@ fn source_text_with_quotes_and_hashes() {
     let code = sipforge_codegen::compile("r.yaml", text).unwrap();
     assert!(code.contains("\\r\\n"));
 }
+
+#[test]
+fn fixture_auth() {
+    snapshot("tests/routes/auth.yaml", "auth");
+}
+
+#[test]
+fn fixture_limits() {
+    snapshot("tests/routes/limits.yaml", "limits");
+}

@@ -26,6 +26,7 @@
 use std::sync::OnceLock;
 
 pub use crate::ctx::Ctx;
+pub use crate::limits::{NetList, NetRange, PerSource};
 
 /// What a block of steps did: ran to its end, or stopped the processing
 /// (an ending action or `exit`).
@@ -80,12 +81,47 @@ pub struct Settings {
     /// `strict_response_source:`: a response to a stateful branch sent to an
     /// IP address must come from that address and port (true when not given).
     pub strict_response_source: bool,
+    /// `auth:` (present when the file has the block or uses `authenticate`).
+    pub auth: Option<AuthSettings>,
+    /// `limits:`.
+    pub limits: Option<LimitSettings>,
     /// The routes file path as given to the build.
     pub source_path: &'static str,
     /// The routes file's text (for `--print-routes`).
     pub source_text: &'static str,
     /// SHA-256 of the routes file, lowercase hex.
     pub source_sha256: &'static str,
+}
+
+/// `auth:`: digest authentication (see `crate::auth`).
+#[derive(Debug)]
+pub struct AuthSettings {
+    /// `realm:` (None: the From domain).
+    pub realm: Option<&'static Template>,
+    /// `credentials:` path (`--credentials` wins).
+    pub credentials: Option<&'static str>,
+    /// `algorithms:`: one challenge per algorithm, in this order.
+    pub algorithms: &'static [DigestAlgorithm],
+    /// `nonce_ttl:` in milliseconds.
+    pub nonce_ttl_ms: u64,
+    /// `secret:`: the file holding the nonce key (None: random per process).
+    pub secret: Option<&'static str>,
+}
+
+/// Digest algorithms (RFC 7616).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    Md5,
+    Sha256,
+}
+
+/// `limits:`: the per-source rate limit and the networks it spares.
+#[derive(Debug)]
+pub struct LimitSettings {
+    /// `per_source:` (None: no rate limit).
+    pub per_source: Option<PerSource>,
+    /// `trusted:` networks, never limited.
+    pub trusted: &'static NetList,
 }
 
 /// A named destination set (`destinations:`).
@@ -177,6 +213,9 @@ pub enum Var {
     Ua,
     /// `$ds` destination set chosen by `relay: SET`
     Ds,
+    /// `$au` the user `authenticate` accepted (before it: the username of
+    /// the request's credentials)
+    Au,
     /// `$hdr(Name)` first value of a header
     Hdr(&'static str),
 }

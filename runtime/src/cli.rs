@@ -19,6 +19,8 @@ use crate::log;
 use crate::net::{self, Options};
 use crate::proxy::DrainMode;
 
+mod auth;
+
 /// Longest `--shutdown-timeout` accepted (an hour).
 const MAX_SHUTDOWN_TIMEOUT: u64 = 3600;
 /// How often a draining instance looks at its open transactions.
@@ -55,6 +57,9 @@ struct Args {
     /// A file holding the secret (16 bytes or more, e.g. `head -c 32 /dev/urandom | base64`) that keys the checks in our Via branches; give every instance of a pool the same one so each verifies the others' branches (default: random per process)
     #[arg(long, value_name = "PATH")]
     secret_file: Option<std::path::PathBuf>,
+    /// The credentials file `authenticate` checks against (lines `user:realm:HA1`; replaces `auth.credentials`; reloaded on SIGHUP)
+    #[arg(long, value_name = "PATH")]
+    credentials: Option<std::path::PathBuf>,
     /// Most transactions (relayed requests) kept at once; over it new ones get 503
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_transactions: usize,
@@ -99,6 +104,8 @@ struct Settings {
     metrics: Option<SocketAddr>,
     shutdown_timeout: Duration,
     drain_mode: DrainMode,
+    /// The credentials `authenticate` checks against, and their file.
+    auth: Option<auth::Loaded>,
 }
 
 /// Run the `sipforge` binary with the compiled routes (commit unknown).
@@ -163,8 +170,16 @@ pub fn main_with(routes: &'static dyn Routes, build: Build) -> ExitCode {
         }
     };
     if args.check {
+        let users = match &settings.auth {
+            Some(a) => format!(
+                ", {} credential(s) from {}",
+                a.authenticator.credentials_count(),
+                a.credentials.display()
+            ),
+            None => String::new(),
+        };
         println!(
-            "sipforge: settings ok ({} listen socket(s), metrics {}, routes sha256:{})",
+            "sipforge: settings ok ({} listen socket(s), metrics {}{users}, routes sha256:{})",
             settings.options.listen.len(),
             settings
                 .metrics
@@ -231,6 +246,13 @@ async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> E
         None => None,
     };
     let workers = settings.options.workers;
+    let reload = match settings.auth.map(auth::reload_on_sighup).transpose() {
+        Ok(task) => task,
+        Err(e) => {
+            eprintln!("sipforge: cannot handle SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match net::start(routes, settings.options).await {
         Ok(server) => server,
         Err(e) => {
@@ -291,6 +313,9 @@ async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> E
     }
     server.shutdown().await;
     if let Some(task) = metrics_task {
+        task.abort();
+    }
+    if let Some(task) = reload {
         task.abort();
     }
     tracing::info!("stopped");
@@ -386,6 +411,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     }
     let metrics = args.metrics.as_deref().map(parse_metrics).transpose()?;
     log::filter(&args.log_level)?;
+    let auth = auth::load(routes, args.credentials.as_deref())?;
     Ok(Settings {
         options: Options {
             listen,
@@ -396,10 +422,12 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             },
             workers,
             secret,
+            authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         drain_mode: args.drain_mode,
+        auth,
     })
 }
 

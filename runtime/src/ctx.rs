@@ -7,9 +7,13 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::ops::Range;
 
 use crate::api::{Flow, Level, RelayTo, Target, Template, Var};
 use crate::sip::{Message, NameAddr, Uri};
+
+mod authenticate;
+pub(crate) use authenticate::AuthEnv;
 
 /// Which section of the routes file is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,9 @@ pub struct Edits {
     pub appended: Vec<u8>,
     /// Names of headers to remove (every header of the name).
     pub removed: Vec<&'static str>,
+    /// Single header lines to remove (byte ranges of the received
+    /// message): the credentials `authenticate` consumed.
+    pub removed_lines: Vec<Range<usize>>,
     /// A new Request-URI.
     pub ruri: Option<String>,
     /// `$du`: the next hop override.
@@ -65,6 +72,10 @@ pub struct Ctx<'a> {
     /// `$rs` / `$rr` in `failure` (the best response, or 408 on timeout).
     status: Option<(u16, &'a str)>,
     source: SocketAddr,
+    /// What `authenticate` needs (requests only, when the routes use it).
+    auth: Option<AuthEnv<'a>>,
+    /// `$au` once `authenticate` accepted the request.
+    au: Option<String>,
     pub(crate) edits: Edits,
     pub(crate) decision: Decision,
 }
@@ -111,9 +122,17 @@ impl<'a> Ctx<'a> {
             stored_parsed: std::cell::OnceCell::new(),
             status,
             source,
+            auth: None,
+            au: None,
             edits: Edits::default(),
             decision: Decision::Undecided,
         }
+    }
+
+    /// Give `authenticate` what it needs.
+    pub(crate) fn with_auth(mut self, env: Option<AuthEnv<'a>>) -> Ctx<'a> {
+        self.auth = env;
+        self
     }
 
     pub fn section(&self) -> Section {
@@ -201,6 +220,10 @@ impl<'a> Ctx<'a> {
             Var::Pr => Cow::Borrowed("udp"),
             Var::Ua => self.header_value("User-Agent").unwrap_or(empty),
             Var::Ds => self.edits.ds.map_or(empty, Cow::Borrowed),
+            Var::Au => match &self.au {
+                Some(user) => Cow::Borrowed(user),
+                None => self.credentials_user().map_or(empty, Cow::Owned),
+            },
             Var::Hdr(name) => self.header_value(name).unwrap_or(empty),
         }
     }
@@ -232,6 +255,14 @@ impl<'a> Ctx<'a> {
     /// `exists($hdr(Name))`
     pub fn has_header(&self, name: &str) -> bool {
         self.msg.find(name).next().is_some()
+    }
+
+    /// `$var in [networks]`: the variable's text is an address in one of them.
+    pub fn ip_in(&self, v: Var, nets: &crate::api::NetList) -> bool {
+        match v {
+            Var::Si => nets.contains(self.source.ip()),
+            _ => nets.contains_text(self.get(v).trim()),
+        }
     }
 
     /// `in_dialog`: the To header has a tag.

@@ -78,10 +78,12 @@ pub enum DropReason {
     /// A datagram on the sibling link that is not a passed-on response for
     /// one of our transactions.
     Sibling,
+    /// A request from a source over `limits.per_source`, or banned.
+    RateLimited,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 13] = [
+    const ALL: [DropReason; 14] = [
         DropReason::Route,
         DropReason::Undecided,
         DropReason::Malformed,
@@ -95,6 +97,7 @@ impl DropReason {
         DropReason::Unresolved,
         DropReason::ResolverBusy,
         DropReason::Sibling,
+        DropReason::RateLimited,
     ];
 
     fn label(self) -> &'static str {
@@ -112,6 +115,7 @@ impl DropReason {
             DropReason::Unresolved => "unresolved",
             DropReason::ResolverBusy => "resolver_busy",
             DropReason::Sibling => "sibling",
+            DropReason::RateLimited => "rate_limited",
         }
     }
 }
@@ -143,6 +147,23 @@ impl BranchRefusal {
     }
 }
 
+/// Why `authenticate` did not accept a request
+/// (`sipforge_auth_failures_total{reason}`); the labels of
+/// `auth::Failure::label`.
+pub const AUTH_FAILURES: [&str; 11] = [
+    "no_credentials",
+    "malformed",
+    "unknown_user",
+    "wrong_password",
+    "stale_nonce",
+    "forged_nonce",
+    "replayed",
+    "wrong_realm",
+    "unsupported_algorithm",
+    "user_mismatch",
+    "unavailable",
+];
+
 type Label = [(&'static str, &'static str); 1];
 
 /// The counters and gauges, each series created up front.
@@ -166,6 +187,10 @@ struct Metrics {
     branches_refused: [Counter; BranchRefusal::ALL.len()],
     log_lines_suppressed: Counter,
     name_lookups: [Counter; 2],
+    auth_successes: Counter,
+    auth_challenges: Counter,
+    auth_failures: [Counter; AUTH_FAILURES.len()],
+    bans: Counter,
     transactions: Gauge,
     draining: Gauge,
     /// Per worker thread: a series is made when the worker starts.
@@ -311,6 +336,28 @@ impl Metrics {
                 "result",
                 ["resolved", "failed"],
             ),
+            auth_successes: counter(
+                &mut r,
+                "sipforge_auth_successes",
+                "Requests `authenticate` accepted (valid credentials of the expected user)",
+            ),
+            auth_challenges: counter(
+                &mut r,
+                "sipforge_auth_challenges",
+                "401/407 challenges sent by `authenticate`",
+            ),
+            auth_failures: family(
+                &mut r,
+                "sipforge_auth_failures",
+                "Requests `authenticate` did not accept, by reason (no_credentials is the normal first request of a client; user_mismatch got 403, unavailable 500, the rest a new challenge)",
+                "reason",
+                AUTH_FAILURES,
+            ),
+            bans: counter(
+                &mut r,
+                "sipforge_sources_banned",
+                "Sources banned for going over limits.per_source (their requests are then dropped for `ban`, counted in sipforge_drops_total{reason=\"rate_limited\"})",
+            ),
             transactions: gauge(
                 &mut r,
                 "sipforge_transactions_active",
@@ -336,6 +383,27 @@ impl Metrics {
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+/// `authenticate` accepted a request.
+pub fn auth_success() {
+    METRICS.auth_successes.inc();
+}
+
+/// `authenticate` did not accept a request (`reason`: a label of
+/// [`AUTH_FAILURES`]); `challenged`: a 401/407 was sent.
+pub fn auth_failure(reason: &str, challenged: bool) {
+    if challenged {
+        METRICS.auth_challenges.inc();
+    }
+    if let Some(i) = AUTH_FAILURES.iter().position(|r| *r == reason) {
+        METRICS.auth_failures[i].inc();
+    }
+}
+
+/// A source went over `limits.per_source` and is banned.
+pub fn source_banned() {
+    METRICS.bans.inc();
+}
 
 /// `sipforge_build_info`: set once at start by the binary.
 static BUILD_INFO: OnceLock<Registry> = OnceLock::new();

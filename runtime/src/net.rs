@@ -65,6 +65,9 @@ pub struct Options {
     /// The secret the branch checks are keyed with, shared by a pool of
     /// instances (`--secret-file`); None: random for this process.
     pub secret: Option<Vec<u8>>,
+    /// What `authenticate` checks against (None: the routes do not
+    /// authenticate, or `authenticate` answers 500).
+    pub authenticator: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -236,6 +239,9 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     // Enough shards that workers rarely meet on one.
     config.shards = config.shards.max(4 * workers);
     let core = Core::new(routes, identity.clone(), config);
+    if let Some(authenticator) = &options.authenticator {
+        core.set_authenticator(Arc::clone(authenticator));
+    }
     core.start(Instant::now());
     let timer_threads = workers.clamp(1, core.lanes());
     let sibling = sibling::Link::bind(core.instance())

@@ -34,6 +34,16 @@ pub async fn start_proxy_with(
     routes: &'static dyn sipforge_runtime::api::Routes,
     core: sipforge_runtime::proxy::CoreConfig,
 ) -> (sipforge_runtime::net::Server, SocketAddr) {
+    start_proxy_auth(routes, core, None).await
+}
+
+/// Start a proxy running `routes` on 127.0.0.1:0 whose `authenticate`
+/// checks against `authenticator`.
+pub async fn start_proxy_auth(
+    routes: &'static dyn sipforge_runtime::api::Routes,
+    core: sipforge_runtime::proxy::CoreConfig,
+    authenticator: Option<std::sync::Arc<sipforge_runtime::auth::Authenticator>>,
+) -> (sipforge_runtime::net::Server, SocketAddr) {
     // RUST_LOG=debug shows the proxy's log lines under `cargo test -- --nocapture`.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -47,6 +57,7 @@ pub async fn start_proxy_with(
         // test: the multi-worker paths are the ones exercised.
         workers: 2,
         secret: None,
+        authenticator,
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await

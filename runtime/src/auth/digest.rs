@@ -358,6 +358,14 @@ fn is_token(b: u8) -> bool {
         )
 }
 
+/// The `username` of a Digest credentials value (what `$au` reads before
+/// `authenticate` accepted the request); None for other schemes or a
+/// value that does not parse.
+pub fn username_of(value: &str) -> Option<String> {
+    let params = parse_params(digest_params(value)?).ok()?;
+    param(&params, "username").map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use subtle::ConstantTimeEq;
 
 pub use credentials::Credentials;
+pub use digest::username_of;
 pub use nonce::NonceKey;
 
 use digest::DigestResponse;

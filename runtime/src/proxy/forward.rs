@@ -149,12 +149,14 @@ fn frame(msg: &Message<'_>, splice: &mut Splice) {
 /// Delete the header lines `remove_header` named, except lines the core
 /// itself edits (Via, Max-Forwards, Route entries): those stay consistent.
 fn remove_headers(msg: &Message<'_>, edits: &Edits, owned: &[Range<usize>], splice: &mut Splice) {
-    if edits.removed.is_empty() {
+    if edits.removed.is_empty() && edits.removed_lines.is_empty() {
         return;
     }
     for h in msg.headers() {
         let name = msg.name_text(h);
-        if !edits.removed.iter().any(|r| names_equal(r, name)) {
+        if !edits.removed.iter().any(|r| names_equal(r, name))
+            && !edits.removed_lines.contains(&h.line_range)
+        {
             continue;
         }
         let overlaps = owned

@@ -157,6 +157,21 @@ pub struct Core {
     /// What names next hops resolved to (the network layer resolves them):
     /// responses to a branch sent to a name must come from one of them.
     names: std::sync::OnceLock<NameCheck>,
+    /// `authenticate`'s credentials and nonce key (loaded by the network
+    /// layer, which keeps a handle to reload the credentials on SIGHUP).
+    authenticator: std::sync::OnceLock<Arc<crate::auth::Authenticator>>,
+    /// `limits.per_source`: the token buckets of the sources.
+    limiter: Option<crate::limits::Limiter>,
+    /// An instant and the wall-clock second it was (nonces carry wall
+    /// time so that every instance sharing the key can check them).
+    wall_clock: (Instant, u64),
+}
+
+/// Seconds since the Unix epoch, read once per core (see `Core::wall_clock`).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `(host, ip)`: whether the name `host` resolved to `ip`.
@@ -189,7 +204,44 @@ impl Core {
             destinations: destinations::Destinations::new(routes.settings().destinations),
             probes: Mutex::new(probe::Prober::new(routes.settings().destinations)),
             names: std::sync::OnceLock::new(),
+            authenticator: std::sync::OnceLock::new(),
+            limiter: routes.settings().limits.as_ref().and_then(|l| {
+                l.per_source
+                    .map(|p| crate::limits::Limiter::new(p, l.trusted))
+            }),
+            wall_clock: (Instant::now(), unix_now()),
         }
+    }
+
+    /// The credentials and nonce key `authenticate` checks against (set
+    /// once by the network layer; without it `authenticate` answers 500).
+    pub fn set_authenticator(&self, authenticator: Arc<crate::auth::Authenticator>) {
+        let _ = self.authenticator.set(authenticator);
+    }
+
+    /// Say which wall-clock second `at` is (tests move the clock; the
+    /// network layer leaves the one read at `Core::new`).
+    pub fn set_wall_clock(&mut self, at: Instant, unix_secs: u64) {
+        self.wall_clock = (at, unix_secs);
+    }
+
+    /// The wall-clock second at `now`.
+    fn unix_time(&self, now: Instant) -> u64 {
+        let (at, secs) = self.wall_clock;
+        match now.checked_duration_since(at) {
+            Some(d) => secs + d.as_secs(),
+            None => secs.saturating_sub(at.duration_since(now).as_secs()),
+        }
+    }
+
+    /// What `authenticate` needs for a request handled at `now`.
+    fn auth_env(&self, now: Instant) -> Option<crate::ctx::AuthEnv<'_>> {
+        let authenticator = self.authenticator.get()?;
+        Some(crate::ctx::AuthEnv {
+            authenticator,
+            realm: self.routes.settings().auth.as_ref().and_then(|a| a.realm),
+            now_unix: self.unix_time(now),
+        })
     }
 
     /// How to tell what a next hop name resolved to (set once by the

@@ -650,6 +650,7 @@ fn clone_edits(e: &Edits) -> Edits {
     Edits {
         appended: e.appended.clone(),
         removed: e.removed.clone(),
+        removed_lines: e.removed_lines.clone(),
         ruri: e.ruri.clone(),
         du: e.du.clone(),
         record_route: e.record_route,

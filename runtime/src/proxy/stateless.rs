@@ -18,6 +18,24 @@ use crate::metrics::{self, DropReason};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 
+/// Whether a request from `source` is within `limits.per_source`; the
+/// first one over it logs a line, the rest of the ban is silent.
+fn limits_pass(limiter: &crate::limits::Limiter, source: SocketAddr, now: Instant) -> bool {
+    match limiter.check(source.ip(), now) {
+        crate::limits::Verdict::Pass => true,
+        crate::limits::Verdict::BanStarted => {
+            metrics::source_banned();
+            metrics::dropped(DropReason::RateLimited);
+            tracing::warn!("{}", limiter.per_source().ban_message(source.ip()));
+            false
+        }
+        crate::limits::Verdict::Banned => {
+            metrics::dropped(DropReason::RateLimited);
+            false
+        }
+    }
+}
+
 pub(super) fn handle(
     core: &Core,
     now: Instant,
@@ -28,6 +46,14 @@ pub(super) fn handle(
 ) -> Option<Touched> {
     // RFC 5626 keep-alives (CRLF or CRLFCRLF) are not messages.
     if datagram.iter().all(|b| b.is_ascii_whitespace()) {
+        return None;
+    }
+    // `limits.per_source`: one lookup for every request datagram, before
+    // any parsing (responses are not limited: they answer our requests).
+    if let Some(limiter) = &core.limiter
+        && !datagram.starts_with(b"SIP/")
+        && !limits_pass(limiter, source, now)
+    {
         return None;
     }
     let normalised;
@@ -57,6 +83,20 @@ pub(super) fn handle(
         on_response(core, now, &msg, source, socket, out, &mut touched);
     }
     touched
+}
+
+/// Whether an ACK's To tag is the one our stateless replies to its
+/// INVITE carry (same Call-ID, From tag, branch and CSeq number).
+fn is_ack_to_own_reply(msg: &Message<'_>) -> bool {
+    let Some(tag) = msg.to().and_then(|to| to.tag) else {
+        return false;
+    };
+    if !tag.starts_with("sf") {
+        return false;
+    }
+    let mut ours = String::with_capacity(20);
+    branch::stateless_to_tag(msg, &mut ours);
+    ours == tag
 }
 
 /// `touched` gets the transaction shard the request went to, if any.
@@ -143,7 +183,17 @@ fn on_request(
         }
         return;
     }
-    let mut cx = Ctx::for_request(msg, source);
+    // An ACK to a reply we made ourselves (a 407 challenge, a 404 of the
+    // routes) ends there: it carries the To tag we made (Kamailio's sl
+    // module filters these the same way).
+    if is_ack && is_ack_to_own_reply(msg) {
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            "ACK to a reply of ours: absorbed"
+        );
+        return;
+    }
+    let mut cx = Ctx::for_request(msg, source).with_auth(core.auth_env(now));
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
     }
