@@ -905,6 +905,8 @@ async fn siblings_pass_each_other_their_responses() {
         core: common::fast_timers(),
         workers: 2,
         secret: None,
+        // The port is the first instance's: shared only when asked.
+        takeover: true,
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

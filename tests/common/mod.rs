@@ -47,6 +47,7 @@ pub async fn start_proxy_with(
         // test: the multi-worker paths are the ones exercised.
         workers: 2,
         secret: None,
+        takeover: false,
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await

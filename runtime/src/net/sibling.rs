@@ -28,6 +28,10 @@
 //! The check costs one substring search per response; only foreign
 //! responses are parsed here. Only responses are passed on: requests do
 //! not carry our branch.
+//!
+//! The link carries one other message: a new instance started with
+//! `--takeover` asks the instances holding its ports to drain (see
+//! [`super::takeover`]).
 
 use std::fs::{self, DirBuilder};
 use std::io;
@@ -249,6 +253,24 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Send `message` to every other live instance of our directory; how
+    /// many took it.
+    pub(super) fn broadcast(&self, message: &[u8]) -> usize {
+        let ours = socket_path(&self.directory, self.tag);
+        let Ok(entries) = fs::read_dir(&self.directory) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_socket()))
+            .map(|entry| entry.path())
+            .filter(|path| *path != ours)
+            .filter(|path| self.sender.send_to(message, path).is_ok())
+            .count()
+    }
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         let path = socket_path(&self.directory, self.tag);
@@ -373,6 +395,10 @@ pub(super) async fn receive_loop(shared: Arc<Shared>) {
         let Ok(n) = received else {
             continue;
         };
+        if super::takeover::is_request(&buf[..n]) {
+            super::on_takeover_request(&shared, &buf[..n]);
+            continue;
+        }
         let Some((index, source, datagram)) = accept(&buf[..n], link.tag, shared.sockets.len())
         else {
             continue;
