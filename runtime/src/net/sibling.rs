@@ -55,6 +55,9 @@ use crate::sip::Message;
 /// source as text, the datagram).
 const MAGIC: &[u8; 5] = b"SFSB1";
 
+/// How long [`Link::broadcast`] waits for room in one sibling's queue.
+const BROADCAST_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Names the directory of the link sockets; every instance that may share
 /// a port with this one must see the same directory.
 pub const DIRECTORY_VARIABLE: &str = "SIPFORGE_RUNTIME_DIR";
@@ -255,18 +258,24 @@ impl Link {
 
 impl Link {
     /// Send `message` to every other live instance of our directory; how
-    /// many took it.
+    /// many took it. Unlike passed-on responses, it waits (a little) for
+    /// room in a busy sibling's queue rather than being lost: it is sent
+    /// once, at the start.
     pub(super) fn broadcast(&self, message: &[u8]) -> usize {
         let ours = socket_path(&self.directory, self.tag);
-        let Ok(entries) = fs::read_dir(&self.directory) else {
+        let (Ok(entries), Ok(sender)) = (fs::read_dir(&self.directory), StdUnixDatagram::unbound())
+        else {
             return 0;
         };
+        if sender.set_write_timeout(Some(BROADCAST_WAIT)).is_err() {
+            return 0;
+        }
         entries
             .flatten()
             .filter(|entry| entry.file_type().is_ok_and(|t| t.is_socket()))
             .map(|entry| entry.path())
             .filter(|path| *path != ours)
-            .filter(|path| self.sender.send_to(message, path).is_ok())
+            .filter(|path| sender.send_to(message, path).is_ok())
             .count()
     }
 }
@@ -596,6 +605,11 @@ mod tests {
         let mut buf = [0u8; 16];
         let received = rt.block_on(link.receiver.recv(&mut buf)).expect("received");
         assert_eq!(received, 5);
+        // A broadcast (a takeover request) reaches every other live
+        // instance, not the sender.
+        assert_eq!(other.broadcast(b"SFTK1 test"), 1);
+        let received = rt.block_on(link.receiver.recv(&mut buf)).expect("received");
+        assert_eq!(&buf[..received], b"SFTK1 test");
 
         // A killed instance leaves its socket; the next one removes it.
         drop(other);
@@ -606,6 +620,12 @@ mod tests {
         let third = Link::bind_in(dir.clone(), 0x99).unwrap();
         assert!(!stale.exists(), "a dead instance's socket is swept");
         assert!(path.exists(), "a live one is not");
+        drop(StdUnixDatagram::bind(&stale).unwrap());
+        assert_eq!(
+            third.broadcast(b"SFTK1 test"),
+            1,
+            "a dead one is not counted"
+        );
         drop((link, third));
         assert!(!path.exists());
         fs::remove_dir_all(&scratch).unwrap();
