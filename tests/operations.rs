@@ -1,7 +1,9 @@
 //! Running sipforge in production: the real `sipforge` binary's flags and
-//! exit codes, its `--metrics` endpoint and JSON logs, and a zero-downtime
-//! rollout (two processes on one port, SIGTERM to the first during calls,
-//! no call fails); plus the draining core, sans-IO.
+//! exit codes, its `--metrics` endpoint and JSON logs, port sharing only
+//! on request (`--takeover`: a second instance without it fails with
+//! "address in use") and a zero-downtime rollout (a second process takes
+//! the port over during calls, the first drains and exits by itself, no
+//! call fails); plus the draining core, sans-IO.
 //!
 //! The binary carries the repository's routes.yaml, which forwards every
 //! request to 127.0.0.1:5080. The tests that send it traffic therefore run
@@ -155,6 +157,7 @@ fn bad_flags_and_settings_exit_2_with_one_line() {
         "--drain-mode",
         "--check",
         "--version",
+        "--takeover",
     ] {
         assert!(out.contains(flag), "--help lists {flag}");
     }
@@ -623,14 +626,119 @@ fn metrics_count_a_call_and_survive_bad_scrapes() {
     });
 }
 
-// ---- zero-downtime rollout ------------------------------------------------------
+// ---- port sharing and zero-downtime rollout --------------------------------------
 
-/// Two sipforge processes on one port (SO_REUSEPORT); callers keep calling
-/// while the second starts and the first gets SIGTERM, drains, hands its
-/// socket over and exits 0. Every call completes.
+/// Run the binary and wait (at most `within`) for it to exit by itself:
+/// its exit code and stderr.
+async fn run_to_exit(args: &[&str], within: Duration) -> (i32, String) {
+    let child = tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sipforge starts");
+    let out = tokio::time::timeout(within, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("sipforge {args:?} still runs after {within:?}"))
+        .expect("its output");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The error of a start on a port somebody holds: exit 1, one line
+/// naming the address.
+fn assert_address_in_use(code: i32, err: &str, listen: &str) {
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("sipforge: cannot listen: ")
+            && err.contains("address in use")
+            && err.contains(listen),
+        "{err}"
+    );
+}
+
+/// A second instance on the port of a running one, without `--takeover`,
+/// exits 1 with one "address in use" line; the first keeps serving.
 #[test]
-fn rollout_sigterm_during_calls_fails_no_call() {
-    if !in_private_netns("rollout_sigterm_during_calls_fails_no_call") {
+fn a_second_instance_without_takeover_fails_and_the_first_keeps_serving() {
+    if !in_private_netns("a_second_instance_without_takeover_fails_and_the_first_keeps_serving") {
+        return;
+    }
+    runtime().block_on(async {
+        let stop_uas = Arc::new(AtomicBool::new(false));
+        let callee = tokio::spawn(uas(Arc::clone(&stop_uas)));
+        let listen = "udp:127.0.0.1:5060";
+        let mut first = Proxy::start("first", &["--listen", listen]).await;
+        let proxy: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        call(proxy, "before").await.expect("a call to the first");
+
+        let (code, err) = run_to_exit(&["--listen", listen], Duration::from_secs(10)).await;
+        assert_address_in_use(code, &err, listen);
+        assert!(err.contains("--takeover"), "says how to share: {err}");
+
+        assert!(
+            first.child.try_wait().unwrap().is_none(),
+            "the first still runs"
+        );
+        for n in 0..5 {
+            call(proxy, &format!("after-{n}"))
+                .await
+                .expect("the first instance still answers every call");
+        }
+        assert!(
+            !first.lines().iter().any(|l| l.contains("taken over")),
+            "{}",
+            first.lines().join("\n")
+        );
+        first.signal("-TERM");
+        assert_eq!(first.exit_code(Duration::from_secs(5)).await, 0);
+        stop_uas.store(true, Ordering::Relaxed);
+        let _ = callee.await;
+    });
+}
+
+/// A port held by a socket that is not sipforge's (no SO_REUSEPORT) cannot
+/// be shared, with `--takeover` or without: "address in use", naming it.
+/// Once the port is free, `--takeover` just starts.
+#[test]
+fn a_port_held_by_another_program_is_in_use_even_with_takeover() {
+    runtime().block_on(async {
+        let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = format!("udp:{}", holder.local_addr().unwrap());
+        for takeover in [false, true] {
+            let mut args = vec!["--listen", listen.as_str(), "--workers", "1"];
+            if takeover {
+                args.push("--takeover");
+            }
+            let (code, err) = run_to_exit(&args, Duration::from_secs(10)).await;
+            assert_address_in_use(code, &err, &listen);
+        }
+        drop(holder);
+        let mut alone = Proxy::start(
+            "alone",
+            &["--listen", &listen, "--workers", "1", "--takeover"],
+        )
+        .await;
+        alone
+            .wait_log("nothing to take over", Duration::from_secs(1))
+            .await;
+        alone.signal("-TERM");
+        assert_eq!(alone.exit_code(Duration::from_secs(5)).await, 0);
+    });
+}
+
+/// A rollout: callers keep calling while a second sipforge process starts
+/// on the same port with `--takeover`; the first is asked over the sibling
+/// link to leave, drains, hands its socket over and exits 0 by itself
+/// (no signal). Every call completes.
+#[test]
+fn rollout_takeover_during_calls_fails_no_call() {
+    if !in_private_netns("rollout_takeover_during_calls_fails_no_call") {
         return;
     }
     runtime().block_on(async {
@@ -670,20 +778,30 @@ fn rollout_sigterm_during_calls_fails_no_call() {
             }));
         }
         tokio::time::sleep(Duration::from_millis(400)).await;
+        // The old instance carried calls before the new one came.
+        let old_stats = scrape("127.0.0.1:9101").await;
+        assert!(
+            sample(
+                &old_stats,
+                "sipforge_requests_received_total{method=\"INVITE\"}"
+            ) > 0.0
+        );
+        let takeover_at = Instant::now();
         let mut new = Proxy::start(
             "new",
-            &[&common[..], &["--metrics", "127.0.0.1:9102"]].concat(),
+            &[&common[..], &["--metrics", "127.0.0.1:9102", "--takeover"]].concat(),
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        let old_stats = scrape("127.0.0.1:9101").await;
-        let sigterm_at = Instant::now();
-        old.signal("-TERM");
+        new.wait_log("taking over udp:127.0.0.1:5060", Duration::from_secs(1))
+            .await;
         assert_eq!(
-            old.exit_code(Duration::from_secs(12)).await,
+            old.exit_code(Duration::from_secs(15)).await,
             0,
-            "the old instance exits 0"
+            "the old instance exits 0 by itself"
         );
+        let left_at = Instant::now();
+        old.wait_log("taken over: draining", Duration::from_secs(1))
+            .await;
         old.wait_log("socket handed over", Duration::from_secs(1))
             .await;
         tokio::time::sleep(Duration::from_millis(600)).await;
@@ -706,18 +824,15 @@ fn rollout_sigterm_during_calls_fails_no_call() {
             old.lines().join("\n"),
             new.lines().join("\n")
         );
-        let after = results.iter().filter(|(_, _, at)| *at > sigterm_at).count();
+        let after = results
+            .iter()
+            .filter(|(_, _, at)| *at > takeover_at)
+            .count();
         assert!(
             results.len() >= 30 && after >= 6,
-            "{} calls, {after} after SIGTERM",
-            results.len()
-        );
-        // Both instances carried calls while they ran side by side.
-        assert!(
-            sample(
-                &old_stats,
-                "sipforge_requests_received_total{method=\"INVITE\"}"
-            ) > 0.0
+            "{} calls, {after} after the takeover (the old one left {:?} after it)",
+            results.len(),
+            left_at - takeover_at
         );
         let new_stats = scrape("127.0.0.1:9102").await;
         assert!(
@@ -906,6 +1021,8 @@ async fn siblings_pass_each_other_their_responses() {
         workers: 2,
         secret: None,
         authenticator: None,
+        // The port is the first instance's: shared only when asked.
+        takeover: true,
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

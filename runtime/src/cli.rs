@@ -1,6 +1,7 @@
 //! The `sipforge` command line: flags, `--version`, `--print-routes`,
 //! `--check`, the `--metrics` endpoint, and running the proxy until
-//! SIGTERM/SIGINT, then draining (bounded by `--shutdown-timeout`).
+//! SIGTERM/SIGINT or until a new instance takes its ports over
+//! (`--takeover`), then draining (bounded by `--shutdown-timeout`).
 //!
 //! Exit codes: 0 success (including a drained shutdown); 1 `--check`
 //! found a bad setting, or the proxy could not start (a socket could not be
@@ -72,6 +73,9 @@ struct Args {
     /// While draining, what happens to requests the routes `relay` that open a new transaction
     #[arg(long, value_enum, default_value = "stateless")]
     drain_mode: DrainMode,
+    /// Share the listen ports with the sipforge already serving them and have it drain and exit (a rollout); without it, a port another process holds is an "address in use" error
+    #[arg(long)]
+    takeover: bool,
     /// Validate the settings (flags, addresses, log filter) without binding anything: exit 0 valid, 1 not
     #[arg(long)]
     check: bool,
@@ -238,7 +242,6 @@ async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> E
         Some(addr) => match crate::metrics::http::bind(addr).await {
             Ok(listener) => Some(listener),
             Err(e) => {
-                tracing::error!("cannot listen for metrics on {addr}: {e}");
                 eprintln!("sipforge: cannot listen for metrics on {addr}: {e}");
                 return ExitCode::FAILURE;
             }
@@ -256,7 +259,7 @@ async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> E
     let server = match net::start(routes, settings.options).await {
         Ok(server) => server,
         Err(e) => {
-            tracing::error!("cannot listen: {e}");
+            // One line, like the other start errors (no log line as well).
             eprintln!("sipforge: cannot listen: {e}");
             return ExitCode::FAILURE;
         }
@@ -279,7 +282,10 @@ async fn run(routes: &'static dyn Routes, build: Build, settings: Settings) -> E
         build.version
     );
 
-    let signal = signals.next().await;
+    let signal = tokio::select! {
+        signal = signals.next() => signal,
+        () = server.taken_over() => "taken over",
+    };
     let deadline = tokio::time::Instant::now() + settings.shutdown_timeout;
     tracing::info!(
         signal,
@@ -423,6 +429,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             workers,
             secret,
             authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
+            takeover: args.takeover,
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

@@ -18,11 +18,13 @@
 //! runtime keeps what waits on other sockets: the sibling link, name
 //! resolution, metrics and signals. Host names in next hops are resolved there (A/AAAA
 //! through the system resolver, cached and bounded: see [`resolver`]).
-//! Draining and the hand-over at shutdown: see [`handover`].
+//! Draining and the hand-over at shutdown: see [`handover`]. Sharing a
+//! port with the instance a rollout replaces: see [`takeover`].
 
 mod handover;
 mod resolver;
 mod sibling;
+mod takeover;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -68,6 +70,11 @@ pub struct Options {
     /// What `authenticate` checks against (None: the routes do not
     /// authenticate, or `authenticate` answers 500).
     pub authenticator: Option<Arc<crate::auth::Authenticator>>,
+    /// Share the listen ports with the processes holding them and ask the
+    /// sipforge instances among them to drain (`--takeover`); false: a
+    /// port another process holds is an "address in use" error. See
+    /// [`takeover`].
+    pub takeover: bool,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -95,6 +102,8 @@ struct Shared {
     sibling: Option<sibling::Link>,
     /// Sends to next hops given by name.
     resolver: Arc<resolver::Resolver>,
+    /// Notified when a new instance takes our ports over (`--takeover`).
+    taken_over: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -150,6 +159,14 @@ impl Server {
     /// Transactions still waiting for their final response.
     pub fn pending_transactions(&self) -> usize {
         self.shared.core().pending_transactions()
+    }
+
+    /// Wait until a new instance started with `--takeover` on one of our
+    /// addresses asks us to leave (over the sibling link). What to do then
+    /// is the caller's: the binary drains and stops, as on SIGTERM. A
+    /// request that came while nobody waited is remembered.
+    pub async fn taken_over(&self) {
+        self.shared.taken_over.notified().await;
     }
 
     fn signal_stop(&self) {
@@ -212,9 +229,15 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
+    let mut taken = Vec::new();
     for addr in &options.listen {
-        let socket = bind_udp(*addr)?;
+        let (socket, held) = bind_listen(*addr, options.takeover)?;
         let local = socket.local_addr()?;
+        if held {
+            taken.push(local);
+        } else if options.takeover {
+            tracing::info!(listen = %local, "nothing to take over on udp:{local}: nobody held it");
+        }
         let listener = Listener::new(local, options.advertise.as_deref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         listeners.push(listener);
@@ -267,6 +290,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         stop: stopped,
         sibling,
         resolver,
+        taken_over: tokio::sync::Notify::new(),
     });
     let mut threads = Vec::new();
     let mut spawn = |name: String, f: Box<dyn FnOnce() + Send>| -> io::Result<()> {
@@ -307,6 +331,9 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     tasks.spawn(log_summaries(shared.stop.clone()));
     for addr in &local {
         tracing::info!(listen = %addr, workers, "listening on udp:{addr} with {workers} workers");
+    }
+    if !taken.is_empty() {
+        ask_holders_to_drain(&shared, &taken);
     }
     Ok(Server {
         local,
@@ -354,10 +381,62 @@ fn interface_ips() -> Vec<std::net::IpAddr> {
     ips
 }
 
+/// Bind listen address `addr`; also whether another socket held it (then
+/// we share it: only with `takeover`, else that is an "address in use"
+/// error). See [`takeover`].
+fn bind_listen(addr: SocketAddr, takeover: bool) -> io::Result<(UdpSocket, bool)> {
+    let held = takeover::held(addr)?;
+    if held && !takeover {
+        return Err(takeover::in_use(addr));
+    }
+    let socket = bind_udp(addr).map_err(|e| takeover::naming(addr, e))?;
+    Ok((socket, held))
+}
+
+/// Ask the instances on the sibling link that hold one of `taken` (the
+/// addresses we now share) to drain and stop.
+fn ask_holders_to_drain(shared: &Shared, taken: &[SocketAddr]) {
+    let list = taken
+        .iter()
+        .map(|a| format!("udp:{a}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let Some(link) = &shared.sibling else {
+        tracing::warn!(
+            "taking over {list}: no sibling link to ask the old instance to leave; stop it with SIGTERM"
+        );
+        return;
+    };
+    let asked = link.broadcast(&takeover::request(taken));
+    tracing::info!(
+        asked,
+        "taking over {list}: asked the {asked} other instance(s) on the sibling link to drain if they hold it (one we cannot reach, e.g. with another SIPFORGE_RUNTIME_DIR, must be sent SIGTERM)"
+    );
+}
+
+/// A takeover request came over the sibling link: when it names one of
+/// our addresses, wake whoever waits in [`Server::taken_over`].
+fn on_takeover_request(shared: &Shared, request: &[u8]) {
+    let ours: Vec<SocketAddr> = shared
+        .sockets
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .collect();
+    match takeover::is_for(request, &ours) {
+        Some((pid, addr)) => {
+            let by = pid.map_or_else(|| "a new instance".to_string(), |p| format!("pid {p}"));
+            tracing::info!(listen = %addr, "udp:{addr} taken over by {by}");
+            shared.taken_over.notify_one();
+        }
+        None => tracing::debug!("a takeover request for ports that are not ours: ignored"),
+    }
+}
+
 fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // SO_REUSEPORT lets a new binary start beside the old one during a rollout.
+    // SO_REUSEPORT lets a new binary start beside the old one during a
+    // rollout (`--takeover`; without it, `bind_listen` refuses a held port).
     socket.set_reuse_port(true)?;
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);

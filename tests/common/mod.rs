@@ -58,6 +58,7 @@ pub async fn start_proxy_auth(
         workers: 2,
         secret: None,
         authenticator,
+        takeover: false,
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await

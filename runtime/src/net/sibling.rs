@@ -28,6 +28,10 @@
 //! The check costs one substring search per response; only foreign
 //! responses are parsed here. Only responses are passed on: requests do
 //! not carry our branch.
+//!
+//! The link carries one other message: a new instance started with
+//! `--takeover` asks the instances holding its ports to drain (see
+//! [`super::takeover`]).
 
 use std::fs::{self, DirBuilder};
 use std::io;
@@ -50,6 +54,9 @@ use crate::sip::Message;
 /// First bytes of a passed-on datagram (then: socket index, source length,
 /// source as text, the datagram).
 const MAGIC: &[u8; 5] = b"SFSB1";
+
+/// How long [`Link::broadcast`] waits for room in one sibling's queue.
+const BROADCAST_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Names the directory of the link sockets; every instance that may share
 /// a port with this one must see the same directory.
@@ -249,6 +256,30 @@ impl Link {
     }
 }
 
+impl Link {
+    /// Send `message` to every other live instance of our directory; how
+    /// many took it. Unlike passed-on responses, it waits (a little) for
+    /// room in a busy sibling's queue rather than being lost: it is sent
+    /// once, at the start.
+    pub(super) fn broadcast(&self, message: &[u8]) -> usize {
+        let ours = socket_path(&self.directory, self.tag);
+        let (Ok(entries), Ok(sender)) = (fs::read_dir(&self.directory), StdUnixDatagram::unbound())
+        else {
+            return 0;
+        };
+        if sender.set_write_timeout(Some(BROADCAST_WAIT)).is_err() {
+            return 0;
+        }
+        entries
+            .flatten()
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_socket()))
+            .map(|entry| entry.path())
+            .filter(|path| *path != ours)
+            .filter(|path| sender.send_to(message, path).is_ok())
+            .count()
+    }
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         let path = socket_path(&self.directory, self.tag);
@@ -373,6 +404,10 @@ pub(super) async fn receive_loop(shared: Arc<Shared>) {
         let Ok(n) = received else {
             continue;
         };
+        if super::takeover::is_request(&buf[..n]) {
+            super::on_takeover_request(&shared, &buf[..n]);
+            continue;
+        }
         let Some((index, source, datagram)) = accept(&buf[..n], link.tag, shared.sockets.len())
         else {
             continue;
@@ -570,6 +605,11 @@ mod tests {
         let mut buf = [0u8; 16];
         let received = rt.block_on(link.receiver.recv(&mut buf)).expect("received");
         assert_eq!(received, 5);
+        // A broadcast (a takeover request) reaches every other live
+        // instance, not the sender.
+        assert_eq!(other.broadcast(b"SFTK1 test"), 1);
+        let received = rt.block_on(link.receiver.recv(&mut buf)).expect("received");
+        assert_eq!(&buf[..received], b"SFTK1 test");
 
         // A killed instance leaves its socket; the next one removes it.
         drop(other);
@@ -580,6 +620,12 @@ mod tests {
         let third = Link::bind_in(dir.clone(), 0x99).unwrap();
         assert!(!stale.exists(), "a dead instance's socket is swept");
         assert!(path.exists(), "a live one is not");
+        drop(StdUnixDatagram::bind(&stale).unwrap());
+        assert_eq!(
+            third.broadcast(b"SFTK1 test"),
+            1,
+            "a dead one is not counted"
+        );
         drop((link, third));
         assert!(!path.exists());
         fs::remove_dir_all(&scratch).unwrap();
