@@ -1015,7 +1015,7 @@ async fn siblings_pass_each_other_their_responses() {
     let routes: &'static dyn sipforge_runtime::api::Routes = &common::relay::ROUTES;
     let (first, proxy) = common::start_proxy_with(routes, common::fast_timers()).await;
     let options = sipforge_runtime::net::Options {
-        listen: vec![proxy],
+        listen: vec![sipforge_runtime::transport::ListenAddr::udp(proxy)],
         advertise: None,
         core: common::fast_timers(),
         workers: 2,

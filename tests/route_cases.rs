@@ -355,6 +355,7 @@ impl Runner {
             .listen
             .first()
             .and_then(|l| sipforge_runtime::cli::parse_listen(l).ok())
+            .map(|l| l.addr)
             .unwrap_or_else(|| "127.0.0.1:5060".parse().expect("an address"));
         let listener = Listener::new(addr, settings.advertise)
             .expect("the routes' listen and advertise are valid");

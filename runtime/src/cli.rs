@@ -19,6 +19,7 @@ use crate::api::Routes;
 use crate::log;
 use crate::net::{self, Options};
 use crate::proxy::DrainMode;
+use crate::transport::ListenAddr;
 
 mod auth;
 
@@ -379,8 +380,8 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     {
         return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
     }
-    for addr in &listen {
-        crate::proxy::Listener::new(*addr, advertise.as_deref())?;
+    for l in &listen {
+        crate::proxy::Listener::with_transport(l.addr, l.transport, advertise.as_deref())?;
     }
     let workers = match args.workers.or(match source.workers {
         0 => None,
@@ -438,15 +439,9 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     })
 }
 
-/// `udp:IP:PORT` (IPv6 in brackets).
-pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
-    let Some(rest) = text.strip_prefix("udp:") else {
-        return Err(format!(
-            "listen `{text}`: expected udp:IP:PORT (only UDP is supported so far)"
-        ));
-    };
-    rest.parse()
-        .map_err(|_| format!("listen `{text}`: `{rest}` is not IP:PORT"))
+/// `SCHEME:IP:PORT` (IPv6 in brackets); schemes `udp`, `tcp`, `tls`, `ws`, `wss`.
+pub fn parse_listen(text: &str) -> Result<ListenAddr, String> {
+    ListenAddr::parse(text)
 }
 
 /// `IP:PORT` of the metrics endpoint (`:PORT` means every address).
@@ -470,9 +465,12 @@ mod tests {
 
     #[test]
     fn listen_forms() {
-        assert_eq!(parse_listen("udp:127.0.0.1:5060").unwrap().port(), 5060);
-        assert_eq!(parse_listen("udp:[::1]:5062").unwrap().port(), 5062);
-        assert!(parse_listen("tcp:127.0.0.1:5060").is_err());
+        assert_eq!(
+            parse_listen("udp:127.0.0.1:5060").unwrap().addr.port(),
+            5060
+        );
+        assert_eq!(parse_listen("udp:[::1]:5062").unwrap().addr.port(), 5062);
+        assert!(parse_listen("sctp:127.0.0.1:5060").is_err());
         assert!(parse_listen("udp:localhost:5060").is_err());
     }
 

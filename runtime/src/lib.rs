@@ -26,3 +26,4 @@ pub mod resolve;
 pub mod sip;
 pub mod target;
 pub mod transaction;
+pub mod transport;

@@ -39,6 +39,7 @@ use tokio::task::JoinSet;
 use crate::api::Routes;
 use crate::proxy::{Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing};
 use crate::target::NextHop;
+use crate::transport::{ListenAddr, Transport};
 
 /// Largest datagram accepted (RFC 3261 §18.1.1: up to 65,535 bytes).
 const MAX_DATAGRAM: usize = 65_535;
@@ -57,7 +58,7 @@ const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Addresses to listen on (UDP). Port 0 picks a free port.
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<ListenAddr>,
     /// Host[:port] written into Via and Record-Route instead of the bound address.
     pub advertise: Option<String>,
     /// Timers and limits of the core.
@@ -230,8 +231,14 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let mut sockets = Vec::new();
     let mut listeners = Vec::new();
     let mut taken = Vec::new();
-    for addr in &options.listen {
-        let (socket, held) = bind_listen(*addr, options.takeover)?;
+    for entry in &options.listen {
+        if entry.transport != Transport::Udp {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("listen {entry}: only udp is supported so far"),
+            ));
+        }
+        let (socket, held) = bind_listen(entry.addr, options.takeover)?;
         let local = socket.local_addr()?;
         if held {
             taken.push(local);

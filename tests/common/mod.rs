@@ -50,7 +50,9 @@ pub async fn start_proxy_auth(
         .with_test_writer()
         .try_init();
     let options = sipforge_runtime::net::Options {
-        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        listen: vec![sipforge_runtime::transport::ListenAddr::udp(
+            "127.0.0.1:0".parse().unwrap(),
+        )],
         advertise: None,
         core,
         // Two receive threads per socket (and two timer threads) in every

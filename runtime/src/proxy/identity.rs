@@ -8,12 +8,15 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 
 use crate::target::{DEFAULT_PORT, parse_ip};
+use crate::transport::Transport;
 
 /// One listening socket and how it names itself in headers.
 #[derive(Debug, Clone)]
 pub struct Listener {
     /// The bound address (the real port, after binding port 0).
     pub addr: SocketAddr,
+    /// What it speaks: Via and Record-Route name it.
+    pub transport: Transport,
     /// Host written into Via/Record-Route (advertise, else the bound IP).
     pub host: String,
     /// Port written into Via/Record-Route.
@@ -25,8 +28,17 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// A listener bound to `addr`, advertising `advertise` (host or host:port) when given.
+    /// A UDP listener bound to `addr`, advertising `advertise` (host or host:port) when given.
     pub fn new(addr: SocketAddr, advertise: Option<&str>) -> Result<Listener, String> {
+        Listener::with_transport(addr, Transport::Udp, advertise)
+    }
+
+    /// A listener of `transport` bound to `addr`, advertising `advertise`.
+    pub fn with_transport(
+        addr: SocketAddr,
+        transport: Transport,
+        advertise: Option<&str>,
+    ) -> Result<Listener, String> {
         let (host, port) = match advertise {
             Some(adv) => split_host_port(adv)
                 .map(|(h, p)| (h.to_string(), p.unwrap_or(addr.port())))
@@ -46,10 +58,19 @@ impl Listener {
                 (host, addr.port())
             }
         };
+        // RFC 3261 §19.1.1: a URI without `transport=` means UDP.
+        let param = match transport {
+            Transport::Udp => String::new(),
+            t => format!(";transport={}", t.name()),
+        };
         Ok(Listener {
-            via_prefix: format!("Via: SIP/2.0/UDP {host}:{port};branch="),
-            record_route: format!("Record-Route: <sip:{host}:{port};lr>\r\n"),
+            via_prefix: format!(
+                "Via: SIP/2.0/{} {host}:{port};branch=",
+                transport.via_name()
+            ),
+            record_route: format!("Record-Route: <sip:{host}:{port}{param};lr>\r\n"),
             addr,
+            transport,
             host,
             port,
         })
