@@ -76,6 +76,8 @@ pub struct Ctx<'a> {
     auth: Option<AuthEnv<'a>>,
     /// `$au` once `authenticate` accepted the request.
     au: Option<String>,
+    /// `$pr`: what the message came over.
+    transport: crate::transport::Transport,
     pub(crate) edits: Edits,
     pub(crate) decision: Decision,
 }
@@ -124,6 +126,7 @@ impl<'a> Ctx<'a> {
             source,
             auth: None,
             au: None,
+            transport: crate::transport::Transport::Udp,
             edits: Edits::default(),
             decision: Decision::Undecided,
         }
@@ -132,6 +135,12 @@ impl<'a> Ctx<'a> {
     /// Give `authenticate` what it needs.
     pub(crate) fn with_auth(mut self, env: Option<AuthEnv<'a>>) -> Ctx<'a> {
         self.auth = env;
+        self
+    }
+
+    /// Say what the message came over (`$pr`; UDP when not said).
+    pub(crate) fn with_transport(mut self, transport: crate::transport::Transport) -> Ctx<'a> {
+        self.transport = transport;
         self
     }
 
@@ -217,7 +226,7 @@ impl<'a> Ctx<'a> {
                 .map_or(empty, |(n, _)| Cow::Owned(n.to_string())),
             Var::Si => Cow::Owned(self.source.ip().to_string()),
             Var::Sp => Cow::Owned(self.source.port().to_string()),
-            Var::Pr => Cow::Borrowed("udp"),
+            Var::Pr => Cow::Borrowed(self.transport.name()),
             Var::Ua => self.header_value("User-Agent").unwrap_or(empty),
             Var::Ds => self.edits.ds.map_or(empty, Cow::Borrowed),
             Var::Au => match &self.au {

@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::sip::Uri;
+use crate::transport::Transport;
 
 /// Default SIP port for UDP/TCP (RFC 3261 §19.1.2).
 pub const DEFAULT_PORT: u16 = 5060;
@@ -54,6 +55,26 @@ impl NextHop {
     }
 }
 
+/// The transport a URI asks for: its `transport=` parameter, else TLS for
+/// a `sips:` URI; None when it says nothing (RFC 3263 then picks: UDP for
+/// an IP literal). An unknown transport name counts as saying nothing.
+pub fn uri_transport(text: &str) -> Option<Transport> {
+    let uri = Uri::parse(text)?;
+    if let Some(Some(name)) = uri.param("transport")
+        && let Some(t) = Transport::parse(name)
+    {
+        // `sips:` over TCP means TLS (RFC 3261 §26.2.2); over WS, WSS.
+        return Some(match (uri.scheme.eq_ignore_ascii_case("sips"), t) {
+            (true, Transport::Tcp) => Transport::Tls,
+            (true, Transport::Ws) => Transport::Wss,
+            _ => t,
+        });
+    }
+    uri.scheme
+        .eq_ignore_ascii_case("sips")
+        .then_some(Transport::Tls)
+}
+
 /// An IP literal as written in SIP (IPv6 may be in brackets).
 pub fn parse_ip(host: &str) -> Option<IpAddr> {
     let bare = host
@@ -94,6 +115,25 @@ mod tests {
             NextHop::from_uri("sip:x@example.com:5080;maddr=10.0.0.1"),
             Some(NextHop::Addr("10.0.0.1:5080".parse().unwrap()))
         );
+    }
+
+    #[test]
+    fn transports_uris_ask_for() {
+        assert_eq!(
+            uri_transport("sip:a@1.2.3.4;transport=TCP"),
+            Some(Transport::Tcp)
+        );
+        assert_eq!(uri_transport("sips:a@example.com"), Some(Transport::Tls));
+        assert_eq!(
+            uri_transport("sips:a@example.com;transport=tcp"),
+            Some(Transport::Tls)
+        );
+        assert_eq!(
+            uri_transport("sip:a@1.2.3.4;transport=ws"),
+            Some(Transport::Ws)
+        );
+        assert_eq!(uri_transport("sip:a@1.2.3.4"), None);
+        assert_eq!(uri_transport("sip:a@1.2.3.4;transport=sctp"), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::api::Target;
 use crate::ctx::Edits;
 use crate::sip::{HeaderName, Message, Splice, names_equal};
 use crate::target::NextHop;
+use crate::transport::Transport;
 
 /// Max-Forwards written into a request that has none (§16.6 step 3).
 const DEFAULT_MAX_FORWARDS: &[u8] = b"Max-Forwards: 70\r\n";
@@ -26,25 +27,53 @@ pub fn next_hop(
     if let Some(target) = target {
         return target.next_hop().cloned();
     }
+    NextHop::from_uri(hop_uri(msg, None, edits, route_hop)?)
+}
+
+/// The transport the next hop's URI asks for (the URI `next_hop` reads),
+/// if it names one (see [`crate::target::uri_transport`]).
+pub fn next_hop_transport(
+    msg: &Message<'_>,
+    target: Option<&'static Target>,
+    edits: &Edits,
+    route_hop: Option<&str>,
+) -> Option<Transport> {
+    crate::target::uri_transport(hop_uri(msg, target, edits, route_hop)?)
+}
+
+/// The URI the next hop comes from: the target, `$du`, the first Route
+/// entry left, the (new) Request-URI, in that order.
+fn hop_uri<'a>(
+    msg: &'a Message<'_>,
+    target: Option<&'static Target>,
+    edits: &'a Edits,
+    route_hop: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(target) = target {
+        return Some(target.as_str());
+    }
     if let Some(du) = &edits.du {
-        return NextHop::from_uri(du);
+        return Some(du);
     }
     if let Some(route) = route_hop {
-        return NextHop::from_uri(route);
+        return Some(route);
     }
     match &edits.ruri {
-        Some(ruri) => NextHop::from_uri(ruri),
-        None => NextHop::from_uri(msg.request_uri()?),
+        Some(ruri) => Some(ruri),
+        None => msg.request_uri(),
     }
 }
 
 /// The request to send downstream: `msg` with our Via on top (carrying
 /// `branch`), `received`/`rport` on the Via we got (`via_edit`), the new
 /// Request-URI, Record-Route, Max-Forwards, our Route entries removed, and
-/// the route's removed and appended headers.
+/// the route's removed and appended headers. `listener` sends it; the
+/// request came in on `arrival`: when they differ (another transport or
+/// address), `record_route` writes one entry for each side (RFC 5658).
 pub fn request(
     msg: &Message<'_>,
     listener: &Listener,
+    arrival: &Listener,
     branch: &str,
     via_edit: Option<&super::received::ViaEdit>,
     edits: &Edits,
@@ -77,6 +106,9 @@ pub fn request(
             .first(HeaderName::RecordRoute)
             .map_or(first_via.line_range.start, |h| h.line_range.start);
         splice.insert(at, listener.record_route.as_bytes());
+        if listener.record_route != arrival.record_route {
+            splice.insert(at, arrival.record_route.as_bytes());
+        }
     }
     match (msg.max_forwards(), msg.first(HeaderName::MaxForwards)) {
         (Some(n), Some(h)) => {
@@ -100,6 +132,70 @@ pub fn request(
     splice.apply(&msg.buf()[..msg.len()], &mut bytes);
     Some(bytes)
 }
+
+/// Why a request was not built for its next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsent {
+    /// The next hop asks for a transport we have no socket of.
+    NoSocket(Transport),
+    /// Over 65,507 bytes and only UDP to send it on (513).
+    TooLarge,
+    /// The request could not be rebuilt (it has no Via).
+    Malformed,
+}
+
+/// A request built for its next hop, and the socket it leaves from.
+pub struct Built {
+    pub socket: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// Choose the socket a request to `hop` leaves from and build the request
+/// for it (see [`request`]): the transport the next hop asks for (`want`),
+/// else UDP; TCP instead when the request is over 1,300 bytes, nothing
+/// asked for UDP and we listen on TCP (RFC 3261 §18.1.1).
+#[allow(clippy::too_many_arguments)]
+pub fn request_for_hop(
+    identity: &super::Identity,
+    msg: &Message<'_>,
+    arrival: usize,
+    want: Option<Transport>,
+    hop: &NextHop,
+    branch: &str,
+    via_edit: Option<&super::received::ViaEdit>,
+    edits: &Edits,
+    routes: &RouteSet<'_>,
+) -> Result<Built, Unsent> {
+    let wanted = want.unwrap_or(Transport::Udp);
+    let socket = identity
+        .sending_socket(arrival, want, hop)
+        .ok_or(Unsent::NoSocket(wanted))?;
+    let came_on = identity.listener(arrival).ok_or(Unsent::Malformed)?;
+    let build = |socket: usize| {
+        let listener = identity.listener(socket).ok_or(Unsent::Malformed)?;
+        let bytes = request(msg, listener, came_on, branch, via_edit, edits, routes)
+            .ok_or(Unsent::Malformed)?;
+        Ok::<_, Unsent>((listener.transport, bytes))
+    };
+    let (transport, bytes) = build(socket)?;
+    if transport != Transport::Udp || bytes.len() <= MTU_LIMIT {
+        return Ok(Built { socket, bytes });
+    }
+    if want.is_none()
+        && let Some(tcp) = identity.sending_socket(arrival, Some(Transport::Tcp), hop)
+    {
+        let (_, bytes) = build(tcp)?;
+        return Ok(Built { socket: tcp, bytes });
+    }
+    if bytes.len() > super::MAX_UDP_PAYLOAD {
+        return Err(Unsent::TooLarge);
+    }
+    Ok(Built { socket, bytes })
+}
+
+/// RFC 3261 §18.1.1: larger requests go over a congestion-controlled
+/// transport when one is available (200 bytes under a 1,500-byte MTU).
+pub const MTU_LIMIT: usize = 1300;
 
 /// The response to send upstream: `msg` with its top Via (ours) removed,
 /// the status line replaced when `status_line` is given (503 → 500), and

@@ -7,7 +7,7 @@
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::target::{DEFAULT_PORT, parse_ip};
+use crate::target::{DEFAULT_PORT, NextHop, parse_ip};
 use crate::transport::Transport;
 
 /// One listening socket and how it names itself in headers.
@@ -161,6 +161,48 @@ impl Identity {
                 || ip.is_some_and(|ip| ip == l.addr.ip() && !ip.is_unspecified());
             same_host && (port == l.port || port == l.addr.port())
         })
+    }
+
+    /// The socket a request to `hop` leaves from, having come in on
+    /// `arrival`: one of transport `want` when the next hop asks for one
+    /// (None when we have none); else the arrival socket when it is UDP,
+    /// else a UDP socket (RFC 3263: UDP when nothing says otherwise), else
+    /// the arrival socket. Among several, one of the hop's address family,
+    /// the arrival socket first.
+    pub fn sending_socket(
+        &self,
+        arrival: usize,
+        want: Option<Transport>,
+        hop: &NextHop,
+    ) -> Option<usize> {
+        let family_ok = |l: &Listener| match hop {
+            NextHop::Addr(a) => l.addr.is_ipv4() == a.is_ipv4(),
+            NextHop::Name { .. } => true,
+        };
+        let pick = |t: Transport| {
+            let of = |i: usize| self.listeners.get(i).filter(|l| l.transport == t);
+            of(arrival)
+                .filter(|l| family_ok(l))
+                .map(|_| arrival)
+                .or_else(|| {
+                    self.listeners
+                        .iter()
+                        .position(|l| l.transport == t && family_ok(l))
+                })
+                .or_else(|| of(arrival).map(|_| arrival))
+                .or_else(|| self.listeners.iter().position(|l| l.transport == t))
+        };
+        match want {
+            Some(t) => pick(t),
+            None => pick(Transport::Udp).or_else(|| self.listeners.get(arrival).map(|_| arrival)),
+        }
+    }
+
+    /// The transport of socket `index` (UDP for an index we do not have).
+    pub fn transport_of(&self, index: usize) -> Transport {
+        self.listeners
+            .get(index)
+            .map_or(Transport::Udp, |l| l.transport)
     }
 
     /// The listener a message that arrived on socket `index` leaves from.

@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use crate::sip::Via;
 use crate::target::{DEFAULT_PORT, NextHop, parse_ip};
+use crate::transport::Transport;
 
 /// The edit of the top Via: replace `range` (possibly empty) with `text`,
 /// and delete `remove` when set (a `received` the sender wrote itself).
@@ -50,8 +51,15 @@ impl ViaEdit {
 /// when `rport` is asked for), `rport` gets the source port. Values the
 /// sender wrote into `received` or `rport` are replaced, never trusted:
 /// they would steer where the responses go (RFC 3261 §18.2.1, RFC 3581 §4).
-pub fn top_via_edit(via: &Via<'_>, source: SocketAddr) -> Option<ViaEdit> {
-    let needs_received = via.rport.is_some() || parse_ip(via.host) != Some(source.ip());
+///
+/// Over a connection (`transport` TCP, TLS, WS) `rport` is always written,
+/// asked for or not (Kamailio's `force_rport`): the Via then names the
+/// connection's far end, where responses must go (§18.2.2), whoever
+/// forwards them, even a stateless proxy that keeps no connection state.
+pub fn top_via_edit(via: &Via<'_>, source: SocketAddr, transport: Transport) -> Option<ViaEdit> {
+    let force_rport = transport.is_stream() && via.rport.is_none();
+    let asked = via.rport.is_some() || force_rport;
+    let needs_received = asked || parse_ip(via.host) != Some(source.ip());
     let mut received = String::new();
     if needs_received {
         received.push_str(";received=");
@@ -74,7 +82,7 @@ pub fn top_via_edit(via: &Via<'_>, source: SocketAddr) -> Option<ViaEdit> {
     let rport_ok = match via.rport {
         Some(Some(port)) => port == source.port(),
         Some(None) => false,
-        None => true,
+        None => !force_rport,
     };
     if received_ok && rport_ok {
         return None;
@@ -91,6 +99,9 @@ pub fn top_via_edit(via: &Via<'_>, source: SocketAddr) -> Option<ViaEdit> {
             rport.clone()
         }
         _ => {
+            if force_rport {
+                let _ = write!(text, ";rport={}", source.port());
+            }
             text.push_str(&received);
             match &via.received_range {
                 Some(r) => r.clone(),
@@ -119,9 +130,10 @@ pub fn response_destination(via: &Via<'_>) -> Option<NextHop> {
 
 /// Where a response to a request we just received goes, computed from the
 /// source address before any edit: the source IP, at the source port when
-/// `rport` was asked for, else at the sent-by port.
-pub fn reply_destination(via: &Via<'_>, source: SocketAddr) -> SocketAddr {
-    let port = if via.rport.is_some() {
+/// `rport` was asked for or the request came over a connection (which the
+/// response goes back on, §18.2.2), else at the sent-by port.
+pub fn reply_destination(via: &Via<'_>, source: SocketAddr, transport: Transport) -> SocketAddr {
+    let port = if via.rport.is_some() || transport.is_stream() {
         source.port()
     } else {
         via.port.unwrap_or(DEFAULT_PORT)
@@ -135,7 +147,7 @@ mod tests {
 
     fn edit(via: &str, source: &str) -> Option<String> {
         let v = Via::parse(via, 0).unwrap();
-        let e = top_via_edit(&v, source.parse().unwrap())?;
+        let e = top_via_edit(&v, source.parse().unwrap(), Transport::Udp)?;
         let mut out = String::new();
         let mut at = 0;
         let mut cuts = vec![(e.range.clone(), e.text.clone())];
@@ -226,6 +238,6 @@ mod tests {
         let v = Via::parse(&edited, 0).unwrap();
         assert_eq!(response_destination(&v), Some(NextHop::Addr(src)));
         let v = Via::parse(forged, 0).unwrap();
-        assert_eq!(reply_destination(&v, src), src);
+        assert_eq!(reply_destination(&v, src, Transport::Udp), src);
     }
 }

@@ -13,13 +13,14 @@ use crate::sip::{HeaderName, Message};
 pub fn build(
     req: &Message<'_>,
     source: SocketAddr,
+    transport: crate::transport::Transport,
     code: u16,
     reason: Option<&str>,
     extra_headers: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<SocketAddr> {
     let top = req.top_via()?;
-    let edit = top_via_edit(&top, source);
+    let edit = top_via_edit(&top, source, transport);
     let buf = req.buf();
     out.extend_from_slice(b"SIP/2.0 ");
     out.extend_from_slice(code.to_string().as_bytes());
@@ -66,7 +67,7 @@ pub fn build(
     out.extend_from_slice(b"Server: sipforge\r\n");
     out.extend_from_slice(extra_headers);
     out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-    Some(reply_destination(&top, source))
+    Some(reply_destination(&top, source, transport))
 }
 
 /// Appends header bytes copied from the request, a CR that is not part of

@@ -18,6 +18,10 @@ pub struct RouteSet<'a> {
     pub new_request_uri: Option<&'a str>,
     /// URI of the first Route entry left: where the request goes next.
     pub next_hop: Option<&'a str>,
+    /// The transport our last removed Route entry names: with two of our
+    /// entries (written when the transport changes, RFC 5658), the one
+    /// facing where the request goes on.
+    pub side: Option<crate::transport::Transport>,
 }
 
 struct Entry<'a> {
@@ -64,6 +68,13 @@ pub fn process<'a>(msg: &Message<'a>, us: &Identity) -> RouteSet<'a> {
         }
         remove[i] = true;
     }
+    result.side = entries
+        .iter()
+        .take(2)
+        .zip(&remove)
+        .take_while(|(_, r)| **r)
+        .last()
+        .and_then(|(e, _)| crate::target::uri_transport(e.uri));
     result.next_hop = entries
         .iter()
         .zip(&remove)

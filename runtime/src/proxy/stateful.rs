@@ -39,6 +39,7 @@ use crate::transaction::{
     Action, ClientInvite, ClientNonInvite, Machine, RequestKeyFields, ServerInvite,
     ServerNonInvite, Timers, TransactionId, TransactionKey, TransactionTable, has_magic_cookie,
 };
+use crate::transport::Transport;
 
 /// Branch prefix of stateful branches (stateless ones are hex after `sf`).
 pub const STATEFUL_PREFIX: &str = "z9hG4bKsfT";
@@ -120,6 +121,8 @@ struct Held {
 struct Branch {
     id: String,
     to: NextHop,
+    /// The socket the branch went out on (its transport and address).
+    socket: usize,
     /// Hash of the next hop and Request-URI: a transaction never sends to
     /// the same one twice.
     target: u64,
@@ -145,6 +148,8 @@ pub struct ProxyTxn {
     request: Arc<[u8]>,
     source: SocketAddr,
     socket: usize,
+    /// The transport of `socket`: over a connection, responses go back on it.
+    transport: Transport,
     upstream: SocketAddr,
     server: Server,
     branches: Vec<Branch>,
@@ -424,16 +429,19 @@ impl Stateful {
                 "transaction table full: 503 with Retry-After"
             );
             metrics::transaction_rejected();
-            reply_upstream_stateless(msg, source, socket, 503, b"Retry-After: 5\r\n", out);
+            let transport = env.identity.transport_of(socket);
+            let to = (source, socket, transport);
+            reply_upstream_stateless(msg, to, 503, b"Retry-After: 5\r\n", out);
             return;
         }
         let is_invite = msg.method() == Some("INVITE");
-        let upstream = reply_destination(&top, source);
+        let transport = env.identity.transport_of(socket);
+        let upstream = reply_destination(&top, source, transport);
         self.actions.clear();
         let server = if is_invite {
             let mut server = ServerInvite::new(now, env.timers, false);
             let mut trying = Vec::with_capacity(256);
-            if reply::build(msg, source, 100, None, b"", &mut trying).is_some() {
+            if reply::build(msg, source, transport, 100, None, b"", &mut trying).is_some() {
                 server.send_response(now, 100, trying, &mut self.actions);
             }
             Server::Invite(server)
@@ -447,6 +455,7 @@ impl Stateful {
             request: Arc::from(&msg.buf()[..msg.len()]),
             source,
             socket,
+            transport,
             upstream,
             server,
             branches: Vec::with_capacity(1),
@@ -577,7 +586,7 @@ impl Stateful {
                     Action::Transmit(bytes) => {
                         let to = txn.branches[index].to.clone();
                         out.push(Outgoing {
-                            socket: txn.socket,
+                            socket: txn.branches[index].socket,
                             to,
                             bytes: Payload::Shared(bytes),
                         });
@@ -588,7 +597,7 @@ impl Stateful {
                             && let Client::Invite(c) = &mut b.client
                         {
                             c.send_ack(now, ack, actions);
-                            transmit(actions, txn.socket, &b.to, out);
+                            transmit(actions, b.socket, &b.to, out);
                         }
                     }
                     Action::DeliverResponse { status } => {
@@ -613,7 +622,8 @@ impl Stateful {
         let actions = &mut self.actions;
         self.table.update(id, |txn| {
             // §16.10: the CANCEL is answered at once.
-            reply_upstream_stateless(cancel, source, txn.socket, 200, b"", out);
+            let to = (source, txn.socket, txn.transport);
+            reply_upstream_stateless(cancel, to, 200, b"", out);
             if txn.final_sent || txn.cancelled {
                 return;
             }
@@ -624,7 +634,7 @@ impl Stateful {
                     continue;
                 }
                 if b.provisional {
-                    send_cancel(env, now, txn.socket, b, actions, out);
+                    send_cancel(env, now, b.socket, b, actions, out);
                 } else {
                     b.cancel_pending = true;
                 }
@@ -851,9 +861,6 @@ fn add_branch(
         txn.self_loop = true;
         return false;
     }
-    let Some(listener) = env.identity.listener(txn.socket) else {
-        return false;
-    };
     let branch = make_branch(
         env.identity,
         txn.shard,
@@ -862,21 +869,43 @@ fn add_branch(
         txn.upstream,
         txn.loop_key,
     );
-    let via_edit = stored.top_via().and_then(|v| top_via_edit(&v, txn.source));
-    let Some(bytes) = forward::request(stored, listener, &branch, via_edit.as_ref(), edits, routes)
-    else {
-        return false;
+    let via_edit = stored
+        .top_via()
+        .and_then(|v| top_via_edit(&v, txn.source, txn.transport));
+    let want = forward::next_hop_transport(stored, target, edits, routes.next_hop).or(routes.side);
+    let built = forward::request_for_hop(
+        env.identity,
+        stored,
+        txn.socket,
+        want,
+        &hop,
+        &branch,
+        via_edit.as_ref(),
+        edits,
+        routes,
+    );
+    let (socket, bytes) = match built {
+        Ok(built) => (built.socket, built.bytes),
+        Err(forward::Unsent::TooLarge) => {
+            metrics::dropped(DropReason::TooLarge);
+            tracing::debug!(
+                call_id,
+                "relay: the request is too large for a UDP datagram; no branch (513)"
+            );
+            txn.too_large = true;
+            return false;
+        }
+        Err(forward::Unsent::NoSocket(transport)) => {
+            metrics::dropped(DropReason::NoRoute);
+            crate::warn_limited!(
+                call_id,
+                to = %hop,
+                "relay: the next hop asks for {transport} and no {transport} socket is listed; no branch"
+            );
+            return false;
+        }
+        Err(forward::Unsent::Malformed) => return false,
     };
-    if bytes.len() > super::MAX_UDP_PAYLOAD {
-        metrics::dropped(DropReason::TooLarge);
-        tracing::debug!(
-            call_id,
-            len = bytes.len(),
-            "relay: the request is too large for a UDP datagram; no branch (513)"
-        );
-        txn.too_large = true;
-        return false;
-    }
     actions.clear();
     let client = if stored.method() == Some("INVITE") {
         // Timer C bounds the whole transaction: started with the first
@@ -888,7 +917,7 @@ fn add_branch(
     } else {
         Client::NonInvite(ClientNonInvite::new(now, env.timers, false, bytes, actions))
     };
-    transmit(actions, txn.socket, &hop, out);
+    transmit(actions, socket, &hop, out);
     tracing::debug!(
         call_id = stored.call_id().unwrap_or(""),
         method = stored.method().unwrap_or(""),
@@ -900,6 +929,7 @@ fn add_branch(
     txn.branches.push(Branch {
         id: branch,
         to: hop,
+        socket,
         target: target_key,
         dest,
         client,
@@ -934,7 +964,7 @@ fn deliver(
         }
         if b.cancel_pending && b.cancel.is_none() {
             b.cancel_pending = false;
-            send_cancel(env, now, txn.socket, b, actions, out);
+            send_cancel(env, now, b.socket, b, actions, out);
         }
         if status == 100 {
             return; // §16.7 step 5: a 100 is not forwarded
@@ -946,7 +976,8 @@ fn deliver(
         env.destinations.report(dest, Report::Replied(status));
     }
     let request = Arc::clone(&txn.request);
-    let mut cx = Ctx::for_reply(msg, Some(&request), msg_source(txn));
+    let mut cx = Ctx::for_reply(msg, Some(&request), msg_source(txn))
+        .with_transport(env.identity.transport_of(txn.branches[index].socket));
     set_destination_vars(env, txn.branches[index].dest, &mut cx.edits);
     let _ = env.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
@@ -1076,7 +1107,8 @@ fn maybe_complete(
             None => reply::default_reason(status),
         };
         metrics::failure_route_run();
-        let mut cx = Ctx::for_failure(&stored, status, reason, txn.source);
+        let mut cx =
+            Ctx::for_failure(&stored, status, reason, txn.source).with_transport(txn.transport);
         cx.edits = Edits {
             du: None,
             ..clone_edits(&txn.saved)
@@ -1164,7 +1196,17 @@ fn local_final(
         return;
     };
     let mut bytes = Vec::with_capacity(512);
-    if reply::build(&stored, txn.source, code, reason, headers, &mut bytes).is_none() {
+    if reply::build(
+        &stored,
+        txn.source,
+        txn.transport,
+        code,
+        reason,
+        headers,
+        &mut bytes,
+    )
+    .is_none()
+    {
         return;
     }
     txn.final_sent = true;
@@ -1233,7 +1275,7 @@ fn on_timer(
         txn.timer_c_fired = true;
         for b in txn.branches.iter_mut().filter(|b| b.held.is_none()) {
             if b.provisional {
-                send_cancel(env, now, txn.socket, b, actions, out);
+                send_cancel(env, now, b.socket, b, actions, out);
             } else {
                 b.held = Some(Held {
                     status: 408,
@@ -1252,7 +1294,7 @@ fn on_timer(
                     Action::Transmit(bytes) => {
                         resent += 1;
                         out.push(Outgoing {
-                            socket: txn.socket,
+                            socket: b.socket,
                             to: b.to.clone(),
                             bytes: Payload::Shared(bytes),
                         })
@@ -1277,7 +1319,7 @@ fn on_timer(
         {
             actions.clear();
             cancel.on_timeout(now, actions);
-            resent += transmit(actions, txn.socket, &b.to, out);
+            resent += transmit(actions, b.socket, &b.to, out);
         }
         if b.held.is_none() && b.give_up_at.is_some_and(|d| d <= now) {
             // §9.1: no final response 64*T1 after the CANCEL: the INVITE
@@ -1371,14 +1413,13 @@ fn build_hop_request(sent: &[u8], method: &str, to_line: Option<&[u8]>) -> Optio
 /// Answer a request statelessly (CANCEL's 200, 503 when full).
 fn reply_upstream_stateless(
     msg: &Message<'_>,
-    source: SocketAddr,
-    socket: usize,
+    (source, socket, transport): (SocketAddr, usize, Transport),
     code: u16,
     headers: &[u8],
     out: &mut Vec<Outgoing>,
 ) {
     let mut bytes = Vec::with_capacity(512);
-    if let Some(to) = reply::build(msg, source, code, None, headers, &mut bytes) {
+    if let Some(to) = reply::build(msg, source, transport, code, None, headers, &mut bytes) {
         metrics::stateless_reply_sent(code);
         tracing::debug!(
             call_id = msg.call_id().unwrap_or(""),
@@ -1509,6 +1550,7 @@ mod tests {
                 host: "x".into(),
                 port: 5060,
             },
+            socket: 0,
             target: 0,
             dest: None,
             client: Client::NonInvite(ClientNonInvite::new(

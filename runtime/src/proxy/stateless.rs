@@ -111,6 +111,8 @@ fn on_request(
 ) {
     let method = msg.method().unwrap_or("");
     let is_ack = method == "ACK";
+    // Where our own replies go: the source, over the socket it came on.
+    let at = (source, socket, core.identity.transport_of(socket));
     // An ACK never makes a transaction, nor does a CANCEL that matched
     // none (§16.10): both are forwarded statelessly.
     let never_stateful = is_ack || method == "CANCEL";
@@ -120,15 +122,7 @@ fn on_request(
             metrics::dropped(DropReason::Malformed);
             crate::warn_limited!(%source, "dropped malformed ACK: {}", invalid.reason);
         } else {
-            send_reply(
-                msg,
-                source,
-                socket,
-                invalid.code,
-                Some(invalid.reason),
-                b"",
-                out,
-            );
+            send_reply(msg, at, invalid.code, Some(invalid.reason), b"", out);
         }
         return;
     }
@@ -136,7 +130,7 @@ fn on_request(
     let max_forwards = msg.max_forwards();
     if max_forwards == Some(0) {
         if !is_ack {
-            send_reply(msg, source, socket, 483, None, b"", out);
+            send_reply(msg, at, 483, None, b"", out);
         }
         return;
     }
@@ -148,7 +142,7 @@ fn on_request(
         let mut unsupported = b"Unsupported: ".to_vec();
         unsupported.extend_from_slice(msg.value(h).as_bytes());
         unsupported.extend_from_slice(b"\r\n");
-        send_reply(msg, source, socket, 420, None, &unsupported, out);
+        send_reply(msg, at, 420, None, &unsupported, out);
         return;
     }
     // Retransmissions, non-2xx ACKs and CANCELs of relayed requests: only
@@ -179,7 +173,7 @@ fn on_request(
             "request came back with a Via of ours for the same request: loop"
         );
         if !is_ack {
-            send_reply(msg, source, socket, 482, None, b"", out);
+            send_reply(msg, at, 482, None, b"", out);
         }
         return;
     }
@@ -193,7 +187,9 @@ fn on_request(
         );
         return;
     }
-    let mut cx = Ctx::for_request(msg, source).with_auth(core.auth_env(now));
+    let mut cx = Ctx::for_request(msg, source)
+        .with_auth(core.auth_env(now))
+        .with_transport(at.2);
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
     }
@@ -221,7 +217,7 @@ fn on_request(
         }
         Decision::Relay(_) if !never_stateful && new_relay(core.draining()) == NewRelay::Reject => {
             metrics::transaction_rejected();
-            send_reply(msg, source, socket, 503, None, REJECT_HEADERS, out);
+            send_reply(msg, at, 503, None, REJECT_HEADERS, out);
             return;
         }
         Decision::Relay(RelayTo::Default) => None,
@@ -250,7 +246,7 @@ fn on_request(
             if is_ack {
                 tracing::debug!("reply to an ACK suppressed (an ACK is never answered)");
             } else {
-                send_reply(msg, source, socket, code, reason, &headers, out);
+                send_reply(msg, at, code, reason, &headers, out);
             }
             return;
         }
@@ -298,37 +294,37 @@ fn on_request(
             "the next hop is this proxy: not sent (482)"
         );
         if !is_ack {
-            send_reply(msg, source, socket, 482, None, b"", out);
+            send_reply(msg, at, 482, None, b"", out);
         }
         return;
     }
-    let Some(listener) = core.identity.listener(socket) else {
-        return;
-    };
     let Some(top) = msg.top_via() else {
         return;
     };
     let mut branch = String::with_capacity(56);
-    let responses_to = reply_destination(&top, source);
+    let transport = core.identity.transport_of(socket);
+    let responses_to = reply_destination(&top, source, transport);
     stateless_branch(msg, &core.identity, loop_key, responses_to, &mut branch);
-    let via_edit = top_via_edit(&top, source);
-    let Some(bytes) = forward::request(msg, listener, &branch, via_edit.as_ref(), &edits, &routes)
-    else {
-        return;
-    };
-    if bytes.len() > super::MAX_UDP_PAYLOAD {
-        metrics::dropped(DropReason::TooLarge);
-        tracing::debug!(
-            call_id = msg.call_id().unwrap_or(""),
-            method,
-            len = bytes.len(),
-            "request too large for a UDP datagram: not forwarded (513)"
-        );
-        if !is_ack {
-            send_reply(msg, source, socket, 513, None, b"", out);
+    let via_edit = top_via_edit(&top, source, transport);
+    let want = forward::next_hop_transport(msg, target, &edits, routes.next_hop).or(routes.side);
+    let built = forward::request_for_hop(
+        &core.identity,
+        msg,
+        socket,
+        want,
+        &hop,
+        &branch,
+        via_edit.as_ref(),
+        &edits,
+        &routes,
+    );
+    let (from, bytes) = match built {
+        Ok(built) => (built.socket, built.bytes),
+        Err(unsent) => {
+            not_sent(msg, at, &hop, unsent, out);
+            return;
         }
-        return;
-    }
+    };
     tracing::debug!(
         call_id = msg.call_id().unwrap_or(""),
         method,
@@ -338,10 +334,46 @@ fn on_request(
     );
     metrics::request_forwarded();
     out.push(Outgoing {
-        socket,
+        socket: from,
         to: hop,
         bytes: Payload::Owned(bytes),
     });
+}
+
+/// A request that could not be built for its next hop: 513 when too large
+/// for UDP, 503 when we have no socket of the transport it asks for.
+fn not_sent(
+    msg: &Message<'_>,
+    at: (SocketAddr, usize, crate::transport::Transport),
+    hop: &NextHop,
+    unsent: forward::Unsent,
+    out: &mut Vec<Outgoing>,
+) {
+    let is_ack = msg.method() == Some("ACK");
+    let code = match unsent {
+        forward::Unsent::TooLarge => {
+            metrics::dropped(DropReason::TooLarge);
+            tracing::debug!(
+                call_id = msg.call_id().unwrap_or(""),
+                to = %hop,
+                "request too large for a UDP datagram: not forwarded (513)"
+            );
+            513
+        }
+        forward::Unsent::NoSocket(transport) => {
+            metrics::dropped(DropReason::NoRoute);
+            crate::warn_limited!(
+                call_id = msg.call_id().unwrap_or(""),
+                to = %hop,
+                "the next hop asks for {transport} and no {transport} socket is listed: not forwarded (503)"
+            );
+            503
+        }
+        forward::Unsent::Malformed => return,
+    };
+    if !is_ack {
+        send_reply(msg, at, code, None, b"", out);
+    }
 }
 
 /// `touched` gets the transaction shard the response went to, if any.
@@ -434,7 +466,8 @@ fn on_response(
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
         return;
     };
-    let mut cx = Ctx::for_reply(msg, None, source);
+    let mut cx =
+        Ctx::for_reply(msg, None, source).with_transport(core.identity.transport_of(socket));
     let _ = core.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
     if matches!(decision, Decision::Drop) {
@@ -493,15 +526,14 @@ fn is_self(identity: &super::Identity, hop: &NextHop) -> bool {
 /// to answer to.
 fn send_reply(
     msg: &Message<'_>,
-    source: SocketAddr,
-    socket: usize,
+    (source, socket, transport): (SocketAddr, usize, crate::transport::Transport),
     code: u16,
     reason: Option<&str>,
     headers: &[u8],
     out: &mut Vec<Outgoing>,
 ) {
     let mut bytes = Vec::with_capacity(512);
-    match reply::build(msg, source, code, reason, headers, &mut bytes) {
+    match reply::build(msg, source, transport, code, reason, headers, &mut bytes) {
         Some(to) => {
             metrics::stateless_reply_sent(code);
             tracing::debug!(

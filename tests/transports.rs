@@ -1,0 +1,249 @@
+//! The core's transport choices, sans-IO (a `Core` fed plain values; the
+//! sockets are `tests/tcp.rs`'s business): the socket a request leaves
+//! from (`;transport=`, `sips:`, UDP by default, TCP over 1,300 bytes),
+//! Via and Record-Route naming it, two Record-Route entries when the
+//! transport changes and in-dialog requests finding the right side, and
+//! responses to a request that came over a connection going back to the
+//! connection's far end.
+
+mod common;
+
+use std::time::Instant;
+
+use common::text::header;
+use sipforge_runtime::proxy::{Core, CoreConfig, Identity, Listener, Outgoing};
+use sipforge_runtime::target::NextHop;
+use sipforge_runtime::transport::Transport;
+
+const UDP: usize = 0;
+const TCP: usize = 1;
+
+fn core() -> Core {
+    let addr = "127.0.0.1:5060".parse().unwrap();
+    let listeners = vec![
+        Listener::with_transport(addr, Transport::Udp, None).unwrap(),
+        Listener::with_transport(addr, Transport::Tcp, None).unwrap(),
+    ];
+    Core::new(
+        &common::transports::ROUTES,
+        Identity::new(listeners),
+        CoreConfig::default(),
+    )
+}
+
+struct Sent {
+    socket: usize,
+    to: String,
+    text: String,
+}
+
+fn feed(core: &Core, text: &str, from: &str, socket: usize) -> Vec<Sent> {
+    let mut out: Vec<Outgoing> = Vec::new();
+    core.handle(
+        Instant::now(),
+        text.as_bytes(),
+        from.parse().unwrap(),
+        socket,
+        &mut out,
+    );
+    out.into_iter()
+        .map(|o| Sent {
+            socket: o.socket,
+            to: match o.to {
+                NextHop::Addr(a) => a.to_string(),
+                NextHop::Name { host, port } => format!("{host}:{port}"),
+            },
+            text: String::from_utf8_lossy(o.bytes.as_ref()).into_owned(),
+        })
+        .collect()
+}
+
+fn request(method: &str, ruri: &str, via: &str, id: &str, extra: &str) -> String {
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: {via};branch=z9hG4bK-{id}\r\nMax-Forwards: 70\r\n\
+         From: <sip:alice@example.com>;tag=a-{id}\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: {id}\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn record_routes(text: &str) -> Vec<&str> {
+    text.split("\r\n")
+        .filter_map(|l| l.strip_prefix("Record-Route: "))
+        .collect()
+}
+
+/// The request the core relayed (skipping the 100 Trying it sent back).
+fn relayed(sent: &[Sent]) -> &Sent {
+    sent.iter()
+        .find(|s| !s.text.starts_with("SIP/2.0"))
+        .unwrap_or_else(|| {
+            panic!(
+                "nothing relayed: {:?}",
+                sent.iter().map(|s| &s.text).collect::<Vec<_>>()
+            )
+        })
+}
+
+#[test]
+fn a_transport_parameter_picks_the_socket_and_two_record_routes_join_the_sides() {
+    let core = core();
+    let req = request(
+        "INVITE",
+        "sip:bob@127.0.0.1:5070;transport=tcp",
+        "SIP/2.0/UDP 127.0.0.1:5062;rport",
+        "t1",
+        "",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:5062", UDP);
+    let out = relayed(&sent);
+    assert_eq!(out.socket, TCP, "sent from the TCP socket");
+    assert_eq!(out.to, "127.0.0.1:5070");
+    assert!(
+        header(&out.text, "Via")
+            .unwrap()
+            .starts_with("SIP/2.0/TCP 127.0.0.1:5060;branch="),
+        "{}",
+        out.text
+    );
+    assert_eq!(header(&out.text, "X-Pr"), Some("udp"));
+    assert_eq!(
+        record_routes(&out.text),
+        vec![
+            "<sip:127.0.0.1:5060;transport=tcp;lr>",
+            "<sip:127.0.0.1:5060;lr>"
+        ],
+        "the entry facing the next hop on top (RFC 5658)"
+    );
+}
+
+#[test]
+fn in_dialog_requests_leave_on_the_side_their_route_names() {
+    let core = core();
+    // The callee (over TCP) sends BYE along the route set [tcp, udp].
+    let bye = request(
+        "BYE",
+        "sip:alice@127.0.0.1:5062",
+        "SIP/2.0/TCP 127.0.0.1:5070",
+        "d1",
+        "To: <sip:bob@example.com>;tag=b\r\nRoute: <sip:127.0.0.1:5060;transport=tcp;lr>, <sip:127.0.0.1:5060;lr>\r\n",
+    );
+    let bye = bye.replace("To: <sip:bob@example.com>\r\n", "");
+    let sent = feed(&core, &bye, "127.0.0.1:40001", TCP);
+    let out = relayed(&sent);
+    assert_eq!(out.socket, UDP, "towards the caller's side: UDP");
+    assert!(
+        header(&out.text, "Route").is_none(),
+        "both of our entries removed"
+    );
+    assert_eq!(header(&out.text, "X-Pr"), Some("tcp"));
+    // The caller (over UDP) sends BYE along [udp, tcp].
+    let bye = request(
+        "BYE",
+        "sip:bob@127.0.0.1:5070",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "d2",
+        "Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5060;transport=tcp;lr>\r\n",
+    );
+    let sent = feed(&core, &bye, "127.0.0.1:5062", UDP);
+    assert_eq!(relayed(&sent).socket, TCP, "towards the callee's side: TCP");
+}
+
+#[test]
+fn udp_by_default_and_tcp_for_large_requests() {
+    let core = core();
+    let small = request(
+        "OPTIONS",
+        "sip:bob@127.0.0.1:5070",
+        "SIP/2.0/TCP 127.0.0.1:5090",
+        "s1",
+        "",
+    );
+    let sent = feed(&core, &small, "127.0.0.1:40002", TCP);
+    let out = relayed(&sent);
+    assert_eq!(
+        out.socket, UDP,
+        "an IP literal without transport: UDP (RFC 3263)"
+    );
+    assert!(header(&out.text, "Via").unwrap().starts_with("SIP/2.0/UDP"));
+    let pad = format!("X-Pad: {}\r\n", "x".repeat(1400));
+    let large = request(
+        "OPTIONS",
+        "sip:bob@127.0.0.1:5070",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "s2",
+        &pad,
+    );
+    let sent = feed(&core, &large, "127.0.0.1:5062", UDP);
+    let out = relayed(&sent);
+    assert_eq!(out.socket, TCP, "over 1,300 bytes: TCP (RFC 3261 §18.1.1)");
+    assert!(header(&out.text, "Via").unwrap().starts_with("SIP/2.0/TCP"));
+    assert!(out.text.len() > 1300);
+}
+
+#[test]
+fn responses_to_a_request_over_a_connection_go_back_to_its_far_end() {
+    let core = core();
+    // Sent-by port 5090, but the connection comes from port 40003.
+    let req = request(
+        "OPTIONS",
+        "sip:bob@127.0.0.1:5070;transport=tcp",
+        "SIP/2.0/TCP 127.0.0.1:5090",
+        "r1",
+        "",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:40003", TCP);
+    let out = relayed(&sent);
+    let vias: Vec<&str> = out
+        .text
+        .split("\r\n")
+        .filter_map(|l| l.strip_prefix("Via: "))
+        .collect();
+    assert_eq!(vias.len(), 2);
+    assert!(
+        vias[1].contains(";rport=40003") && vias[1].contains("received=127.0.0.1"),
+        "rport forced on a connection's Via: {}",
+        vias[1]
+    );
+    // The answer comes back over TCP from the callee; it goes to 40003.
+    let resp = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nVia: {}\r\nFrom: <sip:alice@example.com>;tag=a-r1\r\nTo: <sip:bob@example.com>;tag=b\r\nCall-ID: r1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        vias[0], vias[1]
+    );
+    let back = feed(&core, &resp, "127.0.0.1:5070", TCP);
+    assert_eq!(
+        back.len(),
+        1,
+        "{:?}",
+        back.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
+    assert_eq!(back[0].to, "127.0.0.1:40003");
+    assert_eq!(back[0].socket, TCP);
+    // A stateless reply (here: Max-Forwards 0 gets 483) goes there too.
+    let dead = request(
+        "OPTIONS",
+        "sip:bob@127.0.0.1:5070",
+        "SIP/2.0/TCP 127.0.0.1:5090",
+        "r2",
+        "",
+    )
+    .replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let sent = feed(&core, &dead, "127.0.0.1:40004", TCP);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].text.starts_with("SIP/2.0 483"));
+    assert_eq!(sent[0].to, "127.0.0.1:40004");
+}
+
+#[test]
+fn a_transport_we_do_not_listen_on_gets_503() {
+    let core = core();
+    let req = request(
+        "OPTIONS",
+        "sips:bob@127.0.0.1:5071",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "n1",
+        "X-Stateless: yes\r\n",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:5062", UDP);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].text.starts_with("SIP/2.0 503"), "{}", sent[0].text);
+}
