@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -47,6 +48,12 @@ UAS2_PORT = 5090
 BUFFER = 1 << 20                              # 1 MiB socket buffers everywhere
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# Scenario (d) `auth`: the one user (the sipp UAC's From user, which both
+# proxies require the credentials to name), realm and bench-only password.
+AUTH_USER = "sipp"
+AUTH_REALM = "sipforge.bench"
+AUTH_PASSWORD = "bench-password"
+
 SCENARIOS = {
     # name: sipp UAS (port, scenario file) list, tail after the last call
     # (seconds of deferred work counted), log lines per call expected.
@@ -71,13 +78,25 @@ SCENARIOS = {
         "lines_per_call": 7,
         "title": "(c) stateful, 404 rerouted",
     },
+    "auth": {
+        # As stateful, but every call is challenged: INVITE / 407 / ACK,
+        # then the INVITE with credentials (two INVITE transactions per
+        # call). sipforge gets --credentials (written into the output
+        # directory), sipp -au/-ap.
+        "uac": "uac_auth.xml",
+        "uac_args": ["-au", AUTH_USER, "-ap", AUTH_PASSWORD],
+        "uas": [(UAS1_PORT, "uas.xml")],
+        "tail": 34.0,
+        "lines_per_call": 7,
+        "title": "(d) stateful, authenticated",
+    },
 }
 SYSTEMS = ["naive", "kamailio", "sipforge"]
 SYSTEM_TITLES = {"naive": "naive relay", "kamailio": "Kamailio 5.6", "sipforge": "sipforge"}
 LOG_MARKERS = ("Received ", "Got a reply")
 
 # Goals from the issue (sipforge against Kamailio, tuned).
-CPU_GOALS = {"seed_stateless": 0.65, "stateful": 0.60, "reroute_404": 0.60}
+CPU_GOALS = {"seed_stateless": 0.65, "stateful": 0.60, "reroute_404": 0.60, "auth": 0.60}
 RATE_GOALS = {"seed_stateless": 12_000, "stateful": 9_000}
 MEMORY_GOAL_BYTES = 4096
 REBUILD_GOAL_S = 20.0
@@ -433,8 +452,10 @@ class Proxy:
             binary = ctx.sipforge_bins.get(scenario)
             if binary is None:
                 raise Unavailable(ctx.sipforge_reason or "sipforge was not built")
-            cmd = [binary, "--log-level", "info" if logging_on else "warn",
-                   *shlex.split(ctx.args.sipforge_args)]
+            cmd = [binary, "--log-level", "info" if logging_on else "warn"]
+            if scenario == "auth":
+                cmd += ["--credentials", ctx.credentials()]
+            cmd += shlex.split(ctx.args.sipforge_args)
         else:
             raise ValueError(system)
         self.proc = spawn(pinned("proxy", cmd), lifetime=lifetime, out=self.log, env=env)
@@ -576,6 +597,18 @@ class Context:
         self.run_seq = 0
         self.broken: dict[tuple[str, str], str] = {}
         self.results_file = out / "runs.jsonl"
+        self._credentials: Path | None = None
+
+    def credentials(self) -> Path:
+        """The credentials file of scenario (d), written once into the output
+        directory: `user:realm:HA1` (htdigest), HA1 = MD5(user:realm:password).
+        Kamailio's auth.cfg carries the same HA1 (checked here)."""
+        if self._credentials is None:
+            ha1 = auth_ha1()
+            path = self.out / "auth.users"
+            path.write_text(f"{AUTH_USER}:{AUTH_REALM}:{ha1}\n")
+            self._credentials = path.resolve()
+        return self._credentials
 
     def run_dir(self, label: str) -> Path:
         self.run_seq += 1
@@ -622,8 +655,8 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
         before = proxy.cpu_ticks()
         uas_before = sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases)
         rc, sipp_cpu, wall, uac_stats = run_uac(
-            "uac.xml", calls, rate, run_dir, recv_timeout_ms=recv_timeout_ms,
-            limit=max(5000, rate * (recv_timeout_ms // 1000 + 2)))
+            spec.get("uac", "uac.xml"), calls, rate, run_dir, recv_timeout_ms=recv_timeout_ms,
+            limit=max(5000, rate * (recv_timeout_ms // 1000 + 2)), extra=spec.get("uac_args"))
         # The UASes' CPU over the UAC's lifetime (their share of the machine).
         uas_cpu = (sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases) - uas_before) / CLK_TCK
         time.sleep(tail)
@@ -676,6 +709,16 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
             pass
     ctx.record(result)
     return result
+
+
+def auth_ha1() -> str:
+    """HA1 of the bench user, checked against bench/kamailio/auth.cfg so the
+    two proxies accept the same password."""
+    ha1 = hashlib.md5(f"{AUTH_USER}:{AUTH_REALM}:{AUTH_PASSWORD}".encode()).hexdigest()
+    cfg = BENCH / "kamailio" / "auth.cfg"
+    if f'"{ha1}"' not in cfg.read_text():
+        fail(f"{cfg} does not carry HA1 {ha1} of {AUTH_USER}:{AUTH_REALM}:{AUTH_PASSWORD}")
+    return ha1
 
 
 def describe(r: dict) -> str:
@@ -776,6 +819,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     out = make_out_dir(args)
     ctx = Context(args, out)
+    if "auth" in scenarios:
+        auth_ha1()   # auth.cfg and the bench user agree, before building anything
     setup(ctx, scenarios, systems)
     require_ports_free([PROXY_PORT, UAC_PORT, UAS1_PORT, UAS2_PORT], wait=0)
     env_info = environment()
