@@ -58,6 +58,10 @@ pub struct File {
     pub auth: Option<AuthSpec>,
     /// `limits:` (per-source rate limit, trusted networks).
     pub limits: Option<LimitsSpec>,
+    /// `tls:` (certificates for tls:/wss: sockets and outgoing TLS).
+    pub tls: Option<TlsSpec>,
+    /// `dns:` (the servers RFC 3263 lookups ask).
+    pub dns: Option<DnsSpec>,
     pub sections: Vec<Section>,
     pub routes: Vec<NamedRoute>,
 }
@@ -133,6 +137,28 @@ impl AuthSpec {
     pub const DEFAULT_NONCE_TTL_MS: u64 = 300_000;
     /// What `algorithms:` may name, in the default order.
     pub const ALGORITHMS: [&'static str; 2] = ["SHA-256", "MD5"];
+}
+
+/// `tls:`.
+#[derive(Debug)]
+pub struct TlsSpec {
+    /// Where `tls:` is written.
+    pub pos: Pos,
+    /// PEM certificate chain (read at start, not at build time).
+    pub certificate: Sp<String>,
+    /// PEM private key.
+    pub key: Sp<String>,
+    /// PEM trust anchors for outgoing TLS (None: the system's roots).
+    pub ca: Option<Sp<String>>,
+    /// Require and verify client certificates.
+    pub verify_client: bool,
+}
+
+/// `dns:`.
+#[derive(Debug, Default)]
+pub struct DnsSpec {
+    /// `servers:` as written (`IP` or `IP:PORT`).
+    pub servers: Vec<Sp<String>>,
 }
 
 /// `limits:`.

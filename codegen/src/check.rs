@@ -10,6 +10,8 @@ use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
 mod security;
+mod transport;
+pub use transport::dns_server;
 
 /// Where a block runs: a section, or nowhere (an unused named route).
 type Ctx = Option<SectionKind>;
@@ -395,6 +397,7 @@ impl<'f> Checker<'f> {
             }
         }
         self.security_settings();
+        self.transport_settings();
         // Route names and their function names.
         let mut fns: BTreeMap<String, &Sp<String>> = BTreeMap::new();
         for r in &file.routes {

@@ -264,6 +264,8 @@ impl Emitter {
         let workers = Literal::u32_unsuffixed(file.workers.unwrap_or(0));
         let auth = self.auth_settings(file);
         let limits = self.limit_settings(file);
+        let tls = self.tls_settings(file);
+        let dns = self.dns_settings(file);
         let statics_n = self.net_statics();
         let path = lit(src.path);
         let sha = lit(src.sha256);
@@ -302,6 +304,8 @@ impl Emitter {
                 strict_response_source: #strict_source,
                 auth: #auth,
                 limits: #limits,
+                tls: #tls,
+                dns: #dns,
                 source_path: #path,
                 source_text: SOURCE_TEXT,
                 source_sha256: #sha,
@@ -324,6 +328,7 @@ impl Emitter {
             "Destination",
             "DestinationSet",
             "DigestAlgorithm",
+            "DnsSettings",
             "Flow",
             "Level",
             "LimitSettings",
@@ -337,6 +342,7 @@ impl Emitter {
             "Routes",
             "Settings",
             "Target",
+            "TlsSettings",
             "Var",
         ]
         .iter()

@@ -11,15 +11,18 @@ use crate::yaml::{Node, Value};
 use crate::{expr, suggest, template};
 
 mod security;
+mod transport;
 
 const TOP_KEYS: &[&str] = &[
     "listen",
     "advertise",
     "auth",
     "destinations",
+    "dns",
     "limits",
     "max_branches",
     "strict_response_source",
+    "tls",
     "workers",
     "request",
     "reply",
@@ -271,6 +274,8 @@ impl<'a> Parser<'a> {
                 "destinations" => file.destinations = self.destinations(v),
                 "auth" => file.auth = self.auth(k, v),
                 "limits" => file.limits = self.limits(v),
+                "tls" => file.tls = self.tls(k, v),
+                "dns" => file.dns = self.dns(v),
                 "request" | "reply" | "failure" => {
                     let kind = match key.as_str() {
                         "request" => SectionKind::Request,

@@ -549,3 +549,30 @@ fn limits_and_network_lists() {
         "routes.yaml:2:9: a network list tests an address, and `$sp` is not one",
     );
 }
+
+#[test]
+fn tls_and_dns_blocks() {
+    assert!(
+        errors(
+            "tls:\n  certificate: /etc/sipforge/cert.pem\n  key: /etc/sipforge/key.pem\n  ca: /etc/sipforge/ca.pem\n  verify_client: true\ndns: { servers: [\"127.0.0.1:5353\", \"::1\", 10.0.0.53] }\nrequest: [ relay ]\n"
+        )
+        .is_empty()
+    );
+    one(
+        "tls: { certificate: /c.pem }\nrequest: [ relay ]\n",
+        "routes.yaml:1:1: `tls` needs `certificate` and `key`",
+    );
+    one(
+        "tls: { certificate: /c.pem, key: /k.pem, verify: true }\nrequest: [ relay ]\n",
+        "routes.yaml:1:42: unknown key `verify`",
+    );
+    one(
+        "dns: { servers: [\"dns.example.com\"] }\nrequest: [ relay ]\n",
+        "routes.yaml:1:19: invalid DNS server: `dns.example.com` is not an IP address with an optional port",
+    );
+    let e = errors("listen: [ \"tls:127.0.0.1:5061\" ]\nrequest: [ relay ]\n");
+    assert!(
+        e.contains(&"routes.yaml:1:12: a `tls:` or `wss:` socket needs a `tls:` block".to_string()),
+        "{e:?}"
+    );
+}

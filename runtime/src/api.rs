@@ -85,6 +85,10 @@ pub struct Settings {
     pub auth: Option<AuthSettings>,
     /// `limits:`.
     pub limits: Option<LimitSettings>,
+    /// `tls:`: certificates for `tls:`/`wss:` sockets and outgoing TLS.
+    pub tls: Option<TlsSettings>,
+    /// `dns:`: the servers RFC 3263 lookups ask (None: the system's).
+    pub dns: Option<DnsSettings>,
     /// The routes file path as given to the build.
     pub source_path: &'static str,
     /// The routes file's text (for `--print-routes`).
@@ -106,6 +110,26 @@ pub struct AuthSettings {
     pub nonce_ttl_ms: u64,
     /// `secret:`: the file holding the nonce key (None: random per process).
     pub secret: Option<&'static str>,
+}
+
+/// `tls:`. The files are read when the proxy starts, never at build time.
+#[derive(Debug)]
+pub struct TlsSettings {
+    /// PEM certificate chain presented by `tls:`/`wss:` sockets.
+    pub certificate: &'static str,
+    /// Its PEM private key.
+    pub key: &'static str,
+    /// PEM trust anchors for the peers we connect to (None: the system's roots).
+    pub ca: Option<&'static str>,
+    /// Require client certificates (verified against `ca`).
+    pub verify_client: bool,
+}
+
+/// `dns:`.
+#[derive(Debug)]
+pub struct DnsSettings {
+    /// `IP:PORT` of each server, in order.
+    pub servers: &'static [&'static str],
 }
 
 /// Digest algorithms (RFC 7616).

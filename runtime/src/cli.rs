@@ -381,6 +381,11 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
         return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
     }
     for l in &listen {
+        if l.transport != crate::transport::Transport::Udp {
+            return Err(format!(
+                "listen `{l}`: only UDP sockets are supported so far"
+            ));
+        }
         crate::proxy::Listener::with_transport(l.addr, l.transport, advertise.as_deref())?;
     }
     let workers = match args.workers.or(match source.workers {

@@ -85,6 +85,44 @@ impl Emitter {
         }
     }
 
+    /// `tls: Some(TlsSettings { .. })` or `None`.
+    pub(super) fn tls_settings(&self, file: &File) -> TokenStream {
+        let Some(tls) = &file.tls else {
+            return quote!(None);
+        };
+        let certificate = lit(&tls.certificate.node);
+        let key = lit(&tls.key.node);
+        let ca = match &tls.ca {
+            Some(ca) => {
+                let ca = lit(&ca.node);
+                quote!(Some(#ca))
+            }
+            None => quote!(None),
+        };
+        let verify = tls.verify_client;
+        quote! {
+            Some(TlsSettings {
+                certificate: #certificate,
+                key: #key,
+                ca: #ca,
+                verify_client: #verify,
+            })
+        }
+    }
+
+    /// `dns: Some(DnsSettings { .. })` or `None`; servers as `IP:PORT`.
+    pub(super) fn dns_settings(&self, file: &File) -> TokenStream {
+        let Some(dns) = &file.dns else {
+            return quote!(None);
+        };
+        let servers = dns
+            .servers
+            .iter()
+            .filter_map(|s| crate::check::dns_server(&s.node).ok())
+            .map(|s| lit(&s));
+        quote!(Some(DnsSettings { servers: &[#(#servers),*] }))
+    }
+
     /// `limits: Some(LimitSettings { .. })` or `None`.
     pub(super) fn limit_settings(&mut self, file: &File) -> TokenStream {
         let Some(limits) = &file.limits else {
