@@ -1,6 +1,6 @@
 //! Running sipp from cargo tests: free ports, sipp processes with time
-//! limits, their statistics and error logs. Included by `tests/sipp_interop.rs`
-//! with `#[path]`; uses nothing from `tests/common`.
+//! limits, their statistics and error logs. Included by `tests/sipp_interop.rs`,
+//! `tests/sipp_auth.rs` and `tests/pjsua_auth.rs` with `#[path]`; uses nothing from `tests/common`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -296,6 +296,22 @@ impl Sipp {
         rate: u32,
         keys: &[(&str, String)],
     ) -> Sipp {
+        Sipp::uac_with(dir, role, scenario, proxy, calls, rate, keys, &[])
+    }
+
+    /// [`Sipp::uac`] with more sipp options (`extra`, e.g. `-au alice`),
+    /// given before the remote address.
+    #[allow(clippy::too_many_arguments)]
+    pub fn uac_with(
+        dir: &Path,
+        role: &str,
+        scenario: &str,
+        proxy: SocketAddr,
+        calls: u64,
+        rate: u32,
+        keys: &[(&str, String)],
+        extra: &[&str],
+    ) -> Sipp {
         let mut args: Vec<String> = vec![
             "-m".into(),
             calls.to_string(),
@@ -308,6 +324,7 @@ impl Sipp {
         for (name, value) in keys {
             args.extend(["-key".to_string(), name.to_string(), value.clone()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.push(proxy.to_string());
         spawn(dir, role, scenario, free_udp_port(), &args)
     }

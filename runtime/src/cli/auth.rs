@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::api::{DigestAlgorithm, Routes};
-use crate::auth::{Algorithm, AuthConfig, Authenticator, Credentials, NonceKey};
+use crate::api::Routes;
+use crate::auth::{AuthConfig, Authenticator, Credentials, NonceKey};
 
 /// The authenticator and the file it reloads from.
 #[derive(Debug)]
@@ -49,17 +49,7 @@ pub(super) fn load(
         Some(secret) => NonceKey::load(Path::new(secret))?,
         None => NonceKey::random(),
     };
-    let config = AuthConfig {
-        algorithms: auth
-            .algorithms
-            .iter()
-            .map(|a| match a {
-                DigestAlgorithm::Md5 => Algorithm::Md5,
-                DigestAlgorithm::Sha256 => Algorithm::Sha256,
-            })
-            .collect(),
-        nonce_ttl_secs: auth.nonce_ttl_ms.div_ceil(1000).max(1),
-    };
+    let config = AuthConfig::from_settings(auth);
     Ok(Some(Loaded {
         authenticator: Arc::new(Authenticator::new(config, key, users)),
         credentials: path,
