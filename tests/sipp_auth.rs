@@ -19,7 +19,8 @@
 //! The proxy's authenticator is built from the fixture's own `auth:`
 //! settings (algorithms, nonce lifetime), as the binary builds it; only the
 //! credentials come from the test. SIGHUP reloading with the real binary
-//! is tests/sighup_reload.rs; here the credentials are swapped in-process
+//! is tests/sighup_reload.rs (the same flows, the real command line in a
+//! process of its own); here the credentials are swapped in-process
 //! during calls, through the same `Authenticator::replace_credentials` the
 //! SIGHUP handler calls.
 //!
@@ -36,7 +37,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use harness::{Outcome, Sipp, free_udp_port, sipp_or_skip, work_dir};
+use harness::{Outcome, Sipp, free_udp_port, message_log, sipp_or_skip, work_dir};
 use md5::{Digest, Md5};
 use sipforge_runtime::api::Routes;
 use sipforge_runtime::auth::{AuthConfig, Authenticator, Credentials, NonceKey};
@@ -164,10 +165,7 @@ fn call(
     )
 }
 
-/// Assert that every one of `CALLS` calls of `outcome` (a sipp that ran
-/// `scenario` in `dir` with `-trace_msg`) failed, that no 200 came, and
-/// that at least `per_call` responses `status` came per call (sipp sends
-/// only requests, so every status line in its message log is one it got).
+/// [`harness::assert_refused`] for CALLS calls.
 #[track_caller]
 fn assert_each_refused_with(
     outcome: &Outcome,
@@ -177,36 +175,7 @@ fn assert_each_refused_with(
     per_call: usize,
     all: &str,
 ) {
-    assert_eq!(
-        outcome.count("SuccessfulCall"),
-        0,
-        "sipp {}: no call may succeed\n{all}",
-        outcome.role
-    );
-    assert_eq!(
-        outcome.count("FailedCall"),
-        CALLS,
-        "sipp {}: every call fails (none hangs)\n{all}",
-        outcome.role
-    );
-    let log = message_log(dir, scenario);
-    let got = |code: &str| {
-        log.lines()
-            .filter(|l| l.starts_with(&format!("SIP/2.0 {code} ")))
-            .count()
-    };
-    assert_eq!(
-        got("200"),
-        0,
-        "sipp {}: no 200 may come\n{all}\n{log}",
-        outcome.role
-    );
-    assert!(
-        got(status) >= per_call * CALLS as usize,
-        "sipp {}: {per_call} {status} per call expected, got {} for {CALLS} calls\n{all}\n{log}",
-        outcome.role,
-        got(status)
-    );
+    harness::assert_refused(outcome, CALLS, dir, scenario, status, per_call, all);
 }
 
 /// The right password: REGISTER (401, then 200 with `X-AU: alice`) and
@@ -394,22 +363,6 @@ async fn another_users_credentials_are_forbidden() {
     let uac = uac.finish(UAC_LIMIT).await;
     assert_each_refused_with(&uac, &dir, "auth_invite_uac", "403", 1, &reports(&[&uac]));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The text of a sipp `-trace_msg` log in `dir` for `scenario` (file
-/// `<scenario>_<pid>_messages.log`), "" while there is none.
-fn message_log(dir: &Path, scenario: &str) -> String {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return String::new();
-    };
-    entries
-        .flatten()
-        .filter(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            name.starts_with(&format!("{scenario}_")) && name.ends_with("_messages.log")
-        })
-        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
-        .collect()
 }
 
 /// Credentials replaced while calls are up (what SIGHUP does, through the

@@ -56,7 +56,7 @@ pub fn free_udp_port() -> u16 {
 /// Whether something listens on UDP 127.0.0.1:`port`, read from
 /// /proc/net/udp (probing by binding would race with sipp's own bind).
 /// `None` when /proc/net/udp cannot be read (not Linux).
-fn udp_port_bound(port: u16) -> Option<bool> {
+pub fn udp_port_bound(port: u16) -> Option<bool> {
     let table = std::fs::read_to_string("/proc/net/udp").ok()?;
     let wanted = format!("0100007F:{port:04X}");
     let any = format!("00000000:{port:04X}");
@@ -405,4 +405,66 @@ fn tail(text: &str, max: usize) -> String {
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(text.len());
     text[start..].to_string()
+}
+
+/// The text of the sipp `-trace_msg` logs in `dir` for `scenario` (files
+/// `<scenario>_<pid>_messages.log`), "" while there is none.
+pub fn message_log(dir: &Path, scenario: &str) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("{scenario}_")) && name.ends_with("_messages.log")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+/// Assert that each of the `calls` calls of `outcome` (a sipp UAC that ran
+/// `scenario` in `dir` with `-trace_msg`) failed, that no 200 came, and
+/// that at least `per_call` responses `status` came per call (a UAC sends
+/// only requests, so every status line in its message log is one it got).
+#[track_caller]
+pub fn assert_refused(
+    outcome: &Outcome,
+    calls: u64,
+    dir: &Path,
+    scenario: &str,
+    status: &str,
+    per_call: usize,
+    all: &str,
+) {
+    assert_eq!(
+        outcome.count("SuccessfulCall"),
+        0,
+        "sipp {}: no call may succeed\n{all}",
+        outcome.role
+    );
+    assert_eq!(
+        outcome.count("FailedCall"),
+        calls,
+        "sipp {}: every call fails (none hangs)\n{all}",
+        outcome.role
+    );
+    let log = message_log(dir, scenario);
+    let got = |code: &str| {
+        log.lines()
+            .filter(|l| l.starts_with(&format!("SIP/2.0 {code} ")))
+            .count()
+    };
+    assert_eq!(
+        got("200"),
+        0,
+        "sipp {}: no 200 may come\n{all}\n{log}",
+        outcome.role
+    );
+    assert!(
+        got(status) >= per_call * calls as usize,
+        "sipp {}: {per_call} {status} per call expected, got {} for {calls} calls\n{all}\n{log}",
+        outcome.role,
+        got(status)
+    );
 }
