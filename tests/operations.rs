@@ -128,6 +128,37 @@ fn check_validates_settings_without_binding_anything() {
     }
 }
 
+/// `--credentials` with routes that never `authenticate` (the root
+/// routes.yaml has no `auth:`): `--check` fails with one line saying so
+/// rather than ignoring the file. (A bad credentials file, `path:line`, is
+/// checked by runtime/src/cli/auth.rs's unit tests: the binary built from
+/// routes.yaml never reads one.)
+#[test]
+fn check_refuses_credentials_for_routes_without_auth() {
+    if std::env::var_os("SIPFORGE_ROUTES").is_some() {
+        eprintln!("skipped: SIPFORGE_ROUTES names other routes, which may have `auth:`");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("sipforge-ops-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = dir.join("users");
+    std::fs::write(
+        &users,
+        "alice:example.com:0123456789abcdef0123456789abcdef\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&["--check", "--credentials", users.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.starts_with("sipforge: --credentials ")
+            && err.contains(&users.display().to_string())
+            && err.contains("the routes have no `auth:`"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_flags_and_settings_exit_2_with_one_line() {
     for args in [

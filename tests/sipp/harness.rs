@@ -1,6 +1,6 @@
 //! Running sipp from cargo tests: free ports, sipp processes with time
-//! limits, their statistics and error logs. Included by `tests/sipp_interop.rs`
-//! with `#[path]`; uses nothing from `tests/common`.
+//! limits, their statistics and error logs. Included by `tests/sipp_interop.rs`,
+//! `tests/sipp_auth.rs` and `tests/pjsua_auth.rs` with `#[path]`; uses nothing from `tests/common`.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -56,7 +56,7 @@ pub fn free_udp_port() -> u16 {
 /// Whether something listens on UDP 127.0.0.1:`port`, read from
 /// /proc/net/udp (probing by binding would race with sipp's own bind).
 /// `None` when /proc/net/udp cannot be read (not Linux).
-fn udp_port_bound(port: u16) -> Option<bool> {
+pub fn udp_port_bound(port: u16) -> Option<bool> {
     let table = std::fs::read_to_string("/proc/net/udp").ok()?;
     let wanted = format!("0100007F:{port:04X}");
     let any = format!("00000000:{port:04X}");
@@ -296,6 +296,22 @@ impl Sipp {
         rate: u32,
         keys: &[(&str, String)],
     ) -> Sipp {
+        Sipp::uac_with(dir, role, scenario, proxy, calls, rate, keys, &[])
+    }
+
+    /// [`Sipp::uac`] with more sipp options (`extra`, e.g. `-au alice`),
+    /// given before the remote address.
+    #[allow(clippy::too_many_arguments)]
+    pub fn uac_with(
+        dir: &Path,
+        role: &str,
+        scenario: &str,
+        proxy: SocketAddr,
+        calls: u64,
+        rate: u32,
+        keys: &[(&str, String)],
+        extra: &[&str],
+    ) -> Sipp {
         let mut args: Vec<String> = vec![
             "-m".into(),
             calls.to_string(),
@@ -308,6 +324,7 @@ impl Sipp {
         for (name, value) in keys {
             args.extend(["-key".to_string(), name.to_string(), value.clone()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.push(proxy.to_string());
         spawn(dir, role, scenario, free_udp_port(), &args)
     }
@@ -388,4 +405,66 @@ fn tail(text: &str, max: usize) -> String {
         .find(|&i| text.is_char_boundary(i))
         .unwrap_or(text.len());
     text[start..].to_string()
+}
+
+/// The text of the sipp `-trace_msg` logs in `dir` for `scenario` (files
+/// `<scenario>_<pid>_messages.log`), "" while there is none.
+pub fn message_log(dir: &Path, scenario: &str) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return String::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(&format!("{scenario}_")) && name.ends_with("_messages.log")
+        })
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect()
+}
+
+/// Assert that each of the `calls` calls of `outcome` (a sipp UAC that ran
+/// `scenario` in `dir` with `-trace_msg`) failed, that no 200 came, and
+/// that at least `per_call` responses `status` came per call (a UAC sends
+/// only requests, so every status line in its message log is one it got).
+#[track_caller]
+pub fn assert_refused(
+    outcome: &Outcome,
+    calls: u64,
+    dir: &Path,
+    scenario: &str,
+    status: &str,
+    per_call: usize,
+    all: &str,
+) {
+    assert_eq!(
+        outcome.count("SuccessfulCall"),
+        0,
+        "sipp {}: no call may succeed\n{all}",
+        outcome.role
+    );
+    assert_eq!(
+        outcome.count("FailedCall"),
+        calls,
+        "sipp {}: every call fails (none hangs)\n{all}",
+        outcome.role
+    );
+    let log = message_log(dir, scenario);
+    let got = |code: &str| {
+        log.lines()
+            .filter(|l| l.starts_with(&format!("SIP/2.0 {code} ")))
+            .count()
+    };
+    assert_eq!(
+        got("200"),
+        0,
+        "sipp {}: no 200 may come\n{all}\n{log}",
+        outcome.role
+    );
+    assert!(
+        got(status) >= per_call * calls as usize,
+        "sipp {}: {per_call} {status} per call expected, got {} for {calls} calls\n{all}\n{log}",
+        outcome.role,
+        got(status)
+    );
 }

@@ -91,6 +91,24 @@ impl Default for AuthConfig {
     }
 }
 
+impl AuthConfig {
+    /// The settings of a routes file's `auth:` block (what the binary
+    /// runs with; tests with in-process proxies use it too).
+    pub fn from_settings(auth: &crate::api::AuthSettings) -> AuthConfig {
+        AuthConfig {
+            algorithms: auth
+                .algorithms
+                .iter()
+                .map(|a| match a {
+                    crate::api::DigestAlgorithm::Md5 => Algorithm::Md5,
+                    crate::api::DigestAlgorithm::Sha256 => Algorithm::Sha256,
+                })
+                .collect(),
+            nonce_ttl_secs: auth.nonce_ttl_ms.div_ceil(1000).max(1),
+        }
+    }
+}
+
 /// Why a check did not succeed (or `None` when it did): for logs and
 /// metrics labels. Never sent to the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

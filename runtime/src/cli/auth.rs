@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::api::{DigestAlgorithm, Routes};
-use crate::auth::{Algorithm, AuthConfig, Authenticator, Credentials, NonceKey};
+use crate::api::Routes;
+use crate::auth::{AuthConfig, Authenticator, Credentials, NonceKey};
 
 /// The authenticator and the file it reloads from.
 #[derive(Debug)]
@@ -49,17 +49,7 @@ pub(super) fn load(
         Some(secret) => NonceKey::load(Path::new(secret))?,
         None => NonceKey::random(),
     };
-    let config = AuthConfig {
-        algorithms: auth
-            .algorithms
-            .iter()
-            .map(|a| match a {
-                DigestAlgorithm::Md5 => Algorithm::Md5,
-                DigestAlgorithm::Sha256 => Algorithm::Sha256,
-            })
-            .collect(),
-        nonce_ttl_secs: auth.nonce_ttl_ms.div_ceil(1000).max(1),
-    };
+    let config = AuthConfig::from_settings(auth);
     Ok(Some(Loaded {
         authenticator: Arc::new(Authenticator::new(config, key, users)),
         credentials: path,
@@ -108,4 +98,78 @@ pub(super) fn reload_on_sighup(loaded: Loaded) -> std::io::Result<tokio::task::J
             reload(&loaded);
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALICE_MD5: &str = "alice:example.com:0123456789abcdef0123456789abcdef";
+    const BOB_MD5: &str = "bob:example.com:fedcba9876543210fedcba9876543210";
+
+    /// A file of this test in the system's temporary directory.
+    fn file(name: &str, text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("sipforge-cli-auth-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("write the test file");
+        path
+    }
+
+    #[test]
+    fn a_bad_line_is_named_by_path_and_line_without_its_ha1() {
+        let path = file(
+            "bad",
+            &format!("# users\n{ALICE_MD5}\nbob:example.com:nothex\n"),
+        );
+        let err = read(&path).expect_err("a bad line is an error");
+        let at = format!("{}:3:", path.display());
+        assert!(err.starts_with("credentials file: "), "{err}");
+        assert!(err.contains(&at), "names {at}: {err}");
+        assert!(!err.contains("nothex"), "never echoes the HA1: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let path = std::env::temp_dir().join("sipforge-cli-auth-does-not-exist");
+        let err = read(&path).expect_err("a missing file is an error");
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    /// What SIGHUP does: a good file replaces the users; a file that no
+    /// longer reads keeps the ones loaded before.
+    #[test]
+    fn reload_replaces_the_users_and_keeps_them_when_the_file_is_bad() {
+        let path = file("reload", &format!("{ALICE_MD5}\n"));
+        let loaded = Loaded {
+            authenticator: Arc::new(Authenticator::new(
+                AuthConfig::default(),
+                NonceKey::random(),
+                read(&path).expect("the first file reads"),
+            )),
+            credentials: path.clone(),
+        };
+        assert_eq!(loaded.authenticator.credentials_count(), 1);
+
+        std::fs::write(&path, format!("{ALICE_MD5}\n{BOB_MD5}\n")).unwrap();
+        reload(&loaded);
+        assert_eq!(loaded.authenticator.credentials_count(), 2, "reloaded");
+
+        std::fs::write(&path, "alice:example.com\n").unwrap();
+        reload(&loaded);
+        assert_eq!(
+            loaded.authenticator.credentials_count(),
+            2,
+            "a bad file keeps the users loaded before"
+        );
+
+        std::fs::remove_file(&path).unwrap();
+        reload(&loaded);
+        assert_eq!(
+            loaded.authenticator.credentials_count(),
+            2,
+            "a missing file keeps the users loaded before"
+        );
+    }
 }
