@@ -181,21 +181,12 @@ fn assert_each_refused_with(
 /// The right password: REGISTER (401, then 200 with `X-AU: alice`) and
 /// calls (407, ACK, INVITE with credentials, 180, 200, ACK, BYE, 200) all
 /// succeed; the callee sees `X-AU: alice` and no Proxy-Authorization.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn register_and_call_with_the_right_password() {
-    if !sipp_or_skip("register_and_call_with_the_right_password") {
-        return;
-    }
-    let (_server, proxy, _auth) = proxy(&common::sipp_auth::ROUTES).await;
-    let dir = work_dir("auth_ok");
-
-    let reg = register(&dir, "register", proxy, "alice", "alice", ALICE_PASSWORD);
-    let reg = reg.finish(UAC_LIMIT).await;
-    reg.assert_clean(CALLS, "OutgoingCall", &reports(&[&reg]));
-
-    let uas = Sipp::uas(&dir, "uas", "auth_uas.xml", CALLS).await;
+/// `CALLS` calls from alice with the right password, through the proxy
+/// to a sipp UAS: every one completes on both sides.
+async fn alice_calls_succeed(dir: &Path, proxy: SocketAddr) {
+    let uas = Sipp::uas(dir, "uas", "auth_uas.xml", CALLS).await;
     let uac = call(
-        &dir,
+        dir,
         "uac",
         proxy,
         uas.port,
@@ -209,6 +200,21 @@ async fn register_and_call_with_the_right_password() {
     let all = reports(&[&uac, &uas]);
     uac.assert_clean(CALLS, "OutgoingCall", &all);
     uas.assert_clean(CALLS, "IncomingCall", &all);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_call_with_the_right_password() {
+    if !sipp_or_skip("register_and_call_with_the_right_password") {
+        return;
+    }
+    let (_server, proxy, _auth) = proxy(&common::sipp_auth::ROUTES).await;
+    let dir = work_dir("auth_ok");
+
+    let reg = register(&dir, "register", proxy, "alice", "alice", ALICE_PASSWORD);
+    let reg = reg.finish(UAC_LIMIT).await;
+    reg.assert_clean(CALLS, "OutgoingCall", &reports(&[&reg]));
+
+    alice_calls_succeed(&dir, proxy).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -252,22 +258,7 @@ async fn two_challenges_md5_first_sipp_answers_md5() {
         );
     }
 
-    let uas = Sipp::uas(&dir, "uas", "auth_uas.xml", CALLS).await;
-    let uac = call(
-        &dir,
-        "uac",
-        proxy,
-        uas.port,
-        "alice",
-        "alice",
-        ALICE_PASSWORD,
-        0,
-    );
-    let uac = uac.finish(UAC_LIMIT).await;
-    let uas = uas.finish(UAS_LIMIT).await;
-    let all = reports(&[&uac, &uas]);
-    uac.assert_clean(CALLS, "OutgoingCall", &all);
-    uas.assert_clean(CALLS, "IncomingCall", &all);
+    alice_calls_succeed(&dir, proxy).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
