@@ -1023,6 +1023,7 @@ async fn siblings_pass_each_other_their_responses() {
         authenticator: None,
         // The port is the first instance's: shared only when asked.
         takeover: true,
+        streams: Default::default(),
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

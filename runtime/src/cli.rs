@@ -431,6 +431,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             secret,
             authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
             takeover: args.takeover,
+            streams: Default::default(),
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

@@ -61,6 +61,7 @@ pub async fn start_proxy_auth(
         secret: None,
         authenticator,
         takeover: false,
+        streams: Default::default(),
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await
