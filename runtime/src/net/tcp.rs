@@ -301,15 +301,16 @@ impl Streams {
             reader.run(read, &mut writer).await
         };
         self.table.unregister(key, id);
+        metrics::connection_closed(reason);
         // The queue's senders are gone (ours ended with the reader, the
         // table's just now): the writer sends what is left, then ends.
-        if tokio::time::timeout(CLOSE_GRACE, &mut writer)
-            .await
-            .is_err()
+        if !writer.is_finished()
+            && tokio::time::timeout(CLOSE_GRACE, &mut writer)
+                .await
+                .is_err()
         {
             writer.abort();
         }
-        metrics::connection_closed(reason);
         match reason {
             CloseReason::Oversize | CloseReason::SlowHeader | CloseReason::Malformed => {
                 crate::warn_limited!(%peer, reason = reason.label(), "tcp connection closed: {}", describe(reason, &limits));
