@@ -104,6 +104,17 @@ impl Conn {
         }
     }
 
+    /// Send a keep-alive ping and read its pong (nothing else may be pending).
+    async fn ping(&mut self) {
+        self.send("\r\n\r\n").await;
+        let mut pong = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(2), self.stream.read(&mut pong))
+            .await
+            .expect("a pong")
+            .unwrap();
+        assert_eq!(&pong[..n], b"\r\n");
+    }
+
     /// Whether the peer closes the connection within `ms` (what it sends
     /// meanwhile is read and thrown away).
     async fn closed_within(&mut self, ms: u64) -> bool {
@@ -312,13 +323,7 @@ async fn ping_pong_and_idle_timeout() {
         if round > 0 {
             tokio::time::sleep(Duration::from_millis(400)).await;
         }
-        conn.send("\r\n\r\n").await;
-        let mut pong = [0u8; 8];
-        let n = tokio::time::timeout(Duration::from_secs(2), conn.stream.read(&mut pong))
-            .await
-            .expect("a pong")
-            .unwrap();
-        assert_eq!(&pong[..n], b"\r\n");
+        conn.ping().await;
     }
     let idle = closed("idle");
     let started = Instant::now();
@@ -519,4 +524,23 @@ async fn udp_and_tcp_listeners_side_by_side() {
             .start_line()
             .starts_with("SIP/2.0 403")
     );
+}
+
+/// A connection a client opened to us carries our requests to the
+/// client's address (RFC 5923 style): the client has no listener at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_connection_carries_requests_to_it() {
+    let (_server, proxy) = start(&common::proxy_core::ROUTES, Limits::default()).await;
+    let mut alice = Conn::connect(proxy).await;
+    // Alice's connection is registered when accepted: give the accept a moment.
+    alice.ping().await;
+    let mut bob = Conn::connect(proxy).await;
+    let ruri = format!("sip:alice@{};transport=tcp", alice.local);
+    let via = bob.via();
+    bob.send(&common::request("MESSAGE", &ruri, &via, "to-alice", ""))
+        .await;
+    let req = alice.recv("the MESSAGE over alice's own connection").await;
+    assert_eq!(req.header("Call-ID").unwrap(), "to-alice");
+    alice.send(&common::response_to(&req, "200 OK", "")).await;
+    assert_eq!(bob.recv("200").await.start_line(), "SIP/2.0 200 OK");
 }

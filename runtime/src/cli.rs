@@ -35,8 +35,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
     disable_version_flag = true
 )]
 struct Args {
-    /// Listen on this socket, `udp:IP:PORT` (repeatable; replaces the routes file's `listen`)
-    #[arg(long = "listen", value_name = "udp:IP:PORT")]
+    /// Listen on this socket, `udp:IP:PORT` or `tcp:IP:PORT` (repeatable; replaces the routes file's `listen`)
+    #[arg(long = "listen", value_name = "udp|tcp:IP:PORT")]
     listen: Vec<String>,
     /// Host[:port] written into Via and Record-Route (replaces `advertise`)
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -381,6 +381,15 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
         return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
     }
     for l in &listen {
+        if !matches!(
+            l.transport,
+            crate::transport::Transport::Udp | crate::transport::Transport::Tcp
+        ) {
+            return Err(format!(
+                "listen {l}: {} is not supported yet (udp and tcp are)",
+                l.transport
+            ));
+        }
         crate::proxy::Listener::with_transport(l.addr, l.transport, advertise.as_deref())?;
     }
     let workers = match args.workers.or(match source.workers {

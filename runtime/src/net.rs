@@ -211,8 +211,8 @@ impl Shared {
 pub struct Server {
     local: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    /// The runtime of the TCP connections (None: no TCP listener).
-    streams: Option<tokio::runtime::Runtime>,
+    /// The runtime of the TCP connections.
+    streams: StreamRuntime,
     threads: Vec<JoinHandle<()>>,
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
@@ -291,9 +291,7 @@ impl Server {
             while self.tasks.join_next().await.is_some() {}
         }
         // Closes the TCP connections (their tasks end with the runtime).
-        if let Some(runtime) = self.streams.take() {
-            runtime.shutdown_background();
-        }
+        self.streams.stop();
     }
 
     /// Wait until the server's tasks end (they end only on a stop).
@@ -307,9 +305,27 @@ impl Drop for Server {
     /// threads (within [`IDLE`] plus the hand-over).
     fn drop(&mut self) {
         self.signal_stop();
-        if let Some(runtime) = self.streams.take() {
+        self.streams.stop();
+    }
+}
+
+/// The runtime of the TCP connections (None: no TCP listener). A runtime
+/// must not be dropped inside another one's task (the server is, in
+/// async code): it is stopped without waiting for its tasks, which only
+/// close their connections.
+struct StreamRuntime(Option<tokio::runtime::Runtime>);
+
+impl StreamRuntime {
+    fn stop(&mut self) {
+        if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
         }
+    }
+}
+
+impl Drop for StreamRuntime {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -383,7 +399,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     core.start(Instant::now());
     let timer_threads = workers.clamp(1, core.lanes());
     // The TCP connections run on a multi-thread runtime of their own.
-    let stream_runtime = if tcp_listeners.is_empty() {
+    let stream_runtime = StreamRuntime(if tcp_listeners.is_empty() {
         None
     } else {
         Some(
@@ -393,8 +409,8 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
                 .enable_all()
                 .build()?,
         )
-    };
-    let streams = stream_runtime.as_ref().map(|runtime| {
+    });
+    let streams = stream_runtime.0.as_ref().map(|runtime| {
         let tcp: Vec<(usize, SocketAddr)> = tcp_listeners
             .iter()
             .map(|(index, _)| (*index, local[*index]))

@@ -458,3 +458,31 @@ impl Reader<'_> {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_held_by_a_listener_is_in_use_without_takeover() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        assert!(held(addr).unwrap());
+        let e = bind(addr, false).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("tcp:{addr}")) && e.contains("address in use"),
+            "{e}"
+        );
+        // The holder did not set SO_REUSEPORT: not shareable even when asked.
+        assert!(bind(addr, true).is_err());
+        drop(holder);
+        assert!(!held(addr).unwrap());
+        // Ours are shareable: a second one joins with takeover only.
+        let (ours, was_held) = bind(addr, false).unwrap();
+        assert!(!was_held);
+        assert!(bind(addr, false).is_err());
+        let (_second, was_held) = bind(addr, true).unwrap();
+        assert!(was_held);
+        drop(ours);
+    }
+}
