@@ -110,7 +110,10 @@ fn check_validates_settings_without_binding_anything() {
             &["--check", "--max-transactions", "0"],
             "--max-transactions",
         ),
-        (&["--check", "--listen", "tcp:127.0.0.1:5060"], "only UDP"),
+        (
+            &["--check", "--listen", "tls:127.0.0.1:5061"],
+            "tls is not supported yet",
+        ),
         (&["--check", "--advertise", "example.com:port"], "advertise"),
         (&["--check", "--log-level", "a=b=c"], "--log-level"),
         (
@@ -1054,6 +1057,7 @@ async fn siblings_pass_each_other_their_responses() {
         authenticator: None,
         // The port is the first instance's: shared only when asked.
         takeover: true,
+        streams: Default::default(),
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

@@ -20,7 +20,7 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Outcome, Sipp, sipp_or_skip, work_dir};
+use harness::{Outcome, Over, Sipp, sipp_or_skip, work_dir};
 
 /// Calls per test and their rate (calls per second): small and quick.
 const CALLS: u64 = 20;
@@ -156,5 +156,88 @@ async fn destination_set_round_robin() {
     uac.assert_clean(CALLS, "OutgoingCall", &all);
     first.assert_clean(half, "IncomingCall", &all);
     second.assert_clean(half, "IncomingCall", &all);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A proxy running `routes` with one TCP listener on 127.0.0.1:0.
+async fn start_tcp_proxy(
+    routes: &'static dyn sipforge_runtime::api::Routes,
+) -> (sipforge_runtime::net::Server, std::net::SocketAddr) {
+    let mut options = common::options();
+    options.listen =
+        vec![sipforge_runtime::transport::ListenAddr::parse("tcp:127.0.0.1:0").unwrap()];
+    let server = sipforge_runtime::net::start(routes, options)
+        .await
+        .expect("proxy starts");
+    let addr = server.local_addrs()[0];
+    (server, addr)
+}
+
+/// The seed calls over TCP (`-t t1`: one connection per sipp): the UAC's
+/// connection to the proxy's TCP listener, the proxy's to the UAS; the
+/// ACK and BYE follow the Record-Route (`;transport=tcp`) through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_calls_over_tcp() {
+    if !sipp_or_skip("seed_calls_over_tcp") {
+        return;
+    }
+    let (_server, proxy) = start_tcp_proxy(&common::sipp_seed::ROUTES).await;
+    let dir = work_dir("seed-tcp");
+
+    let uas = Sipp::uas_over(&dir, "uas", "seed_uas.xml", CALLS, Over::Tcp).await;
+    let uas_port = uas.port.to_string();
+    let uac = Sipp::uac_over(
+        &dir,
+        "uac",
+        "seed_uac.xml",
+        proxy,
+        CALLS,
+        RATE,
+        &[("uas_port", uas_port)],
+        Over::Tcp,
+    );
+
+    let uac = uac.finish(UAC_LIMIT).await;
+    let uas = uas.finish(UAS_LIMIT).await;
+    let all = reports(&[&uac, &uas]);
+    uac.assert_clean(CALLS, "OutgoingCall", &all);
+    uas.assert_clean(CALLS, "IncomingCall", &all);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Stateful over TCP: rerouting on 404 (the proxy's ACK to the first UAS
+/// and the relay to the second one over connections of their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reroute_on_404_over_tcp() {
+    if !sipp_or_skip("reroute_on_404_over_tcp") {
+        return;
+    }
+    let (_server, proxy) = start_tcp_proxy(&common::sipp_stateful::ROUTES).await;
+    let dir = work_dir("reroute-tcp");
+
+    let first = Sipp::uas_over(&dir, "uas_404", "uas_404.xml", CALLS, Over::Tcp).await;
+    let second = Sipp::uas_over(&dir, "uas_ok", "uas_ok.xml", CALLS, Over::Tcp).await;
+    let keys = [
+        ("uas_port", first.port.to_string()),
+        ("second_port", second.port.to_string()),
+    ];
+    let uac = Sipp::uac_over(
+        &dir,
+        "uac",
+        "reroute_uac.xml",
+        proxy,
+        CALLS,
+        RATE,
+        &keys,
+        Over::Tcp,
+    );
+
+    let uac = uac.finish(UAC_LIMIT).await;
+    let first = first.finish(UAS_LIMIT).await;
+    let second = second.finish(UAS_LIMIT).await;
+    let all = reports(&[&uac, &first, &second]);
+    uac.assert_clean(CALLS, "OutgoingCall", &all);
+    first.assert_clean(CALLS, "IncomingCall", &all);
+    second.assert_clean(CALLS, "IncomingCall", &all);
     let _ = std::fs::remove_dir_all(&dir);
 }

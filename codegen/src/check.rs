@@ -237,7 +237,7 @@ pub fn check_set_host(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `udp:IP:PORT`
+/// `udp:IP:PORT` or `tcp:IP:PORT`
 pub fn check_listen(s: &str) -> Result<(), (String, String)> {
     let Some((proto, addr)) = s.split_once(':') else {
         return Err((
@@ -246,11 +246,11 @@ pub fn check_listen(s: &str) -> Result<(), (String, String)> {
         ));
     };
     match proto {
-        "udp" => {}
-        "tcp" | "tls" => {
+        "udp" | "tcp" => {}
+        "tls" | "ws" | "wss" => {
             return Err((
                 format!("`{proto}` sockets are not supported yet"),
-                "only `udp:IP:PORT` sockets are supported for now".into(),
+                "only `udp:IP:PORT` and `tcp:IP:PORT` sockets are supported for now".into(),
             ));
         }
         _ => {

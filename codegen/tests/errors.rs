@@ -232,8 +232,12 @@ fn invalid_set_values() {
 #[test]
 fn invalid_listen_and_advertise() {
     one(
-        "listen: [ \"tcp:127.0.0.1:5060\" ]\nrequest: [ drop ]\n",
-        "routes.yaml:1:12: invalid listen socket: `tcp` sockets are not supported yet",
+        "listen: [ \"tls:127.0.0.1:5061\" ]\nrequest: [ drop ]\n",
+        "routes.yaml:1:12: invalid listen socket: `tls` sockets are not supported yet",
+    );
+    one(
+        "listen: [ \"ws:127.0.0.1:8080\" ]\nrequest: [ drop ]\n",
+        "routes.yaml:1:12: invalid listen socket: `ws` sockets are not supported yet",
     );
     one(
         "listen: [ \"udp:localhost:5060\" ]\nrequest: [ drop ]\n",
@@ -432,7 +436,7 @@ fn unused_route_is_a_warning() {
 #[test]
 fn reports_every_error_at_once() {
     let text = "\
-listen: [ \"tcp:127.0.0.1:5060\" ]
+listen: [ \"tls:127.0.0.1:5061\" ]
 bogus: 1
 request:
   - log: \"$nope\"
@@ -446,7 +450,7 @@ reply:
     assert_eq!(
         errors(text),
         vec![
-            "routes.yaml:1:12: invalid listen socket: `tcp` sockets are not supported yet",
+            "routes.yaml:1:12: invalid listen socket: `tls` sockets are not supported yet",
             "routes.yaml:2:1: unknown key `bogus`",
             "routes.yaml:4:11: unknown variable `$nope`",
             "routes.yaml:5:15: type mismatch: `$rm` is text but `3` is an integer",

@@ -35,8 +35,8 @@ const DRAIN_POLL: Duration = Duration::from_millis(50);
     disable_version_flag = true
 )]
 struct Args {
-    /// Listen on this socket, `udp:IP:PORT` (repeatable; replaces the routes file's `listen`)
-    #[arg(long = "listen", value_name = "udp:IP:PORT")]
+    /// Listen on this socket, `udp:IP:PORT` or `tcp:IP:PORT` (repeatable; replaces the routes file's `listen`)
+    #[arg(long = "listen", value_name = "udp|tcp:IP:PORT")]
     listen: Vec<String>,
     /// Host[:port] written into Via and Record-Route (replaces `advertise`)
     #[arg(long, value_name = "HOST[:PORT]")]
@@ -381,9 +381,13 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
         return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
     }
     for l in &listen {
-        if l.transport != crate::transport::Transport::Udp {
+        if !matches!(
+            l.transport,
+            crate::transport::Transport::Udp | crate::transport::Transport::Tcp
+        ) {
             return Err(format!(
-                "listen `{l}`: only UDP sockets are supported so far"
+                "listen {l}: {} is not supported yet (udp and tcp are)",
+                l.transport
             ));
         }
         crate::proxy::Listener::with_transport(l.addr, l.transport, advertise.as_deref())?;
@@ -436,6 +440,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             secret,
             authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
             takeover: args.takeover,
+            streams: Default::default(),
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

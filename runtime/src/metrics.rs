@@ -80,10 +80,13 @@ pub enum DropReason {
     Sibling,
     /// A request from a source over `limits.per_source`, or banned.
     RateLimited,
+    /// A message for a connection (TCP) that could not be sent: its
+    /// queue was full, the connect failed, or too many connections were open.
+    Unsent,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 14] = [
+    const ALL: [DropReason; 15] = [
         DropReason::Route,
         DropReason::Undecided,
         DropReason::Malformed,
@@ -98,6 +101,7 @@ impl DropReason {
         DropReason::ResolverBusy,
         DropReason::Sibling,
         DropReason::RateLimited,
+        DropReason::Unsent,
     ];
 
     fn label(self) -> &'static str {
@@ -116,6 +120,7 @@ impl DropReason {
             DropReason::ResolverBusy => "resolver_busy",
             DropReason::Sibling => "sibling",
             DropReason::RateLimited => "rate_limited",
+            DropReason::Unsent => "unsent",
         }
     }
 }
@@ -164,6 +169,54 @@ pub const AUTH_FAILURES: [&str; 11] = [
     "unavailable",
 ];
 
+/// The transports carried over connections (the `transport` label of the
+/// connection metrics), in [`crate::transport::Transport`] order after udp.
+pub const STREAM_TRANSPORTS: [&str; 4] = ["tcp", "tls", "ws", "wss"];
+
+/// Why a connection closed (`sipforge_connections_closed_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// No traffic in either direction for the idle timeout.
+    Idle,
+    /// Refused at accept (or not opened): too many connections.
+    Limit,
+    /// A read or write error, a write that timed out, a failed connect.
+    Error,
+    /// The peer closed it.
+    Peer,
+    /// A message over the size limit (or a Content-Length announcing one).
+    Oversize,
+    /// A message that did not complete within the header timeout.
+    SlowHeader,
+    /// An invalid Content-Length: the stream cannot be framed further.
+    Malformed,
+}
+
+impl CloseReason {
+    const ALL: [CloseReason; 7] = [
+        CloseReason::Idle,
+        CloseReason::Limit,
+        CloseReason::Error,
+        CloseReason::Peer,
+        CloseReason::Oversize,
+        CloseReason::SlowHeader,
+        CloseReason::Malformed,
+    ];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::Limit => "limit",
+            CloseReason::Error => "error",
+            CloseReason::Peer => "peer",
+            CloseReason::Oversize => "oversize",
+            CloseReason::SlowHeader => "slow_header",
+            CloseReason::Malformed => "malformed",
+        }
+    }
+}
+
 type Label = [(&'static str, &'static str); 1];
 
 /// The counters and gauges, each series created up front.
@@ -193,6 +246,11 @@ struct Metrics {
     bans: Counter,
     transactions: Gauge,
     draining: Gauge,
+    connections_open: [Gauge; STREAM_TRANSPORTS.len()],
+    connections_accepted: [Counter; STREAM_TRANSPORTS.len()],
+    connections_opened: [Counter; STREAM_TRANSPORTS.len()],
+    connections_closed: [Counter; CloseReason::ALL.len()],
+    stream_messages: [Counter; STREAM_TRANSPORTS.len()],
     /// Per worker thread: a series is made when the worker starts.
     workers: Family<Vec<(&'static str, String)>, Counter>,
 }
@@ -207,6 +265,20 @@ fn family<const N: usize>(
     values: [&'static str; N],
 ) -> [Counter; N] {
     let family = Family::<Label, Counter>::default();
+    let series = values.map(|v| family.get_or_create(&[(key, v)]).clone());
+    registry.register(name, help, family);
+    series
+}
+
+/// A labelled gauge family with one series per label value.
+fn gauge_family<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    key: &'static str,
+    values: [&'static str; N],
+) -> [Gauge; N] {
+    let family = Family::<Label, Gauge>::default();
     let series = values.map(|v| family.get_or_create(&[(key, v)]).clone());
     registry.register(name, help, family);
     series
@@ -368,6 +440,41 @@ impl Metrics {
                 "sipforge_draining",
                 "1 once SIGTERM was received and the instance is draining",
             ),
+            connections_open: gauge_family(
+                &mut r,
+                "sipforge_connections_open",
+                "Connections open (accepted, and opened by the proxy), by transport",
+                "transport",
+                STREAM_TRANSPORTS,
+            ),
+            connections_accepted: family(
+                &mut r,
+                "sipforge_connections_accepted",
+                "Connections accepted on the listeners (including those closed at once for the connection limit), by transport",
+                "transport",
+                STREAM_TRANSPORTS,
+            ),
+            connections_opened: family(
+                &mut r,
+                "sipforge_connections_opened",
+                "Connections the proxy opened to send a message (connect attempts), by transport",
+                "transport",
+                STREAM_TRANSPORTS,
+            ),
+            connections_closed: family(
+                &mut r,
+                "sipforge_connections_closed",
+                "Connections closed (or refused, or failed to connect), by reason",
+                "reason",
+                CloseReason::ALL.map(CloseReason::label),
+            ),
+            stream_messages: family(
+                &mut r,
+                "sipforge_messages_received",
+                "SIP messages received over connections, by transport (UDP datagrams: sipforge_worker_messages_total)",
+                "transport",
+                STREAM_TRANSPORTS,
+            ),
             workers: {
                 let family = Family::<Vec<(&'static str, String)>, Counter>::default();
                 r.register(
@@ -403,6 +510,44 @@ pub fn auth_failure(reason: &str, challenged: bool) {
 /// A source went over `limits.per_source` and is banned.
 pub fn source_banned() {
     METRICS.bans.inc();
+}
+
+/// The index of a stream transport in [`STREAM_TRANSPORTS`] (udp: none).
+fn stream_index(transport: crate::transport::Transport) -> Option<usize> {
+    STREAM_TRANSPORTS
+        .iter()
+        .position(|t| *t == transport.name())
+}
+
+/// A connection was accepted (`accepted`) or opened by us; it is open now
+/// (until [`connection_closed`]), unless it is refused at once.
+pub fn connection_started(transport: crate::transport::Transport, accepted: bool) {
+    if let Some(i) = stream_index(transport) {
+        if accepted {
+            METRICS.connections_accepted[i].inc();
+        } else {
+            METRICS.connections_opened[i].inc();
+        }
+    }
+}
+
+/// The number of open connections of `transport` changed by `delta`.
+pub fn connections_open(transport: crate::transport::Transport, delta: i64) {
+    if let Some(i) = stream_index(transport) {
+        METRICS.connections_open[i].inc_by(delta);
+    }
+}
+
+/// A connection closed (or was refused) for `reason`.
+pub fn connection_closed(reason: CloseReason) {
+    METRICS.connections_closed[reason as usize].inc();
+}
+
+/// A message arrived over a connection of `transport`.
+pub fn stream_message(transport: crate::transport::Transport) {
+    if let Some(i) = stream_index(transport) {
+        METRICS.stream_messages[i].inc();
+    }
 }
 
 /// `sipforge_build_info`: set once at start by the binary.

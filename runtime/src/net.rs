@@ -20,11 +20,22 @@
 //! through the system resolver, cached and bounded: see [`resolver`]).
 //! Draining and the hand-over at shutdown: see [`handover`]. Sharing a
 //! port with the instance a rollout replaces: see [`takeover`].
+//!
+//! Every listen entry is one entry of the socket table ([`Sockets`]), at
+//! the index of its listener in the core's identity: a UDP socket, or a
+//! TCP listener ([`tcp`], on a runtime of its own with `workers` threads).
+//! [`send`] picks the way by the entry the core chose. The sibling link,
+//! the hand-over and the draining sweep are UDP's; TCP connections are not
+//! handed over (a draining instance keeps its open connections until it
+//! exits).
 
+pub mod connections;
+pub mod framing;
 mod handover;
 mod resolver;
 mod sibling;
 mod takeover;
+mod tcp;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -37,7 +48,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
-use crate::proxy::{Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing};
+use crate::proxy::{
+    Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing, Payload,
+};
 use crate::target::NextHop;
 use crate::transport::{ListenAddr, Transport};
 
@@ -57,7 +70,7 @@ const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 /// How to run the proxy.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Addresses to listen on (UDP). Port 0 picks a free port.
+    /// Addresses to listen on (UDP or TCP). Port 0 picks a free port.
     pub listen: Vec<ListenAddr>,
     /// Host[:port] written into Via and Record-Route instead of the bound address.
     pub advertise: Option<String>,
@@ -76,6 +89,8 @@ pub struct Options {
     /// port another process holds is an "address in use" error. See
     /// [`takeover`].
     pub takeover: bool,
+    /// The bounds of TCP connections (most open, timeouts, largest message).
+    pub streams: connections::Limits,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -89,10 +104,75 @@ struct TimerThread {
     thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
+/// One listen entry: a UDP socket or a TCP listener.
+enum Socket {
+    Udp(Arc<UdpSocket>),
+    Tcp,
+}
+
+/// The socket table: one entry per listen entry, in listen order (the
+/// index the core knows them by), and the TCP connections.
+pub(crate) struct Sockets {
+    entries: Box<[Socket]>,
+    /// The bound address of each entry.
+    local: Box<[SocketAddr]>,
+    /// The TCP side (None: no TCP listener).
+    streams: Option<Arc<tcp::Streams>>,
+}
+
+impl Sockets {
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The UDP socket of entry `index` (None: out of range, or TCP).
+    fn udp(&self, index: usize) -> Option<&Arc<UdpSocket>> {
+        match self.entries.get(index)? {
+            Socket::Udp(socket) => Some(socket),
+            Socket::Tcp => None,
+        }
+    }
+
+    /// The bound address of entry `index`.
+    fn local(&self, index: usize) -> Option<SocketAddr> {
+        self.local.get(index).copied()
+    }
+
+    /// Send `bytes` to `addr` the way of entry `index`: a datagram, or over
+    /// a TCP connection (never blocking on it).
+    fn send(&self, index: usize, bytes: Payload, addr: SocketAddr) {
+        match self.entries.get(index) {
+            Some(Socket::Udp(socket)) => send_to(socket, bytes.as_ref(), addr),
+            Some(Socket::Tcp) => {
+                if let Some(streams) = &self.streams {
+                    streams.send(index, addr, bytes);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+impl Sockets {
+    /// A table of UDP sockets only (unit tests).
+    fn udp_only(sockets: Vec<Arc<UdpSocket>>) -> Arc<Sockets> {
+        let local = sockets
+            .iter()
+            .map(|s| s.local_addr().expect("bound"))
+            .collect();
+        Arc::new(Sockets {
+            entries: sockets.into_iter().map(Socket::Udp).collect(),
+            local,
+            streams: None,
+        })
+    }
+}
+
 /// What the receive threads and the runtime's tasks share.
 struct Shared {
     core: Core,
-    sockets: Box<[Arc<UdpSocket>]>,
+    sockets: Arc<Sockets>,
     /// The timer threads; lane `l` belongs to `timers[l % timers.len()]`.
     timers: Box<[TimerThread]>,
     /// Becomes true when the server stops: the receive threads hand over and end.
@@ -131,6 +211,8 @@ impl Shared {
 pub struct Server {
     local: Vec<SocketAddr>,
     shared: Arc<Shared>,
+    /// The runtime of the TCP connections.
+    streams: StreamRuntime,
     threads: Vec<JoinHandle<()>>,
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
@@ -147,9 +229,15 @@ impl Server {
         self.shared.core().destination_states()
     }
 
-    /// The addresses the sockets are bound to (real ports).
+    /// The addresses the listen entries are bound to (real ports), in
+    /// listen order, UDP and TCP alike.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local
+    }
+
+    /// TCP connections open now (accepted and opened).
+    pub fn connections(&self) -> usize {
+        self.shared.sockets.streams.as_ref().map_or(0, |s| s.open())
     }
 
     /// Start draining (after SIGTERM); see [`crate::proxy::drain`].
@@ -202,6 +290,8 @@ impl Server {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
+        // Closes the TCP connections (their tasks end with the runtime).
+        self.streams.stop();
     }
 
     /// Wait until the server's tasks end (they end only on a stop).
@@ -215,6 +305,27 @@ impl Drop for Server {
     /// threads (within [`IDLE`] plus the hand-over).
     fn drop(&mut self) {
         self.signal_stop();
+        self.streams.stop();
+    }
+}
+
+/// The runtime of the TCP connections (None: no TCP listener). A runtime
+/// must not be dropped inside another one's task (the server is, in
+/// async code): it is stopped without waiting for its tasks, which only
+/// close their connections.
+struct StreamRuntime(Option<tokio::runtime::Runtime>);
+
+impl StreamRuntime {
+    fn stop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for StreamRuntime {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -229,26 +340,39 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         ));
     }
     let mut sockets = Vec::new();
+    let mut tcp_listeners = Vec::new();
     let mut listeners = Vec::new();
     let mut taken = Vec::new();
-    for entry in &options.listen {
-        if entry.transport != Transport::Udp {
-            return Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("listen {entry}: only udp is supported so far"),
-            ));
-        }
-        let (socket, held) = bind_listen(entry.addr, options.takeover)?;
-        let local = socket.local_addr()?;
+    for (index, entry) in options.listen.iter().enumerate() {
+        let (socket, local, held) = match entry.transport {
+            Transport::Udp => {
+                let (socket, held) = bind_listen(entry.addr, options.takeover)?;
+                let local = socket.local_addr()?;
+                (Socket::Udp(Arc::new(socket)), local, held)
+            }
+            Transport::Tcp => {
+                let (listener, held) = tcp::bind(entry.addr, options.takeover)?;
+                let local = listener.local_addr()?;
+                tcp_listeners.push((index, listener));
+                (Socket::Tcp, local, held)
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("listen {entry}: {other} is not supported yet (udp and tcp are)"),
+                ));
+            }
+        };
+        let name = entry.transport;
         if held {
             taken.push(local);
         } else if options.takeover {
-            tracing::info!(listen = %local, "nothing to take over on udp:{local}: nobody held it");
+            tracing::info!(listen = %local, "nothing to take over on {name}:{local}: nobody held it");
         }
-        let listener = Listener::new(local, options.advertise.as_deref())
+        let listener = Listener::with_transport(local, name, options.advertise.as_deref())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         listeners.push(listener);
-        sockets.push(Arc::new(socket));
+        sockets.push(socket);
     }
     let local: Vec<SocketAddr> = listeners.iter().map(|l| l.addr).collect();
     let (stop, stopped) = watch::channel(false);
@@ -274,11 +398,35 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     core.start(Instant::now());
     let timer_threads = workers.clamp(1, core.lanes());
+    // The TCP connections run on a multi-thread runtime of their own.
+    let stream_runtime = StreamRuntime(if tcp_listeners.is_empty() {
+        None
+    } else {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("sf-tcp")
+                .enable_all()
+                .build()?,
+        )
+    });
+    let streams = stream_runtime.0.as_ref().map(|runtime| {
+        let tcp: Vec<(usize, SocketAddr)> = tcp_listeners
+            .iter()
+            .map(|(index, _)| (*index, local[*index]))
+            .collect();
+        tcp::Streams::new(runtime.handle().clone(), tcp, options.streams)
+    });
+    let sockets = Arc::new(Sockets {
+        entries: sockets.into(),
+        local: local.clone().into(),
+        streams,
+    });
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
         .ok();
     let resolver = Arc::new(resolver::Resolver::new(
-        &sockets,
+        Arc::clone(&sockets),
         crate::resolve::Limits::default(),
         identity,
     ));
@@ -286,7 +434,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     core.set_name_check(Box::new(move |host, ip| names.knows(host, ip)));
     let shared = Arc::new(Shared {
         core,
-        sockets: sockets.into(),
+        sockets,
         timers: (0..timer_threads)
             .map(|_| TimerThread {
                 clock: TimerClock::new(options.core.timers.t1),
@@ -313,6 +461,9 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         }
     };
     for index in 0..shared.sockets.len() {
+        if shared.sockets.udp(index).is_none() {
+            continue;
+        }
         for w in 0..workers {
             let for_thread = Arc::clone(&shared);
             let worker = Worker {
@@ -336,8 +487,15 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let mut tasks = JoinSet::new();
     tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
     tasks.spawn(log_summaries(shared.stop.clone()));
-    for addr in &local {
-        tracing::info!(listen = %addr, workers, "listening on udp:{addr} with {workers} workers");
+    if let Some(streams) = &shared.sockets.streams {
+        streams.attach(&shared);
+        for (index, listener) in tcp_listeners {
+            streams.accept(index, listener, shared.stop.clone());
+        }
+    }
+    for (addr, entry) in local.iter().zip(&options.listen) {
+        let name = entry.transport;
+        tracing::info!(listen = %addr, workers, "listening on {name}:{addr} with {workers} workers");
     }
     if !taken.is_empty() {
         ask_holders_to_drain(&shared, &taken);
@@ -345,6 +503,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     Ok(Server {
         local,
         shared,
+        streams: stream_runtime,
         threads,
         tasks,
         stop,
@@ -424,11 +583,7 @@ fn ask_holders_to_drain(shared: &Shared, taken: &[SocketAddr]) {
 /// A takeover request came over the sibling link: when it names one of
 /// our addresses, wake whoever waits in [`Server::taken_over`].
 fn on_takeover_request(shared: &Shared, request: &[u8]) {
-    let ours: Vec<SocketAddr> = shared
-        .sockets
-        .iter()
-        .filter_map(|s| s.local_addr().ok())
-        .collect();
+    let ours: Vec<SocketAddr> = shared.sockets.local.to_vec();
     match takeover::is_for(request, &ours) {
         Some((pid, addr)) => {
             let by = pid.map_or_else(|| "a new instance".to_string(), |p| format!("pid {p}"));
@@ -468,7 +623,9 @@ struct Worker {
 /// idle, and at least every [`FLUSH_EVERY`]).
 fn receive_thread(worker: Worker, shared: Arc<Shared>) {
     let index = worker.socket;
-    let socket = Arc::clone(&shared.sockets[index]);
+    let Some(socket) = shared.sockets.udp(index).cloned() else {
+        return;
+    };
     let messages = crate::metrics::worker_counter(worker.id);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut out: Vec<Outgoing> = Vec::with_capacity(4);
@@ -498,15 +655,7 @@ fn receive_thread(worker: Worker, shared: Arc<Shared>) {
             continue;
         }
         let now = Instant::now();
-        // The core does not panic; if it ever did, one datagram is lost
-        // (with the panic message on stderr), not the socket.
-        let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handle_at(&shared, now, index, &buf[..len], source, &mut out)
-        }));
-        if handled.is_err() {
-            out.clear();
-            tracing::error!(%source, len, "internal error while handling a datagram: dropped");
-        }
+        handle_guarded(&shared, now, index, &buf[..len], source, &mut out);
         if now.duration_since(flushed) >= FLUSH_EVERY {
             crate::logbuf::flush();
             flushed = now;
@@ -527,6 +676,27 @@ fn handle_one(
     out: &mut Vec<Outgoing>,
 ) {
     handle_at(shared, Instant::now(), index, datagram, source, out);
+}
+
+/// [`handle_at`], catching a panic: the core does not panic; if it ever
+/// did, one message is lost (with the panic message on stderr), not the
+/// socket or the connection.
+fn handle_guarded(
+    shared: &Shared,
+    now: Instant,
+    index: usize,
+    message: &[u8],
+    source: SocketAddr,
+    out: &mut Vec<Outgoing>,
+) {
+    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handle_at(shared, now, index, message, source, out)
+    }));
+    if handled.is_err() {
+        out.clear();
+        let len = message.len();
+        tracing::error!(%source, len, "internal error while handling a message: dropped");
+    }
 }
 
 fn handle_at(
@@ -663,12 +833,11 @@ async fn log_summaries(mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Send what the core returned: over the transport of the listen entry
+/// it names.
 fn send(shared: &Shared, outgoing: Outgoing) {
-    let Some(socket) = shared.sockets.get(outgoing.socket) else {
-        return;
-    };
     match outgoing.to {
-        NextHop::Addr(addr) => send_to(socket, outgoing.bytes.as_ref(), addr),
+        NextHop::Addr(addr) => shared.sockets.send(outgoing.socket, outgoing.bytes, addr),
         // Resolution may take a while: never on a receive thread.
         NextHop::Name { .. } => shared.resolver.send(outgoing),
     }

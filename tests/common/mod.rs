@@ -44,29 +44,38 @@ pub async fn start_proxy_auth(
     core: sipforge_runtime::proxy::CoreConfig,
     authenticator: Option<std::sync::Arc<sipforge_runtime::auth::Authenticator>>,
 ) -> (sipforge_runtime::net::Server, SocketAddr) {
-    // RUST_LOG=debug shows the proxy's log lines under `cargo test -- --nocapture`.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let options = sipforge_runtime::net::Options {
-        listen: vec![sipforge_runtime::transport::ListenAddr::udp(
-            "127.0.0.1:0".parse().unwrap(),
-        )],
-        advertise: None,
-        core,
-        // Two receive threads per socket (and two timer threads) in every
-        // test: the multi-worker paths are the ones exercised.
-        workers: 2,
-        secret: None,
-        authenticator,
-        takeover: false,
-    };
+    let mut options = options();
+    options.core = core;
+    options.authenticator = authenticator;
     let server = sipforge_runtime::net::start(routes, options)
         .await
         .expect("proxy starts");
     let addr = server.local_addrs()[0];
     (server, addr)
+}
+
+/// The options tests start proxies with: one UDP socket on 127.0.0.1:0,
+/// two workers, default core settings and stream limits.
+pub fn options() -> sipforge_runtime::net::Options {
+    // RUST_LOG=debug shows the proxy's log lines under `cargo test -- --nocapture`.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    sipforge_runtime::net::Options {
+        listen: vec![sipforge_runtime::transport::ListenAddr::udp(
+            "127.0.0.1:0".parse().unwrap(),
+        )],
+        advertise: None,
+        core: Default::default(),
+        // Two receive threads per socket (and two timer threads) in every
+        // test: the multi-worker paths are the ones exercised.
+        workers: 2,
+        secret: None,
+        authenticator: None,
+        takeover: false,
+        streams: Default::default(),
+    }
 }
 
 /// A SIP peer on an ephemeral loopback port.

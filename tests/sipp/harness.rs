@@ -66,6 +66,50 @@ pub fn udp_port_bound(port: u16) -> Option<bool> {
     }))
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// Whether something listens on TCP 127.0.0.1:`port`, read from
+/// /proc/net/tcp (state 0A). `None` when it cannot be read.
+fn tcp_port_listening(port: u16) -> Option<bool> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let wanted = format!("0100007F:{port:04X}");
+    let any = format!("00000000:{port:04X}");
+    Some(table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1).unwrap_or("");
+        let state = fields.nth(1).unwrap_or("");
+        state == "0A" && (local.eq_ignore_ascii_case(&wanted) || local.eq_ignore_ascii_case(&any))
+    }))
+}
+
+/// The transport sipp runs over: UDP (one socket), or TCP with one
+/// connection (`-t t1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Over {
+    Udp,
+    Tcp,
+}
+
+impl Over {
+    fn args(self) -> Vec<String> {
+        match self {
+            Over::Udp => Vec::new(),
+            Over::Tcp => vec!["-t".into(), "t1".into()],
+        }
+    }
+
+    fn free_port(self) -> u16 {
+        match self {
+            Over::Udp => free_udp_port(),
+            Over::Tcp => free_tcp_port(),
+        }
+    }
+}
+
 /// A directory for one test's sipp files, under cargo's target tmp dir.
 pub fn work_dir(test: &str) -> PathBuf {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -85,6 +129,7 @@ pub fn work_dir(test: &str) -> PathBuf {
 pub struct Sipp {
     pub role: String,
     pub port: u16,
+    over: Over,
     child: Child,
     stat_file: PathBuf,
     error_file: PathBuf,
@@ -222,6 +267,7 @@ fn spawn_at(dir: &Path, role: &str, scenario: &str, ip: &str, port: u16, args: &
     Sipp {
         role: role.to_string(),
         port,
+        over: Over::Udp,
         child,
         stat_file,
         error_file,
@@ -234,7 +280,12 @@ impl Sipp {
     /// and wait until it listens. Picks another port once if sipp could not
     /// bind (the free port was taken in between).
     pub async fn uas(dir: &Path, role: &str, scenario: &str, calls: u64) -> Sipp {
-        let args: Vec<String> = vec![
+        Sipp::uas_over(dir, role, scenario, calls, Over::Udp).await
+    }
+
+    /// [`Sipp::uas`] over `over`.
+    pub async fn uas_over(dir: &Path, role: &str, scenario: &str, calls: u64, over: Over) -> Sipp {
+        let mut args: Vec<String> = vec![
             "-m".into(),
             calls.to_string(),
             // A backstop only: the test waits for it much less.
@@ -242,10 +293,12 @@ impl Sipp {
             "25s".into(),
             "-timeout_error".into(),
         ];
+        args.extend(over.args());
         let mut last_failure = String::new();
         for _attempt in 0..2 {
-            let port = free_udp_port();
+            let port = over.free_port();
             let mut uas = spawn(dir, role, scenario, port, &args);
+            uas.over = over;
             match uas.wait_listening(Duration::from_secs(5)).await {
                 Ok(()) => return uas,
                 Err(why) => last_failure = why,
@@ -296,7 +349,17 @@ impl Sipp {
         rate: u32,
         keys: &[(&str, String)],
     ) -> Sipp {
-        Sipp::uac_with(dir, role, scenario, proxy, calls, rate, keys, &[])
+        Sipp::uac_full(
+            dir,
+            role,
+            scenario,
+            proxy,
+            calls,
+            rate,
+            keys,
+            &[],
+            Over::Udp,
+        )
     }
 
     /// [`Sipp::uac`] with more sipp options (`extra`, e.g. `-au alice`),
@@ -312,6 +375,47 @@ impl Sipp {
         keys: &[(&str, String)],
         extra: &[&str],
     ) -> Sipp {
+        Sipp::uac_full(
+            dir,
+            role,
+            scenario,
+            proxy,
+            calls,
+            rate,
+            keys,
+            extra,
+            Over::Udp,
+        )
+    }
+
+    /// [`Sipp::uac`] over `over`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn uac_over(
+        dir: &Path,
+        role: &str,
+        scenario: &str,
+        proxy: SocketAddr,
+        calls: u64,
+        rate: u32,
+        keys: &[(&str, String)],
+        over: Over,
+    ) -> Sipp {
+        Sipp::uac_full(dir, role, scenario, proxy, calls, rate, keys, &[], over)
+    }
+
+    /// A UAC with more sipp options (`extra`, before the remote address), over `over`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn uac_full(
+        dir: &Path,
+        role: &str,
+        scenario: &str,
+        proxy: SocketAddr,
+        calls: u64,
+        rate: u32,
+        keys: &[(&str, String)],
+        extra: &[&str],
+        over: Over,
+    ) -> Sipp {
         let mut args: Vec<String> = vec![
             "-m".into(),
             calls.to_string(),
@@ -325,8 +429,11 @@ impl Sipp {
             args.extend(["-key".to_string(), name.to_string(), value.clone()]);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(over.args());
         args.push(proxy.to_string());
-        spawn(dir, role, scenario, free_udp_port(), &args)
+        let mut uac = spawn(dir, role, scenario, over.free_port(), &args);
+        uac.over = over;
+        uac
     }
 
     async fn wait_listening(&mut self, limit: Duration) -> Result<(), String> {
@@ -340,7 +447,11 @@ impl Sipp {
                     tail(&screen, 1500)
                 ));
             }
-            match udp_port_bound(self.port) {
+            let bound = match self.over {
+                Over::Udp => udp_port_bound(self.port),
+                Over::Tcp => tcp_port_listening(self.port),
+            };
+            match bound {
                 Some(true) => return Ok(()),
                 Some(false) => {}
                 // No /proc: give it time to bind.

@@ -27,7 +27,7 @@ const QUIET: Duration = Duration::from_millis(20);
 /// Stop new datagrams reaching socket `index`, then handle the queued ones.
 /// Runs on the socket's receive thread, after its loop ended.
 pub(super) fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &mut Vec<Outgoing>) {
-    let Some(socket) = shared.sockets.get(index) else {
+    let Some(socket) = shared.sockets.udp(index) else {
         return;
     };
     let local = match socket.local_addr() {

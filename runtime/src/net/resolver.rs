@@ -1,7 +1,8 @@
 //! Sends to next hops given by name: the cache and bounds of
 //! [`crate::resolve`], lookups through the system resolver (A/AAAA with
 //! `getaddrinfo`, on tokio's blocking threads) on the runtime, never on a
-//! receive thread.
+//! receive thread. The message then goes out the way of its listen entry
+//! (a datagram, or over a TCP connection: see [`super::Sockets`]).
 //!
 //! A lookup that takes longer than [`LOOKUP_TIMEOUT`] counts as failed (its
 //! messages are dropped, the failure cached), but keeps its slot among the
@@ -10,7 +11,7 @@
 //! RFC 3263 SRV/NAPTR, with real TTLs) would replace.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,9 +35,7 @@ pub(super) struct Waiting {
 /// The name cache and what sending needs.
 pub(super) struct Resolver {
     cache: Mutex<Cache<Waiting>>,
-    sockets: Box<[Arc<UdpSocket>]>,
-    /// Whether each socket is IPv4 (a next hop is picked of its family).
-    v4: Box<[bool]>,
+    sockets: Arc<super::Sockets>,
     /// Who we are: a name that resolves to one of our own sockets is
     /// never sent to (the request would loop back to us).
     identity: Identity,
@@ -45,15 +44,15 @@ pub(super) struct Resolver {
 
 impl Resolver {
     /// Must be called inside a tokio runtime (the lookups run on it).
-    pub(super) fn new(sockets: &[Arc<UdpSocket>], limits: Limits, identity: Identity) -> Resolver {
+    pub(super) fn new(
+        sockets: Arc<super::Sockets>,
+        limits: Limits,
+        identity: Identity,
+    ) -> Resolver {
         Resolver {
             identity,
             cache: Mutex::new(Cache::new(limits)),
-            sockets: sockets.into(),
-            v4: sockets
-                .iter()
-                .map(|s| s.local_addr().map(|a| a.is_ipv4()).unwrap_or(true))
-                .collect(),
+            sockets,
             runtime: Handle::current(),
         }
     }
@@ -86,7 +85,7 @@ impl Resolver {
                 let addr = self.pick(addrs, &waiting);
                 drop(cache);
                 match addr {
-                    Some(addr) => self.send_to(&waiting, addr),
+                    Some(addr) => self.send_to(waiting, addr),
                     None => {
                         metrics::dropped(DropReason::Unresolved);
                         crate::warn_limited!(
@@ -121,12 +120,15 @@ impl Resolver {
 
     /// An address of the family of the message's socket.
     fn pick(&self, addrs: &[IpAddr], waiting: &Waiting) -> Option<SocketAddr> {
-        let v4 = self.v4.get(waiting.socket).copied().unwrap_or(true);
+        let v4 = self
+            .sockets
+            .local(waiting.socket)
+            .is_none_or(|a| a.is_ipv4());
         let ip = addrs.iter().find(|ip| ip.is_ipv4() == v4)?;
         Some(SocketAddr::new(*ip, waiting.port))
     }
 
-    fn send_to(&self, waiting: &Waiting, addr: SocketAddr) {
+    fn send_to(&self, waiting: Waiting, addr: SocketAddr) {
         if self.identity.is_own_socket(addr) {
             // The core answers 482 for an address of ours; a name is only
             // known to be ours here, after the core has let the message go.
@@ -135,9 +137,7 @@ impl Resolver {
             tracing::debug!(%addr, "the next hop's name resolves to this proxy: not sent");
             return;
         }
-        if let Some(socket) = self.sockets.get(waiting.socket) {
-            super::send_to(socket, waiting.bytes.as_ref(), addr);
-        }
+        self.sockets.send(waiting.socket, waiting.bytes, addr);
     }
 
     /// Look `host` up, send or drop what waited for it.
@@ -160,8 +160,8 @@ impl Resolver {
             .cache()
             .answer(Instant::now(), &host, addrs.clone(), None);
         let mut dropped = 0usize;
-        for waiting in &waiters {
-            match self.pick(&addrs, waiting) {
+        for waiting in waiters {
+            match self.pick(&addrs, &waiting) {
                 Some(addr) => self.send_to(waiting, addr),
                 None => dropped += 1,
             }
@@ -207,6 +207,7 @@ async fn lookup(host: &str) -> io::Result<Vec<IpAddr>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::UdpSocket;
 
     #[test]
     fn a_name_resolves_and_the_datagrams_arrive() {
@@ -220,7 +221,11 @@ mod tests {
             let port = to.local_addr().unwrap().port();
             let us = crate::proxy::Listener::new(from.local_addr().unwrap(), None).unwrap();
             let identity = Identity::new(vec![us]);
-            let resolver = Arc::new(Resolver::new(&[from], Limits::default(), identity));
+            let resolver = Arc::new(Resolver::new(
+                crate::net::Sockets::udp_only(vec![from]),
+                Limits::default(),
+                identity,
+            ));
             let message = |text: &str| Outgoing {
                 socket: 0,
                 to: NextHop::Name {
@@ -270,7 +275,7 @@ mod tests {
             .unwrap();
             let us = crate::proxy::Listener::new(ours, None).unwrap();
             let resolver = Arc::new(Resolver::new(
-                &[Arc::new(std_socket)],
+                crate::net::Sockets::udp_only(vec![Arc::new(std_socket)]),
                 Limits::default(),
                 Identity::new(vec![us]),
             ));

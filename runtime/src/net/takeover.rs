@@ -31,7 +31,8 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 
 /// First bytes of a takeover request on the sibling link (then, separated
-/// by spaces: `pid=N`, `netns=ID` and the addresses taken over, `udp:IP:PORT`).
+/// by spaces: `pid=N`, `netns=ID` and the addresses taken over,
+/// `udp:IP:PORT` or `tcp:IP:PORT`).
 const MAGIC: &str = "SFTK1";
 
 /// Whether another socket holds `addr`: a bind without SO_REUSEPORT
@@ -51,10 +52,15 @@ pub(super) fn held(addr: SocketAddr) -> io::Result<bool> {
 
 /// The error of a start without `--takeover` on a port somebody holds.
 pub(super) fn in_use(addr: SocketAddr) -> io::Error {
+    in_use_as("udp", addr)
+}
+
+/// [`in_use`] for a listener of `transport` (`udp`, `tcp`).
+pub(super) fn in_use_as(transport: &str, addr: SocketAddr) -> io::Error {
     io::Error::new(
         io::ErrorKind::AddrInUse,
         format!(
-            "udp:{addr}: address in use (another process holds it; start with --takeover to replace it)"
+            "{transport}:{addr}: address in use (another process holds it; start with --takeover to replace it)"
         ),
     )
 }
@@ -62,15 +68,20 @@ pub(super) fn in_use(addr: SocketAddr) -> io::Error {
 /// A bind error, naming the address; "address in use" after the probe
 /// means the holder's socket cannot be shared.
 pub(super) fn naming(addr: SocketAddr, e: io::Error) -> io::Error {
+    naming_as("udp", addr, e)
+}
+
+/// [`naming`] for a listener of `transport`.
+pub(super) fn naming_as(transport: &str, addr: SocketAddr, e: io::Error) -> io::Error {
     if e.kind() == io::ErrorKind::AddrInUse {
         return io::Error::new(
             io::ErrorKind::AddrInUse,
             format!(
-                "udp:{addr}: address in use by a socket that cannot be shared (one without SO_REUSEPORT, or another user's): stop that process first"
+                "{transport}:{addr}: address in use by a socket that cannot be shared (one without SO_REUSEPORT, or another user's): stop that process first"
             ),
         );
     }
-    io::Error::new(e.kind(), format!("udp:{addr}: {e}"))
+    io::Error::new(e.kind(), format!("{transport}:{addr}: {e}"))
 }
 
 /// This process's network namespace (`net:[INODE]`), or `-` when it
@@ -83,7 +94,9 @@ fn network_namespace() -> String {
         .unwrap_or_else(|| "-".to_string())
 }
 
-/// The request asking the holders of `addrs` to drain.
+/// The request asking the holders of `addrs` to drain. Each address is
+/// written `udp:`: an instance built before TCP listeners reads no other
+/// word, and the port number is what matters (a `tcp:` word is read too).
 pub(super) fn request(addrs: &[SocketAddr]) -> Vec<u8> {
     let mut text = format!(
         "{MAGIC} pid={} netns={}",
@@ -125,7 +138,10 @@ fn parse(datagram: &[u8]) -> Option<Request> {
         } else if let Some(ns) = word.strip_prefix("netns=") {
             request.netns = ns.to_string();
         } else {
-            request.addrs.push(word.strip_prefix("udp:")?.parse().ok()?);
+            let addr = word
+                .strip_prefix("udp:")
+                .or_else(|| word.strip_prefix("tcp:"))?;
+            request.addrs.push(addr.parse().ok()?);
         }
     }
     Some(request)
@@ -203,7 +219,7 @@ mod tests {
         }
         for bad in [
             &b"SFTK1 udp:nowhere"[..],
-            b"SFTK1 tcp:127.0.0.1:5060",
+            b"SFTK1 sctp:127.0.0.1:5060",
             b"SFTK12 udp:127.0.0.1:5060",
             b"SFSB1\x00",
         ] {

@@ -1,0 +1,336 @@
+//! The connection table: every open connection (accepted or opened by us)
+//! by transport and peer address, with the queue its writer task reads.
+//!
+//! Any thread may send: a receive thread (a std thread), a timer thread, a
+//! task of a runtime. [`Connections::route`] never blocks: it puts the
+//! message on the connection's bounded queue with `try_send` (a full queue
+//! drops it, as the network would), or, when the peer has no connection,
+//! registers a new one at once, so that the messages that follow queue
+//! behind the first while the connect runs (one connect per peer, not one
+//! per message). Connections are reused in both directions (RFC 5923
+//! style): one the peer opened to us carries our requests to its address.
+//!
+//! Bounds: at most [`Limits::max_connections`] connections (accepted and
+//! opened together; over it an accept is closed at once and a send is
+//! dropped), a queue of [`QUEUE`] messages per connection. The table is
+//! sharded by peer, so senders to different peers rarely meet on a lock.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::metrics;
+use crate::proxy::Payload;
+use crate::transport::Transport;
+
+/// Messages waiting per connection for its writer.
+pub const QUEUE: usize = 1024;
+const SHARDS: usize = 16;
+
+/// The bounds of stream connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most connections open at once (accepted and opened together).
+    pub max_connections: usize,
+    /// A connection without traffic (either way; a keep-alive counts) for
+    /// this long is closed.
+    pub idle_timeout: Duration,
+    /// A message must be complete this long after its first byte arrived
+    /// (slow senders cannot keep a connection and its buffer forever).
+    pub header_timeout: Duration,
+    /// The largest message, header section and body (see [`super::framing`]).
+    pub max_message: usize,
+    /// How long a connect may take.
+    pub connect_timeout: Duration,
+    /// How long one write may wait for the peer to read (then the
+    /// connection is closed).
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(600),
+            header_timeout: Duration::from_secs(10),
+            max_message: super::framing::MAX_MESSAGE,
+            connect_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which connection: its transport and the peer's address.
+pub type Key = (Transport, SocketAddr);
+
+/// The sending side of a connection.
+struct Handle {
+    id: u64,
+    queue: mpsc::Sender<Payload>,
+}
+
+/// What [`Connections::route`] did with a message.
+pub enum Routed {
+    /// Queued on an open (or opening) connection.
+    Queued,
+    /// Dropped: the connection's queue is full.
+    Full,
+    /// Dropped: too many connections to open another one.
+    Limit,
+    /// The message waits on the queue of a new connection, registered as
+    /// `id`: the caller connects and runs it.
+    Connect(Opening),
+}
+
+/// A connection registered in the table but not yet connected.
+pub struct Opening {
+    pub id: u64,
+    pub queue: mpsc::Sender<Payload>,
+    pub queued: mpsc::Receiver<Payload>,
+    pub slot: Slot,
+}
+
+/// One connection counted against the limit and in the open gauge, until dropped.
+pub struct Slot {
+    table: Arc<Connections>,
+    transport: Transport,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.table.open.fetch_sub(1, Ordering::Relaxed);
+        metrics::connections_open(self.transport, -1);
+    }
+}
+
+/// When a connection last carried traffic (read or written).
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Traffic now.
+    pub fn touch(&self) {
+        let ms = self.base.elapsed().as_millis().min(u128::from(u64::MAX)) as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The last traffic.
+    pub fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Activity {
+        Activity::new()
+    }
+}
+
+/// The table.
+pub struct Connections {
+    shards: Box<[Mutex<HashMap<Key, Handle>>]>,
+    hasher: RandomState,
+    next_id: AtomicU64,
+    open: AtomicUsize,
+    pub limits: Limits,
+    /// The second (since `started`) of the last "connection limit" log line.
+    limit_logged: AtomicU64,
+    started: Instant,
+}
+
+impl Connections {
+    pub fn new(limits: Limits) -> Arc<Connections> {
+        Arc::new(Connections {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            next_id: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            limits,
+            limit_logged: AtomicU64::new(u64::MAX),
+            started: Instant::now(),
+        })
+    }
+
+    fn shard(&self, key: &Key) -> MutexGuard<'_, HashMap<Key, Handle>> {
+        let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
+        self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Count one more connection of `transport`, if under the limit.
+    pub fn reserve(self: &Arc<Self>, transport: Transport) -> Option<Slot> {
+        let max = self.limits.max_connections;
+        self.open
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        metrics::connections_open(transport, 1);
+        Some(Slot {
+            table: Arc::clone(self),
+            transport,
+        })
+    }
+
+    /// Whether a "connection limit reached" line may be written now: at
+    /// most one per second.
+    pub fn may_log_limit(&self) -> bool {
+        let second = self.started.elapsed().as_secs();
+        let last = self.limit_logged.load(Ordering::Relaxed);
+        (last == u64::MAX || last < second)
+            && self
+                .limit_logged
+                .compare_exchange(last, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Register an accepted connection (it replaces an older one to the
+    /// same peer as the one sends go to); returns its id and its queue.
+    pub fn register(&self, key: Key) -> (u64, mpsc::Sender<Payload>, mpsc::Receiver<Payload>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (queue, queued) = mpsc::channel(QUEUE);
+        self.shard(&key).insert(
+            key,
+            Handle {
+                id,
+                queue: queue.clone(),
+            },
+        );
+        (id, queue, queued)
+    }
+
+    /// Remove connection `id` of `key` (not a newer one to the same peer).
+    pub fn unregister(&self, key: Key, id: u64) {
+        let mut shard = self.shard(&key);
+        if shard.get(&key).is_some_and(|h| h.id == id) {
+            shard.remove(&key);
+        }
+    }
+
+    /// Send `bytes` to `key`'s connection, or register a new one for it.
+    pub fn route(self: &Arc<Self>, key: Key, bytes: Payload) -> Routed {
+        let mut shard = self.shard(&key);
+        let bytes = match shard.entry(key) {
+            Entry::Occupied(open) => match open.get().queue.try_send(bytes) {
+                Ok(()) => return Routed::Queued,
+                Err(mpsc::error::TrySendError::Full(_)) => return Routed::Full,
+                // Its tasks ended, and it is not unregistered yet: replace it.
+                Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                    open.remove();
+                    bytes
+                }
+            },
+            Entry::Vacant(_) => bytes,
+        };
+        let Some(slot) = self.reserve(key.0) else {
+            return Routed::Limit;
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (queue, queued) = mpsc::channel(QUEUE);
+        // A new channel has room.
+        let _ = queue.try_send(bytes);
+        shard.insert(
+            key,
+            Handle {
+                id,
+                queue: queue.clone(),
+            },
+        );
+        Routed::Connect(Opening {
+            id,
+            queue,
+            queued,
+            slot,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(port: u16) -> Key {
+        (Transport::Tcp, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    fn bytes(text: &str) -> Payload {
+        Payload::Owned(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_peer_gets_one_connection_and_its_messages_queue_behind() {
+        let table = Connections::new(Limits::default());
+        let Routed::Connect(mut opening) = table.route(key(1), bytes("one")) else {
+            panic!("a new peer needs a connection");
+        };
+        assert!(matches!(table.route(key(1), bytes("two")), Routed::Queued));
+        assert_eq!(opening.queued.try_recv().unwrap().as_ref(), b"one");
+        assert_eq!(opening.queued.try_recv().unwrap().as_ref(), b"two");
+        assert_eq!(table.open(), 1);
+        // Closed (its receiver gone): the next send opens a new one.
+        table.unregister(key(1), opening.id + 1000);
+        drop(opening);
+        assert_eq!(table.open(), 0);
+        assert!(matches!(
+            table.route(key(1), bytes("three")),
+            Routed::Connect(_)
+        ));
+    }
+
+    #[test]
+    fn limits_and_full_queues_drop() {
+        let table = Connections::new(Limits {
+            max_connections: 2,
+            ..Limits::default()
+        });
+        let a = table.route(key(1), bytes("a"));
+        let b = table.route(key(2), bytes("b"));
+        assert!(matches!(table.route(key(3), bytes("c")), Routed::Limit));
+        assert!(table.reserve(Transport::Tcp).is_none());
+        drop(b);
+        assert!(table.reserve(Transport::Tcp).is_some());
+        for _ in 1..QUEUE {
+            assert!(matches!(table.route(key(1), bytes("x")), Routed::Queued));
+        }
+        assert!(matches!(table.route(key(1), bytes("x")), Routed::Full));
+        drop(a);
+        // The limit line: once per second.
+        assert!(table.may_log_limit());
+        assert!(!table.may_log_limit());
+    }
+
+    #[test]
+    fn an_accepted_connection_replaces_the_route_and_unregisters_only_itself() {
+        let table = Connections::new(Limits::default());
+        let (old, _q1, _r1) = table.register(key(5));
+        let (new, _q2, mut r2) = table.register(key(5));
+        table.unregister(key(5), old);
+        assert!(matches!(table.route(key(5), bytes("m")), Routed::Queued));
+        assert_eq!(r2.try_recv().unwrap().as_ref(), b"m");
+        table.unregister(key(5), new);
+        assert!(matches!(
+            table.route(key(5), bytes("m")),
+            Routed::Connect(_)
+        ));
+    }
+}

@@ -1,0 +1,488 @@
+//! SIP over TCP (RFC 3261 §18): the listeners, their accept loops, one
+//! task per connection that frames what it reads ([`super::framing`]) and
+//! hands each message to the core, a writer task per connection fed by
+//! the connection table ([`super::connections`]), and the connections we
+//! open to send.
+//!
+//! All of it runs on a multi-thread tokio runtime of its own (`workers`
+//! threads, named `sf-tcp`), created by the server when it has a TCP
+//! listener: the core is called on those threads exactly as on the UDP
+//! receive threads, and the outgoing messages go through the same `send`.
+//!
+//! A connection is closed when the peer closes it, on a read or write
+//! error, after [`Limits::idle_timeout`] without traffic either way, when a
+//! message does not complete within [`Limits::header_timeout`] of its
+//! first byte, on a message over [`Limits::max_message`] or an invalid
+//! Content-Length (no response is attempted: the stream cannot be framed
+//! any more), and when the server stops. Each close is counted in
+//! `sipforge_connections_closed_total{reason}`; those a sender controls log
+//! one rate-limited line.
+//!
+//! Rollouts: the listeners are bound with SO_REUSEPORT, with the probe of
+//! [`super::takeover`] (a port held by a listener is an error without
+//! `--takeover`), so the new instance accepts new connections beside the old
+//! one. Connections are not handed over: a draining instance keeps serving
+//! its open connections until it exits, and closes them then.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, watch};
+
+use super::Shared;
+use super::connections::{Activity, Connections, Key, Limits, Opening, Routed, Slot};
+use super::framing::{Frame, FrameError, Framer};
+use crate::metrics::{self, CloseReason, DropReason};
+use crate::proxy::{Outgoing, Payload};
+use crate::transport::Transport;
+
+/// Listen backlog.
+const BACKLOG: i32 = 1024;
+/// Bytes read at once from a connection.
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing connection may take to write what is queued.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The keep-alive answer (RFC 5626 §3.5.1).
+const PONG: &[u8] = b"\r\n";
+
+/// The TCP side of a server.
+pub(super) struct Streams {
+    table: Arc<Connections>,
+    runtime: tokio::runtime::Handle,
+    /// The index and bound address of every TCP listener, in listen order.
+    listeners: Vec<(usize, SocketAddr)>,
+    /// The server, to hand it messages (set once it exists).
+    shared: OnceLock<Weak<Shared>>,
+}
+
+/// Bind a TCP listener on `addr`; also whether another socket held it
+/// (then it is shared: only with `takeover`). See [`super::takeover`].
+pub(super) fn bind(addr: SocketAddr, takeover: bool) -> io::Result<(std::net::TcpListener, bool)> {
+    let name = |e: io::Error| super::takeover::naming_as("tcp", addr, e);
+    let held = held(addr).map_err(name)?;
+    if held && !takeover {
+        return Err(super::takeover::in_use_as("tcp", addr));
+    }
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into()).map_err(name)?;
+    socket.listen(BACKLOG)?;
+    Ok((socket.into(), held))
+}
+
+/// Whether a listener holds `addr`: a bind with SO_REUSEADDR (so that
+/// connections in TIME_WAIT do not count) and without SO_REUSEPORT fails.
+fn held(addr: SocketAddr) -> io::Result<bool> {
+    if addr.port() == 0 {
+        return Ok(false);
+    }
+    use socket2::{Domain, Protocol, Socket, Type};
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+impl Streams {
+    pub(super) fn new(
+        runtime: tokio::runtime::Handle,
+        listeners: Vec<(usize, SocketAddr)>,
+        limits: Limits,
+    ) -> Arc<Streams> {
+        Arc::new(Streams {
+            table: Connections::new(limits),
+            runtime,
+            listeners,
+            shared: OnceLock::new(),
+        })
+    }
+
+    /// Connect the streams to the server they hand messages to.
+    pub(super) fn attach(&self, shared: &Arc<Shared>) {
+        let _ = self.shared.set(Arc::downgrade(shared));
+    }
+
+    fn shared(&self) -> Option<Arc<Shared>> {
+        self.shared.get().and_then(Weak::upgrade)
+    }
+
+    /// Connections open now.
+    pub(super) fn open(&self) -> usize {
+        self.table.open()
+    }
+
+    /// Accept connections on `listener` (listen entry `index`) until `stop`.
+    pub(super) fn accept(
+        self: &Arc<Self>,
+        index: usize,
+        listener: std::net::TcpListener,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let this = Arc::clone(self);
+        self.runtime.spawn(async move {
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("tcp listener {index}: {e}: not accepting");
+                    return;
+                }
+            };
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => this.accepted(stream, peer, index),
+                        Err(e) => {
+                            // Out of descriptors, mostly: wait a little.
+                            crate::warn_limited!("tcp accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    },
+                    _ = stop.changed() => return,
+                }
+            }
+        });
+    }
+
+    fn accepted(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, index: usize) {
+        metrics::connection_started(Transport::Tcp, true);
+        let Some(slot) = self.table.reserve(Transport::Tcp) else {
+            metrics::connection_closed(CloseReason::Limit);
+            if self.table.may_log_limit() {
+                tracing::warn!(
+                    %peer,
+                    max = self.table.limits.max_connections,
+                    "connection limit reached: new tcp connections are closed at once (at most one such line per second)"
+                );
+            }
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let key = (Transport::Tcp, peer);
+        let (id, queue, queued) = self.table.register(key);
+        tracing::debug!(%peer, index, "tcp connection accepted");
+        let Some(shared) = self.shared() else {
+            return;
+        };
+        let this = Arc::clone(self);
+        self.runtime.spawn(async move {
+            this.serve(shared, stream, key, id, index, queue, queued, slot)
+                .await
+        });
+    }
+
+    /// Send `bytes` over TCP to `to` from listener `index`: over the open
+    /// connection to `to`, or a new one. Never blocks.
+    pub(super) fn send(self: &Arc<Self>, index: usize, to: SocketAddr, bytes: Payload) {
+        let key = (Transport::Tcp, to);
+        match self.table.route(key, bytes) {
+            Routed::Queued => {}
+            Routed::Full => {
+                metrics::dropped(DropReason::Unsent);
+                tracing::debug!(%to, "tcp connection's queue full: message dropped");
+            }
+            Routed::Limit => {
+                metrics::dropped(DropReason::Unsent);
+                metrics::connection_closed(CloseReason::Limit);
+                if self.table.may_log_limit() {
+                    tracing::warn!(
+                        %to,
+                        max = self.table.limits.max_connections,
+                        "connection limit reached: cannot open a tcp connection, message dropped (at most one such line per second)"
+                    );
+                }
+            }
+            Routed::Connect(opening) => {
+                let this = Arc::clone(self);
+                self.runtime
+                    .spawn(async move { this.connect(index, key, opening).await });
+            }
+        }
+    }
+
+    /// The listener a connection we opened to `to` belongs to: the first
+    /// TCP listener of its address family, else the one that sent.
+    fn listener_for(&self, to: SocketAddr, sent_from: usize) -> (usize, Option<SocketAddr>) {
+        let from = self
+            .listeners
+            .iter()
+            .find(|(i, _)| *i == sent_from)
+            .map(|(_, a)| *a);
+        let index = self
+            .listeners
+            .iter()
+            .find(|(_, a)| a.is_ipv4() == to.is_ipv4())
+            .map_or(sent_from, |(i, _)| *i);
+        (index, from)
+    }
+
+    async fn connect(self: Arc<Self>, sent_from: usize, key: Key, opening: Opening) {
+        let Opening {
+            id,
+            queue,
+            mut queued,
+            slot,
+        } = opening;
+        let to = key.1;
+        metrics::connection_started(Transport::Tcp, false);
+        let (index, from) = self.listener_for(to, sent_from);
+        let connected =
+            tokio::time::timeout(self.table.limits.connect_timeout, open_from(from, to))
+                .await
+                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "timed out")));
+        let stream = match connected {
+            Ok(stream) => stream,
+            Err(e) => {
+                self.table.unregister(key, id);
+                queued.close();
+                let mut dropped = 0usize;
+                while queued.try_recv().is_ok() {
+                    dropped += 1;
+                    metrics::dropped(DropReason::Unsent);
+                }
+                metrics::connection_closed(CloseReason::Error);
+                crate::warn_limited!(%to, dropped, "cannot connect over tcp to {to}: {e}; {dropped} message(s) dropped");
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tracing::debug!(%to, index, "tcp connection opened");
+        let Some(shared) = self.shared() else {
+            return;
+        };
+        self.serve(shared, stream, key, id, index, queue, queued, slot)
+            .await;
+    }
+
+    /// Run a connection: read and handle its messages, while its writer
+    /// task sends what is queued; then unregister and count it.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve(
+        self: Arc<Self>,
+        shared: Arc<Shared>,
+        stream: TcpStream,
+        key: Key,
+        id: u64,
+        index: usize,
+        queue: mpsc::Sender<Payload>,
+        queued: mpsc::Receiver<Payload>,
+        slot: Slot,
+    ) {
+        let peer = key.1;
+        let (read, write) = stream.into_split();
+        let activity = Arc::new(Activity::new());
+        let limits = self.table.limits;
+        let mut writer = tokio::spawn(write_loop(
+            write,
+            queued,
+            Arc::clone(&activity),
+            limits.write_timeout,
+        ));
+        let reason = {
+            let mut reader = Reader {
+                shared: &shared,
+                index,
+                peer,
+                limits,
+                activity: &activity,
+                queue,
+                out: Vec::with_capacity(4),
+            };
+            reader.run(read, &mut writer).await
+        };
+        self.table.unregister(key, id);
+        metrics::connection_closed(reason);
+        // The queue's senders are gone (ours ended with the reader, the
+        // table's just now): the writer sends what is left, then ends.
+        if !writer.is_finished()
+            && tokio::time::timeout(CLOSE_GRACE, &mut writer)
+                .await
+                .is_err()
+        {
+            writer.abort();
+        }
+        match reason {
+            CloseReason::Oversize | CloseReason::SlowHeader | CloseReason::Malformed => {
+                crate::warn_limited!(%peer, reason = reason.label(), "tcp connection closed: {}", describe(reason, &limits));
+            }
+            _ => tracing::debug!(%peer, reason = reason.label(), "tcp connection closed"),
+        }
+        drop(slot);
+    }
+}
+
+fn describe(reason: CloseReason, limits: &Limits) -> String {
+    match reason {
+        CloseReason::Oversize => format!("a message over {} bytes", limits.max_message),
+        CloseReason::SlowHeader => format!(
+            "a message not complete within {:?} of its first byte",
+            limits.header_timeout
+        ),
+        CloseReason::Malformed => "an invalid Content-Length".to_string(),
+        other => other.label().to_string(),
+    }
+}
+
+/// Connect to `to`, from the listener's address when it has a specific one
+/// of the same family (an ephemeral port).
+async fn open_from(from: Option<SocketAddr>, to: SocketAddr) -> io::Result<TcpStream> {
+    let socket = if to.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if let Some(from) = from.filter(|f| !f.ip().is_unspecified() && f.is_ipv4() == to.is_ipv4()) {
+        socket.bind(SocketAddr::new(from.ip(), 0))?;
+    }
+    socket.connect(to).await
+}
+
+/// Write what is queued for a connection until the queue closes or a
+/// write fails or takes longer than `timeout`.
+async fn write_loop(
+    mut write: OwnedWriteHalf,
+    mut queued: mpsc::Receiver<Payload>,
+    activity: Arc<Activity>,
+    timeout: Duration,
+) {
+    while let Some(bytes) = queued.recv().await {
+        match tokio::time::timeout(timeout, write.write_all(bytes.as_ref())).await {
+            Ok(Ok(())) => activity.touch(),
+            Ok(Err(e)) => {
+                tracing::debug!("tcp write failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("tcp write timed out: the peer does not read");
+                return;
+            }
+        }
+    }
+    let _ = write.shutdown().await;
+}
+
+/// The reading side of one connection.
+struct Reader<'a> {
+    shared: &'a Shared,
+    index: usize,
+    peer: SocketAddr,
+    limits: Limits,
+    activity: &'a Activity,
+    /// The connection's own queue (for the keep-alive pongs).
+    queue: mpsc::Sender<Payload>,
+    out: Vec<Outgoing>,
+}
+
+impl Reader<'_> {
+    /// Read until the connection must close; why it closes.
+    async fn run(
+        &mut self,
+        mut read: OwnedReadHalf,
+        writer: &mut tokio::task::JoinHandle<()>,
+    ) -> CloseReason {
+        let mut framer = Framer::new(self.limits.max_message);
+        let mut buf = vec![0u8; READ_CHUNK];
+        // When the first byte of the message being read arrived.
+        let mut started: Option<Instant> = None;
+        loop {
+            let idle_at = self.activity.last() + self.limits.idle_timeout;
+            let deadline = started.map_or(idle_at, |s| idle_at.min(s + self.limits.header_timeout));
+            tokio::select! {
+                read = tokio::time::timeout_at(deadline.into(), read.read(&mut buf)) => {
+                    let n = match read {
+                        Err(_) => {
+                            let now = Instant::now();
+                            if started.is_some_and(|s| now >= s + self.limits.header_timeout) {
+                                return CloseReason::SlowHeader;
+                            }
+                            if now >= self.activity.last() + self.limits.idle_timeout {
+                                return CloseReason::Idle;
+                            }
+                            continue;
+                        }
+                        Ok(Ok(0)) => return CloseReason::Peer,
+                        Ok(Ok(n)) => n,
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %self.peer, "tcp read failed: {e}");
+                            return CloseReason::Error;
+                        }
+                    };
+                    let now = Instant::now();
+                    self.activity.touch();
+                    framer.push(&buf[..n]);
+                    let mut completed = false;
+                    loop {
+                        match framer.next_frame() {
+                            Ok(Some(Frame::Message(message))) => {
+                                completed = true;
+                                self.handle(&message);
+                            }
+                            Ok(Some(Frame::Ping)) => {
+                                let _ = self.queue.try_send(Payload::Owned(PONG.to_vec()));
+                            }
+                            Ok(None) => break,
+                            Err(FrameError::TooLarge) => return CloseReason::Oversize,
+                            Err(FrameError::BadContentLength) => return CloseReason::Malformed,
+                        }
+                    }
+                    started = match (framer.in_message(), started) {
+                        (false, _) => None,
+                        (true, Some(s)) if !completed => Some(s),
+                        (true, _) => Some(now),
+                    };
+                }
+                _ = &mut *writer => return CloseReason::Error,
+            }
+        }
+    }
+
+    fn handle(&mut self, message: &[u8]) {
+        metrics::stream_message(Transport::Tcp);
+        super::handle_guarded(
+            self.shared,
+            Instant::now(),
+            self.index,
+            message,
+            self.peer,
+            &mut self.out,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_held_by_a_listener_is_in_use_without_takeover() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = holder.local_addr().unwrap();
+        assert!(held(addr).unwrap());
+        let e = bind(addr, false).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("tcp:{addr}")) && e.contains("address in use"),
+            "{e}"
+        );
+        // The holder did not set SO_REUSEPORT: not shareable even when asked.
+        assert!(bind(addr, true).is_err());
+        drop(holder);
+        assert!(!held(addr).unwrap());
+        // Ours are shareable: a second one joins with takeover only.
+        let (ours, was_held) = bind(addr, false).unwrap();
+        assert!(!was_held);
+        assert!(bind(addr, false).is_err());
+        let (_second, was_held) = bind(addr, true).unwrap();
+        assert!(was_held);
+        drop(ours);
+    }
+}
