@@ -22,6 +22,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod registrar;
 pub mod resolve;
 pub mod sip;
 pub mod target;
