@@ -15,7 +15,16 @@
 //!    remaining seconds, Path when the UA supports it, Date).
 //!
 //! `- lookup` is [`targets`] of the Request-URI's AoR ([`aor_of`]), and
-//! `registered` is whether that list is non-empty.
+//! `registered` is whether that list is non-empty ([`lookup`] and
+//! [`is_registered`] with a [`Store`]; with an [`AsyncStore`], `lookup` the
+//! canonical AoR and take [`targets`] of the answer).
+//!
+//! Sending to a binding: the Request-URI becomes [`Binding::contact`];
+//! when [`Binding::path`] is non-empty it is the Route set (pre-loaded, in
+//! order) and the request follows it; otherwise the request goes to
+//! [`Binding::received`] (the transport and source address of the
+//! REGISTER, where the NAT binding or the TCP/TLS/WS connection is), not
+//! to the host of the Contact URI.
 //!
 //! - [`aor`]: the canonical address-of-record and URI comparison (§19.1.4).
 //! - [`request`]: reading a REGISTER with the [`crate::sip`] message view.
@@ -38,6 +47,26 @@ pub use aor::{aor_of, uri_equal};
 pub use binding::{Binding, apply, contact_lines, http_date, ok_headers, targets};
 pub use request::{Change, ContactUpdate, RegisterRequest, parse_register};
 pub use store::{AsyncStore, MemoryStore, Store, StoreError, StoreFuture};
+
+/// The `- lookup` step: the live bindings of the AoR of `uri` (the
+/// Request-URI, or any SIP URI or name-addr) at `now_unix`, in the order
+/// to try them ([`targets`]). Empty when nothing is registered or `uri`
+/// has no AoR ([`aor_of`]: not `sip:`/`sips:`).
+pub fn lookup(store: &dyn Store, uri: &str, now_unix: u64) -> Result<Vec<Binding>, StoreError> {
+    let Some(aor) = aor_of(uri) else {
+        return Ok(Vec::new());
+    };
+    let bindings = store.get(&aor, now_unix)?;
+    Ok(targets(&bindings, now_unix).into_iter().cloned().collect())
+}
+
+/// The `registered` condition: whether the AoR of `uri` has a live binding.
+pub fn is_registered(store: &dyn Store, uri: &str, now_unix: u64) -> Result<bool, StoreError> {
+    let Some(aor) = aor_of(uri) else {
+        return Ok(false);
+    };
+    Ok(!store.get(&aor, now_unix)?.is_empty())
+}
 
 /// The `registrar:` block of the routes file.
 #[derive(Clone, Debug, PartialEq, Eq)]
