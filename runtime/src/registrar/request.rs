@@ -61,7 +61,8 @@ pub struct RegisterRequest {
 /// Reads a REGISTER. Err is the answer to send instead: 400 for a request
 /// that is not a well-formed REGISTER (the reason phrase says what is
 /// wrong), 423 with `Min-Expires` for a contact asking for less than
-/// `min_expires` seconds (but not 0).
+/// `min_expires` seconds (but not 0), 403 for more than twice
+/// `max_contacts` contacts (more than any request could remove and add).
 pub fn parse_register(
     msg: &Message<'_>,
     received: Received,
@@ -167,6 +168,14 @@ fn contacts(
             return Err(Refusal::bad("Contact * Needs Expires: 0"));
         }
         return Ok(Change::Star);
+    }
+    // No valid request lists more than it may remove and add; refusing
+    // longer lists here keeps the work of apply() bounded.
+    let most = usize::try_from(config.max_contacts)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2);
+    if elements.len() > most {
+        return Err(Refusal::new(403, "Too Many Contacts"));
     }
     let mut updates = Vec::with_capacity(elements.len());
     let mut too_brief = false;

@@ -281,6 +281,12 @@ fn max_contacts_counts_existing_and_new_after_removals() {
     )
     .unwrap();
     assert_eq!(aor.contacts(T0), ["sip:c@h", "sip:b@h"]);
+    // A list longer than any request could need is refused before apply.
+    let five = "Contact: <sip:a@h>;expires=0, <sip:b@h>;expires=0, <sip:c@h>, <sip:d@h>\r\n";
+    assert!(parse_with(&text("c1", 9, five), src(), &aor.config).is_ok());
+    let five = five.replace("\r\n", ", <sip:e@h>\r\n");
+    let r = parse_with(&text("c1", 9, &five), src(), &aor.config).unwrap_err();
+    assert_eq!((r.code, r.reason), (403, "Too Many Contacts"));
     // Three new ones at once are too many even for an empty AoR.
     let mut empty = Aor::with(aor.config.clone());
     let r = empty
