@@ -8,6 +8,7 @@
 //! - [`net`]: the I/O layer: a receive thread per socket, the timer task.
 //! - [`ctx`]: what a route sees and does; [`api`]: the generated code's API.
 //! - [`metrics`]: Prometheus counters and the `--metrics` endpoint.
+//! - [`registrar`]: the sans-IO registrar and location service.
 
 pub mod api;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod logfmt;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod registrar;
 pub mod resolve;
 pub mod sip;
 pub mod target;

@@ -1,0 +1,286 @@
+//! The bindings of one address-of-record and the RFC 3261 §10.3 rules for
+//! updating them (steps 6–8), as pure functions: the current bindings and
+//! a [`RegisterRequest`] in, the new bindings or a [`Refusal`] out. The
+//! caller makes get + [`apply`] + put atomic per AoR (see [`super::store`]).
+//!
+//! A contact of the request matches a stored binding when both carry a
+//! `+sip.instance` and the instances and `reg-id`s (or their absence) are
+//! the same: RFC 5626 §6 keys a binding by (AoR, instance, reg-id), so it
+//! replaces the flow's binding even when the device now registers another
+//! Contact URI, and two flows of one device may share a URI (without
+//! `reg-id`, the instance alone is the key, as in RFC 5627). Otherwise
+//! (either has no instance) it matches when the URIs are equal under
+//! §19.1.4.
+//!
+//! Ordering (§10.3 step 7): when a matched binding was written with the
+//! request's Call-ID and a CSeq not lower than the request's, "the update
+//! MUST be aborted and the request fails". The RFC names no status for it;
+//! we answer 500, which §10.3 step 8 prescribes when any binding update
+//! fails ("all tentative binding updates MUST be removed"), so nothing of
+//! that request is applied. A binding written by another Call-ID (another
+//! device, or the same one after a restart) is updated whatever the CSeq.
+
+use std::fmt::Write as _;
+
+use super::request::{Change, ContactUpdate, RegisterRequest};
+use super::{Config, Received, Refusal, uri_equal};
+
+/// One contact registered for an address-of-record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI as sent (the request target of a lookup).
+    pub contact: String,
+    /// When it expires (unix seconds); it is gone from that second on.
+    pub expires_at: u64,
+    /// `q` times 1000; None when the contact had none (ranked as 1.0).
+    pub q: Option<u16>,
+    /// Call-ID and CSeq of the REGISTER that wrote it (§10.3 step 7).
+    pub call_id: String,
+    pub cseq: u32,
+    /// RFC 5626 `+sip.instance` (without quotes) and `reg-id`.
+    pub instance: Option<String>,
+    pub reg_id: Option<u32>,
+    /// The Path of the REGISTER (RFC 3327), in order: the Route set of
+    /// requests to this contact.
+    pub path: Vec<String>,
+    /// Where the REGISTER came from: requests to this contact go there
+    /// when `path` is empty (the contact is often behind a NAT).
+    pub received: Received,
+    pub user_agent: Option<String>,
+    /// When the REGISTER that wrote it arrived (unix seconds): among equal
+    /// `q`, the most recent registration is tried first.
+    pub registered_at: u64,
+}
+
+impl Binding {
+    /// Whether the binding has not expired at `now`.
+    pub fn is_live(&self, now_unix: u64) -> bool {
+        self.expires_at > now_unix
+    }
+
+    /// Seconds left at `now` (0 when expired).
+    pub fn remaining(&self, now_unix: u64) -> u64 {
+        self.expires_at.saturating_sub(now_unix)
+    }
+
+    /// `q` times 1000, 1000 when the contact gave none.
+    pub fn q_or_default(&self) -> u16 {
+        self.q.unwrap_or(1000)
+    }
+
+    /// Whether this contact of a request is this binding (see the module doc).
+    fn matches(&self, u: &ContactUpdate) -> bool {
+        match (&self.instance, &u.instance) {
+            (Some(mine), Some(theirs)) => mine == theirs && self.reg_id == u.reg_id,
+            _ => uri_equal(&self.contact, &u.contact),
+        }
+    }
+
+    /// Whether `req` is older than (or the same as) the one that wrote it.
+    fn is_newer_than(&self, req: &RegisterRequest) -> bool {
+        self.call_id == req.call_id && req.cseq <= self.cseq
+    }
+
+    fn new(u: &ContactUpdate, req: &RegisterRequest, now_unix: u64) -> Binding {
+        Binding {
+            contact: u.contact.clone(),
+            expires_at: now_unix.saturating_add(u64::from(u.expires)),
+            q: u.q,
+            call_id: req.call_id.clone(),
+            cseq: req.cseq,
+            instance: u.instance.clone(),
+            reg_id: u.reg_id,
+            path: req.path.clone(),
+            received: req.received,
+            user_agent: req.user_agent.clone(),
+            registered_at: now_unix,
+        }
+    }
+}
+
+/// The answer to a REGISTER whose CSeq is not above a matched binding's
+/// of the same Call-ID (see the module doc).
+fn out_of_order() -> Refusal {
+    Refusal::new(500, "Out of Order CSeq")
+}
+
+/// Applies a REGISTER to the bindings of its AoR (`current`, possibly with
+/// expired ones, which are dropped) at `now_unix`: the bindings to store,
+/// or the refusal to answer, in which case nothing may change. Refusals:
+/// 500 for an out-of-order CSeq; 403 when the request would leave more than
+/// `max_contacts` bindings and more than there were (a lowered limit does
+/// not block refreshes). Every contact of the request is applied in order
+/// before counting, so removals in the same request make room.
+pub fn apply(
+    current: &[Binding],
+    req: &RegisterRequest,
+    now_unix: u64,
+    config: &Config,
+) -> Result<Vec<Binding>, Refusal> {
+    let live = current.iter().filter(|b| b.is_live(now_unix)).cloned();
+    let updates = match &req.change {
+        Change::Fetch => return Ok(live.collect()),
+        Change::Star => {
+            let mut live = live;
+            if live.any(|b| b.is_newer_than(req)) {
+                return Err(out_of_order());
+            }
+            return Ok(Vec::new());
+        }
+        Change::Contacts(updates) => updates,
+    };
+    // Each binding with whether this request wrote it (a contact listed
+    // twice replaces its own first binding: no ordering check then).
+    let mut next: Vec<(Binding, bool)> = live.map(|b| (b, false)).collect();
+    let before = next.len();
+    for u in updates {
+        if next
+            .iter()
+            .any(|(b, written)| !written && b.matches(u) && b.is_newer_than(req))
+        {
+            return Err(out_of_order());
+        }
+        next.retain(|(b, _)| !b.matches(u));
+        if u.expires > 0 {
+            next.push((Binding::new(u, req, now_unix), true));
+        }
+    }
+    let limit = usize::try_from(config.max_contacts).unwrap_or(usize::MAX);
+    if next.len() > limit && next.len() > before {
+        return Err(Refusal::new(403, "Too Many Contacts"));
+    }
+    Ok(next.into_iter().map(|(b, _)| b).collect())
+}
+
+/// The live bindings to try for a lookup: highest `q` first, then the most
+/// recent registration first (later in `bindings` wins a tie); expired
+/// ones left out.
+pub fn targets(bindings: &[Binding], now_unix: u64) -> Vec<&Binding> {
+    let mut out: Vec<(usize, &Binding)> = bindings
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.is_live(now_unix))
+        .collect();
+    out.sort_by(|(ia, a), (ib, b)| {
+        b.q_or_default()
+            .cmp(&a.q_or_default())
+            .then(b.registered_at.cmp(&a.registered_at))
+            .then(ib.cmp(ia))
+    });
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+/// `q` as a qvalue: 1000 is `1`, 500 is `0.5`, 5 is `0.005`.
+fn format_q(q: u16, out: &mut String) {
+    if q >= 1000 {
+        out.push('1');
+        return;
+    }
+    let frac = format!("{q:03}");
+    let frac = frac.trim_end_matches('0');
+    out.push('0');
+    if !frac.is_empty() {
+        out.push('.');
+        out.push_str(frac);
+    }
+}
+
+/// The Contact lines of a 200 to a REGISTER: every live binding, in
+/// [`targets`] order, as `Contact: <uri>;expires=N` with the seconds left
+/// at `now_unix`, plus its `q`, `+sip.instance` and `reg-id`. Each line
+/// ends in CRLF; "" when there is no binding.
+pub fn contact_lines(bindings: &[Binding], now_unix: u64) -> String {
+    let mut out = String::new();
+    for b in targets(bindings, now_unix) {
+        let _ = write!(
+            out,
+            "Contact: <{}>;expires={}",
+            b.contact,
+            b.remaining(now_unix)
+        );
+        if let Some(q) = b.q {
+            out.push_str(";q=");
+            format_q(q, &mut out);
+        }
+        if let Some(instance) = &b.instance {
+            let _ = write!(out, ";+sip.instance=\"{instance}\"");
+        }
+        if let Some(reg_id) = b.reg_id {
+            let _ = write!(out, ";reg-id={reg_id}");
+        }
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The extra header lines of the 200 to `req` (each ending in CRLF):
+/// [`contact_lines`] of `bindings`, the Path of the request when the UA
+/// said `Supported: path` (RFC 3327 §5.3), and a Date (§10.3 step 8).
+pub fn ok_headers(req: &RegisterRequest, bindings: &[Binding], now_unix: u64) -> String {
+    let mut out = contact_lines(bindings, now_unix);
+    if req.path_supported && !req.path.is_empty() {
+        let _ = write!(out, "Path: {}\r\n", req.path.join(", "));
+    }
+    let _ = write!(out, "Date: {}\r\n", http_date(now_unix));
+    out
+}
+
+/// `unix` seconds as an RFC 1123 date in GMT (`Sat, 13 Nov 2010 23:29:00
+/// GMT`), the form of the SIP Date header (RFC 3261 §20.17).
+pub fn http_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil date from days since 1970-01-01 (proleptic Gregorian), by eras
+    // of 400 years counted from 0000-03-01.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS.get((days % 7) as usize).copied().unwrap_or("Thu"),
+        day,
+        MONTHS.get((month - 1) as usize).copied().unwrap_or("Jan"),
+        year,
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(http_date(1_289_690_940), "Sat, 13 Nov 2010 23:29:00 GMT");
+        assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
+        assert_eq!(http_date(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 GMT");
+    }
+
+    #[test]
+    fn q_formatting() {
+        for (q, s) in [
+            (1000, "1"),
+            (500, "0.5"),
+            (5, "0.005"),
+            (0, "0"),
+            (120, "0.12"),
+        ] {
+            let mut out = String::new();
+            format_q(q, &mut out);
+            assert_eq!(out, s);
+        }
+    }
+}

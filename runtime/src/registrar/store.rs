@@ -1,0 +1,277 @@
+//! Where bindings live, behind traits so that Redis or SQL backends can be
+//! added without touching the rules of [`super::binding`].
+//!
+//! - [`Store`]: the synchronous interface, for stores that never wait
+//!   (the in-memory [`MemoryStore`]).
+//! - [`AsyncStore`]: the interface the proxy core drives, which a network
+//!   store (Redis) implements with real futures; [`MemoryStore`]
+//!   implements it with futures that are ready at once.
+//!
+//! Updates are atomic per AoR: [`Store::register`] / [`AsyncStore::save`]
+//! read the AoR's bindings, [`apply`] the REGISTER and write the result as
+//! one step, so two REGISTERs for one AoR never both see the old bindings.
+//! [`MemoryStore`] does it under the AoR's shard lock.
+//!
+//! # The Redis backend (to come, in a file of its own)
+//!
+//! - One key per AoR, `sipforge:loc:{<aor>}` (the braces are a Cluster
+//!   hash tag, so every key of an AoR added later shares its slot), holding
+//!   the AoR's bindings serialised as one value (or a hash of contact →
+//!   binding).
+//! - Expiry: every binding stores its own `expires_at` (Redis 7.0 has no
+//!   per-field TTL), reads drop the expired ones, and the key's TTL is set
+//!   to the latest `expires_at` of its bindings (`PEXPIREAT`/`EXPIREAT`),
+//!   so an AoR whose bindings all expired disappears by itself and
+//!   [`AsyncStore::expire`] only needs to prune partly expired keys.
+//! - Atomic updates: either `WATCH key` / `GET` / [`apply`] in Rust /
+//!   `MULTI SET EXPIREAT EXEC`, retried when EXEC reports the key changed;
+//!   or a Lua script doing the same on the server (then the rules of
+//!   [`apply`] are ported to Lua, and the Rust ones stay the reference the
+//!   tests check).
+//! - A store error maps to a 500 answer (nothing committed, RFC 3261
+//!   §10.3 step 8) and a failed lookup to the routes' error path.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::binding::{Binding, apply};
+use super::request::RegisterRequest;
+use super::{Config, Refusal};
+
+/// A store that could not answer (connection lost, timeout, bad data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreError {
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+        }
+    }
+
+    /// The answer to a REGISTER whose update could not be stored.
+    pub fn refusal(&self) -> Refusal {
+        Refusal::new(500, "Location Store Unavailable")
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "location store: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Synchronous storage of the bindings of every AoR (keys are canonical
+/// AoRs, [`super::aor_of`]).
+pub trait Store: Send + Sync {
+    /// The AoR's live bindings at `now` (expired ones left out).
+    fn get(&self, aor: &str, now: u64) -> Result<Vec<Binding>, StoreError>;
+    /// Replaces the AoR's bindings (expired ones at `now` dropped; none
+    /// left removes the AoR). Not atomic with a previous `get`: updates
+    /// from REGISTERs go through [`Store::register`].
+    fn put(&self, aor: &str, bindings: Vec<Binding>, now: u64) -> Result<(), StoreError>;
+    /// AoRs stored (including ones whose bindings expired but were not
+    /// swept yet).
+    fn aors(&self) -> usize;
+    /// Bindings stored (the same caveat).
+    fn contacts(&self) -> usize;
+    /// Removes the bindings expired at `now` and the AoRs left empty;
+    /// returns how many bindings it removed.
+    fn sweep(&self, now: u64) -> usize;
+    /// Atomically: the bindings of `req.aor`, [`apply`] `req` to them,
+    /// store the result. Ok(Err) is the refusal to answer (nothing stored),
+    /// Ok(Ok) the bindings now registered, for the 200.
+    fn register(
+        &self,
+        req: &RegisterRequest,
+        now: u64,
+        config: &Config,
+    ) -> Result<Result<Vec<Binding>, Refusal>, StoreError>;
+}
+
+/// A boxed future of a store operation (dyn-compatible, `Send`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// The interface the proxy core drives: the [`Store`] operations as
+/// futures, so a network store can wait for its server without blocking a
+/// worker. Named apart from [`Store`]'s so both can be in scope.
+pub trait AsyncStore: Send + Sync {
+    /// [`Store::get`].
+    fn lookup<'a>(&'a self, aor: &'a str, now: u64) -> StoreFuture<'a, Vec<Binding>>;
+    /// [`Store::register`].
+    fn save<'a>(
+        &'a self,
+        req: &'a RegisterRequest,
+        now: u64,
+        config: &'a Config,
+    ) -> StoreFuture<'a, Result<Vec<Binding>, Refusal>>;
+    /// [`Store::sweep`].
+    fn expire(&self, now: u64) -> StoreFuture<'_, usize>;
+    /// ([`Store::aors`], [`Store::contacts`]), for metrics.
+    fn counts(&self) -> StoreFuture<'_, (usize, usize)>;
+}
+
+type Shard = Mutex<HashMap<String, Vec<Binding>>>;
+
+/// The in-memory store: AoRs spread over shards by a keyed hash, each a
+/// `Mutex<HashMap<aor, bindings>>`, so REGISTERs for different AoRs rarely
+/// wait for each other. Expired bindings are invisible at once and freed
+/// by [`Store::sweep`] (run it from a timer, e.g. every few seconds).
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    hasher: RandomState,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::new()
+    }
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.shards.len())
+            .field("aors", &self.aors())
+            .finish()
+    }
+}
+
+/// A shard's map, also after a panic in another holder of the lock (the
+/// map is only ever replaced whole per AoR, so it stays consistent).
+fn lock(shard: &Shard) -> MutexGuard<'_, HashMap<String, Vec<Binding>>> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// A store with 64 shards.
+    pub fn new() -> MemoryStore {
+        MemoryStore::with_shards(64)
+    }
+
+    /// A store with `n` shards (at least 1).
+    pub fn with_shards(n: usize) -> MemoryStore {
+        MemoryStore {
+            shards: (0..n.max(1)).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn shard(&self, aor: &str) -> &Shard {
+        let i = self.hasher.hash_one(aor) as usize % self.shards.len();
+        // `i` is in range: the modulo of the (non-zero) length.
+        &self.shards[i]
+    }
+
+    /// Atomically reads the AoR's bindings (expired ones possibly
+    /// included), lets `f` compute the new ones, and stores them unless
+    /// `f` refuses; nothing else touches the AoR meanwhile. An empty
+    /// result removes the AoR.
+    pub fn update(
+        &self,
+        aor: &str,
+        f: impl FnOnce(&[Binding]) -> Result<Vec<Binding>, Refusal>,
+    ) -> Result<Result<Vec<Binding>, Refusal>, StoreError> {
+        let mut map = lock(self.shard(aor));
+        let current = map.get(aor).map_or(&[][..], Vec::as_slice);
+        let next = match f(current) {
+            Ok(next) => next,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        if next.is_empty() {
+            map.remove(aor);
+        } else {
+            map.insert(aor.to_owned(), next.clone());
+        }
+        Ok(Ok(next))
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, aor: &str, now: u64) -> Result<Vec<Binding>, StoreError> {
+        let map = lock(self.shard(aor));
+        Ok(map.get(aor).map_or_else(Vec::new, |bindings| {
+            bindings
+                .iter()
+                .filter(|b| b.is_live(now))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    fn put(&self, aor: &str, mut bindings: Vec<Binding>, now: u64) -> Result<(), StoreError> {
+        bindings.retain(|b| b.is_live(now));
+        let mut map = lock(self.shard(aor));
+        if bindings.is_empty() {
+            map.remove(aor);
+        } else {
+            map.insert(aor.to_owned(), bindings);
+        }
+        Ok(())
+    }
+
+    fn aors(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    fn contacts(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| lock(s).values().map(Vec::len).sum::<usize>())
+            .sum()
+    }
+
+    fn sweep(&self, now: u64) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut map = lock(shard);
+            map.retain(|_, bindings| {
+                let before = bindings.len();
+                bindings.retain(|b| b.is_live(now));
+                removed += before - bindings.len();
+                !bindings.is_empty()
+            });
+        }
+        removed
+    }
+
+    fn register(
+        &self,
+        req: &RegisterRequest,
+        now: u64,
+        config: &Config,
+    ) -> Result<Result<Vec<Binding>, Refusal>, StoreError> {
+        self.update(&req.aor, |current| apply(current, req, now, config))
+    }
+}
+
+impl AsyncStore for MemoryStore {
+    fn lookup<'a>(&'a self, aor: &'a str, now: u64) -> StoreFuture<'a, Vec<Binding>> {
+        Box::pin(std::future::ready(Store::get(self, aor, now)))
+    }
+
+    fn save<'a>(
+        &'a self,
+        req: &'a RegisterRequest,
+        now: u64,
+        config: &'a Config,
+    ) -> StoreFuture<'a, Result<Vec<Binding>, Refusal>> {
+        Box::pin(std::future::ready(Store::register(self, req, now, config)))
+    }
+
+    fn expire(&self, now: u64) -> StoreFuture<'_, usize> {
+        Box::pin(std::future::ready(Ok(Store::sweep(self, now))))
+    }
+
+    fn counts(&self) -> StoreFuture<'_, (usize, usize)> {
+        Box::pin(std::future::ready(Ok((self.aors(), self.contacts()))))
+    }
+}
