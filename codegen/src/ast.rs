@@ -62,6 +62,8 @@ pub struct File {
     pub tls: Option<TlsSpec>,
     /// `dns:` (the servers RFC 3263 lookups ask).
     pub dns: Option<DnsSpec>,
+    /// `registrar:` (the location service `save` and `lookup` use).
+    pub registrar: Option<RegistrarSpec>,
     pub sections: Vec<Section>,
     pub routes: Vec<NamedRoute>,
 }
@@ -152,6 +154,25 @@ pub struct TlsSpec {
     pub ca: Option<Sp<String>>,
     /// Require and verify client certificates.
     pub verify_client: bool,
+}
+
+/// `registrar:`.
+#[derive(Debug)]
+pub struct RegistrarSpec {
+    pub pos: Pos,
+    /// `store:` as written: `memory` or `redis://...`.
+    pub store: Option<Sp<String>>,
+    pub min_expires: Option<Sp<i64>>,
+    pub max_expires: Option<Sp<i64>>,
+    pub default_expires: Option<Sp<i64>>,
+    pub max_contacts: Option<Sp<i64>>,
+}
+
+impl RegistrarSpec {
+    pub const DEFAULT_MIN_EXPIRES: u32 = 60;
+    pub const DEFAULT_MAX_EXPIRES: u32 = 3600;
+    pub const DEFAULT_EXPIRES: u32 = 3600;
+    pub const DEFAULT_MAX_CONTACTS: u32 = 10;
 }
 
 /// `dns:`.
@@ -245,6 +266,8 @@ pub enum RelayTo {
     Default,
     Uri(Sp<String>),
     Set(Sp<String>),
+    /// `relay: [uri, uri]`: forked in parallel.
+    List(Vec<Sp<String>>),
 }
 
 #[derive(Debug)]
@@ -273,6 +296,13 @@ pub enum StepKind {
     Route(Sp<String>),
     /// `authenticate`: digest credentials checked, or a challenge sent.
     Authenticate,
+    /// `save`: the REGISTER handled and answered.
+    Save,
+    /// `lookup`: the Request-URI's contacts become the targets; when it
+    /// has none, `not_found` runs (then 404 unless it ended the route).
+    Lookup {
+        not_found: Option<Block>,
+    },
     Drop,
     Exit,
     If {
@@ -301,6 +331,8 @@ impl StepKind {
             StepKind::RecordRoute => "record_route",
             StepKind::Route(_) => "route",
             StepKind::Authenticate => "authenticate",
+            StepKind::Save => "save",
+            StepKind::Lookup { .. } => "lookup",
             StepKind::Drop => "drop",
             StepKind::Exit => "exit",
             StepKind::If { .. } => "if",
@@ -527,6 +559,8 @@ pub enum Expr {
     },
     Exists(Sp<String>),
     InDialog,
+    /// `registered` (the Request-URI) or `registered("$fu")`.
+    Registered(Option<Sp<Operand>>),
     /// A lone operand where a condition was expected (an error in `check`).
     Bare(Sp<Operand>),
 }

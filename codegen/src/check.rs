@@ -9,7 +9,9 @@ use crate::ast::*;
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
+mod registrar;
 mod security;
+pub use registrar::registered_var;
 mod transport;
 pub use transport::dns_server;
 
@@ -39,6 +41,7 @@ pub fn step_ends(s: &Step) -> bool {
         StepKind::Forward(_)
         | StepKind::Relay(_)
         | StepKind::Reply { .. }
+        | StepKind::Save
         | StepKind::Drop
         | StepKind::Exit => true,
         StepKind::If {
@@ -97,6 +100,7 @@ fn calls<'b>(b: &'b Block, f: &mut dyn FnMut(&'b str)) {
                     calls(d, f);
                 }
             }
+            StepKind::Lookup { not_found: Some(b) } => calls(b, f),
             _ => {}
         }
     }
@@ -124,6 +128,7 @@ fn route_calls(b: &Block) -> Vec<&Sp<String>> {
                         walk(d, out);
                     }
                 }
+                StepKind::Lookup { not_found: Some(b) } => walk(b, out),
                 _ => {}
             }
         }
@@ -398,6 +403,7 @@ impl<'f> Checker<'f> {
         }
         self.security_settings();
         self.transport_settings();
+        self.registrar_settings();
         // Route names and their function names.
         let mut fns: BTreeMap<String, &Sp<String>> = BTreeMap::new();
         for r in &file.routes {
@@ -653,6 +659,14 @@ impl<'f> Checker<'f> {
                 }
                 match to {
                     RelayTo::Default => {}
+                    RelayTo::List(uris) => {
+                        if uris.is_empty() {
+                            self.err(s.pos, s.len, "`relay: []` has no target", "", "list at least one URI, e.g. `relay: [sip:a@10.0.0.1, sip:b@10.0.0.2]`");
+                        }
+                        for u in uris {
+                            self.uri(u);
+                        }
+                    }
                     RelayTo::Uri(u) => self.uri(u),
                     RelayTo::Set(n) => {
                         if !self.file.destinations.iter().any(|d| d.name.node == n.node) {
@@ -679,6 +693,13 @@ impl<'f> Checker<'f> {
                 }
             }
             StepKind::Authenticate => self.authenticate(s, ctx, &at),
+            StepKind::Save => self.request_only(s, ctx, &at, "handles a REGISTER"),
+            StepKind::Lookup { not_found } => {
+                self.request_only(s, ctx, &at, "finds the contacts of the Request-URI");
+                if let Some(b) = not_found {
+                    self.block(b, ctx, route);
+                }
+            }
             StepKind::RecordRoute => {
                 if ctx == Some(SectionKind::Reply) {
                     self.err(
@@ -857,6 +878,7 @@ impl<'f> Checker<'f> {
             }
             Expr::Not(a) => self.expr(a, ctx, route),
             Expr::InDialog => {}
+            Expr::Registered(arg) => self.registered(arg.as_ref(), ctx, route),
             Expr::Exists(h) => self.header_name(h),
             Expr::Bare(o) => {
                 self.operand(o, ctx, route);

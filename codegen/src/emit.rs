@@ -14,6 +14,7 @@ use quote::{format_ident, quote};
 use crate::ast::*;
 use crate::check::{block_ends, route_fn_name, used_routes};
 
+mod registrar;
 mod security;
 
 const MARKER: &str = "__sipforge_line!";
@@ -266,6 +267,7 @@ impl Emitter {
         let limits = self.limit_settings(file);
         let tls = self.tls_settings(file);
         let dns = self.dns_settings(file);
+        let registrar = self.registrar_settings(file);
         let statics_n = self.net_statics();
         let path = lit(src.path);
         let sha = lit(src.sha256);
@@ -306,6 +308,7 @@ impl Emitter {
                 limits: #limits,
                 tls: #tls,
                 dns: #dns,
+                registrar: #registrar,
                 source_path: #path,
                 source_text: SOURCE_TEXT,
                 source_sha256: #sha,
@@ -338,6 +341,7 @@ impl Emitter {
             "Pattern",
             "Piece",
             "Probe",
+            "RegistrarSettings",
             "RelayTo",
             "Routes",
             "Settings",
@@ -477,10 +481,16 @@ impl Emitter {
                         let n = lit(&n.node);
                         quote!(RelayTo::Set(#n))
                     }
+                    RelayTo::List(uris) => {
+                        let ids: Vec<Ident> = uris.iter().map(|u| self.target(u)).collect();
+                        quote!(RelayTo::List(&[#(&#ids),*]))
+                    }
                 };
                 quote!(return cx.relay(#l, #to);)
             }
             StepKind::RecordRoute => quote!(cx.record_route(#l);),
+            StepKind::Save => quote!(return cx.save(#l);),
+            StepKind::Lookup { not_found } => self.lookup(s.pos.line, not_found.as_ref()),
             StepKind::Authenticate => quote! {
                 if cx.authenticate(#l).is_stop() {
                     return Flow::Stop;
@@ -576,6 +586,7 @@ impl Emitter {
                 (quote!(!#a), Prec::Atom)
             }
             Expr::InDialog => (quote!(cx.in_dialog()), Prec::Atom),
+            Expr::Registered(arg) => (self.registered(arg.as_ref()), Prec::Atom),
             Expr::Exists(h) => {
                 let h = lit(&h.node);
                 (quote!(cx.has_header(#h)), Prec::Atom)

@@ -288,6 +288,16 @@ impl Parser {
                 self.next();
                 Ok(Expr::InDialog)
             }
+            Tok::Operand(Operand::Word(w)) if w == "registered" => {
+                self.next();
+                if self.peek().tok != Tok::LParen {
+                    return Ok(Expr::Registered(None));
+                }
+                self.next();
+                let arg = self.operand()?;
+                self.expect(Tok::RParen, "`)`")?;
+                Ok(Expr::Registered(Some(arg)))
+            }
             Tok::Operand(Operand::Word(w)) if w == "exists" => {
                 self.next();
                 self.expect(Tok::LParen, "`(` after `exists`")?;

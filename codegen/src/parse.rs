@@ -10,6 +10,7 @@ use crate::diagnostic::Diagnostic;
 use crate::yaml::{Node, Value};
 use crate::{expr, suggest, template};
 
+mod registrar;
 mod security;
 mod transport;
 
@@ -20,6 +21,7 @@ const TOP_KEYS: &[&str] = &[
     "destinations",
     "dns",
     "limits",
+    "registrar",
     "max_branches",
     "strict_response_source",
     "tls",
@@ -40,6 +42,8 @@ const ACTIONS: &[&str] = &[
     "record_route",
     "route",
     "authenticate",
+    "save",
+    "lookup",
     "drop",
     "exit",
     "if",
@@ -276,6 +280,7 @@ impl<'a> Parser<'a> {
                 "limits" => file.limits = self.limits(v),
                 "tls" => file.tls = self.tls(k, v),
                 "dns" => file.dns = self.dns(v),
+                "registrar" => file.registrar = self.registrar(k, v),
                 "request" | "reply" | "failure" => {
                     let kind = match key.as_str() {
                         "request" => SectionKind::Request,
@@ -652,6 +657,7 @@ impl<'a> Parser<'a> {
             }),
             "relay" => StepKind::Relay(match v {
                 None => RelayTo::Default,
+                Some(v) if matches!(v.value, Value::Seq(_)) => RelayTo::List(self.uri_list(v)),
                 Some(v) => {
                     let s = self.uri_value(v)?;
                     if s.node.contains(':') {
@@ -661,7 +667,13 @@ impl<'a> Parser<'a> {
                     }
                 }
             }),
-            "record_route" | "drop" | "exit" | "authenticate" => {
+            "lookup" => StepKind::Lookup {
+                not_found: match v {
+                    None => None,
+                    Some(v) => self.lookup_options(v),
+                },
+            },
+            "record_route" | "drop" | "exit" | "authenticate" | "save" => {
                 if let Some(v) = v {
                     let l = self.len(v);
                     self.err(
@@ -675,6 +687,7 @@ impl<'a> Parser<'a> {
                 match word {
                     "record_route" => StepKind::RecordRoute,
                     "authenticate" => StepKind::Authenticate,
+                    "save" => StepKind::Save,
                     "drop" => StepKind::Drop,
                     _ => StepKind::Exit,
                 }

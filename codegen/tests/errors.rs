@@ -580,3 +580,42 @@ fn tls_and_dns_blocks() {
         "{e:?}"
     );
 }
+
+#[test]
+fn registrar_lookup_save_and_forks() {
+    assert!(
+        errors(
+            "registrar:\n  store: memory\n  min_expires: 60\n  max_expires: 3600\n  default_expires: 3600\n  max_contacts: 10\nrequest:\n  - if: $rm == REGISTER\n    then:\n      - save\n  - if: in_dialog\n    then: [ relay ]\n  - if: not registered and not registered(\"$fu\")\n    then:\n      - relay: [sip:a@127.0.0.1:5080, \"sip:b@127.0.0.1:5090;transport=tcp\"]\n  - record_route\n  - lookup: { not_found: [ { log: \"nobody\" } ] }\n  - relay\n"
+        )
+        .is_empty()
+    );
+    assert!(errors("request: [ lookup, relay ]\n").is_empty());
+    one(
+        "registrar: { store: mysql://x }\nrequest: [ save ]\n",
+        "routes.yaml:1:21: unknown registrar store `mysql://x`",
+    );
+    one(
+        "registrar: { min_expires: 600, max_expires: 60 }\nrequest: [ save ]\n",
+        "routes.yaml:1:27: `min_expires` (600) is larger than `max_expires` (60)",
+    );
+    one(
+        "request: [ relay ]\nreply: [ lookup ]\n",
+        "routes.yaml:2:10: `lookup` cannot be used in `reply`",
+    );
+    one(
+        "request: [ save, relay ]\n",
+        "routes.yaml:1:18: unreachable step",
+    );
+    one(
+        "request: [ { relay: [] } ]\n",
+        "routes.yaml:1:14: `relay: []` has no target",
+    );
+    one(
+        "request: [ { relay: [sip:a@x, \"http://b\"] } ]\n",
+        "routes.yaml:1:32: invalid URI `http://b`: a URI starts with `sip:` or `sips:`",
+    );
+    one(
+        "request:\n  - if: registered($cs)\n    then: [ relay ]\n  - drop\n",
+        "routes.yaml:2:20: `registered` takes an address-of-record, not `$cs`",
+    );
+}

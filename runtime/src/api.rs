@@ -89,6 +89,9 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     /// `dns:`: the servers RFC 3263 lookups ask (None: the system's).
     pub dns: Option<DnsSettings>,
+    /// `registrar:` (present when the file has it or uses `save`,
+    /// `lookup` or `registered`).
+    pub registrar: Option<RegistrarSettings>,
     /// The routes file path as given to the build.
     pub source_path: &'static str,
     /// The routes file's text (for `--print-routes`).
@@ -123,6 +126,21 @@ pub struct TlsSettings {
     pub ca: Option<&'static str>,
     /// Require client certificates (verified against `ca`).
     pub verify_client: bool,
+}
+
+/// `registrar:`: the location service of `save`, `lookup`, `registered`.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrarSettings {
+    /// `memory` or a `redis://` URL.
+    pub store: &'static str,
+    /// Shorter registrations get 423 with Min-Expires.
+    pub min_expires: u32,
+    /// Longer ones are cut to this.
+    pub max_expires: u32,
+    /// A REGISTER that asks for none gets this.
+    pub default_expires: u32,
+    /// Most bindings per address-of-record; more get 403.
+    pub max_contacts: u32,
 }
 
 /// `dns:`.
@@ -295,6 +313,9 @@ pub enum RelayTo {
     Default,
     Uri(&'static Target),
     Set(&'static str),
+    /// `relay: [uri, uri]`: one branch per URI, in parallel, each URI the
+    /// branch's Request-URI (Kamailio's `append_branch` + `t_relay`).
+    List(&'static [&'static Target]),
 }
 
 /// A regular expression validated at build time, compiled once at run time.

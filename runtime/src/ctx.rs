@@ -31,6 +31,8 @@ pub enum Decision {
     Undecided,
     Forward(Option<&'static Target>),
     Relay(RelayTo),
+    /// `save`: the core handles the REGISTER and answers it.
+    Save,
     Reply {
         code: u16,
         reason: Option<&'static str>,
@@ -58,6 +60,28 @@ pub struct Edits {
     pub record_route: bool,
     /// `$ds`: the destination set `relay` chose from.
     pub ds: Option<&'static str>,
+    /// Branches to fork to (set by `lookup`): groups tried one after the
+    /// other, the branches of a group in parallel (RFC 3261 §16.6, q-values).
+    pub fork: Vec<Vec<BranchTarget>>,
+}
+
+/// What `lookup` and `registered` ask of the location service.
+pub trait Location: Send + Sync {
+    /// The fork to the contacts of `uri`'s address-of-record (groups by
+    /// q-value, highest first); None when it has none (or on an error).
+    fn fork(&self, uri: &str) -> Option<Vec<Vec<BranchTarget>>>;
+    /// Whether `uri`'s address-of-record has a binding.
+    fn has(&self, uri: &str) -> bool;
+}
+
+/// One branch of a fork: its Request-URI, next hop and Route entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchTarget {
+    pub ruri: String,
+    /// Where to send it instead of the Request-URI (a NAT binding).
+    pub du: Option<String>,
+    /// Route entries to put first (a registration's Path, RFC 3327).
+    pub route: Vec<String>,
 }
 
 /// The context of one route run.
@@ -78,6 +102,8 @@ pub struct Ctx<'a> {
     au: Option<String>,
     /// `$pr`: what the message came over.
     transport: crate::transport::Transport,
+    /// The location service `lookup` and `registered` read.
+    location: Option<&'a dyn Location>,
     pub(crate) edits: Edits,
     pub(crate) decision: Decision,
 }
@@ -127,6 +153,7 @@ impl<'a> Ctx<'a> {
             auth: None,
             au: None,
             transport: crate::transport::Transport::Udp,
+            location: None,
             edits: Edits::default(),
             decision: Decision::Undecided,
         }
@@ -135,6 +162,12 @@ impl<'a> Ctx<'a> {
     /// Give `authenticate` what it needs.
     pub(crate) fn with_auth(mut self, env: Option<AuthEnv<'a>>) -> Ctx<'a> {
         self.auth = env;
+        self
+    }
+
+    /// Give `lookup` and `registered` the location service.
+    pub(crate) fn with_location(mut self, location: Option<&'a dyn Location>) -> Ctx<'a> {
+        self.location = location;
         self
     }
 
@@ -494,6 +527,49 @@ impl<'a> Ctx<'a> {
         }
         self.decision = Decision::Relay(to);
         Flow::Stop
+    }
+
+    /// `save` (ends the route): the REGISTER is handled by the core.
+    pub fn save(&mut self, line: u32) -> Flow {
+        self.decision = Decision::Save;
+        decided(line, "save");
+        Flow::Stop
+    }
+
+    /// `lookup`: true when the Request-URI's address-of-record has
+    /// contacts (they become the fork `relay` makes), false otherwise.
+    pub fn lookup(&mut self, line: u32) -> bool {
+        let Some(ruri) = self.ruri().map(Cow::into_owned) else {
+            return false;
+        };
+        let Some(location) = self.location else {
+            tracing::error!(target: "sipforge::routes", line, "lookup: no location service");
+            return false;
+        };
+        match location.fork(&ruri) {
+            Some(groups) if !groups.is_empty() => {
+                self.edits.fork = groups;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// `registered` (the Request-URI) / `registered("$fu")`: whether the
+    /// address-of-record has a binding.
+    pub fn registered(&mut self, aor: Option<&Template>) -> bool {
+        let uri = match aor {
+            Some(t) => {
+                let mut out = Vec::new();
+                self.push_template(t, &mut out);
+                String::from_utf8_lossy(&out).into_owned()
+            }
+            None => match self.ruri() {
+                Some(r) => r.into_owned(),
+                None => return false,
+            },
+        };
+        self.location.is_some_and(|l| l.has(&uri))
     }
 
     /// `drop` (ends the route)

@@ -180,6 +180,7 @@ fn uses_authenticate(file: &File) -> bool {
     fn walk(b: &Block) -> bool {
         b.iter().any(|s| match &s.kind {
             StepKind::Authenticate => true,
+            StepKind::Lookup { not_found: Some(b) } => walk(b),
             StepKind::If {
                 then, otherwise, ..
             } => walk(then) || otherwise.as_ref().is_some_and(walk),

@@ -31,7 +31,7 @@ use super::received::{reply_destination, top_via_edit};
 use super::route_set::{self, RouteSet};
 use super::{Capacity, Outgoing, Payload, forward, reply};
 use crate::api::{RelayTo, Routes, Target};
-use crate::ctx::{Ctx, Decision, Edits};
+use crate::ctx::{BranchTarget, Ctx, Decision, Edits};
 use crate::metrics::{self, BranchRefusal, DropReason};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
@@ -150,6 +150,9 @@ pub struct ProxyTxn {
     socket: usize,
     /// The transport of `socket`: over a connection, responses go back on it.
     transport: Transport,
+    /// Groups of a fork not tried yet (`lookup` with several q-values):
+    /// the next starts when every branch of the last one failed.
+    groups: Vec<Vec<BranchTarget>>,
     upstream: SocketAddr,
     server: Server,
     branches: Vec<Branch>,
@@ -456,6 +459,7 @@ impl Stateful {
             source,
             socket,
             transport,
+            groups: Vec::new(),
             upstream,
             server,
             branches: Vec::with_capacity(1),
@@ -487,7 +491,7 @@ impl Stateful {
         // The stored request holds the same bytes as `msg`: no second parse.
         let request = Request { msg, routes };
         self.table.update(id, |txn| {
-            add_branch(env, now, id, txn, request, to, &saved, actions, out);
+            relay_to(env, now, id, txn, request, to, &saved, actions, out);
             maybe_complete(env, now, id, txn, actions, out);
         });
     }
@@ -628,17 +632,8 @@ impl Stateful {
                 return;
             }
             txn.cancelled = true;
-            for index in 0..txn.branches.len() {
-                let b = &mut txn.branches[index];
-                if b.held.is_some() {
-                    continue;
-                }
-                if b.provisional {
-                    send_cancel(env, now, b.socket, b, actions, out);
-                } else {
-                    b.cancel_pending = true;
-                }
-            }
+            txn.groups.clear();
+            cancel_branches(env, now, txn, None, actions, out);
             tracing::debug!(
                 call_id = cancel.call_id().unwrap_or(""),
                 "CANCEL sent down the pending branches"
@@ -665,6 +660,7 @@ fn clone_edits(e: &Edits) -> Edits {
         du: e.du.clone(),
         record_route: e.record_route,
         ds: e.ds,
+        fork: Vec::new(),
     }
 }
 
@@ -753,6 +749,136 @@ struct Request<'r, 'm> {
     routes: &'r RouteSet<'m>,
 }
 
+/// `relay`: one branch towards `to`, or a fork (`relay: [..]`, or the
+/// contacts `lookup` found): the first group's branches at once, the
+/// other groups kept for when they all fail. True when a branch started.
+#[allow(clippy::too_many_arguments)]
+fn relay_to(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    request: Request<'_, '_>,
+    to: RelayTo,
+    edits: &Edits,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) -> bool {
+    let groups = match to {
+        RelayTo::List(targets) => vec![
+            targets
+                .iter()
+                .map(|t| BranchTarget {
+                    ruri: t.as_str().to_string(),
+                    du: None,
+                    route: Vec::new(),
+                })
+                .collect(),
+        ],
+        RelayTo::Default if !edits.fork.is_empty() => edits.fork.clone(),
+        _ => return add_branch(env, now, id, txn, request, to, edits, actions, out),
+    };
+    txn.groups = groups;
+    start_group(env, now, id, txn, request, edits, actions, out)
+}
+
+/// Start the next group of the fork that has a branch that can start.
+#[allow(clippy::too_many_arguments)]
+fn start_group(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    request: Request<'_, '_>,
+    edits: &Edits,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) -> bool {
+    while !txn.groups.is_empty() {
+        let group = txn.groups.remove(0);
+        let mut started = false;
+        for target in group {
+            let mut branch_edits = clone_edits(edits);
+            // A Path (RFC 3327) is the route to the contact: its first
+            // entry is the next hop unless a NAT binding says otherwise.
+            branch_edits.du = target
+                .du
+                .or_else(|| target.route.first().map(|r| route_uri(r).to_string()));
+            for route in &target.route {
+                branch_edits.appended.extend_from_slice(b"Route: ");
+                branch_edits.appended.extend_from_slice(route.as_bytes());
+                branch_edits.appended.extend_from_slice(b"\r\n");
+            }
+            branch_edits.ruri = Some(target.ruri);
+            started |= add_branch(
+                env,
+                now,
+                id,
+                txn,
+                request,
+                RelayTo::Default,
+                &branch_edits,
+                actions,
+                out,
+            );
+        }
+        if started {
+            return true;
+        }
+    }
+    false
+}
+
+/// The next group of a fork, when every branch of the last one failed.
+fn next_group(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) -> bool {
+    let request = Arc::clone(&txn.request);
+    let Ok(stored) = Message::parse(&request) else {
+        return false;
+    };
+    let routes = route_set::process(&stored, env.identity);
+    let request = Request {
+        msg: &stored,
+        routes: &routes,
+    };
+    let edits = clone_edits(&txn.saved);
+    start_group(env, now, id, txn, request, &edits, actions, out)
+}
+
+/// The URI of a Route/Path value (`<sip:p1.example.com;lr>` or a bare URI).
+fn route_uri(value: &str) -> &str {
+    crate::sip::NameAddr::parse(value).map_or(value, |na| na.uri)
+}
+
+/// Cancel every branch still waiting for a final response, but `except`:
+/// a CANCEL down those that answered provisionally, the others when they do.
+fn cancel_branches(
+    env: &Env<'_>,
+    now: Instant,
+    txn: &mut ProxyTxn,
+    except: Option<usize>,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) {
+    for index in 0..txn.branches.len() {
+        let b = &mut txn.branches[index];
+        if Some(index) == except || b.held.is_some() {
+            continue;
+        }
+        if b.provisional {
+            send_cancel(env, now, b.socket, b, actions, out);
+        } else {
+            b.cancel_pending = true;
+        }
+    }
+}
+
 /// Start a new branch towards `to` for the request.
 #[allow(clippy::too_many_arguments)]
 fn add_branch(
@@ -787,7 +913,7 @@ fn add_branch(
     }
     let mut dest = None;
     let target: Option<&'static Target> = match to {
-        RelayTo::Default => None,
+        RelayTo::Default | RelayTo::List(_) => None,
         RelayTo::Uri(t) => Some(t),
         RelayTo::Set(name) => {
             let tried: Vec<TargetId> = txn.branches.iter().filter_map(|b| b.dest).collect();
@@ -1004,12 +1130,22 @@ fn deliver(
             txn.timer_c = None;
         }
         send_upstream(txn, now, status, bytes, actions, out);
+        if status >= 200 {
+            // §16.7 step 10: the call is answered; the other branches go.
+            txn.groups.clear();
+            cancel_branches(env, now, txn, Some(index), actions, out);
+        }
         return;
     }
     txn.branches[index].held = Some(Held {
         status,
         bytes: Some(bytes),
     });
+    if status >= 600 {
+        // §16.7 step 5: a 6xx ends the search; the other branches go.
+        txn.groups.clear();
+        cancel_branches(env, now, txn, Some(index), actions, out);
+    }
     maybe_complete(env, now, id, txn, actions, out);
 }
 
@@ -1072,6 +1208,9 @@ fn maybe_complete(
     if txn.final_sent || txn.branches.iter().any(|b| b.held.is_none()) {
         return;
     }
+    if !txn.groups.is_empty() && !txn.cancelled && next_group(env, now, id, txn, actions, out) {
+        return;
+    }
     let best = best_response(&txn.branches);
     let (status, has_bytes) = match best {
         Some(best) => {
@@ -1125,7 +1264,7 @@ fn maybe_complete(
                     msg: &stored,
                     routes: &routes,
                 };
-                if add_branch(env, now, id, txn, request, to, &edits, actions, out) {
+                if relay_to(env, now, id, txn, request, to, &edits, actions, out) {
                     return;
                 }
             }
@@ -1140,7 +1279,8 @@ fn maybe_complete(
             Decision::Forward(_) => {
                 crate::warn_limited!("forward in failure: not allowed; the best response goes up");
             }
-            Decision::Drop | Decision::Undecided => {}
+            // `save` in failure is refused at build time.
+            Decision::Drop | Decision::Undecided | Decision::Save => {}
         }
     }
     if has_bytes {

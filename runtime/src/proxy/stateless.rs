@@ -187,8 +187,10 @@ fn on_request(
         );
         return;
     }
+    let location = core.location(now);
     let mut cx = Ctx::for_request(msg, source)
         .with_auth(core.auth_env(now))
+        .with_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
         .with_transport(at.2);
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
@@ -221,6 +223,8 @@ fn on_request(
             return;
         }
         Decision::Relay(RelayTo::Default) => None,
+        // No transaction, no fork: the first target only.
+        Decision::Relay(RelayTo::List(targets)) => targets.first().copied(),
         Decision::Relay(RelayTo::Uri(target)) => Some(target),
         // No transaction, so no failover: a target that is up, the same
         // one for every ACK of a call (see `Destinations::peek`).
@@ -248,6 +252,10 @@ fn on_request(
             } else {
                 send_reply(msg, at, code, reason, &headers, out);
             }
+            return;
+        }
+        Decision::Save => {
+            core.save(msg, at, out);
             return;
         }
         Decision::Drop => {
