@@ -18,7 +18,11 @@ const B: &str = "127.0.0.1:5082";
 
 fn core() -> Core {
     let listener = Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap();
-    Core::new(&common::fork::ROUTES, Identity::new(vec![listener]), CoreConfig::default())
+    Core::new(
+        &common::fork::ROUTES,
+        Identity::new(vec![listener]),
+        CoreConfig::default(),
+    )
 }
 
 /// (destination, text) of what the core sent.
@@ -63,12 +67,29 @@ fn answer(req: &str, status: &str, tag: &str) -> String {
 /// Start a forked call: the two INVITEs, by destination.
 fn start(core: &Core, id: &str) -> (String, String) {
     let sent = feed(core, &invite(id), CALLER);
-    let invites: Vec<&(String, String)> = sent.iter().filter(|(_, t)| t.starts_with("INVITE")).collect();
+    let invites: Vec<&(String, String)> = sent
+        .iter()
+        .filter(|(_, t)| t.starts_with("INVITE"))
+        .collect();
     assert_eq!(invites.len(), 2, "two branches at once: {sent:?}");
-    let to_a = invites.iter().find(|(to, _)| to == A).expect("a branch to A");
-    let to_b = invites.iter().find(|(to, _)| to == B).expect("a branch to B");
-    assert!(to_a.1.starts_with("INVITE sip:bob@127.0.0.1:5081 SIP/2.0"), "{}", to_a.1);
-    assert!(to_b.1.starts_with("INVITE sip:bob@127.0.0.1:5082 SIP/2.0"), "{}", to_b.1);
+    let to_a = invites
+        .iter()
+        .find(|(to, _)| to == A)
+        .expect("a branch to A");
+    let to_b = invites
+        .iter()
+        .find(|(to, _)| to == B)
+        .expect("a branch to B");
+    assert!(
+        to_a.1.starts_with("INVITE sip:bob@127.0.0.1:5081 SIP/2.0"),
+        "{}",
+        to_a.1
+    );
+    assert!(
+        to_b.1.starts_with("INVITE sip:bob@127.0.0.1:5082 SIP/2.0"),
+        "{}",
+        to_b.1
+    );
     assert_ne!(top_branch(&to_a.1), top_branch(&to_b.1));
     (to_a.1.clone(), to_b.1.clone())
 }
@@ -88,11 +109,20 @@ fn statuses_to_caller(sent: &[(String, String)]) -> Vec<String> {
 fn the_first_2xx_goes_up_and_the_ringing_branch_is_cancelled() {
     let core = core();
     let (a, b) = start(&core, "f1");
-    assert_eq!(statuses_to_caller(&feed(&core, &answer(&a, "180 Ringing", "ta"), A)), ["SIP/2.0 180 Ringing"]);
-    assert_eq!(statuses_to_caller(&feed(&core, &answer(&b, "180 Ringing", "tb"), B)), ["SIP/2.0 180 Ringing"]);
+    assert_eq!(
+        statuses_to_caller(&feed(&core, &answer(&a, "180 Ringing", "ta"), A)),
+        ["SIP/2.0 180 Ringing"]
+    );
+    assert_eq!(
+        statuses_to_caller(&feed(&core, &answer(&b, "180 Ringing", "tb"), B)),
+        ["SIP/2.0 180 Ringing"]
+    );
     let sent = feed(&core, &answer(&a, "200 OK", "ta"), A);
     assert_eq!(statuses_to_caller(&sent), ["SIP/2.0 200 OK"]);
-    let cancels: Vec<&(String, String)> = sent.iter().filter(|(_, t)| t.starts_with("CANCEL")).collect();
+    let cancels: Vec<&(String, String)> = sent
+        .iter()
+        .filter(|(_, t)| t.starts_with("CANCEL"))
+        .collect();
     assert_eq!(cancels.len(), 1, "{sent:?}");
     assert_eq!(cancels[0].0, B, "the other branch is cancelled");
     assert_eq!(top_branch(&cancels[0].1), top_branch(&b));
@@ -107,7 +137,10 @@ fn a_failure_on_one_branch_waits_for_the_other_which_answers() {
     let core = core();
     let (a, b) = start(&core, "f2");
     let sent = feed(&core, &answer(&a, "486 Busy Here", "ta"), A);
-    assert!(statuses_to_caller(&sent).is_empty(), "a 486 waits for the other branch: {sent:?}");
+    assert!(
+        statuses_to_caller(&sent).is_empty(),
+        "a 486 waits for the other branch: {sent:?}"
+    );
     let sent = feed(&core, &answer(&b, "200 OK", "tb"), B);
     assert_eq!(statuses_to_caller(&sent), ["SIP/2.0 200 OK"]);
 }
@@ -118,9 +151,16 @@ fn a_2xx_before_any_provisional_cancels_the_other_when_it_rings() {
     let (a, b) = start(&core, "f3");
     let sent = feed(&core, &answer(&a, "200 OK", "ta"), A);
     assert_eq!(statuses_to_caller(&sent), ["SIP/2.0 200 OK"]);
-    assert!(!sent.iter().any(|(_, t)| t.starts_with("CANCEL")), "no CANCEL before a provisional (§9.1)");
+    assert!(
+        !sent.iter().any(|(_, t)| t.starts_with("CANCEL")),
+        "no CANCEL before a provisional (§9.1)"
+    );
     let sent = feed(&core, &answer(&b, "180 Ringing", "tb"), B);
-    assert!(sent.iter().any(|(to, t)| to == B && t.starts_with("CANCEL")), "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|(to, t)| to == B && t.starts_with("CANCEL")),
+        "{sent:?}"
+    );
 }
 
 #[test]
@@ -129,13 +169,24 @@ fn a_6xx_cancels_the_rest_and_is_the_answer() {
     let (a, b) = start(&core, "f4");
     feed(&core, &answer(&b, "180 Ringing", "tb"), B);
     let sent = feed(&core, &answer(&a, "603 Decline", "ta"), A);
-    assert!(sent.iter().any(|(to, t)| to == B && t.starts_with("CANCEL")), "{sent:?}");
+    assert!(
+        sent.iter()
+            .any(|(to, t)| to == B && t.starts_with("CANCEL")),
+        "{sent:?}"
+    );
     let sent = feed(&core, &answer(&b, "487 Request Terminated", "tb"), B);
     let up = statuses_to_caller(&sent);
     assert_eq!(up.len(), 1, "{sent:?}");
-    assert!(up[0].starts_with("SIP/2.0 480"), "the failure route ran: {up:?}");
+    assert!(
+        up[0].starts_with("SIP/2.0 480"),
+        "the failure route ran: {up:?}"
+    );
     let reply = &sent.iter().find(|(to, _)| to == CALLER).unwrap().1;
-    assert_eq!(header(reply, "X-Best"), Some("603"), "with the 6xx as the best response");
+    assert_eq!(
+        header(reply, "X-Best"),
+        Some("603"),
+        "with the 6xx as the best response"
+    );
 }
 
 #[test]
@@ -147,5 +198,7 @@ fn when_every_branch_fails_the_failure_route_runs_once_with_the_best() {
     let up = statuses_to_caller(&sent);
     assert_eq!(up.len(), 1, "{sent:?}");
     let reply = &sent.iter().find(|(to, _)| to == CALLER).unwrap().1;
-    assert_eq!(header(reply, "X-Best"), Some("486"), "486 ranks before 404? no: both 4xx, the first-best by class, then the lower");
+    // Both 4xx: the lowest class wins (§16.7 step 6); within it, the
+    // branch that answered first.
+    assert_eq!(header(reply, "X-Best"), Some("404"));
 }

@@ -34,6 +34,7 @@ pub fn emit(file: &File, src: &Source<'_>) -> Result<String, String> {
         targets: BTreeMap::new(),
         patterns: Vec::new(),
         nets: Vec::new(),
+        forks: Vec::new(),
     };
     let tokens = e.file(file, src);
     let parsed: syn::File = syn::parse2(tokens)
@@ -78,6 +79,8 @@ struct Emitter {
     patterns: Vec<(Ident, String, u32)>,
     /// Network tables in order of appearance: (name, ranges, line).
     nets: Vec<(Ident, Vec<crate::nets::Range>, u32)>,
+    /// `relay: [..]` lists in order of appearance: (name, targets, line).
+    forks: Vec<(Ident, Vec<Ident>, u32)>,
 }
 
 fn num(n: impl Into<i64>) -> Literal {
@@ -269,6 +272,11 @@ impl Emitter {
         let dns = self.dns_settings(file);
         let registrar = self.registrar_settings(file);
         let statics_n = self.net_statics();
+        let statics_f = self.forks.iter().map(|(id, targets, line)| {
+            let m = marker(*line);
+            let n = targets.len();
+            quote! { #m static #id: [&Target; #n] = [#(&#targets),*]; }
+        });
         let path = lit(src.path);
         let sha = lit(src.sha256);
         let text = source_literal(src.text);
@@ -317,6 +325,7 @@ impl Emitter {
             #(#statics_t)*
             #(#statics_p)*
             #(#statics_n)*
+            #(#statics_f)*
             #(#fns)*
 
             /// The routes file this code was generated from.
@@ -483,7 +492,9 @@ impl Emitter {
                     }
                     RelayTo::List(uris) => {
                         let ids: Vec<Ident> = uris.iter().map(|u| self.target(u)).collect();
-                        quote!(RelayTo::List(&[#(&#ids),*]))
+                        let id = format_ident!("FORK_{}", self.forks.len() + 1);
+                        self.forks.push((id.clone(), ids, line));
+                        quote!(RelayTo::List(&#id))
                     }
                 };
                 quote!(return cx.relay(#l, #to);)

@@ -428,6 +428,9 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     let metrics = args.metrics.as_deref().map(parse_metrics).transpose()?;
     log::filter(&args.log_level)?;
     let auth = auth::load(routes, args.credentials.as_deref())?;
+    if let Some(r) = &source.registrar {
+        crate::proxy::location::Registrar::from_settings(r)?;
+    }
     Ok(Settings {
         options: Options {
             listen,

@@ -217,6 +217,9 @@ impl CloseReason {
     }
 }
 
+/// Answers to REGISTER counted by code (`other` for the rest).
+const REGISTER_CODES: [&str; 7] = ["200", "400", "403", "423", "500", "401", "other"];
+
 type Label = [(&'static str, &'static str); 1];
 
 /// The counters and gauges, each series created up front.
@@ -244,6 +247,11 @@ struct Metrics {
     auth_challenges: Counter,
     auth_failures: [Counter; AUTH_FAILURES.len()],
     bans: Counter,
+    register_replies: [Counter; REGISTER_CODES.len()],
+    lookups: [Counter; 2],
+    store_errors: Counter,
+    aors: Gauge,
+    contacts: Gauge,
     transactions: Gauge,
     draining: Gauge,
     connections_open: [Gauge; STREAM_TRANSPORTS.len()],
@@ -430,6 +438,35 @@ impl Metrics {
                 "sipforge_sources_banned",
                 "Sources banned for going over limits.per_source (their requests are then dropped for `ban`, counted in sipforge_drops_total{reason=\"rate_limited\"})",
             ),
+            register_replies: family(
+                &mut r,
+                "sipforge_register_replies",
+                "Answers `save` gave to REGISTER requests, by code",
+                "code",
+                REGISTER_CODES,
+            ),
+            lookups: family(
+                &mut r,
+                "sipforge_lookups",
+                "`lookup` results: hit (the address-of-record has contacts) or miss",
+                "result",
+                ["hit", "miss"],
+            ),
+            store_errors: counter(
+                &mut r,
+                "sipforge_registrar_store_errors",
+                "Location store operations that failed (REGISTER answered 500, lookup taken as not found)",
+            ),
+            aors: gauge(
+                &mut r,
+                "sipforge_registered_aors",
+                "Addresses-of-record with bindings (expired ones count until swept, at most 10 s)",
+            ),
+            contacts: gauge(
+                &mut r,
+                "sipforge_registered_contacts",
+                "Bindings in the location store",
+            ),
             transactions: gauge(
                 &mut r,
                 "sipforge_transactions_active",
@@ -505,6 +542,32 @@ pub fn auth_failure(reason: &str, challenged: bool) {
     if let Some(i) = AUTH_FAILURES.iter().position(|r| *r == reason) {
         METRICS.auth_failures[i].inc();
     }
+}
+
+/// `save` answered a REGISTER with `code`.
+pub fn register_answered(code: u16) {
+    let label = code.to_string();
+    let i = REGISTER_CODES
+        .iter()
+        .position(|c| *c == label)
+        .unwrap_or(REGISTER_CODES.len() - 1);
+    METRICS.register_replies[i].inc();
+}
+
+/// A `lookup` found contacts (`hit`) or none.
+pub fn lookup_done(hit: bool) {
+    METRICS.lookups[usize::from(!hit)].inc();
+}
+
+/// A location store operation failed.
+pub fn registrar_store_error() {
+    METRICS.store_errors.inc();
+}
+
+/// Addresses-of-record and bindings in the location store.
+pub fn set_registrations(aors: usize, contacts: usize) {
+    METRICS.aors.set(aors as i64);
+    METRICS.contacts.set(contacts as i64);
 }
 
 /// A source went over `limits.per_source` and is banned.

@@ -339,6 +339,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             "nothing to listen on",
         ));
     }
+    if let Some(r) = &routes.settings().registrar {
+        crate::proxy::location::Registrar::from_settings(r)
+            .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
+    }
     let mut sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
     let mut listeners = Vec::new();

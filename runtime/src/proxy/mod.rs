@@ -15,6 +15,7 @@ pub mod destinations;
 pub mod drain;
 pub mod forward;
 pub mod identity;
+pub mod location;
 pub mod probe;
 pub mod received;
 pub mod reply;
@@ -162,6 +163,8 @@ pub struct Core {
     authenticator: std::sync::OnceLock<Arc<crate::auth::Authenticator>>,
     /// `limits.per_source`: the token buckets of the sources.
     limiter: Option<crate::limits::Limiter>,
+    /// The registrar of `save`, `lookup` and `registered`.
+    registrar: Option<location::Registrar>,
     /// An instant and the wall-clock second it was (nonces carry wall
     /// time so that every instance sharing the key can check them).
     wall_clock: (Instant, u64),
@@ -210,6 +213,33 @@ impl Core {
                     .map(|p| crate::limits::Limiter::new(p, l.trusted))
             }),
             wall_clock: (Instant::now(), unix_now()),
+            // A store that cannot be used is refused at start (`net::start`).
+            registrar: routes
+                .settings()
+                .registrar
+                .as_ref()
+                .and_then(|r| location::Registrar::from_settings(r).ok()),
+        }
+    }
+
+    /// The location service at `now`, when the routes use a registrar.
+    pub(crate) fn location(&self, now: Instant) -> Option<location::LocationAt<'_>> {
+        let registrar = self.registrar.as_ref()?;
+        Some(registrar.at(self.unix_time(now)))
+    }
+
+    /// `save`: the answer to a REGISTER received from `source` over
+    /// `transport` at `now`, as (code, reason, header lines).
+    pub(crate) fn save(
+        &self,
+        msg: &crate::sip::Message<'_>,
+        source: SocketAddr,
+        transport: crate::transport::Transport,
+        now: Instant,
+    ) -> (u16, Option<&'static str>, Vec<u8>) {
+        match &self.registrar {
+            Some(r) => r.save(msg, source, transport, self.unix_time(now)),
+            None => (500, Some("No Registrar"), Vec::new()),
         }
     }
 

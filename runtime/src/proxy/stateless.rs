@@ -255,7 +255,10 @@ fn on_request(
             return;
         }
         Decision::Save => {
-            core.save(msg, at, out);
+            if !is_ack {
+                let (code, reason, headers) = core.save(msg, source, at.2, now);
+                send_reply(msg, at, code, reason, &headers, out);
+            }
             return;
         }
         Decision::Drop => {
