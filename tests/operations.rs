@@ -916,7 +916,9 @@ fn feed(core: &mut Core, text: &str, from: &str) -> Vec<(String, String)> {
         .map(|o| {
             let to = match o.to {
                 sipforge_runtime::target::NextHop::Addr(a) => a.to_string(),
-                sipforge_runtime::target::NextHop::Name { host, port } => format!("{host}:{port}"),
+                sipforge_runtime::target::NextHop::Name { host, port, .. } => {
+                    format!("{host}:{port}")
+                }
             };
             (to, String::from_utf8_lossy(o.bytes.as_ref()).into_owned())
         })
@@ -1054,6 +1056,7 @@ async fn siblings_pass_each_other_their_responses() {
         authenticator: None,
         // The port is the first instance's: shared only when asked.
         takeover: true,
+        dns_servers: None,
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

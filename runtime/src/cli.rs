@@ -436,6 +436,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             secret,
             authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
             takeover: args.takeover,
+            dns_servers: None,
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

@@ -44,6 +44,17 @@ pub async fn start_proxy_auth(
     core: sipforge_runtime::proxy::CoreConfig,
     authenticator: Option<std::sync::Arc<sipforge_runtime::auth::Authenticator>>,
 ) -> (sipforge_runtime::net::Server, SocketAddr) {
+    start_proxy_options(routes, core, authenticator, None).await
+}
+
+/// Start a proxy running `routes` on 127.0.0.1:0 that looks next hop names
+/// up with the DNS servers `dns_servers` (None: the routes', else the system's).
+pub async fn start_proxy_options(
+    routes: &'static dyn sipforge_runtime::api::Routes,
+    core: sipforge_runtime::proxy::CoreConfig,
+    authenticator: Option<std::sync::Arc<sipforge_runtime::auth::Authenticator>>,
+    dns_servers: Option<Vec<SocketAddr>>,
+) -> (sipforge_runtime::net::Server, SocketAddr) {
     // RUST_LOG=debug shows the proxy's log lines under `cargo test -- --nocapture`.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -61,6 +72,7 @@ pub async fn start_proxy_auth(
         secret: None,
         authenticator,
         takeover: false,
+        dns_servers,
     };
     let server = sipforge_runtime::net::start(routes, options)
         .await
