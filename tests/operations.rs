@@ -919,7 +919,9 @@ fn feed(core: &mut Core, text: &str, from: &str) -> Vec<(String, String)> {
         .map(|o| {
             let to = match o.to {
                 sipforge_runtime::target::NextHop::Addr(a) => a.to_string(),
-                sipforge_runtime::target::NextHop::Name { host, port } => format!("{host}:{port}"),
+                sipforge_runtime::target::NextHop::Name { host, port, .. } => {
+                    format!("{host}:{port}")
+                }
             };
             (to, String::from_utf8_lossy(o.bytes.as_ref()).into_owned())
         })
@@ -1058,6 +1060,7 @@ async fn siblings_pass_each_other_their_responses() {
         // The port is the first instance's: shared only when asked.
         takeover: true,
         streams: Default::default(),
+        dns_servers: None,
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

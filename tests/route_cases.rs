@@ -229,7 +229,7 @@ impl Sent {
 fn hop_text(hop: &NextHop) -> String {
     match hop {
         NextHop::Addr(a) => a.to_string(),
-        NextHop::Name { host, port } => format!("{host}:{port}"),
+        NextHop::Name { host, port, .. } => format!("{host}:{port}"),
     }
 }
 

@@ -51,7 +51,7 @@ fn feed(core: &Core, text: &str, from: &str, socket: usize) -> Vec<Sent> {
             socket: o.socket,
             to: match o.to {
                 NextHop::Addr(a) => a.to_string(),
-                NextHop::Name { host, port } => format!("{host}:{port}"),
+                NextHop::Name { host, port, .. } => format!("{host}:{port}"),
             },
             text: String::from_utf8_lossy(o.bytes.as_ref()).into_owned(),
         })

@@ -444,6 +444,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
             takeover: args.takeover,
             streams: Default::default(),
+            dns_servers: None,
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

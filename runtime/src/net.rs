@@ -16,8 +16,9 @@
 //! the earliest deadline of its lanes, on a grid (see [`TimerClock`]), and
 //! is woken early only by a message that makes an earlier one. The tokio
 //! runtime keeps what waits on other sockets: the sibling link, name
-//! resolution, metrics and signals. Host names in next hops are resolved there (A/AAAA
-//! through the system resolver, cached and bounded: see [`resolver`]).
+//! resolution, metrics and signals. Host names in next hops are resolved there (RFC 3263:
+//! NAPTR, SRV, A/AAAA with hickory, see [`dns`]; cached for the records'
+//! TTLs and bounded: see [`resolver`]).
 //! Draining and the hand-over at shutdown: see [`handover`]. Sharing a
 //! port with the instance a rollout replaces: see [`takeover`].
 //!
@@ -30,6 +31,7 @@
 //! exits).
 
 pub mod connections;
+mod dns;
 pub mod framing;
 mod handover;
 mod resolver;
@@ -91,6 +93,10 @@ pub struct Options {
     pub takeover: bool,
     /// The bounds of TCP connections (most open, timeouts, largest message).
     pub streams: connections::Limits,
+    /// The DNS servers next hop names are looked up with, overriding the
+    /// routes file's `dns.servers` (None: those, else the system's
+    /// configuration). Tests point it at a server of their own.
+    pub dns_servers: Option<Vec<SocketAddr>>,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -227,6 +233,17 @@ impl Server {
     /// Every target of every destination set and whether it is up.
     pub fn destination_states(&self) -> Vec<DestinationState> {
         self.shared.core().destination_states()
+    }
+
+    /// The cached RFC 3263 targets of a next hop name, in the order to try
+    /// them (None: not looked up, or expired): see `Resolver::targets`.
+    pub fn name_targets(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Option<Transport>,
+    ) -> Option<Vec<crate::resolve::Target>> {
+        self.shared.resolver.targets(host, port, transport)
     }
 
     /// The addresses the listen entries are bound to (real ports), in
@@ -429,13 +446,19 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
         .ok();
+    let dns_servers = options
+        .dns_servers
+        .clone()
+        .or_else(|| dns_settings_servers(routes));
     let resolver = Arc::new(resolver::Resolver::new(
         Arc::clone(&sockets),
         crate::resolve::Limits::default(),
         identity,
+        dns_servers.as_deref(),
+        options.listen.iter().map(|l| l.transport).collect(),
     ));
     let names = Arc::clone(&resolver);
-    core.set_name_check(Box::new(move |host, ip| names.knows(host, ip)));
+    core.set_name_check(Box::new(move |host, addr| names.knows(host, addr)));
     let shared = Arc::new(Shared {
         core,
         sockets,
@@ -835,6 +858,22 @@ async fn log_summaries(mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
     }
+}
+
+/// The routes file's `dns.servers` (`IP:PORT`, checked by the build; one
+/// that does not parse is left out with a warning).
+fn dns_settings_servers(routes: &dyn Routes) -> Option<Vec<SocketAddr>> {
+    let dns = routes.settings().dns.as_ref()?;
+    let servers: Vec<SocketAddr> = dns
+        .servers
+        .iter()
+        .filter_map(|s| {
+            s.parse()
+                .inspect_err(|_| tracing::warn!(server = s, "dns.servers: not IP:PORT, left out"))
+                .ok()
+        })
+        .collect();
+    (!servers.is_empty()).then_some(servers)
 }
 
 /// Send what the core returned: over the transport of the listen entry

@@ -1,6 +1,7 @@
-//! Next hops: where a URI says a message should go (RFC 3263 in its simplest
-//! form: an IP literal is used as it is, a host name is resolved to A/AAAA by
-//! the network layer; the port defaults to 5060).
+//! Next hops: where a URI says a message should go (RFC 3263: an IP literal
+//! is used as it is, a host name is resolved by the network layer with
+//! NAPTR, SRV and A/AAAA, see [`crate::resolve::rfc3263`]; the port
+//! defaults to 5060).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -14,7 +15,16 @@ pub const DEFAULT_PORT: u16 = 5060;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum NextHop {
     Addr(SocketAddr),
-    Name { host: String, port: u16 },
+    /// A host name, lowercase. `port` is the URI's, else 5060; RFC 3263
+    /// looks up SRV (and NAPTR) records only when the URI gave no port
+    /// (`port_given`), and only those of the URI's `transport` if it names
+    /// one (`;transport=`, `sips:`).
+    Name {
+        host: String,
+        port: u16,
+        port_given: bool,
+        transport: Option<Transport>,
+    },
 }
 
 /// `IP:PORT` or `host:port` (log lines, tests).
@@ -22,7 +32,7 @@ impl std::fmt::Display for NextHop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             NextHop::Addr(addr) => addr.fmt(f),
-            NextHop::Name { host, port } => write!(f, "{host}:{port}"),
+            NextHop::Name { host, port, .. } => write!(f, "{host}:{port}"),
         }
     }
 }
@@ -36,20 +46,38 @@ impl NextHop {
             Some(Some(maddr)) if !maddr.is_empty() => maddr,
             _ => uri.host,
         };
-        NextHop::from_host_port(host, uri.port)
+        let hop = NextHop::from_host_port(host, uri.port)?;
+        Some(match hop {
+            NextHop::Name {
+                host,
+                port,
+                port_given,
+                ..
+            } => NextHop::Name {
+                host,
+                port,
+                port_given,
+                transport: uri_transport(text),
+            },
+            addr => addr,
+        })
     }
 
-    /// A next hop from a host (IPv6 in brackets or not) and an optional port.
+    /// A next hop from a host (IPv6 in brackets or not) and an optional
+    /// port (no transport: see [`NextHop::Name`]).
     pub fn from_host_port(host: &str, port: Option<u16>) -> Option<NextHop> {
         if host.is_empty() {
             return None;
         }
+        let port_given = port.is_some();
         let port = port.unwrap_or(DEFAULT_PORT);
         match parse_ip(host) {
             Some(ip) => Some(NextHop::Addr(SocketAddr::new(ip, port))),
             None => Some(NextHop::Name {
                 host: host.to_ascii_lowercase(),
                 port,
+                port_given,
+                transport: None,
             }),
         }
     }
@@ -142,7 +170,9 @@ mod tests {
             NextHop::from_uri("sip:bob@Example.COM;transport=udp"),
             Some(NextHop::Name {
                 host: "example.com".into(),
-                port: 5060
+                port: 5060,
+                port_given: false,
+                transport: Some(Transport::Udp),
             })
         );
         assert_eq!(NextHop::from_uri("tel:+15551234"), None);

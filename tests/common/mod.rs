@@ -44,9 +44,21 @@ pub async fn start_proxy_auth(
     core: sipforge_runtime::proxy::CoreConfig,
     authenticator: Option<std::sync::Arc<sipforge_runtime::auth::Authenticator>>,
 ) -> (sipforge_runtime::net::Server, SocketAddr) {
+    start_proxy_options(routes, core, authenticator, None).await
+}
+
+/// Start a proxy running `routes` on 127.0.0.1:0 that looks next hop names
+/// up with the DNS servers `dns_servers` (None: the routes', else the system's).
+pub async fn start_proxy_options(
+    routes: &'static dyn sipforge_runtime::api::Routes,
+    core: sipforge_runtime::proxy::CoreConfig,
+    authenticator: Option<std::sync::Arc<sipforge_runtime::auth::Authenticator>>,
+    dns_servers: Option<Vec<SocketAddr>>,
+) -> (sipforge_runtime::net::Server, SocketAddr) {
     let mut options = options();
     options.core = core;
     options.authenticator = authenticator;
+    options.dns_servers = dns_servers;
     let server = sipforge_runtime::net::start(routes, options)
         .await
         .expect("proxy starts");
@@ -75,6 +87,7 @@ pub fn options() -> sipforge_runtime::net::Options {
         authenticator: None,
         takeover: false,
         streams: Default::default(),
+        dns_servers: None,
     }
 }
 

@@ -1,26 +1,33 @@
 //! Sends to next hops given by name: the cache and bounds of
-//! [`crate::resolve`], lookups through the system resolver (A/AAAA with
-//! `getaddrinfo`, on tokio's blocking threads) on the runtime, never on a
+//! [`crate::resolve`], RFC 3263 lookups (NAPTR, SRV, A/AAAA through
+//! [`super::dns`], cached for the records' TTLs) on the runtime, never on a
 //! receive thread. The message then goes out the way of its listen entry
 //! (a datagram, or over a TCP connection: see [`super::Sockets`]).
 //!
 //! A lookup that takes longer than [`LOOKUP_TIMEOUT`] counts as failed (its
 //! messages are dropped, the failure cached), but keeps its slot among the
-//! bounded lookups until `getaddrinfo` returns, so slow DNS cannot pile up
-//! blocked threads. [`lookup`] is the one place a DNS client (hickory, for
-//! RFC 3263 SRV/NAPTR, with real TTLs) would replace.
+//! bounded lookups until it ends, so slow DNS cannot pile up lookups.
+//!
+//! A message goes to the first target of its name (of its socket's address
+//! family). The target's transport is not used yet: the message leaves on
+//! the socket the core picked (choosing the socket after NAPTR/SRV, and
+//! trying the next target on a 503, a timeout or a transport error, is the
+//! core's: see [`Resolver::targets`]).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+use super::dns::Dns;
 use crate::metrics::{self, DropReason};
 use crate::proxy::{Identity, Outgoing, Payload};
+use crate::resolve::rfc3263::{Query, Target};
 use crate::resolve::{Busy, Cache, Limits, Lookup};
 use crate::target::NextHop;
+use crate::transport::Transport;
 
 /// The longest a message waits for its next hop's name.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,7 +35,6 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A message waiting for a name.
 pub(super) struct Waiting {
     socket: usize,
-    port: u16,
     bytes: Payload,
 }
 
@@ -40,26 +46,70 @@ pub(super) struct Resolver {
     /// never sent to (the request would loop back to us).
     identity: Identity,
     runtime: Handle,
+    /// The DNS client (hickory), made once.
+    dns: Dns,
 }
 
 impl Resolver {
     /// Must be called inside a tokio runtime (the lookups run on it).
+    /// `dns_servers`: the servers to ask (None: the system's
+    /// configuration); `supported`: the transports targets may use.
     pub(super) fn new(
         sockets: Arc<super::Sockets>,
         limits: Limits,
         identity: Identity,
+        dns_servers: Option<&[SocketAddr]>,
+        supported: Vec<Transport>,
     ) -> Resolver {
+        let families: Vec<bool> = (0..sockets.len())
+            .map(|i| sockets.local(i).is_none_or(|a| a.is_ipv4()))
+            .collect();
+        let dns = Dns::new(
+            dns_servers,
+            supported,
+            families.iter().any(|&v4| v4),
+            families.iter().any(|&v4| !v4),
+        );
         Resolver {
             identity,
             cache: Mutex::new(Cache::new(limits)),
             sockets,
             runtime: Handle::current(),
+            dns,
         }
     }
 
-    /// Whether `host` has resolved to `ip` (see [`Cache::has_address`]).
-    pub(super) fn knows(&self, host: &str, ip: IpAddr) -> bool {
-        self.cache().has_address(host, ip)
+    /// Whether `host` has resolved to `addr`: a target of any lookup of the
+    /// name (address, SRV or NAPTR; see [`Cache::has_address`]).
+    pub(super) fn knows(&self, host: &str, addr: SocketAddr) -> bool {
+        let cache = self.cache();
+        Query::keys_of(host, addr.port()).any(|key| cache.has_address(&key, addr))
+    }
+
+    /// The targets of a next hop name in the order RFC 3263 tries them
+    /// (§4.3: on a 503, a timeout or a transport error, the next one), from
+    /// the cache: `port` and `transport` as the URI gives them (see
+    /// [`Query::new`]). None when the name has not been looked up (or its
+    /// answer expired): sending a message to it looks it up. Some(empty):
+    /// the name does not resolve.
+    pub(super) fn targets(
+        &self,
+        host: &str,
+        port: Option<u16>,
+        transport: Option<Transport>,
+    ) -> Option<Vec<Target>> {
+        let query = Query::new(host, port, transport);
+        if let Some(target) = query.literal() {
+            return Some(vec![target]);
+        }
+        let mut targets = self.cache().get(Instant::now(), &query.key())?.to_vec();
+        if let Query::Address { transport, .. } = query {
+            // Kept by host and port only: the transport is the one asked for.
+            for t in &mut targets {
+                t.transport = transport;
+            }
+        }
+        Some(targets)
     }
 
     fn cache(&self) -> MutexGuard<'_, Cache<Waiting>> {
@@ -71,18 +121,21 @@ impl Resolver {
     /// bounds).
     pub(super) fn send(self: &Arc<Self>, outgoing: Outgoing) {
         let Outgoing { socket, to, bytes } = outgoing;
-        let NextHop::Name { host, port } = to else {
+        let NextHop::Name {
+            host,
+            port,
+            port_given,
+            transport,
+        } = to
+        else {
             return;
         };
-        let waiting = Waiting {
-            socket,
-            port,
-            bytes,
-        };
+        let query = Query::new(&host, port_given.then_some(port), transport);
+        let waiting = Waiting { socket, bytes };
         let mut cache = self.cache();
-        match cache.lookup(Instant::now(), &host, waiting) {
-            Lookup::Known(addrs, waiting) => {
-                let addr = self.pick(addrs, &waiting);
+        match cache.lookup(Instant::now(), &query.key(), waiting) {
+            Lookup::Known(targets, waiting) => {
+                let addr = self.pick(targets, &waiting);
                 drop(cache);
                 match addr {
                     Some(addr) => self.send_to(waiting, addr),
@@ -99,7 +152,7 @@ impl Resolver {
             Lookup::Start => {
                 drop(cache);
                 let this = Arc::clone(self);
-                self.runtime.spawn(async move { this.resolve(host).await });
+                self.runtime.spawn(async move { this.resolve(query).await });
             }
             Lookup::Busy(busy, _) => {
                 drop(cache);
@@ -118,14 +171,14 @@ impl Resolver {
         }
     }
 
-    /// An address of the family of the message's socket.
-    fn pick(&self, addrs: &[IpAddr], waiting: &Waiting) -> Option<SocketAddr> {
+    /// The first target of the family of the message's socket.
+    fn pick(&self, targets: &[Target], waiting: &Waiting) -> Option<SocketAddr> {
         let v4 = self
             .sockets
             .local(waiting.socket)
             .is_none_or(|a| a.is_ipv4());
-        let ip = addrs.iter().find(|ip| ip.is_ipv4() == v4)?;
-        Some(SocketAddr::new(*ip, waiting.port))
+        let target = targets.iter().find(|t| t.addr.is_ipv4() == v4)?;
+        Some(target.addr)
     }
 
     fn send_to(&self, waiting: Waiting, addr: SocketAddr) {
@@ -140,9 +193,10 @@ impl Resolver {
         self.sockets.send(waiting.socket, waiting.bytes, addr);
     }
 
-    /// Look `host` up, send or drop what waited for it.
-    async fn resolve(self: Arc<Self>, host: String) {
-        let running = lookup(&host);
+    /// Look `query` up, send or drop what waited for it.
+    async fn resolve(self: Arc<Self>, query: Query) {
+        let host = query.host().to_owned();
+        let running = lookup(&self.dns, &query);
         tokio::pin!(running);
         let (result, timed_out) = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut running).await {
             Ok(result) => (result, false),
@@ -156,9 +210,10 @@ impl Resolver {
             Ok(addrs) => (addrs, None),
             Err(e) => (Vec::new(), Some(e)),
         };
+        let ttl = crate::resolve::rfc3263::answer_ttl(&addrs);
         let waiters = self
             .cache()
-            .answer(Instant::now(), &host, addrs.clone(), None);
+            .answer(Instant::now(), &query.key(), addrs.clone(), ttl);
         let mut dropped = 0usize;
         for waiting in waiters {
             match self.pick(&addrs, &waiting) {
@@ -187,21 +242,17 @@ impl Resolver {
             }
         }
         if timed_out {
-            // Keep the slot until getaddrinfo gives its thread back.
+            // Keep the slot until the lookup ends.
             let _ = running.await;
         }
         self.cache().release();
     }
 }
 
-/// The addresses of `host` (A and AAAA), through the system resolver.
-async fn lookup(host: &str) -> io::Result<Vec<IpAddr>> {
-    let mut addrs: Vec<IpAddr> = tokio::net::lookup_host((host, 0))
-        .await?
-        .map(|a| a.ip())
-        .collect();
-    addrs.dedup();
-    Ok(addrs)
+/// The targets of `query` in order (RFC 3263: NAPTR, SRV, A/AAAA; see
+/// [`Dns::resolve`]).
+async fn lookup(dns: &Dns, query: &Query) -> io::Result<Vec<Target>> {
+    dns.resolve(query).await
 }
 
 #[cfg(test)]
@@ -225,12 +276,16 @@ mod tests {
                 crate::net::Sockets::udp_only(vec![from]),
                 Limits::default(),
                 identity,
+                None,
+                vec![Transport::Udp],
             ));
             let message = |text: &str| Outgoing {
                 socket: 0,
                 to: NextHop::Name {
                     host: "localhost".into(),
                     port,
+                    port_given: true,
+                    transport: None,
                 },
                 bytes: Payload::Owned(text.as_bytes().to_vec()),
             };
@@ -278,6 +333,8 @@ mod tests {
                 crate::net::Sockets::udp_only(vec![Arc::new(std_socket)]),
                 Limits::default(),
                 Identity::new(vec![us]),
+                None,
+                vec![Transport::Udp],
             ));
             let loops =
                 crate::metrics::sample(&crate::metrics::encode(), "sipforge_loops_detected_total")
@@ -287,6 +344,8 @@ mod tests {
                 to: NextHop::Name {
                     host: "localhost".into(),
                     port: ours.port(),
+                    port_given: true,
+                    transport: None,
                 },
                 bytes: Payload::Owned(b"to myself".to_vec()),
             });

@@ -177,8 +177,9 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `(host, ip)`: whether the name `host` resolved to `ip`.
-pub type NameCheck = Box<dyn Fn(&str, std::net::IpAddr) -> bool + Send + Sync>;
+/// `(host, addr)`: whether the name `host` resolved to `addr` (an address
+/// and port of one of its RFC 3263 targets).
+pub type NameCheck = Box<dyn Fn(&str, std::net::SocketAddr) -> bool + Send + Sync>;
 
 /// Lock a mutex whether or not a panic poisoned it: a panic loses one
 /// message (the network layer catches it), never a shard.

@@ -537,11 +537,9 @@ impl Stateful {
                     ResponseMatch::Forged
                 };
             }
-            Some(NextHop::Name { host, port })
+            Some(NextHop::Name { host, .. })
                 if env.strict_response_source
-                    && env.names.is_some_and(|known| {
-                        port != source.port() || !known(&host, source.ip())
-                    }) =>
+                    && env.names.is_some_and(|known| !known(&host, source)) =>
             {
                 metrics::dropped(DropReason::WrongSource);
                 tracing::debug!(
@@ -1689,6 +1687,8 @@ mod tests {
             to: NextHop::Name {
                 host: "x".into(),
                 port: 5060,
+                port_given: true,
+                transport: None,
             },
             socket: 0,
             target: 0,

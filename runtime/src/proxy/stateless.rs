@@ -529,7 +529,7 @@ fn on_response(
 fn is_self(identity: &super::Identity, hop: &NextHop) -> bool {
     match hop {
         NextHop::Addr(addr) => identity.is_own_socket(*addr),
-        NextHop::Name { host, port } => identity.is_us(host, Some(*port)),
+        NextHop::Name { host, port, .. } => identity.is_us(host, Some(*port)),
     }
 }
 

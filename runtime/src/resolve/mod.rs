@@ -3,11 +3,11 @@
 //! (`net::resolver`) runs the lookups and sends; this module decides, with
 //! plain values and a clock passed in, so it is tested without a resolver.
 //!
-//! - An answer is kept [`Limits::positive_ttl`] (30 s), a failure (no
-//!   address, an error, a timeout) [`Limits::negative_ttl`] (5 s): the
-//!   system resolver behind `getaddrinfo` reports no TTL, so these are
-//!   fixed; a resolver that knows the record's TTL passes it to
-//!   [`Cache::answer`].
+//! - An answer (the ordered [`rfc3263::Target`]s of a lookup, keyed by
+//!   [`rfc3263::Query::key`]) is kept for the TTL the resolver passes to
+//!   [`Cache::answer`] (the records' TTLs), else [`Limits::positive_ttl`]
+//!   (30 s); a failure (no target, an error, a timeout)
+//!   [`Limits::negative_ttl`] (5 s).
 //! - At most [`Limits::max_in_flight`] lookups run at once (16). A message
 //!   for a name being looked up waits for that lookup instead of starting
 //!   another; at most [`Limits::max_waiting_per_name`] (32) per name and
@@ -16,9 +16,13 @@
 //! - At most [`Limits::max_names`] (4,096) names are kept; when full, the
 //!   expired answers go first (at most once a second), else any answer.
 
+pub mod rfc3263;
+
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+pub use rfc3263::Target;
 
 /// The bounds and lifetimes of a [`Cache`].
 #[derive(Debug, Clone, Copy)]
@@ -56,9 +60,9 @@ pub enum Busy {
 /// What to do with a message for a name.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a, W> {
-    /// A cached answer: the addresses (empty: the name did not resolve),
-    /// and the message back.
-    Known(&'a [IpAddr], W),
+    /// A cached answer: the targets in order (empty: the name did not
+    /// resolve), and the message back.
+    Known(&'a [Target], W),
     /// The message waits; the caller starts a lookup of the name and calls
     /// [`Cache::answer`] and [`Cache::release`] when it ends.
     Start,
@@ -70,7 +74,7 @@ pub enum Lookup<'a, W> {
 
 enum Entry<W> {
     Known {
-        addrs: Vec<IpAddr>,
+        targets: Vec<Target>,
         expires: Instant,
     },
     Pending {
@@ -89,11 +93,20 @@ pub struct Cache<W> {
 }
 
 impl<W> Cache<W> {
-    /// Whether `host` has resolved to `ip` (an answer kept in the cache,
-    /// expired or not): how a response to a request sent to a name is
-    /// checked for its source.
-    pub fn has_address(&self, host: &str, ip: IpAddr) -> bool {
-        matches!(self.names.get(host), Some(Entry::Known { addrs, .. }) if addrs.contains(&ip))
+    /// Whether the answer under `key` (kept in the cache, expired or not)
+    /// has a target at `addr`: how a response to a request sent to a name
+    /// is checked for its source.
+    pub fn has_address(&self, key: &str, addr: SocketAddr) -> bool {
+        matches!(self.names.get(key), Some(Entry::Known { targets, .. }) if targets.iter().any(|t| t.addr == addr))
+    }
+
+    /// The fresh answer under `key` at `now`, if any (None: unknown,
+    /// expired, or being looked up).
+    pub fn get(&self, now: Instant, key: &str) -> Option<&[Target]> {
+        match self.names.get(key) {
+            Some(Entry::Known { targets, expires }) if now < *expires => Some(targets),
+            _ => None,
+        }
     }
 
     pub fn new(limits: Limits) -> Cache<W> {
@@ -134,11 +147,11 @@ impl<W> Cache<W> {
         if fresh {
             // (Looked up again: returning the first borrow conditionally is
             // beyond the borrow checker.)
-            let addrs = match self.names.get(host) {
-                Some(Entry::Known { addrs, .. }) => addrs.as_slice(),
+            let targets = match self.names.get(host) {
+                Some(Entry::Known { targets, .. }) => targets.as_slice(),
                 _ => &[],
             };
-            return Lookup::Known(addrs, waiter);
+            return Lookup::Known(targets, waiter);
         }
         if let Some(Entry::Pending { waiters }) = self.names.get_mut(host) {
             waiters.push(waiter);
@@ -166,23 +179,29 @@ impl<W> Cache<W> {
         Lookup::Start
     }
 
-    /// The lookup of `host` ended at `now` with these addresses (empty: it
-    /// failed), valid for `ttl` (None: the fixed TTLs). Returns the messages
-    /// that waited for it. The lookup's slot is freed by [`Cache::release`].
+    /// The lookup of `host` ended at `now` with these targets (empty: it
+    /// failed), valid for `ttl` (None: the fixed TTLs; a failure always
+    /// gets the negative TTL). Returns the messages that waited for it. The
+    /// lookup's slot is freed by [`Cache::release`].
     pub fn answer(
         &mut self,
         now: Instant,
         host: &str,
-        addrs: Vec<IpAddr>,
+        targets: Vec<Target>,
         ttl: Option<Duration>,
     ) -> Vec<W> {
-        let ttl = ttl.unwrap_or(if addrs.is_empty() {
+        let ttl = if targets.is_empty() {
+            Some(self.limits.negative_ttl)
+        } else {
+            ttl
+        };
+        let ttl = ttl.unwrap_or(if targets.is_empty() {
             self.limits.negative_ttl
         } else {
             self.limits.positive_ttl
         });
         let known = Entry::Known {
-            addrs,
+            targets,
             expires: now + ttl,
         };
         match self.names.get_mut(host) {
@@ -236,8 +255,12 @@ impl<W> Cache<W> {
 mod tests {
     use super::*;
 
-    fn ip(text: &str) -> IpAddr {
-        text.parse().unwrap()
+    fn ip(text: &str) -> Target {
+        Target {
+            transport: crate::transport::Transport::Udp,
+            addr: SocketAddr::new(text.parse().unwrap(), 5060),
+            ttl: Duration::from_secs(30),
+        }
     }
 
     fn small() -> Limits {
