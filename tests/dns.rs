@@ -325,3 +325,84 @@ async fn answers_are_looked_up_again_after_their_ttl() {
     assert_eq!(dns.queries("SRV", "_sip._udp.ttl.test"), first + 1);
     server.shutdown().await;
 }
+
+/// RFC 3263 §4.3: the first SRV target answers 503 (or nothing): the
+/// request is tried on the next target inside the same transaction, and
+/// the caller gets the second target's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_or_no_answer_from_one_srv_target_moves_on_to_the_next() {
+    let (uac, first, second) = (Peer::bind().await, Peer::bind().await, Peer::bind().await);
+    let Some(dns) = Dnsmasq::start(
+        "failover.test",
+        60,
+        &[
+            format!(
+                "--srv-host=_sip._udp.failover.test,one.failover.test,{},10,10",
+                first.port()
+            ),
+            format!(
+                "--srv-host=_sip._udp.failover.test,two.failover.test,{},20,10",
+                second.port()
+            ),
+            "--host-record=one.failover.test,127.0.0.1".into(),
+            "--host-record=two.failover.test,127.0.0.1".into(),
+        ],
+    ) else {
+        return;
+    };
+    let (server, proxy) = proxy(&dns).await;
+    // 503 from the first target.
+    let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-fo-1", uac.port());
+    let req = request(
+        "OPTIONS",
+        "sip:x@failover.test",
+        &via,
+        "fo-1",
+        "Max-Forwards: 70\r\n",
+    );
+    uac.send(proxy, &req).await;
+    let (got, _) = first.recv_within(6000, "the first target").await;
+    first
+        .send(proxy, &response_to(&got, "503 Service Unavailable", ""))
+        .await;
+    let (again, _) = second
+        .recv_within(2000, "the next target after a 503")
+        .await;
+    assert_eq!(again.header("Call-ID").as_deref(), Some("fo-1"));
+    second.send(proxy, &response_to(&again, "200 OK", "")).await;
+    let answer = next_response(&uac, "fo-1").await;
+    assert!(
+        answer.start_line().starts_with("SIP/2.0 200"),
+        "{}",
+        answer.0
+    );
+    // No answer at all from the first target (Timer F, 3.2 s with the
+    // tests' short T1): the next one gets it.
+    let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-fo-2", uac.port());
+    let req = request(
+        "OPTIONS",
+        "sip:x@failover.test",
+        &via,
+        "fo-2",
+        "Max-Forwards: 70\r\n",
+    );
+    uac.send(proxy, &req).await;
+    let (got, _) = first.recv_within(2000, "the first target again").await;
+    assert_eq!(got.header("Call-ID").as_deref(), Some("fo-2"));
+    let (again, _) = loop {
+        let (msg, from) = second
+            .recv_within(6000, "the next target after a timeout")
+            .await;
+        if msg.header("Call-ID").as_deref() == Some("fo-2") {
+            break (msg, from);
+        }
+    };
+    second.send(proxy, &response_to(&again, "200 OK", "")).await;
+    let answer = next_response(&uac, "fo-2").await;
+    assert!(
+        answer.start_line().starts_with("SIP/2.0 200"),
+        "{}",
+        answer.0
+    );
+    server.shutdown().await;
+}

@@ -459,6 +459,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     ));
     let names = Arc::clone(&resolver);
     core.set_name_check(Box::new(move |host, addr| names.knows(host, addr)));
+    let targets = Arc::clone(&resolver);
+    core.set_name_targets(Box::new(move |host, port, transport| {
+        targets.targets(host, port, transport)
+    }));
     let shared = Arc::new(Shared {
         core,
         sockets,

@@ -8,10 +8,10 @@ impl Checker<'_> {
     pub(super) fn transport_settings(&mut self) {
         let file = self.file;
         if file.tls.is_none()
-            && let Some(l) = file
-                .listen
-                .iter()
-                .find(|l| l.node.starts_with("tls:") || l.node.starts_with("wss:"))
+            && let Some(l) = file.listen.iter().find(|l| {
+                (l.node.starts_with("tls:") || l.node.starts_with("wss:"))
+                    && super::check_listen(&l.node).is_ok()
+            })
         {
             self.err(l.pos, l.len, "a `tls:` or `wss:` socket needs a `tls:` block", "", "add `tls: { certificate: /path/cert.pem, key: /path/key.pem }` (the files are read at start)");
         }

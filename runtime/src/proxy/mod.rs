@@ -158,6 +158,8 @@ pub struct Core {
     /// What names next hops resolved to (the network layer resolves them):
     /// responses to a branch sent to a name must come from one of them.
     names: std::sync::OnceLock<NameCheck>,
+    /// The targets next hop names resolved to (RFC 3263 §4.3 failover).
+    name_targets: std::sync::OnceLock<NameTargets>,
     /// `authenticate`'s credentials and nonce key (loaded by the network
     /// layer, which keeps a handle to reload the credentials on SIGHUP).
     authenticator: std::sync::OnceLock<Arc<crate::auth::Authenticator>>,
@@ -176,6 +178,19 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+/// `(host, port given in the URI, transport asked for)`: the RFC 3263
+/// targets of a next hop name in the order to try them, from the network
+/// layer's cache (None: not looked up yet).
+pub type NameTargets = Box<
+    dyn Fn(
+            &str,
+            Option<u16>,
+            Option<crate::transport::Transport>,
+        ) -> Option<Vec<crate::resolve::Target>>
+        + Send
+        + Sync,
+>;
 
 /// `(host, addr)`: whether the name `host` resolved to `addr` (an address
 /// and port of one of its RFC 3263 targets).
@@ -208,6 +223,7 @@ impl Core {
             destinations: destinations::Destinations::new(routes.settings().destinations),
             probes: Mutex::new(probe::Prober::new(routes.settings().destinations)),
             names: std::sync::OnceLock::new(),
+            name_targets: std::sync::OnceLock::new(),
             authenticator: std::sync::OnceLock::new(),
             limiter: routes.settings().limits.as_ref().and_then(|l| {
                 l.per_source
@@ -280,6 +296,13 @@ impl Core {
     /// not checked for their source).
     pub fn set_name_check(&self, check: NameCheck) {
         let _ = self.names.set(check);
+    }
+
+    /// How to get the RFC 3263 targets of a next hop name (set once by the
+    /// network layer; without it, a branch to a name is not retried on the
+    /// name's next target).
+    pub fn set_name_targets(&self, targets: NameTargets) {
+        let _ = self.name_targets.set(targets);
     }
 
     /// Start the periodic work that needs no message: the health probes of
@@ -366,6 +389,7 @@ impl Core {
             &self.destinations,
             &self.capacity,
             self.names.get(),
+            self.name_targets.get(),
         )
     }
 

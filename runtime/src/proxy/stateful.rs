@@ -65,6 +65,8 @@ pub struct Env<'a> {
     pub capacity: &'a Capacity,
     /// What next hop names resolved to, when known (see `Core::set_name_check`).
     pub names: Option<&'a super::NameCheck>,
+    /// The RFC 3263 targets of names, when known (see `Core::set_name_targets`).
+    pub name_targets: Option<&'a super::NameTargets>,
 }
 
 impl<'a> Env<'a> {
@@ -77,6 +79,7 @@ impl<'a> Env<'a> {
         destinations: &'a Destinations,
         capacity: &'a Capacity,
         names: Option<&'a super::NameCheck>,
+        name_targets: Option<&'a super::NameTargets>,
     ) -> Env<'a> {
         let settings = routes.settings();
         Env {
@@ -86,6 +89,7 @@ impl<'a> Env<'a> {
             destinations,
             capacity,
             names,
+            name_targets,
             max_branches: settings.max_branches as usize,
             strict_response_source: settings.strict_response_source,
         }
@@ -123,6 +127,9 @@ struct Branch {
     to: NextHop,
     /// The socket the branch went out on (its transport and address).
     socket: usize,
+    /// When the next hop was a name: what to try next if this branch
+    /// times out or gets 503 (RFC 3263 §4.3).
+    srv: Option<Box<SrvNext>>,
     /// Hash of the next hop and Request-URI: a transaction never sends to
     /// the same one twice.
     target: u64,
@@ -141,6 +148,18 @@ struct Branch {
     /// transaction is no longer waited for.
     given_up: bool,
     held: Option<Held>,
+}
+
+/// The name a branch's next hop came from and the target to try next.
+#[derive(Debug, Clone)]
+struct SrvNext {
+    host: String,
+    port: Option<u16>,
+    transport: Option<Transport>,
+    /// Index of the next target in the name's list.
+    next: usize,
+    /// The branch's Request-URI edit (kept for the retry).
+    ruri: Option<String>,
 }
 
 /// One relayed request: the server side and its branches.
@@ -849,6 +868,80 @@ fn next_group(
     start_group(env, now, id, txn, request, &edits, actions, out)
 }
 
+/// RFC 3263 §4.3: a branch to a name that timed out or got 503 is tried
+/// again on the name's next target, before the failure route runs. True
+/// when such a branch started.
+fn next_target(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+) -> bool {
+    let Some(lookup) = env.name_targets else {
+        return false;
+    };
+    for index in 0..txn.branches.len() {
+        let b = &mut txn.branches[index];
+        if !b
+            .held
+            .as_ref()
+            .is_some_and(|h| matches!(h.status, 408 | 503))
+        {
+            continue;
+        }
+        let Some(srv) = b.srv.take() else {
+            continue;
+        };
+        let Some(targets) = lookup(&srv.host, srv.port, srv.transport) else {
+            continue;
+        };
+        for (i, target) in targets.iter().enumerate().skip(srv.next) {
+            let mut edits = clone_edits(&txn.saved);
+            edits.ruri = srv.ruri.clone();
+            edits.du = Some(match target.transport {
+                Transport::Udp => format!("sip:{}", target.addr),
+                t => format!("sip:{};transport={}", target.addr, t.name()),
+            });
+            let request = Arc::clone(&txn.request);
+            let Ok(stored) = Message::parse(&request) else {
+                return false;
+            };
+            let routes = route_set::process(&stored, env.identity);
+            let request = Request {
+                msg: &stored,
+                routes: &routes,
+            };
+            tracing::debug!(
+                host = srv.host,
+                to = %target.addr,
+                "relay: the name's previous target failed; trying the next (RFC 3263 §4.3)"
+            );
+            if add_branch(
+                env,
+                now,
+                id,
+                txn,
+                request,
+                RelayTo::Default,
+                &edits,
+                actions,
+                out,
+            ) {
+                if let Some(last) = txn.branches.last_mut() {
+                    last.srv = Some(Box::new(SrvNext {
+                        next: i + 1,
+                        ..(*srv).clone()
+                    }));
+                }
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// The URI of a Route/Path value (`<sip:p1.example.com;lr>` or a bare URI).
 fn route_uri(value: &str) -> &str {
     crate::sip::NameAddr::parse(value).map_or(value, |na| na.uri)
@@ -1050,10 +1143,26 @@ fn add_branch(
         to = %hop,
         "relayed"
     );
+    let srv = match &hop {
+        NextHop::Name {
+            host,
+            port,
+            port_given,
+            transport,
+        } if env.name_targets.is_some() => Some(Box::new(SrvNext {
+            host: host.clone(),
+            port: port_given.then_some(*port),
+            transport: *transport,
+            next: 1,
+            ruri: edits.ruri.clone(),
+        })),
+        _ => None,
+    };
     txn.branches.push(Branch {
         id: branch,
         to: hop,
         socket,
+        srv,
         target: target_key,
         dest,
         client,
@@ -1204,6 +1313,9 @@ fn maybe_complete(
     out: &mut Vec<Outgoing>,
 ) {
     if txn.final_sent || txn.branches.iter().any(|b| b.held.is_none()) {
+        return;
+    }
+    if !txn.cancelled && next_target(env, now, id, txn, actions, out) {
         return;
     }
     if !txn.groups.is_empty() && !txn.cancelled && next_group(env, now, id, txn, actions, out) {
