@@ -1803,6 +1803,7 @@ mod tests {
                 transport: None,
             },
             socket: 0,
+            srv: None,
             target: 0,
             dest: None,
             client: Client::NonInvite(ClientNonInvite::new(
