@@ -3,6 +3,10 @@
 
 include!(concat!(env!("OUT_DIR"), "/routes.rs"));
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Every `tests/routes/*.yaml` fixture, compiled in debug builds so that
 /// `cargo build` proves their generated code builds against the runtime API
 /// (left out of release builds to keep them quick).
