@@ -236,8 +236,8 @@ fn invalid_listen_and_advertise() {
         "routes.yaml:1:12: invalid listen socket: `tls` sockets are not supported yet",
     );
     one(
-        "listen: [ \"ws:127.0.0.1:8080\" ]\nrequest: [ drop ]\n",
-        "routes.yaml:1:12: invalid listen socket: `ws` sockets are not supported yet",
+        "listen: [ \"wss:127.0.0.1:8443\" ]\nrequest: [ drop ]\n",
+        "routes.yaml:1:12: invalid listen socket: `wss` sockets are not supported yet",
     );
     one(
         "listen: [ \"udp:localhost:5060\" ]\nrequest: [ drop ]\n",

@@ -88,6 +88,16 @@ pub enum Routed {
     Connect(Opening),
 }
 
+/// What [`Connections::deliver`] did with a message.
+pub enum Delivered {
+    /// Queued on the open connection.
+    Queued,
+    /// Dropped: the connection's queue is full.
+    Full,
+    /// Dropped: no open connection to the peer.
+    NotOpen,
+}
+
 /// A connection registered in the table but not yet connected.
 pub struct Opening {
     pub id: u64,
@@ -224,6 +234,17 @@ impl Connections {
         let mut shard = self.shard(&key);
         if shard.get(&key).is_some_and(|h| h.id == id) {
             shard.remove(&key);
+        }
+    }
+
+    /// Send `bytes` over `key`'s open connection only (for transports we
+    /// do not connect out on: WebSocket).
+    pub fn deliver(&self, key: Key, bytes: Payload) -> Delivered {
+        let shard = self.shard(&key);
+        match shard.get(&key).map(|open| open.queue.try_send(bytes)) {
+            Some(Ok(())) => Delivered::Queued,
+            Some(Err(mpsc::error::TrySendError::Full(_))) => Delivered::Full,
+            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Delivered::NotOpen,
         }
     }
 
