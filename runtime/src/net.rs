@@ -150,6 +150,18 @@ impl Sockets {
         self.local.get(index).copied()
     }
 
+    /// Send `bytes` to the WebSocket client that calls itself `host` (a
+    /// `.invalid` name); dropped when none does.
+    fn send_to_invalid(&self, host: &str, bytes: Payload) {
+        match &self.ws {
+            Some(ws) => ws.send_to_alias(host, bytes),
+            None => {
+                crate::metrics::dropped(crate::metrics::DropReason::Unresolved);
+                crate::warn_limited!(host, "next hop {host}: a `.invalid` name, not looked up: message dropped");
+            }
+        }
+    }
+
     /// Send `bytes` to `addr` the way of entry `index`: a datagram, or over
     /// a TCP connection (never blocking on it).
     fn send(&self, index: usize, bytes: Payload, addr: SocketAddr) {
@@ -911,6 +923,11 @@ fn dns_settings_servers(routes: &dyn Routes) -> Option<Vec<SocketAddr>> {
 fn send(shared: &Shared, outgoing: Outgoing) {
     match outgoing.to {
         NextHop::Addr(addr) => shared.sockets.send(outgoing.socket, outgoing.bytes, addr),
+        // A WebSocket client's own name (RFC 7118 §5.2): over its
+        // connection; never looked up (RFC 6761 §6.4).
+        NextHop::Name { ref host, .. } if host.ends_with(".invalid") => {
+            shared.sockets.send_to_invalid(host, outgoing.bytes);
+        }
         // Resolution may take a while: never on a receive thread.
         NextHop::Name { .. } => shared.resolver.send(outgoing),
     }

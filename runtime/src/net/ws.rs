@@ -23,11 +23,21 @@
 //! with no open connection is dropped with a log line (RFC 7118 clients
 //! connect to the proxy; Kamailio does the same).
 //!
+//! RFC 7118 clients name themselves with a random `.invalid` host in Via
+//! and Contact (§5.2): responses go back by the connection's address (the
+//! core forces `received`/`rport` over connections), and a request whose
+//! next hop is such a host (an in-dialog request to the client's Contact)
+//! goes over the connection whose requests used that host in their top Via
+//! or first Contact ([`Sockets::send_to_alias`]; the first connection to
+//! claim a host keeps it until it closes; at most [`MAX_ALIASES`] per
+//! connection). `.invalid` names are never looked up (RFC 6761 §6.4).
+//!
 //! These tasks run on the runtime of the TCP connections (`sf-tcp`), and
 //! the connections count against the same connection limit.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -47,6 +57,8 @@ use crate::transport::Transport;
 
 /// The WebSocket subprotocol of SIP (RFC 7118 §4).
 const SUBPROTOCOL: &str = "sip";
+/// The most `.invalid` hosts one connection may claim.
+pub(super) const MAX_ALIASES: usize = 4;
 /// How long a closing connection may take to write what is queued and
 /// its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -57,6 +69,9 @@ pub(super) struct Sockets {
     runtime: tokio::runtime::Handle,
     /// The server, to hand it messages (set once it exists).
     shared: OnceLock<Weak<Shared>>,
+    /// `.invalid` host (lowercase) -> the connection that claimed it: its
+    /// peer address and id.
+    aliases: Mutex<HashMap<String, (SocketAddr, u64)>>,
 }
 
 /// Bind a `ws:` listener: a TCP listener, with the takeover probe of TCP.
@@ -73,6 +88,7 @@ impl Sockets {
             table,
             runtime,
             shared: OnceLock::new(),
+            aliases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -158,6 +174,41 @@ impl Sockets {
         }
     }
 
+    /// Send `bytes` over the connection that claimed the `.invalid` host
+    /// `host`; without one the message is dropped.
+    pub(super) fn send_to_alias(&self, host: &str, bytes: Payload) {
+        let peer = self.aliases().get(host).map(|(peer, _)| *peer);
+        match peer {
+            Some(peer) => self.send(peer, bytes),
+            None => {
+                metrics::dropped(DropReason::Unsent);
+                crate::warn_limited!(host, "no ws connection uses the host {host}: message dropped (`.invalid` names are not looked up)");
+            }
+        }
+    }
+
+    fn aliases(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SocketAddr, u64)>> {
+        self.aliases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Connection `id` to `peer` uses `host`: claim it if nobody has.
+    /// Whether it is (now) this connection's.
+    fn claim(&self, host: &str, peer: SocketAddr, id: u64) -> bool {
+        let mut aliases = self.aliases();
+        let owner = aliases.entry(host.to_string()).or_insert((peer, id));
+        owner.1 == id
+    }
+
+    /// Connection `id` closed: release its hosts.
+    fn release(&self, hosts: &[String], id: u64) {
+        let mut aliases = self.aliases();
+        for host in hosts {
+            if aliases.get(host).is_some_and(|(_, owner)| *owner == id) {
+                aliases.remove(host);
+            }
+        }
+    }
+
     /// Upgrade, then run a connection: read and handle its messages while
     /// its writer sends what is queued; why it closed.
     async fn serve(
@@ -196,14 +247,19 @@ impl Sockets {
         ));
         let reason = {
             let mut reader = Reader {
+                sockets: self,
                 shared: &shared,
                 index,
                 peer,
+                id,
                 limits,
                 activity: &activity,
+                aliases: Vec::new(),
                 out: Vec::with_capacity(4),
             };
-            reader.run(read, &mut writer).await
+            let reason = reader.run(read, &mut writer).await;
+            self.release(&reader.aliases, id);
+            reason
         };
         self.table.unregister(key, id);
         if !writer.is_finished()
@@ -304,13 +360,75 @@ fn is_sip_message(data: &[u8]) -> bool {
     !data.trim_ascii().is_empty() && memchr::memmem::find(data, b"\r\n\r\n").is_some()
 }
 
+/// The `.invalid` hosts (lowercase) a request names in its top Via and its
+/// first Contact (RFC 7118 §5.2); nothing for a response.
+fn invalid_hosts(message: &[u8]) -> Vec<String> {
+    let mut hosts = Vec::new();
+    if message.starts_with(b"SIP/") {
+        return hosts;
+    }
+    let head_end = memchr::memmem::find(message, b"\r\n\r\n").unwrap_or(message.len());
+    let mut via_seen = false;
+    let mut contact_seen = false;
+    for line in message[..head_end].split(|&b| b == b'\n').skip(1) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii();
+        let is = |long: &[u8], short: &[u8]| {
+            name.eq_ignore_ascii_case(long) || name.eq_ignore_ascii_case(short)
+        };
+        let value = &line[colon + 1..];
+        let first_value = value.split(|&b| b == b',').next().unwrap_or(value);
+        if is(b"via", b"v") && !via_seen {
+            via_seen = true;
+        } else if is(b"contact", b"m") && !contact_seen {
+            contact_seen = true;
+        } else {
+            continue;
+        }
+        if let Some(host) = invalid_host_in(first_value)
+            && !hosts.contains(&host)
+        {
+            hosts.push(host);
+        }
+    }
+    hosts
+}
+
+/// The first host name ending in `.invalid` in `text`, lowercase.
+fn invalid_host_in(text: &[u8]) -> Option<String> {
+    let is_host = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = memchr::memmem::find(&lower[from..], b".invalid") {
+        let end = from + at + b".invalid".len();
+        if lower.get(end).is_none_or(|b| !is_host(b)) {
+            let start = lower[..from + at]
+                .iter()
+                .rposition(|b| !is_host(b))
+                .map_or(0, |p| p + 1);
+            if start < from + at {
+                return String::from_utf8(lower[start..end].to_vec()).ok();
+            }
+        }
+        from = end;
+    }
+    None
+}
+
 /// The reading side of one connection.
 struct Reader<'a> {
+    sockets: &'a Sockets,
     shared: &'a Shared,
     index: usize,
     peer: SocketAddr,
+    /// The connection's id in the table.
+    id: u64,
     limits: Limits,
     activity: &'a Activity,
+    /// The `.invalid` hosts this connection claimed.
+    aliases: Vec<String>,
     out: Vec<Outgoing>,
 }
 
@@ -372,6 +490,18 @@ impl Reader<'_> {
         }
     }
 
+    /// Claim the `.invalid` hosts a request from the client names.
+    fn claim_hosts(&mut self, message: &[u8]) {
+        for host in invalid_hosts(message) {
+            if self.aliases.len() >= MAX_ALIASES || self.aliases.contains(&host) {
+                continue;
+            }
+            if self.sockets.claim(&host, self.peer, self.id) {
+                self.aliases.push(host);
+            }
+        }
+    }
+
     fn handle(&mut self, message: &[u8]) {
         if !is_sip_message(message) {
             if !message.trim_ascii().is_empty() {
@@ -381,6 +511,7 @@ impl Reader<'_> {
             return;
         }
         metrics::stream_message(Transport::Ws);
+        self.claim_hosts(message);
         super::handle_guarded(
             self.shared,
             Instant::now(),
@@ -405,6 +536,20 @@ mod tests {
         assert!(!is_sip_message(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/WS x"));
         assert!(!is_sip_message(b"\r\n\r\n"));
         assert!(!is_sip_message(b""));
+    }
+
+    #[test]
+    fn invalid_hosts_of_via_and_contact() {
+        let request = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+            Via: SIP/2.0/WS DF7jal23ls0d.invalid;branch=z9hG4bK1, SIP/2.0/WS other.invalid\r\n\
+            Via: SIP/2.0/WS second.invalid\r\n\
+            m: <sip:x@abc.invalid;transport=ws>\r\n\
+            Subject: see z.invalid\r\n\r\nbody y.invalid";
+        assert_eq!(invalid_hosts(request), ["df7jal23ls0d.invalid", "abc.invalid"]);
+        assert!(invalid_hosts(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/WS a.invalid\r\n\r\n").is_empty());
+        assert_eq!(invalid_host_in(b"SIP/2.0/WS 10.0.0.1:5060"), None);
+        assert_eq!(invalid_host_in(b"<sip:a@.invalid>"), None);
+        assert_eq!(invalid_host_in(b"<sip:a@b.invalidx>"), None);
     }
 
     fn upgrade(protocols: Option<&str>) -> Result<Response, ErrorResponse> {
