@@ -157,7 +157,10 @@ async fn options_answered_over_ws() {
     // The answer's top Via is the client's, with where it came from.
     let top = ok.header("Via").unwrap();
     assert!(top.starts_with("SIP/2.0/WS a1b2c3.invalid"), "{top}");
-    assert!(top.contains(";rport=") && top.contains(";received=127.0.0.1"), "{top}");
+    assert!(
+        top.contains(";rport=") && top.contains(";received=127.0.0.1"),
+        "{top}"
+    );
     assert_eq!(server.connections(), 1);
 }
 
@@ -167,7 +170,7 @@ async fn options_answered_over_ws() {
 /// the Route set to the client's Contact over the same connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_between_ws_and_udp_with_in_dialog_bye() {
-    let (_server, ws, udp) = start(Limits::default()).await;
+    let (server, ws, udp) = start(Limits::default()).await;
     let callee = Peer::bind().await;
     let mut client = Client::connect(ws, "df7jal23ls0d.invalid").await;
     let via = client.via();
@@ -184,7 +187,10 @@ async fn call_between_ws_and_udp_with_in_dialog_bye() {
     assert!(rr[1].contains("transport=ws"), "{rr:?}");
     let top = invite.header("Via").unwrap();
     assert!(top.starts_with("SIP/2.0/UDP "), "{top}");
-    let rr_lines: String = rr.iter().map(|r| format!("Record-Route: {r}\r\n")).collect();
+    let rr_lines: String = rr
+        .iter()
+        .map(|r| format!("Record-Route: {r}\r\n"))
+        .collect();
     let answer = format!(
         "{rr_lines}Contact: <sip:bob@127.0.0.1:{}>\r\n",
         callee.port()
@@ -216,15 +222,27 @@ async fn call_between_ws_and_udp_with_in_dialog_bye() {
     );
     callee.send(udp, &bye).await;
     let got = client.recv("the BYE over ws").await;
-    assert!(got.start_line().starts_with("BYE sip:alice@df7jal23ls0d.invalid"), "{}", got.0);
+    assert!(
+        got.start_line()
+            .starts_with("BYE sip:alice@df7jal23ls0d.invalid"),
+        "{}",
+        got.0
+    );
     let top = got.header("Via").unwrap();
     assert!(top.starts_with("SIP/2.0/WS "), "{top}");
-    client
-        .send(&common::response_to(&got, "200 OK", ""))
-        .await;
+    client.send(&common::response_to(&got, "200 OK", "")).await;
     let (bye_ok, _) = callee.recv("the 200 to the BYE at the callee").await;
     assert_eq!(bye_ok.start_line(), "SIP/2.0 200 OK");
     assert_eq!(bye_ok.header("CSeq").unwrap(), "1 BYE");
+    // The `.invalid` name was never looked up (RFC 6761 §6.4).
+    for port in [None, Some(5060)] {
+        let ws = Some(sipforge_runtime::transport::Transport::Ws);
+        assert!(
+            server
+                .name_targets("df7jal23ls0d.invalid", port, ws)
+                .is_none()
+        );
+    }
 }
 
 /// An upgrade that does not offer the `sip` subprotocol is refused (400).

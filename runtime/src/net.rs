@@ -157,7 +157,10 @@ impl Sockets {
             Some(ws) => ws.send_to_alias(host, bytes),
             None => {
                 crate::metrics::dropped(crate::metrics::DropReason::Unresolved);
-                crate::warn_limited!(host, "next hop {host}: a `.invalid` name, not looked up: message dropped");
+                crate::warn_limited!(
+                    host,
+                    "next hop {host}: a `.invalid` name, not looked up: message dropped"
+                );
             }
         }
     }
@@ -494,7 +497,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         options.listen.iter().map(|l| l.transport).collect(),
     ));
     let names = Arc::clone(&resolver);
-    core.set_name_check(Box::new(move |host, addr| names.knows(host, addr)));
+    let ws_names = sockets.ws.clone();
+    core.set_name_check(Box::new(move |host, addr| {
+        names.knows(host, addr) || ws_names.as_ref().is_some_and(|ws| ws.knows(host, addr))
+    }));
     let shared = Arc::new(Shared {
         core,
         sockets,

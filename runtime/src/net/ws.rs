@@ -182,9 +182,22 @@ impl Sockets {
             Some(peer) => self.send(peer, bytes),
             None => {
                 metrics::dropped(DropReason::Unsent);
-                crate::warn_limited!(host, "no ws connection uses the host {host}: message dropped (`.invalid` names are not looked up)");
+                crate::warn_limited!(
+                    host,
+                    "no ws connection uses the host {host}: message dropped (`.invalid` names are not looked up)"
+                );
             }
         }
+    }
+
+    /// Whether `addr` is the connection that claimed the `.invalid` host
+    /// `host` (a response to a request sent to that host comes from it).
+    pub(super) fn knows(&self, host: &str, addr: SocketAddr) -> bool {
+        host.ends_with(".invalid")
+            && self
+                .aliases()
+                .get(host)
+                .is_some_and(|(peer, _)| *peer == addr)
     }
 
     fn aliases(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SocketAddr, u64)>> {
@@ -532,8 +545,12 @@ mod tests {
         assert!(is_sip_message(
             b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/WS x.invalid\r\n\r\n"
         ));
-        assert!(is_sip_message(b"MESSAGE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\nhello"));
-        assert!(!is_sip_message(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/WS x"));
+        assert!(is_sip_message(
+            b"MESSAGE sip:a@b SIP/2.0\r\nTo: <sip:a@b>\r\n\r\nhello"
+        ));
+        assert!(!is_sip_message(
+            b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/WS x"
+        ));
         assert!(!is_sip_message(b"\r\n\r\n"));
         assert!(!is_sip_message(b""));
     }
@@ -545,7 +562,10 @@ mod tests {
             Via: SIP/2.0/WS second.invalid\r\n\
             m: <sip:x@abc.invalid;transport=ws>\r\n\
             Subject: see z.invalid\r\n\r\nbody y.invalid";
-        assert_eq!(invalid_hosts(request), ["df7jal23ls0d.invalid", "abc.invalid"]);
+        assert_eq!(
+            invalid_hosts(request),
+            ["df7jal23ls0d.invalid", "abc.invalid"]
+        );
         assert!(invalid_hosts(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/WS a.invalid\r\n\r\n").is_empty());
         assert_eq!(invalid_host_in(b"SIP/2.0/WS 10.0.0.1:5060"), None);
         assert_eq!(invalid_host_in(b"<sip:a@.invalid>"), None);
