@@ -341,6 +341,33 @@ mod tests {
     }
 
     #[test]
+    fn deliver_uses_open_connections_only() {
+        let table = Connections::new(Limits::default());
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::NotOpen
+        ));
+        assert_eq!(table.open(), 0);
+        let (id, queue, mut queued) = table.register(key(7));
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::Queued
+        ));
+        assert_eq!(queued.try_recv().unwrap().as_ref(), b"m");
+        drop(queue);
+        drop(queued);
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::NotOpen
+        ));
+        table.unregister(key(7), id);
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::NotOpen
+        ));
+    }
+
+    #[test]
     fn an_accepted_connection_replaces_the_route_and_unregisters_only_itself() {
         let table = Connections::new(Limits::default());
         let (old, _q1, _r1) = table.register(key(5));
