@@ -572,6 +572,7 @@ mod tests {
         assert_eq!(invalid_host_in(b"<sip:a@b.invalidx>"), None);
     }
 
+    #[allow(clippy::result_large_err)]
     fn upgrade(protocols: Option<&str>) -> Result<Response, ErrorResponse> {
         let mut request = Request::builder().uri("/");
         if let Some(p) = protocols {
