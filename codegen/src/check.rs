@@ -242,7 +242,7 @@ pub fn check_set_host(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `udp:IP:PORT` or `tcp:IP:PORT`
+/// `udp:IP:PORT`, `tcp:IP:PORT` or `ws:IP:PORT`
 pub fn check_listen(s: &str) -> Result<(), (String, String)> {
     let Some((proto, addr)) = s.split_once(':') else {
         return Err((
@@ -251,11 +251,12 @@ pub fn check_listen(s: &str) -> Result<(), (String, String)> {
         ));
     };
     match proto {
-        "udp" | "tcp" => {}
-        "tls" | "ws" | "wss" => {
+        "udp" | "tcp" | "ws" => {}
+        "tls" | "wss" => {
             return Err((
                 format!("`{proto}` sockets are not supported yet"),
-                "only `udp:IP:PORT` and `tcp:IP:PORT` sockets are supported for now".into(),
+                "only `udp:IP:PORT`, `tcp:IP:PORT` and `ws:IP:PORT` sockets are supported for now"
+                    .into(),
             ));
         }
         _ => {

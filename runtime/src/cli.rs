@@ -383,10 +383,12 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     for l in &listen {
         if !matches!(
             l.transport,
-            crate::transport::Transport::Udp | crate::transport::Transport::Tcp
+            crate::transport::Transport::Udp
+                | crate::transport::Transport::Tcp
+                | crate::transport::Transport::Ws
         ) {
             return Err(format!(
-                "listen {l}: {} is not supported yet (udp and tcp are)",
+                "listen {l}: {} is not supported yet (udp, tcp and ws are)",
                 l.transport
             ));
         }

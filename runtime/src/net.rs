@@ -25,6 +25,8 @@
 //! Every listen entry is one entry of the socket table ([`Sockets`]), at
 //! the index of its listener in the core's identity: a UDP socket, or a
 //! TCP listener ([`tcp`], on a runtime of its own with `workers` threads).
+//! A `ws:` entry is a TCP listener whose connections speak SIP over
+//! WebSocket ([`ws`], on the TCP runtime, in the same connection table).
 //! [`send`] picks the way by the entry the core chose. The sibling link,
 //! the hand-over and the draining sweep are UDP's; TCP connections are not
 //! handed over (a draining instance keeps its open connections until it
@@ -38,6 +40,7 @@ mod resolver;
 mod sibling;
 mod takeover;
 mod tcp;
+mod ws;
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
@@ -110,10 +113,11 @@ struct TimerThread {
     thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
-/// One listen entry: a UDP socket or a TCP listener.
+/// One listen entry: a UDP socket, a TCP or a WebSocket listener.
 enum Socket {
     Udp(Arc<UdpSocket>),
     Tcp,
+    Ws,
 }
 
 /// The socket table: one entry per listen entry, in listen order (the
@@ -122,8 +126,10 @@ pub(crate) struct Sockets {
     entries: Box<[Socket]>,
     /// The bound address of each entry.
     local: Box<[SocketAddr]>,
-    /// The TCP side (None: no TCP listener).
+    /// The TCP side (None: no TCP or WebSocket listener).
     streams: Option<Arc<tcp::Streams>>,
+    /// The WebSocket side (None: no WebSocket listener).
+    ws: Option<Arc<ws::Sockets>>,
 }
 
 impl Sockets {
@@ -135,13 +141,28 @@ impl Sockets {
     fn udp(&self, index: usize) -> Option<&Arc<UdpSocket>> {
         match self.entries.get(index)? {
             Socket::Udp(socket) => Some(socket),
-            Socket::Tcp => None,
+            Socket::Tcp | Socket::Ws => None,
         }
     }
 
     /// The bound address of entry `index`.
     fn local(&self, index: usize) -> Option<SocketAddr> {
         self.local.get(index).copied()
+    }
+
+    /// Send `bytes` to the WebSocket client that calls itself `host` (a
+    /// `.invalid` name); dropped when none does.
+    fn send_to_invalid(&self, host: &str, bytes: Payload) {
+        match &self.ws {
+            Some(ws) => ws.send_to_alias(host, bytes),
+            None => {
+                crate::metrics::dropped(crate::metrics::DropReason::Unresolved);
+                crate::warn_limited!(
+                    host,
+                    "next hop {host}: a `.invalid` name, not looked up: message dropped"
+                );
+            }
+        }
     }
 
     /// Send `bytes` to `addr` the way of entry `index`: a datagram, or over
@@ -152,6 +173,11 @@ impl Sockets {
             Some(Socket::Tcp) => {
                 if let Some(streams) = &self.streams {
                     streams.send(index, addr, bytes);
+                }
+            }
+            Some(Socket::Ws) => {
+                if let Some(ws) = &self.ws {
+                    ws.send(addr, bytes);
                 }
             }
             None => {}
@@ -171,6 +197,7 @@ impl Sockets {
             entries: sockets.into_iter().map(Socket::Udp).collect(),
             local,
             streams: None,
+            ws: None,
         })
     }
 }
@@ -362,6 +389,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     let mut sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
+    let mut ws_listeners = Vec::new();
     let mut listeners = Vec::new();
     let mut taken = Vec::new();
     for (index, entry) in options.listen.iter().enumerate() {
@@ -377,10 +405,16 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
                 tcp_listeners.push((index, listener));
                 (Socket::Tcp, local, held)
             }
+            Transport::Ws => {
+                let (listener, held) = ws::bind(entry.addr, options.takeover)?;
+                let local = listener.local_addr()?;
+                ws_listeners.push((index, listener));
+                (Socket::Ws, local, held)
+            }
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("listen {entry}: {other} is not supported yet (udp and tcp are)"),
+                    format!("listen {entry}: {other} is not supported yet (udp, tcp and ws are)"),
                 ));
             }
         };
@@ -419,8 +453,8 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     core.start(Instant::now());
     let timer_threads = workers.clamp(1, core.lanes());
-    // The TCP connections run on a multi-thread runtime of their own.
-    let stream_runtime = StreamRuntime(if tcp_listeners.is_empty() {
+    // The TCP and WebSocket connections run on a multi-thread runtime of their own.
+    let stream_runtime = StreamRuntime(if tcp_listeners.is_empty() && ws_listeners.is_empty() {
         None
     } else {
         Some(
@@ -438,10 +472,15 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             .collect();
         tcp::Streams::new(runtime.handle().clone(), tcp, options.streams)
     });
+    let ws = streams
+        .as_ref()
+        .filter(|_| !ws_listeners.is_empty())
+        .map(|s| ws::Sockets::new(Arc::clone(s.table()), s.runtime().clone()));
     let sockets = Arc::new(Sockets {
         entries: sockets.into(),
         local: local.clone().into(),
         streams,
+        ws,
     });
     let sibling = sibling::Link::bind(core.instance())
         .inspect_err(|e| tracing::warn!("no sibling link (rollouts lose stateful responses): {e}"))
@@ -458,7 +497,10 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         options.listen.iter().map(|l| l.transport).collect(),
     ));
     let names = Arc::clone(&resolver);
-    core.set_name_check(Box::new(move |host, addr| names.knows(host, addr)));
+    let ws_names = sockets.ws.clone();
+    core.set_name_check(Box::new(move |host, addr| {
+        names.knows(host, addr) || ws_names.as_ref().is_some_and(|ws| ws.knows(host, addr))
+    }));
     let targets = Arc::clone(&resolver);
     core.set_name_targets(Box::new(move |host, port, transport| {
         targets.targets(host, port, transport)
@@ -522,6 +564,12 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         streams.attach(&shared);
         for (index, listener) in tcp_listeners {
             streams.accept(index, listener, shared.stop.clone());
+        }
+    }
+    if let Some(ws) = &shared.sockets.ws {
+        ws.attach(&shared);
+        for (index, listener) in ws_listeners {
+            ws.accept(index, listener, shared.stop.clone());
         }
     }
     for (addr, entry) in local.iter().zip(&options.listen) {
@@ -885,6 +933,11 @@ fn dns_settings_servers(routes: &dyn Routes) -> Option<Vec<SocketAddr>> {
 fn send(shared: &Shared, outgoing: Outgoing) {
     match outgoing.to {
         NextHop::Addr(addr) => shared.sockets.send(outgoing.socket, outgoing.bytes, addr),
+        // A WebSocket client's own name (RFC 7118 §5.2): over its
+        // connection; never looked up (RFC 6761 §6.4).
+        NextHop::Name { ref host, .. } if host.ends_with(".invalid") => {
+            shared.sockets.send_to_invalid(host, outgoing.bytes);
+        }
         // Resolution may take a while: never on a receive thread.
         NextHop::Name { .. } => shared.resolver.send(outgoing),
     }

@@ -88,6 +88,16 @@ pub enum Routed {
     Connect(Opening),
 }
 
+/// What [`Connections::deliver`] did with a message.
+pub enum Delivered {
+    /// Queued on the open connection.
+    Queued,
+    /// Dropped: the connection's queue is full.
+    Full,
+    /// Dropped: no open connection to the peer.
+    NotOpen,
+}
+
 /// A connection registered in the table but not yet connected.
 pub struct Opening {
     pub id: u64,
@@ -227,6 +237,17 @@ impl Connections {
         }
     }
 
+    /// Send `bytes` over `key`'s open connection only (for transports we
+    /// do not connect out on: WebSocket).
+    pub fn deliver(&self, key: Key, bytes: Payload) -> Delivered {
+        let shard = self.shard(&key);
+        match shard.get(&key).map(|open| open.queue.try_send(bytes)) {
+            Some(Ok(())) => Delivered::Queued,
+            Some(Err(mpsc::error::TrySendError::Full(_))) => Delivered::Full,
+            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Delivered::NotOpen,
+        }
+    }
+
     /// Send `bytes` to `key`'s connection, or register a new one for it.
     pub fn route(self: &Arc<Self>, key: Key, bytes: Payload) -> Routed {
         let mut shard = self.shard(&key);
@@ -317,6 +338,33 @@ mod tests {
         // The limit line: once per second.
         assert!(table.may_log_limit());
         assert!(!table.may_log_limit());
+    }
+
+    #[test]
+    fn deliver_uses_open_connections_only() {
+        let table = Connections::new(Limits::default());
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::NotOpen
+        ));
+        assert_eq!(table.open(), 0);
+        let (id, queue, mut queued) = table.register(key(7));
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::Queued
+        ));
+        assert_eq!(queued.try_recv().unwrap().as_ref(), b"m");
+        drop(queue);
+        drop(queued);
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::NotOpen
+        ));
+        table.unregister(key(7), id);
+        assert!(matches!(
+            table.deliver(key(7), bytes("m")),
+            Delivered::NotOpen
+        ));
     }
 
     #[test]

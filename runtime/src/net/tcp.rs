@@ -63,10 +63,20 @@ pub(super) struct Streams {
 /// Bind a TCP listener on `addr`; also whether another socket held it
 /// (then it is shared: only with `takeover`). See [`super::takeover`].
 pub(super) fn bind(addr: SocketAddr, takeover: bool) -> io::Result<(std::net::TcpListener, bool)> {
-    let name = |e: io::Error| super::takeover::naming_as("tcp", addr, e);
+    bind_as("tcp", addr, takeover)
+}
+
+/// [`bind`] for a listen entry of scheme `scheme` over TCP (`ws`): its
+/// errors name it.
+pub(super) fn bind_as(
+    scheme: &str,
+    addr: SocketAddr,
+    takeover: bool,
+) -> io::Result<(std::net::TcpListener, bool)> {
+    let name = |e: io::Error| super::takeover::naming_as(scheme, addr, e);
     let held = held(addr).map_err(name)?;
     if held && !takeover {
-        return Err(super::takeover::in_use_as("tcp", addr));
+        return Err(super::takeover::in_use_as(scheme, addr));
     }
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -120,6 +130,16 @@ impl Streams {
     /// Connections open now.
     pub(super) fn open(&self) -> usize {
         self.table.open()
+    }
+
+    /// The connection table (shared with the WebSocket connections).
+    pub(super) fn table(&self) -> &Arc<Connections> {
+        &self.table
+    }
+
+    /// The runtime the connections run on.
+    pub(super) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
     }
 
     /// Accept connections on `listener` (listen entry `index`) until `stop`.
