@@ -155,7 +155,8 @@ async fn a_registered_phone_takes_the_call_then_unregistered_404() {
     let dir = work_dir("reg_call");
     let cid = call_ids("call");
 
-    let uas = phone(&dir, "phone", "reg_uas_ok.xml", proxy, "bob", &cid, 0);
+    // 200 ms between the 180 and the 200: two workers could swap them.
+    let uas = phone(&dir, "phone", "reg_uas_ok.xml", proxy, "bob", &cid, 200);
     wait_registered(&dir, "reg_uas_ok.xml").await;
     let uas_port = uas.port;
     let uac = caller(&dir, "caller", "reg_call_uac.xml", proxy, "bob", &cid);
