@@ -89,7 +89,14 @@ async fn wait_registered(dir: &Path, scenario: &str) {
 }
 
 /// A caller (`scenario`, one of reg_call_*.xml) calling `user` once.
-fn caller(dir: &Path, role: &str, scenario: &str, proxy: SocketAddr, user: &str, cid: &str) -> Sipp {
+fn caller(
+    dir: &Path,
+    role: &str,
+    scenario: &str,
+    proxy: SocketAddr,
+    user: &str,
+    cid: &str,
+) -> Sipp {
     Sipp::uac_with(
         dir,
         role,
@@ -224,7 +231,16 @@ async fn over_max_contacts_gets_403() {
         120,
     )
     .await;
-    register(&dir, "refresh", "reg_register.xml", proxy, "erin", first, 120).await;
+    register(
+        &dir,
+        "refresh",
+        "reg_register.xml",
+        proxy,
+        "erin",
+        first,
+        120,
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&dir);
 }
 
