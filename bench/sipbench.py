@@ -90,13 +90,25 @@ SCENARIOS = {
         "lines_per_call": 7,
         "title": "(d) stateful, authenticated",
     },
+    "tcp": {
+        # As stateful, over TCP both sides: the proxies listen on TCP only,
+        # sipp UAC and UAS run with -t t1 (one connection each), the proxy
+        # opens one to the UAS (the routes' target says ;transport=tcp).
+        # Kamailio gets -N (TCP workers) as it gets -n. No naive relay (UDP).
+        "transport": "tcp",
+        "uas": [(UAS1_PORT, "uas.xml")],
+        "tail": 34.0,
+        "lines_per_call": 6,
+        "title": "(e) stateful relay over TCP",
+    },
 }
 SYSTEMS = ["naive", "kamailio", "sipforge"]
 SYSTEM_TITLES = {"naive": "naive relay", "kamailio": "Kamailio 5.6", "sipforge": "sipforge"}
 LOG_MARKERS = ("Received ", "Got a reply")
 
 # Goals from the issue (sipforge against Kamailio, tuned).
-CPU_GOALS = {"seed_stateless": 0.65, "stateful": 0.60, "reroute_404": 0.60, "auth": 0.60}
+CPU_GOALS = {"seed_stateless": 0.65, "stateful": 0.60, "reroute_404": 0.60, "auth": 0.60,
+             "tcp": 0.60}
 RATE_GOALS = {"seed_stateless": 12_000, "stateful": 9_000}
 MEMORY_GOAL_BYTES = 4096
 REBUILD_GOAL_S = 20.0
@@ -302,8 +314,34 @@ def bound_udp_ports() -> set[int]:
     return ports
 
 
-def port_free(port: int) -> bool:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def listening_tcp_ports() -> set[int]:
+    """TCP ports with a socket in LISTEN (state 0A)."""
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def bound_ports(transport: str) -> set[int]:
+    return listening_tcp_ports() if transport == "tcp" else bound_udp_ports()
+
+
+def port_free(port: int, transport: str = "udp") -> bool:
+    if transport == "tcp":
+        # SO_REUSEADDR: connections of an earlier run left in TIME_WAIT do
+        # not count (every TCP listener of the bench binds with it), a
+        # listener or another bound socket does.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         sock.bind((HOST, port))
         return True
@@ -313,36 +351,39 @@ def port_free(port: int) -> bool:
         sock.close()
 
 
-def port_owner(port: int) -> str:
+def port_owner(port: int, transport: str = "udp") -> str:
+    flag = "-t" if transport == "tcp" else "-u"
     try:
-        out = subprocess.run(["ss", "-H", "-u", "-a", "-n", "-p", f"sport = :{port}"],
+        out = subprocess.run(["ss", "-H", flag, "-a", "-n", "-p", f"sport = :{port}"],
                              capture_output=True, text=True, timeout=5).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         out = ""
-    return out or "(unknown owner; try `ss -uanp`)"
+    return out or f"(unknown owner; try `ss {flag}anp`)"
 
 
-def require_ports_free(ports: list[int], wait: float = 5.0) -> None:
+def require_ports_free(ports: list[int], wait: float = 5.0, transport: str = "udp") -> None:
     deadline = time.monotonic() + wait
     while True:
-        busy = [p for p in ports if not port_free(p)]
+        busy = [p for p in ports if not port_free(p, transport)]
         if not busy:
             return
         if time.monotonic() > deadline:
-            lines = "\n".join(f"  udp {HOST}:{p}: {port_owner(p)}" for p in busy)
-            fail("the bench uses fixed UDP ports on 127.0.0.1 and these are taken:\n"
+            lines = "\n".join(f"  {transport} {HOST}:{p}: {port_owner(p, transport)}" for p in busy)
+            fail(f"the bench uses fixed {transport.upper()} ports on 127.0.0.1 and these are taken:\n"
                  f"{lines}\nStop whatever holds them (the bench must run alone) and retry.")
         time.sleep(0.2)
 
 
-def wait_bound(port: int, proc: subprocess.Popen, what: str, log: Path, timeout: float = 20.0) -> None:
+def wait_bound(port: int, proc: subprocess.Popen, what: str, log: Path, timeout: float = 20.0,
+               transport: str = "udp") -> None:
+    """Wait for a UDP socket bound on port (transport tcp: a TCP listener)."""
     deadline = time.monotonic() + timeout
-    while port not in bound_udp_ports():
+    while port not in bound_ports(transport):
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited (status {proc.returncode}) before binding "
-                               f"udp:{HOST}:{port}; its output ({log}):\n{tail_of(log)}")
+                               f"{transport}:{HOST}:{port}; its output ({log}):\n{tail_of(log)}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not bind udp:{HOST}:{port} within {timeout:.0f} s; "
+            raise RuntimeError(f"{what} did not bind {transport}:{HOST}:{port} within {timeout:.0f} s; "
                                f"its output ({log}):\n{tail_of(log)}")
         time.sleep(0.05)
 
@@ -430,6 +471,7 @@ class Proxy:
     def __init__(self, system: str, scenario: str, ctx: "Context", run_dir: Path, lifetime: float):
         self.system, self.scenario = system, scenario
         self.log = run_dir / f"{system}.log"
+        transport = SCENARIOS[scenario].get("transport", "udp") if scenario in SCENARIOS else "udp"
         logging_on = ctx.args.logging == "on"
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
@@ -446,6 +488,8 @@ class Proxy:
                    "-b", str(BUFFER),                 # receive buffer probe limit
                    "-n", str(ctx.args.kamailio_children),
                    "-Y", rundir, "-w", rundir]
+            if transport == "tcp":
+                cmd += ["-N", str(ctx.args.kamailio_children)]   # TCP workers, as -n
             if not logging_on:
                 cmd += ["-A", "LOG_OFF"]
         elif system == "sipforge":
@@ -460,7 +504,8 @@ class Proxy:
             raise ValueError(system)
         self.proc = spawn(pinned("proxy", cmd), lifetime=lifetime, out=self.log, env=env)
         try:
-            wait_bound(PROXY_PORT, self.proc, SYSTEM_TITLES[system], self.log)
+            wait_bound(PROXY_PORT, self.proc, SYSTEM_TITLES[system], self.log,
+                       transport=transport)
         except RuntimeError:
             stop(self.proc)
             raise
@@ -536,20 +581,28 @@ def pinned(who: str, cmd: list) -> list:
     return [*PIN[who], *cmd]
 
 
+def sipp_transport(transport: str) -> list[str]:
+    """sipp's transport flags: UDP (its default, one socket) or TCP with one
+    connection (-t t1)."""
+    return ["-t", "t1"] if transport == "tcp" else []
+
+
 def start_uas(port: int, scenario_file: str, run_dir: Path, lifetime: float,
-              extra: list[str] | None = None) -> tuple[subprocess.Popen, Path, Path]:
+              extra: list[str] | None = None,
+              transport: str = "udp") -> tuple[subprocess.Popen, Path, Path]:
     stats = run_dir / f"uas-{port}.csv"
     out = run_dir / f"uas-{port}.out"
     cmd = ["sipp", "-sf", BENCH / "sipp" / scenario_file, "-i", HOST, "-p", str(port),
            "-buff_size", str(BUFFER), "-nd", "-trace_stat", "-stf", stats, "-fd", "1",
-           "-timeout", str(int(lifetime)), *(extra or [])]
+           "-timeout", str(int(lifetime)), *sipp_transport(transport), *(extra or [])]
     proc = spawn(pinned("sipp", cmd), lifetime=lifetime + 10, out=out)
-    wait_bound(port, proc, f"sipp UAS on {port}", out)
+    wait_bound(port, proc, f"sipp UAS on {port}", out, transport=transport)
     return proc, stats, out
 
 
 def run_uac(scenario_file: str, calls: int, rate: int, run_dir: Path, *, recv_timeout_ms: int,
-            limit: int, extra: list[str] | None = None, background: bool = False):
+            limit: int, extra: list[str] | None = None, background: bool = False,
+            transport: str = "udp"):
     """Run the sipp UAC to the end (or start it, with background=True).
     Returns (exit code, CPU seconds of sipp, wall seconds, stats path)."""
     stats = run_dir / "uac.csv"
@@ -560,7 +613,8 @@ def run_uac(scenario_file: str, calls: int, rate: int, run_dir: Path, *, recv_ti
            "-i", HOST, "-p", str(UAC_PORT), "-s", "bench",
            "-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(limit),
            "-buff_size", str(BUFFER), "-nd", "-recv_timeout", str(recv_timeout_ms),
-           "-timeout", str(int(lifetime)), "-trace_stat", "-stf", stats, "-fd", "1", *(extra or [])]
+           "-timeout", str(int(lifetime)), "-trace_stat", "-stf", stats, "-fd", "1",
+           *sipp_transport(transport), *(extra or [])]
     proc = spawn(pinned("sipp", cmd), lifetime=lifetime + 10, out=out)
     if background:
         return proc, stats
@@ -627,8 +681,9 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
     through, and measure the proxy's CPU from just before the first call to
     `tail` seconds after the last one."""
     spec = SCENARIOS[scenario]
+    transport = spec.get("transport", "udp")
     ports = [PROXY_PORT, UAC_PORT] + [port for port, _ in spec["uas"]]
-    require_ports_free(ports)
+    require_ports_free(ports, transport=transport)
     run_dir = ctx.run_dir(f"{purpose}-{scenario}-{system}-{rate}")
     recv_timeout_ms = ctx.args.recv_timeout_ms
     lifetime = calls / rate + recv_timeout_ms / 1000 * 3 + tail + 60
@@ -650,13 +705,14 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
     uases = []
     try:
         for port, scenario_file in spec["uas"]:
-            uases.append(start_uas(port, scenario_file, run_dir, lifetime))
+            uases.append(start_uas(port, scenario_file, run_dir, lifetime, transport=transport))
         time.sleep(0.3)
         before = proxy.cpu_ticks()
         uas_before = sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases)
         rc, sipp_cpu, wall, uac_stats = run_uac(
             spec.get("uac", "uac.xml"), calls, rate, run_dir, recv_timeout_ms=recv_timeout_ms,
-            limit=max(5000, rate * (recv_timeout_ms // 1000 + 2)), extra=spec.get("uac_args"))
+            limit=max(5000, rate * (recv_timeout_ms // 1000 + 2)), extra=spec.get("uac_args"),
+            transport=transport)
         # The UASes' CPU over the UAC's lifetime (their share of the machine).
         uas_cpu = (sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases) - uas_before) / CLK_TCK
         time.sleep(tail)
@@ -738,7 +794,8 @@ def describe(r: dict) -> str:
 # The main benchmark
 
 def systems_for(scenario: str, systems: list[str]) -> list[str]:
-    # The naive relay knows one UAS and no SIP: it is the floor of scenario (a).
+    # The naive relay knows one UAS and no SIP (and only UDP): it is the
+    # floor of scenario (a).
     return [s for s in systems if s != "naive" or scenario == "seed_stateless"]
 
 
@@ -823,6 +880,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         auth_ha1()   # auth.cfg and the bench user agree, before building anything
     setup(ctx, scenarios, systems)
     require_ports_free([PROXY_PORT, UAC_PORT, UAS1_PORT, UAS2_PORT], wait=0)
+    if any(SCENARIOS[s].get("transport") == "tcp" for s in scenarios):
+        require_ports_free([PROXY_PORT, UAC_PORT, UAS1_PORT], wait=0, transport="tcp")
     env_info = environment()
     (out / "environment.json").write_text(json.dumps(env_info, indent=2))
     say(f"bench: results in {out}")
