@@ -251,11 +251,11 @@ pub fn check_listen(s: &str) -> Result<(), (String, String)> {
         ));
     };
     match proto {
-        "udp" | "tcp" => {}
-        "tls" | "ws" | "wss" => {
+        "udp" | "tcp" | "tls" => {}
+        "ws" | "wss" => {
             return Err((
                 format!("`{proto}` sockets are not supported yet"),
-                "only `udp:IP:PORT` and `tcp:IP:PORT` sockets are supported for now".into(),
+                "only `udp:`, `tcp:` and `tls:IP:PORT` sockets are supported for now".into(),
             ));
         }
         _ => {
