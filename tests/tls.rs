@@ -5,7 +5,9 @@
 //! UDP request to a `;transport=tls` target sent over a TLS connection the
 //! proxy opens and verifies; a client that never starts its handshake is
 //! closed by the handshake timeout; an untrusted server gets nothing; with
-//! `verify_client` a client without a certificate is refused.
+//! `verify_client` a client without a certificate is refused; and
+//! interop with Kamailio's tls module both ways (skipped loudly without
+//! kamailio and kamailio-tls-modules, a failure under `CI=true`).
 
 mod common;
 
@@ -459,4 +461,200 @@ async fn a_bad_certificate_file_stops_the_start() {
         e.contains("missing.key") && e.contains("cannot read"),
         "{e}"
     );
+}
+
+/// Kamailio's modules (Debian's kamailio and kamailio-tls-modules).
+const KAMAILIO: &str = "/usr/sbin/kamailio";
+const KAMAILIO_MODULES: &str = "/usr/lib/x86_64-linux-gnu/kamailio/modules";
+
+/// Whether Kamailio with its tls module is installed; without it the test
+/// is skipped loudly, except on CI (`CI=true`), where it fails.
+fn kamailio_or_skip(test: &str) -> bool {
+    let found = Path::new(KAMAILIO).exists() && Path::new(KAMAILIO_MODULES).join("tls.so").exists();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: kamailio or its tls module is missing (apt-get install kamailio kamailio-tls-modules)"
+        );
+        eprintln!(
+            "SKIPPED {test}: {KAMAILIO} or {KAMAILIO_MODULES}/tls.so missing (apt-get install kamailio kamailio-tls-modules)"
+        );
+    }
+    found
+}
+
+/// A free port on 127.0.0.1 (TCP and UDP both free, at the moment).
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A Kamailio in the foreground, stopped (SIGTERM, then SIGKILL) on drop.
+struct Kamailio(std::process::Child);
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        let pid = self.0.id() as i32;
+        // SAFETY: signalling the child we started, by its pid.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start Kamailio with UDP on `udp` and TLS on `tls` (certificate `cert`,
+/// verifying servers against `ca`): it answers `echo` itself and forwards
+/// everything else statelessly over TLS to `next`.
+fn kamailio(pki: &Pki, udp: u16, tls: u16, next: SocketAddr) -> (Kamailio, PathBuf) {
+    let (cert, key) = pki.leaf("kamailio", &["127.0.0.1"]);
+    let dir = &pki.dir;
+    let tls_cfg = dir.join("kamailio-tls.cfg");
+    std::fs::write(
+        &tls_cfg,
+        format!(
+            "[server:default]\nmethod = TLSv1.2+\ncertificate = {c}\nprivate_key = {k}\n\
+             verify_certificate = no\nrequire_certificate = no\n\n\
+             [client:default]\nmethod = TLSv1.2+\nverify_certificate = yes\n\
+             require_certificate = yes\nca_list = {ca}\n",
+            c = cert.display(),
+            k = key.display(),
+            ca = pki.ca().display()
+        ),
+    )
+    .unwrap();
+    let cfg = dir.join("kamailio.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "#!KAMAILIO\ndebug=2\nlog_stderror=yes\nchildren=1\ntcp_children=1\nenable_tls=yes\n\
+             listen=udp:127.0.0.1:{udp}\nlisten=tls:127.0.0.1:{tls}\n\
+             mpath=\"{KAMAILIO_MODULES}/\"\n\
+             loadmodule \"tls.so\"\nloadmodule \"sl.so\"\nloadmodule \"pv.so\"\n\
+             modparam(\"tls\", \"config\", \"{tls_cfg}\")\n\
+             request_route {{\n\
+               if ($rU == \"echo\") {{ sl_send_reply(\"200\", \"OK from kamailio\"); exit; }}\n\
+               $du = \"sip:{next};transport=tls\";\n\
+               forward();\n\
+             }}\n",
+            tls_cfg = tls_cfg.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("kamailio.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(KAMAILIO)
+        .arg("-f")
+        .arg(&cfg)
+        .args(["-DD", "-E", "-m", "32", "-M", "8", "-Y"])
+        .arg(dir)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("kamailio starts");
+    (Kamailio(child), log)
+}
+
+/// Interop with Kamailio's tls module, both ways: sipforge relays a UDP
+/// request to Kamailio over TLS (verifying Kamailio's certificate against
+/// the test CA) and gets its answer; Kamailio forwards a UDP request over
+/// TLS to sipforge (verifying sipforge's certificate), which relays it to
+/// a UDP peer, and the answer goes back the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interop_with_kamailio_tls() {
+    if !kamailio_or_skip("interop_with_kamailio_tls") {
+        return;
+    }
+    let pki = Pki::new("kamailio");
+    let (_server, udp, tls) = start(pki.proxy_files()).await;
+    let (k_udp, k_tls) = (free_port(), free_port());
+    let (_kamailio, log) = kamailio(&pki, k_udp, k_tls, tls);
+    let log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let k_addr: SocketAddr = format!("127.0.0.1:{k_udp}").parse().unwrap();
+
+    // Kamailio is up once it answers over UDP.
+    let caller = common::Peer::bind().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let via = format!("SIP/2.0/UDP {};branch=z9hG4bKkup{n}", caller.addr);
+        let ruri = format!("sip:echo@{k_addr}");
+        caller
+            .send(
+                k_addr,
+                &common::request("OPTIONS", &ruri, &via, "k-up", "Max-Forwards: 70\r\n"),
+            )
+            .await;
+        let got = tokio::time::timeout(Duration::from_millis(300), async {
+            let mut buf = vec![0u8; 65_536];
+            caller.socket.recv_from(&mut buf).await
+        })
+        .await;
+        if matches!(got, Ok(Ok(_))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kamailio did not start:\n{}",
+            log()
+        );
+    }
+
+    // sipforge -> Kamailio over TLS.
+    let ruri = format!("sip:echo@127.0.0.1:{k_tls};transport=tls");
+    let via = format!("SIP/2.0/UDP {};branch=z9hG4bKkout", caller.addr);
+    caller
+        .send(
+            udp,
+            &common::request("OPTIONS", &ruri, &via, "k-out", "Max-Forwards: 70\r\n"),
+        )
+        .await;
+    let (resp, _) = caller
+        .recv_within(5000, "Kamailio's 200 through sipforge")
+        .await;
+    assert_eq!(
+        resp.start_line(),
+        "SIP/2.0 200 OK from kamailio",
+        "{}\n{}",
+        resp.0,
+        log()
+    );
+
+    // Kamailio -> sipforge over TLS -> a UDP peer, and back.
+    let callee = common::Peer::bind().await;
+    let ruri = format!("sip:bob@{}", callee.addr);
+    let via = format!("SIP/2.0/UDP {};branch=z9hG4bKkin", caller.addr);
+    caller
+        .send(
+            k_addr,
+            &common::request("OPTIONS", &ruri, &via, "k-in", "Max-Forwards: 70\r\n"),
+        )
+        .await;
+    let (req, from) = callee
+        .recv_within(5000, "the OPTIONS through Kamailio and sipforge")
+        .await;
+    let vias = req.headers("Via");
+    assert!(
+        vias.iter().any(|v| v.starts_with("SIP/2.0/TLS")),
+        "Kamailio's TLS Via: {vias:?}"
+    );
+    callee
+        .send(from, &common::response_to(&req, "200 OK", ""))
+        .await;
+    let (resp, _) = caller
+        .recv_within(5000, "the 200 back through sipforge and Kamailio")
+        .await;
+    assert_eq!(resp.start_line(), "SIP/2.0 200 OK", "{}\n{}", resp.0, log());
 }
