@@ -112,7 +112,7 @@ fn check_validates_settings_without_binding_anything() {
         ),
         (
             &["--check", "--listen", "tls:127.0.0.1:5061"],
-            "tls is not supported yet",
+            "needs the routes file's `tls:` block",
         ),
         (&["--check", "--advertise", "example.com:port"], "advertise"),
         (&["--check", "--log-level", "a=b=c"], "--log-level"),
@@ -1061,6 +1061,7 @@ async fn siblings_pass_each_other_their_responses() {
         takeover: true,
         streams: Default::default(),
         dns_servers: None,
+        tls: None,
     };
     let second = sipforge_runtime::net::start(routes, options)
         .await

@@ -251,11 +251,11 @@ pub fn check_listen(s: &str) -> Result<(), (String, String)> {
         ));
     };
     match proto {
-        "udp" | "tcp" | "ws" => {}
-        "tls" | "wss" => {
+        "udp" | "tcp" | "tls" | "ws" => {}
+        "wss" => {
             return Err((
                 format!("`{proto}` sockets are not supported yet"),
-                "only `udp:IP:PORT`, `tcp:IP:PORT` and `ws:IP:PORT` sockets are supported for now"
+                "`udp:`, `tcp:`, `tls:` and `ws:IP:PORT` sockets are supported; `wss:` not yet"
                     .into(),
             ));
         }

@@ -233,7 +233,7 @@ fn invalid_set_values() {
 fn invalid_listen_and_advertise() {
     one(
         "listen: [ \"tls:127.0.0.1:5061\" ]\nrequest: [ drop ]\n",
-        "routes.yaml:1:12: invalid listen socket: `tls` sockets are not supported yet",
+        "routes.yaml:1:12: a `tls:` or `wss:` socket needs a `tls:` block",
     );
     let e = errors("listen: [ \"wss:127.0.0.1:8443\" ]\nrequest: [ drop ]\n");
     assert!(
@@ -455,7 +455,7 @@ reply:
     assert_eq!(
         errors(text),
         vec![
-            "routes.yaml:1:12: invalid listen socket: `tls` sockets are not supported yet",
+            "routes.yaml:1:12: a `tls:` or `wss:` socket needs a `tls:` block",
             "routes.yaml:2:1: unknown key `bogus`",
             "routes.yaml:4:11: unknown variable `$nope`",
             "routes.yaml:5:15: type mismatch: `$rm` is text but `3` is an integer",

@@ -381,15 +381,19 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
         return Err(format!("advertise `{adv}` is not HOST[:PORT]"));
     }
     for l in &listen {
+        use crate::transport::Transport;
         if !matches!(
             l.transport,
-            crate::transport::Transport::Udp
-                | crate::transport::Transport::Tcp
-                | crate::transport::Transport::Ws
+            Transport::Udp | Transport::Tcp | Transport::Tls | Transport::Ws
         ) {
             return Err(format!(
-                "listen {l}: {} is not supported yet (udp, tcp and ws are)",
+                "listen {l}: {} is not supported yet (udp, tcp, tls and ws are)",
                 l.transport
+            ));
+        }
+        if l.transport == Transport::Tls && source.tls.is_none() {
+            return Err(format!(
+                "listen {l}: a tls listener needs the routes file's `tls:` block (certificate and key)"
             ));
         }
         crate::proxy::Listener::with_transport(l.addr, l.transport, advertise.as_deref())?;
@@ -433,6 +437,12 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     if let Some(r) = &source.registrar {
         crate::proxy::location::Registrar::from_settings(r)?;
     }
+    // The certificates are read (and checked) here, so --check reports a
+    // bad file; the server reads them again when it starts.
+    let tls = source.tls.as_ref().map(net::tls::TlsFiles::from_settings);
+    if let Some(files) = &tls {
+        net::tls::load(files)?;
+    }
     Ok(Settings {
         options: Options {
             listen,
@@ -447,6 +457,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             takeover: args.takeover,
             streams: Default::default(),
             dns_servers: None,
+            tls,
         },
         metrics,
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout),

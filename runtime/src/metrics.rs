@@ -190,10 +190,12 @@ pub enum CloseReason {
     SlowHeader,
     /// An invalid Content-Length: the stream cannot be framed further.
     Malformed,
+    /// A TLS handshake that failed or did not finish in time.
+    Handshake,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 7] = [
+    const ALL: [CloseReason; 8] = [
         CloseReason::Idle,
         CloseReason::Limit,
         CloseReason::Error,
@@ -201,6 +203,7 @@ impl CloseReason {
         CloseReason::Oversize,
         CloseReason::SlowHeader,
         CloseReason::Malformed,
+        CloseReason::Handshake,
     ];
 
     /// The `reason` label.
@@ -213,6 +216,7 @@ impl CloseReason {
             CloseReason::Oversize => "oversize",
             CloseReason::SlowHeader => "slow_header",
             CloseReason::Malformed => "malformed",
+            CloseReason::Handshake => "handshake",
         }
     }
 }
@@ -259,6 +263,7 @@ struct Metrics {
     connections_opened: [Counter; STREAM_TRANSPORTS.len()],
     connections_closed: [Counter; CloseReason::ALL.len()],
     stream_messages: [Counter; STREAM_TRANSPORTS.len()],
+    tls_handshake_failures: Counter,
     /// Per worker thread: a series is made when the worker starts.
     workers: Family<Vec<(&'static str, String)>, Counter>,
 }
@@ -512,6 +517,11 @@ impl Metrics {
                 "transport",
                 STREAM_TRANSPORTS,
             ),
+            tls_handshake_failures: counter(
+                &mut r,
+                "sipforge_tls_handshake_failures",
+                "TLS handshakes that failed or timed out (accepted and opened connections)",
+            ),
             workers: {
                 let family = Family::<Vec<(&'static str, String)>, Counter>::default();
                 r.register(
@@ -604,6 +614,11 @@ pub fn connections_open(transport: crate::transport::Transport, delta: i64) {
 /// A connection closed (or was refused) for `reason`.
 pub fn connection_closed(reason: CloseReason) {
     METRICS.connections_closed[reason as usize].inc();
+}
+
+/// A TLS handshake failed or timed out.
+pub fn tls_handshake_failed() {
+    METRICS.tls_handshake_failures.inc();
 }
 
 /// A message arrived over a connection of `transport`.

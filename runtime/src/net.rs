@@ -40,6 +40,7 @@ mod resolver;
 mod sibling;
 mod takeover;
 mod tcp;
+pub mod tls;
 mod ws;
 
 use std::io;
@@ -100,6 +101,9 @@ pub struct Options {
     /// routes file's `dns.servers` (None: those, else the system's
     /// configuration). Tests point it at a server of their own.
     pub dns_servers: Option<Vec<SocketAddr>>,
+    /// The TLS certificates, overriding the routes file's `tls:` block
+    /// (None: that block's files). Tests pass files of their own.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -118,6 +122,7 @@ enum Socket {
     Udp(Arc<UdpSocket>),
     Tcp,
     Ws,
+    Tls,
 }
 
 /// The socket table: one entry per listen entry, in listen order (the
@@ -141,7 +146,7 @@ impl Sockets {
     fn udp(&self, index: usize) -> Option<&Arc<UdpSocket>> {
         match self.entries.get(index)? {
             Socket::Udp(socket) => Some(socket),
-            Socket::Tcp | Socket::Ws => None,
+            Socket::Tcp | Socket::Tls | Socket::Ws => None,
         }
     }
 
@@ -168,11 +173,22 @@ impl Sockets {
     /// Send `bytes` to `addr` the way of entry `index`: a datagram, or over
     /// a TCP connection (never blocking on it).
     fn send(&self, index: usize, bytes: Payload, addr: SocketAddr) {
+        self.send_named(index, bytes, addr, None);
+    }
+
+    /// [`Sockets::send`] to a next hop that was named `host` (what a TLS
+    /// connection verifies the peer's certificate against).
+    fn send_named(&self, index: usize, bytes: Payload, addr: SocketAddr, host: Option<&str>) {
         match self.entries.get(index) {
             Some(Socket::Udp(socket)) => send_to(socket, bytes.as_ref(), addr),
             Some(Socket::Tcp) => {
                 if let Some(streams) = &self.streams {
-                    streams.send(index, addr, bytes);
+                    streams.send(index, Transport::Tcp, addr, bytes, host);
+                }
+            }
+            Some(Socket::Tls) => {
+                if let Some(streams) = &self.streams {
+                    streams.send(index, Transport::Tls, addr, bytes, host);
                 }
             }
             Some(Socket::Ws) => {
@@ -387,6 +403,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         crate::proxy::location::Registrar::from_settings(r)
             .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
     }
+    let tls = load_tls(routes, &options)?;
     let mut sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
     let mut ws_listeners = Vec::new();
@@ -402,7 +419,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             Transport::Tcp => {
                 let (listener, held) = tcp::bind(entry.addr, options.takeover)?;
                 let local = listener.local_addr()?;
-                tcp_listeners.push((index, listener));
+                tcp_listeners.push((index, Transport::Tcp, listener));
                 (Socket::Tcp, local, held)
             }
             Transport::Ws => {
@@ -411,10 +428,18 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
                 ws_listeners.push((index, listener));
                 (Socket::Ws, local, held)
             }
+            Transport::Tls => {
+                let (listener, held) = tcp::bind(entry.addr, options.takeover)?;
+                let local = listener.local_addr()?;
+                tcp_listeners.push((index, Transport::Tls, listener));
+                (Socket::Tls, local, held)
+            }
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("listen {entry}: {other} is not supported yet (udp, tcp and ws are)"),
+                    format!(
+                        "listen {entry}: {other} is not supported yet (udp, tcp, tls and ws are)"
+                    ),
                 ));
             }
         };
@@ -466,11 +491,11 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         )
     });
     let streams = stream_runtime.0.as_ref().map(|runtime| {
-        let tcp: Vec<(usize, SocketAddr)> = tcp_listeners
+        let tcp: Vec<(usize, Transport, SocketAddr)> = tcp_listeners
             .iter()
-            .map(|(index, _)| (*index, local[*index]))
+            .map(|(index, transport, _)| (*index, *transport, local[*index]))
             .collect();
-        tcp::Streams::new(runtime.handle().clone(), tcp, options.streams)
+        tcp::Streams::new(runtime.handle().clone(), tcp, options.streams, tls)
     });
     let ws = streams
         .as_ref()
@@ -562,8 +587,8 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     tasks.spawn(log_summaries(shared.stop.clone()));
     if let Some(streams) = &shared.sockets.streams {
         streams.attach(&shared);
-        for (index, listener) in tcp_listeners {
-            streams.accept(index, listener, shared.stop.clone());
+        for (index, transport, listener) in tcp_listeners {
+            streams.accept(index, transport, listener, shared.stop.clone());
         }
     }
     if let Some(ws) = &shared.sockets.ws {
@@ -587,6 +612,36 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         tasks,
         stop,
     })
+}
+
+/// The TLS configurations from [`Options::tls`], else the routes file's
+/// `tls:` block (None: neither). A `tls:` listener needs them.
+fn load_tls(routes: &'static dyn Routes, options: &Options) -> io::Result<Option<tls::Tls>> {
+    let files = options.tls.clone().or_else(|| {
+        routes
+            .settings()
+            .tls
+            .as_ref()
+            .map(tls::TlsFiles::from_settings)
+    });
+    let Some(files) = files else {
+        if let Some(entry) = options
+            .listen
+            .iter()
+            .find(|l| l.transport == Transport::Tls)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listen {entry}: a tls listener needs the routes file's `tls:` block (certificate and key)"
+                ),
+            ));
+        }
+        return Ok(None);
+    };
+    tls::load(&files)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
 /// The IP addresses of this host's interfaces (getifaddrs), so a next hop

@@ -88,6 +88,7 @@ pub fn options() -> sipforge_runtime::net::Options {
         takeover: false,
         streams: Default::default(),
         dns_servers: None,
+        tls: None,
     }
 }
 

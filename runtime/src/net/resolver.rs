@@ -138,7 +138,7 @@ impl Resolver {
                 let addr = self.pick(targets, &waiting);
                 drop(cache);
                 match addr {
-                    Some(addr) => self.send_to(waiting, addr),
+                    Some(addr) => self.send_to(waiting, addr, &host),
                     None => {
                         metrics::dropped(DropReason::Unresolved);
                         crate::warn_limited!(
@@ -181,7 +181,7 @@ impl Resolver {
         Some(target.addr)
     }
 
-    fn send_to(&self, waiting: Waiting, addr: SocketAddr) {
+    fn send_to(&self, waiting: Waiting, addr: SocketAddr, host: &str) {
         if self.identity.is_own_socket(addr) {
             // The core answers 482 for an address of ours; a name is only
             // known to be ours here, after the core has let the message go.
@@ -190,7 +190,8 @@ impl Resolver {
             tracing::debug!(%addr, "the next hop's name resolves to this proxy: not sent");
             return;
         }
-        self.sockets.send(waiting.socket, waiting.bytes, addr);
+        self.sockets
+            .send_named(waiting.socket, waiting.bytes, addr, Some(host));
     }
 
     /// Look `query` up, send or drop what waited for it.
@@ -217,7 +218,7 @@ impl Resolver {
         let mut dropped = 0usize;
         for waiting in waiters {
             match self.pick(&addrs, &waiting) {
-                Some(addr) => self.send_to(waiting, addr),
+                Some(addr) => self.send_to(waiting, addr, &host),
                 None => dropped += 1,
             }
         }

@@ -18,6 +18,11 @@
 //! `sipforge_connections_closed_total{reason}`; those a sender controls log
 //! one rate-limited line.
 //!
+//! TLS listeners (`tls:`) and connections are the same with a TLS stream
+//! over the TCP one ([`super::tls`]): the handshake runs in the
+//! connection's task, bounded by the handshake timeout, and a connection
+//! that fails it is closed with `reason="handshake"`.
+//!
 //! Rollouts: the listeners are bound with SO_REUSEPORT, with the probe of
 //! [`super::takeover`] (a port held by a listener is an error without
 //! `--takeover`), so the new instance accepts new connections beside the old
@@ -29,14 +34,14 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 
 use super::Shared;
 use super::connections::{Activity, Connections, Key, Limits, Opening, Routed, Slot};
 use super::framing::{Frame, FrameError, Framer};
+use super::tls::Tls;
 use crate::metrics::{self, CloseReason, DropReason};
 use crate::proxy::{Outgoing, Payload};
 use crate::transport::Transport;
@@ -54,8 +59,11 @@ const PONG: &[u8] = b"\r\n";
 pub(super) struct Streams {
     table: Arc<Connections>,
     runtime: tokio::runtime::Handle,
-    /// The index and bound address of every TCP listener, in listen order.
-    listeners: Vec<(usize, SocketAddr)>,
+    /// The index, transport and bound address of every TCP and TLS
+    /// listener, in listen order.
+    listeners: Vec<(usize, Transport, SocketAddr)>,
+    /// The TLS configurations (None: no `tls:` settings).
+    tls: Option<Tls>,
     /// The server, to hand it messages (set once it exists).
     shared: OnceLock<Weak<Shared>>,
 }
@@ -107,13 +115,15 @@ fn held(addr: SocketAddr) -> io::Result<bool> {
 impl Streams {
     pub(super) fn new(
         runtime: tokio::runtime::Handle,
-        listeners: Vec<(usize, SocketAddr)>,
+        listeners: Vec<(usize, Transport, SocketAddr)>,
         limits: Limits,
+        tls: Option<Tls>,
     ) -> Arc<Streams> {
         Arc::new(Streams {
             table: Connections::new(limits),
             runtime,
             listeners,
+            tls,
             shared: OnceLock::new(),
         })
     }
@@ -142,10 +152,12 @@ impl Streams {
         &self.runtime
     }
 
-    /// Accept connections on `listener` (listen entry `index`) until `stop`.
+    /// Accept connections on `listener` (listen entry `index`, TCP or
+    /// TLS) until `stop`.
     pub(super) fn accept(
         self: &Arc<Self>,
         index: usize,
+        transport: Transport,
         listener: std::net::TcpListener,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -154,17 +166,17 @@ impl Streams {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::error!("tcp listener {index}: {e}: not accepting");
+                    tracing::error!("{transport} listener {index}: {e}: not accepting");
                     return;
                 }
             };
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => this.accepted(stream, peer, index),
+                        Ok((stream, peer)) => this.accepted(stream, peer, index, transport),
                         Err(e) => {
                             // Out of descriptors, mostly: wait a little.
-                            crate::warn_limited!("tcp accept failed: {e}");
+                            crate::warn_limited!("{transport} accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     },
@@ -174,42 +186,114 @@ impl Streams {
         });
     }
 
-    fn accepted(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, index: usize) {
-        metrics::connection_started(Transport::Tcp, true);
-        let Some(slot) = self.table.reserve(Transport::Tcp) else {
+    fn accepted(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        index: usize,
+        transport: Transport,
+    ) {
+        metrics::connection_started(transport, true);
+        let Some(slot) = self.table.reserve(transport) else {
             metrics::connection_closed(CloseReason::Limit);
             if self.table.may_log_limit() {
                 tracing::warn!(
                     %peer,
                     max = self.table.limits.max_connections,
-                    "connection limit reached: new tcp connections are closed at once (at most one such line per second)"
+                    "connection limit reached: new {transport} connections are closed at once (at most one such line per second)"
                 );
             }
             return;
         };
         let _ = stream.set_nodelay(true);
-        let key = (Transport::Tcp, peer);
+        let key = (transport, peer);
         let (id, queue, queued) = self.table.register(key);
-        tracing::debug!(%peer, index, "tcp connection accepted");
+        tracing::debug!(%peer, index, "{transport} connection accepted");
         let Some(shared) = self.shared() else {
             return;
         };
         let this = Arc::clone(self);
+        let conn = Conn {
+            key,
+            id,
+            index,
+            queue,
+            queued,
+            slot,
+        };
         self.runtime.spawn(async move {
-            this.serve(shared, stream, key, id, index, queue, queued, slot)
-                .await
+            if transport != Transport::Tls {
+                return this.serve(shared, stream, conn).await;
+            }
+            let Some(tls) = this.tls.clone() else {
+                return this.failed(conn, "no tls settings");
+            };
+            let handshake = tls.acceptor.accept(stream);
+            match tokio::time::timeout(tls.handshake_timeout, handshake).await {
+                Ok(Ok(stream)) => this.serve(shared, stream, conn).await,
+                Ok(Err(e)) => this.handshake_failed(conn, &format!("tls handshake failed: {e}")),
+                Err(_) => this.handshake_failed(
+                    conn,
+                    &format!("tls handshake not done within {:?}", tls.handshake_timeout),
+                ),
+            }
         });
     }
 
-    /// Send `bytes` over TCP to `to` from listener `index`: over the open
-    /// connection to `to`, or a new one. Never blocks.
-    pub(super) fn send(self: &Arc<Self>, index: usize, to: SocketAddr, bytes: Payload) {
-        let key = (Transport::Tcp, to);
+    /// A connection whose TLS handshake failed: unregister it, drop what
+    /// waited for it, count it and log one rate-limited line.
+    fn handshake_failed(&self, conn: Conn, why: &str) {
+        metrics::tls_handshake_failed();
+        let peer = conn.key.1;
+        let dropped = self.abandon(conn, CloseReason::Handshake);
+        crate::warn_limited!(%peer, dropped, "tls connection with {peer} closed: {why}; {dropped} message(s) dropped");
+    }
+
+    /// A connection that cannot be used (not a handshake failure).
+    fn failed(&self, conn: Conn, why: &str) {
+        let peer = conn.key.1;
+        let dropped = self.abandon(conn, CloseReason::Error);
+        crate::warn_limited!(%peer, dropped, "connection with {peer} closed: {why}; {dropped} message(s) dropped");
+    }
+
+    /// Unregister a connection that never ran, counting its queued
+    /// messages as dropped and the close as `reason`; how many were dropped.
+    fn abandon(&self, conn: Conn, reason: CloseReason) -> usize {
+        let Conn {
+            key,
+            id,
+            mut queued,
+            ..
+        } = conn;
+        self.table.unregister(key, id);
+        queued.close();
+        let mut dropped = 0usize;
+        while queued.try_recv().is_ok() {
+            dropped += 1;
+            metrics::dropped(DropReason::Unsent);
+        }
+        metrics::connection_closed(reason);
+        dropped
+    }
+
+    /// Send `bytes` over `transport` (TCP or TLS) to `to` from listener
+    /// `index`: over the open connection to `to`, or a new one (a TLS one
+    /// verified against `host`, the next hop's name, else `to`'s address).
+    /// Never blocks.
+    pub(super) fn send(
+        self: &Arc<Self>,
+        index: usize,
+        transport: Transport,
+        to: SocketAddr,
+        bytes: Payload,
+        host: Option<&str>,
+    ) {
+        let key = (transport, to);
         match self.table.route(key, bytes) {
             Routed::Queued => {}
             Routed::Full => {
                 metrics::dropped(DropReason::Unsent);
-                tracing::debug!(%to, "tcp connection's queue full: message dropped");
+                tracing::debug!(%to, "{transport} connection's queue full: message dropped");
             }
             Routed::Limit => {
                 metrics::dropped(DropReason::Unsent);
@@ -218,44 +302,58 @@ impl Streams {
                     tracing::warn!(
                         %to,
                         max = self.table.limits.max_connections,
-                        "connection limit reached: cannot open a tcp connection, message dropped (at most one such line per second)"
+                        "connection limit reached: cannot open a {transport} connection, message dropped (at most one such line per second)"
                     );
                 }
             }
             Routed::Connect(opening) => {
                 let this = Arc::clone(self);
+                let name = super::tls::server_name(host, to.ip());
                 self.runtime
-                    .spawn(async move { this.connect(index, key, opening).await });
+                    .spawn(async move { this.connect(index, key, opening, name).await });
             }
         }
     }
 
     /// The listener a connection we opened to `to` belongs to: the first
-    /// TCP listener of its address family, else the one that sent.
-    fn listener_for(&self, to: SocketAddr, sent_from: usize) -> (usize, Option<SocketAddr>) {
+    /// listener of its transport and address family, else the one that sent.
+    fn listener_for(
+        &self,
+        transport: Transport,
+        to: SocketAddr,
+        sent_from: usize,
+    ) -> (usize, Option<SocketAddr>) {
         let from = self
             .listeners
             .iter()
-            .find(|(i, _)| *i == sent_from)
-            .map(|(_, a)| *a);
+            .find(|(i, _, _)| *i == sent_from)
+            .map(|(_, _, a)| *a);
         let index = self
             .listeners
             .iter()
-            .find(|(_, a)| a.is_ipv4() == to.is_ipv4())
-            .map_or(sent_from, |(i, _)| *i);
+            .find(|(_, t, a)| *t == transport && a.is_ipv4() == to.is_ipv4())
+            .map_or(sent_from, |(i, _, _)| *i);
         (index, from)
     }
 
-    async fn connect(self: Arc<Self>, sent_from: usize, key: Key, opening: Opening) {
-        let Opening {
-            id,
-            queue,
-            mut queued,
-            slot,
-        } = opening;
-        let to = key.1;
-        metrics::connection_started(Transport::Tcp, false);
-        let (index, from) = self.listener_for(to, sent_from);
+    async fn connect(
+        self: Arc<Self>,
+        sent_from: usize,
+        key: Key,
+        opening: Opening,
+        name: rustls_pki_types::ServerName<'static>,
+    ) {
+        let (transport, to) = key;
+        metrics::connection_started(transport, false);
+        let (index, from) = self.listener_for(transport, to, sent_from);
+        let conn = Conn {
+            key,
+            id: opening.id,
+            index,
+            queue: opening.queue,
+            queued: opening.queued,
+            slot: opening.slot,
+        };
         let connected =
             tokio::time::timeout(self.table.limits.connect_timeout, open_from(from, to))
                 .await
@@ -263,43 +361,48 @@ impl Streams {
         let stream = match connected {
             Ok(stream) => stream,
             Err(e) => {
-                self.table.unregister(key, id);
-                queued.close();
-                let mut dropped = 0usize;
-                while queued.try_recv().is_ok() {
-                    dropped += 1;
-                    metrics::dropped(DropReason::Unsent);
-                }
-                metrics::connection_closed(CloseReason::Error);
-                crate::warn_limited!(%to, dropped, "cannot connect over tcp to {to}: {e}; {dropped} message(s) dropped");
-                return;
+                return self.failed(conn, &format!("cannot connect over {transport}: {e}"));
             }
         };
         let _ = stream.set_nodelay(true);
-        tracing::debug!(%to, index, "tcp connection opened");
+        tracing::debug!(%to, index, "{transport} connection opened");
         let Some(shared) = self.shared() else {
             return;
         };
-        self.serve(shared, stream, key, id, index, queue, queued, slot)
-            .await;
+        if transport != Transport::Tls {
+            return self.serve(shared, stream, conn).await;
+        }
+        let Some(tls) = self.tls.clone() else {
+            return self.failed(conn, "no tls settings");
+        };
+        let shown = format!("{name:?}");
+        let handshake = tls.connector.connect(name, stream);
+        match tokio::time::timeout(tls.handshake_timeout, handshake).await {
+            Ok(Ok(stream)) => self.serve(shared, stream, conn).await,
+            Ok(Err(e)) => self.handshake_failed(
+                conn,
+                &format!("tls handshake failed (verifying the peer as {shown}): {e}"),
+            ),
+            Err(_) => self.handshake_failed(
+                conn,
+                &format!("tls handshake not done within {:?}", tls.handshake_timeout),
+            ),
+        }
     }
 
     /// Run a connection: read and handle its messages, while its writer
     /// task sends what is queued; then unregister and count it.
-    #[allow(clippy::too_many_arguments)]
-    async fn serve(
-        self: Arc<Self>,
-        shared: Arc<Shared>,
-        stream: TcpStream,
-        key: Key,
-        id: u64,
-        index: usize,
-        queue: mpsc::Sender<Payload>,
-        queued: mpsc::Receiver<Payload>,
-        slot: Slot,
-    ) {
-        let peer = key.1;
-        let (read, write) = stream.into_split();
+    async fn serve<S: Stream>(self: Arc<Self>, shared: Arc<Shared>, stream: S, conn: Conn) {
+        let Conn {
+            key,
+            id,
+            index,
+            queue,
+            queued,
+            slot,
+        } = conn;
+        let (transport, peer) = key;
+        let (read, write) = stream.halves();
         let activity = Arc::new(Activity::new());
         let limits = self.table.limits;
         let mut writer = tokio::spawn(write_loop(
@@ -312,6 +415,7 @@ impl Streams {
             let mut reader = Reader {
                 shared: &shared,
                 index,
+                transport,
                 peer,
                 limits,
                 activity: &activity,
@@ -333,11 +437,59 @@ impl Streams {
         }
         match reason {
             CloseReason::Oversize | CloseReason::SlowHeader | CloseReason::Malformed => {
-                crate::warn_limited!(%peer, reason = reason.label(), "tcp connection closed: {}", describe(reason, &limits));
+                crate::warn_limited!(%peer, reason = reason.label(), "{transport} connection closed: {}", describe(reason, &limits));
             }
-            _ => tracing::debug!(%peer, reason = reason.label(), "tcp connection closed"),
+            _ => tracing::debug!(%peer, reason = reason.label(), "{transport} connection closed"),
         }
         drop(slot);
+    }
+}
+
+/// A registered connection and what its tasks need.
+struct Conn {
+    key: Key,
+    id: u64,
+    /// The listen entry it belongs to.
+    index: usize,
+    /// Its queue (the reader's copy, for the keep-alive pongs).
+    queue: mpsc::Sender<Payload>,
+    queued: mpsc::Receiver<Payload>,
+    slot: Slot,
+}
+
+/// A connected stream (TCP, or TLS after its handshake) that splits into
+/// a reading and a writing half for the connection's two tasks.
+trait Stream: Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn halves(self) -> (Self::Read, Self::Write);
+}
+
+impl Stream for TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+    fn halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream
+    for tokio_rustls::server::TlsStream<S>
+{
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream
+    for tokio_rustls::client::TlsStream<S>
+{
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+    fn halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
     }
 }
 
@@ -369,21 +521,26 @@ async fn open_from(from: Option<SocketAddr>, to: SocketAddr) -> io::Result<TcpSt
 
 /// Write what is queued for a connection until the queue closes or a
 /// write fails or takes longer than `timeout`.
-async fn write_loop(
-    mut write: OwnedWriteHalf,
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut write: W,
     mut queued: mpsc::Receiver<Payload>,
     activity: Arc<Activity>,
     timeout: Duration,
 ) {
     while let Some(bytes) = queued.recv().await {
-        match tokio::time::timeout(timeout, write.write_all(bytes.as_ref())).await {
+        // A TLS stream buffers what is written until flushed.
+        let written = async {
+            write.write_all(bytes.as_ref()).await?;
+            write.flush().await
+        };
+        match tokio::time::timeout(timeout, written).await {
             Ok(Ok(())) => activity.touch(),
             Ok(Err(e)) => {
-                tracing::debug!("tcp write failed: {e}");
+                tracing::debug!("stream write failed: {e}");
                 return;
             }
             Err(_) => {
-                tracing::debug!("tcp write timed out: the peer does not read");
+                tracing::debug!("stream write timed out: the peer does not read");
                 return;
             }
         }
@@ -395,6 +552,7 @@ async fn write_loop(
 struct Reader<'a> {
     shared: &'a Shared,
     index: usize,
+    transport: Transport,
     peer: SocketAddr,
     limits: Limits,
     activity: &'a Activity,
@@ -405,9 +563,9 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Read until the connection must close; why it closes.
-    async fn run(
+    async fn run<R: AsyncRead + Unpin>(
         &mut self,
-        mut read: OwnedReadHalf,
+        mut read: R,
         writer: &mut tokio::task::JoinHandle<()>,
     ) -> CloseReason {
         let mut framer = Framer::new(self.limits.max_message);
@@ -433,7 +591,7 @@ impl Reader<'_> {
                         Ok(Ok(0)) => return CloseReason::Peer,
                         Ok(Ok(n)) => n,
                         Ok(Err(e)) => {
-                            tracing::debug!(peer = %self.peer, "tcp read failed: {e}");
+                            tracing::debug!(peer = %self.peer, "{} read failed: {e}", self.transport);
                             return CloseReason::Error;
                         }
                     };
@@ -467,7 +625,7 @@ impl Reader<'_> {
     }
 
     fn handle(&mut self, message: &[u8]) {
-        metrics::stream_message(Transport::Tcp);
+        metrics::stream_message(self.transport);
         super::handle_guarded(
             self.shared,
             Instant::now(),

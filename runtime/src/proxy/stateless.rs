@@ -505,6 +505,16 @@ fn on_response(
                 && l.host.eq_ignore_ascii_case(top.host)
         })
         .unwrap_or(socket);
+    // §18.2.2: the response goes back over the transport of the request
+    // (the next Via's), which need not be the one it was relayed over.
+    let wanted = crate::transport::Transport::parse(next.transport);
+    let from_socket = match wanted {
+        Some(t) if core.identity().transport_of(from_socket) != t => core
+            .identity()
+            .sending_socket(from_socket, Some(t), &hop)
+            .unwrap_or(from_socket),
+        _ => from_socket,
+    };
     let Some(bytes) = forward::response(msg, &edits, None) else {
         return;
     };
