@@ -103,6 +103,15 @@ pub fn uri_transport(text: &str) -> Option<Transport> {
         .then_some(Transport::Tls)
 }
 
+/// A SIP URI naming `addr` over `transport` (`sip:10.0.0.1:5060`, with
+/// `;transport=` unless UDP): a next hop (`$du`) to an address we know.
+pub fn uri_of(addr: SocketAddr, transport: Transport) -> String {
+    match transport {
+        Transport::Udp => format!("sip:{addr}"),
+        t => format!("sip:{addr};transport={}", t.name()),
+    }
+}
+
 /// An IP literal as written in SIP (IPv6 may be in brackets).
 pub fn parse_ip(host: &str) -> Option<IpAddr> {
     let bare = host

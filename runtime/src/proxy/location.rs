@@ -150,13 +150,10 @@ fn groups(bindings: &[Binding]) -> Vec<Vec<BranchTarget>> {
 /// when it has one, else to where its REGISTER came from (the NAT
 /// binding, or the connection for TCP), whatever the contact says.
 fn branch_to(b: &Binding) -> BranchTarget {
-    let du = b.path.is_empty().then(|| {
-        let t = b.received.transport;
-        match t {
-            Transport::Udp => format!("sip:{}", b.received.addr),
-            t => format!("sip:{};transport={}", b.received.addr, t.name()),
-        }
-    });
+    let du = b
+        .path
+        .is_empty()
+        .then(|| crate::target::uri_of(b.received.addr, b.received.transport));
     BranchTarget {
         ruri: b.contact.clone(),
         du,

@@ -882,16 +882,30 @@ fn next_target(
     let Some(lookup) = env.name_targets else {
         return false;
     };
+    let retry = |b: &Branch| {
+        b.srv.is_some()
+            && b.held
+                .as_ref()
+                .is_some_and(|h| matches!(h.status, 408 | 503))
+    };
+    // Parse the stored request only when some branch can be retried.
+    if !txn.branches.iter().any(retry) {
+        return false;
+    }
+    let request = Arc::clone(&txn.request);
+    let Ok(stored) = Message::parse(&request) else {
+        return false;
+    };
+    let routes = route_set::process(&stored, env.identity);
+    let request = Request {
+        msg: &stored,
+        routes: &routes,
+    };
     for index in 0..txn.branches.len() {
-        let b = &mut txn.branches[index];
-        if !b
-            .held
-            .as_ref()
-            .is_some_and(|h| matches!(h.status, 408 | 503))
-        {
+        if !retry(&txn.branches[index]) {
             continue;
         }
-        let Some(srv) = b.srv.take() else {
+        let Some(srv) = txn.branches[index].srv.take() else {
             continue;
         };
         let Some(targets) = lookup(&srv.host, srv.port, srv.transport) else {
@@ -900,19 +914,7 @@ fn next_target(
         for (i, target) in targets.iter().enumerate().skip(srv.next) {
             let mut edits = clone_edits(&txn.saved);
             edits.ruri = srv.ruri.clone();
-            edits.du = Some(match target.transport {
-                Transport::Udp => format!("sip:{}", target.addr),
-                t => format!("sip:{};transport={}", target.addr, t.name()),
-            });
-            let request = Arc::clone(&txn.request);
-            let Ok(stored) = Message::parse(&request) else {
-                return false;
-            };
-            let routes = route_set::process(&stored, env.identity);
-            let request = Request {
-                msg: &stored,
-                routes: &routes,
-            };
+            edits.du = Some(crate::target::uri_of(target.addr, target.transport));
             tracing::debug!(
                 host = srv.host,
                 to = %target.addr,
