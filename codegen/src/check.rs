@@ -742,7 +742,7 @@ impl<'f> Checker<'f> {
                 then,
                 otherwise,
             } => {
-                self.expr(cond, ctx, route);
+                self.expr(cond, (s.pos, s.len), ctx, route);
                 self.block(then, ctx, route);
                 if let Some(e) = otherwise {
                     self.block(e, ctx, route);
@@ -871,15 +871,17 @@ impl<'f> Checker<'f> {
         }
     }
 
-    fn expr(&mut self, e: &Expr, ctx: Ctx, route: Option<&str>) {
+    /// A condition; `at` is the span of its step (for errors about parts
+    /// that have no span of their own).
+    fn expr(&mut self, e: &Expr, at: (Pos, u32), ctx: Ctx, route: Option<&str>) {
         match e {
             Expr::And(a, b) | Expr::Or(a, b) => {
-                self.expr(a, ctx, route);
-                self.expr(b, ctx, route);
+                self.expr(a, at, ctx, route);
+                self.expr(b, at, ctx, route);
             }
-            Expr::Not(a) => self.expr(a, ctx, route),
+            Expr::Not(a) => self.expr(a, at, ctx, route),
             Expr::InDialog => {}
-            Expr::Registered(arg) => self.registered(arg.as_ref(), ctx, route),
+            Expr::Registered(arg) => self.registered(at, arg.as_ref(), ctx, route),
             Expr::Exists(h) => self.header_name(h),
             Expr::Bare(o) => {
                 self.operand(o, ctx, route);

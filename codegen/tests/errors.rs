@@ -621,4 +621,15 @@ fn registrar_lookup_save_and_forks() {
         "request:\n  - if: registered($cs)\n    then: [ relay ]\n  - drop\n",
         "routes.yaml:2:20: `registered` takes an address-of-record, not `$cs`",
     );
+    let e = errors(
+        "registrar: { store: \"redis://127.0.0.1:6379/0\" }\nrequest: [ relay ]\nfailure:\n  - if: registered\n    then: [ drop ]\n",
+    );
+    assert_eq!(
+        e,
+        ["routes.yaml:4:5: `registered` cannot read a shared location store in `reply` or `failure`"],
+    );
+    assert!(
+        errors("registrar: { store: memory }\nrequest: [ relay ]\nfailure:\n  - if: registered\n    then: [ drop ]\n")
+            .is_empty()
+    );
 }

@@ -62,6 +62,9 @@ struct Args {
     /// The credentials file `authenticate` checks against (lines `user:realm:HA1`; replaces `auth.credentials`; reloaded on SIGHUP)
     #[arg(long, value_name = "PATH")]
     credentials: Option<std::path::PathBuf>,
+    /// The shared location store's URL (`redis://HOST:PORT/DB`; replaces `registrar.store` when the routes file names a shared store)
+    #[arg(long, value_name = "URL")]
+    registrar_store: Option<String>,
     /// Most transactions (relayed requests) kept at once; over it new ones get 503
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_transactions: usize,
@@ -457,6 +460,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             takeover: args.takeover,
             streams: Default::default(),
             dns_servers: None,
+            registrar_store: args.registrar_store.clone(),
             tls,
         },
         metrics,

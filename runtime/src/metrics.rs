@@ -17,6 +17,7 @@ use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
@@ -254,6 +255,7 @@ struct Metrics {
     register_replies: [Counter; REGISTER_CODES.len()],
     lookups: [Counter; 2],
     store_errors: Counter,
+    store_seconds: [Histogram; 2],
     aors: Gauge,
     contacts: Gauge,
     transactions: Gauge,
@@ -462,6 +464,21 @@ impl Metrics {
                 "sipforge_registrar_store_errors",
                 "Location store operations that failed (REGISTER answered 500, lookup taken as not found)",
             ),
+            store_seconds: {
+                let f = Family::<[(&'static str, &'static str); 1], Histogram>::new_with_constructor(
+                    || Histogram::new(exponential_buckets(0.000_1, 4.0, 9)),
+                );
+                r.register(
+                    "sipforge_registrar_store_seconds",
+                    "Time a shared location store took to answer, by operation (timeouts included)",
+                    f.clone(),
+                );
+                // One label set at a time: `get_or_create` holds the
+                // family's lock until its guard is dropped.
+                let lookup = f.get_or_create(&[("op", "lookup")]).clone();
+                let save = f.get_or_create(&[("op", "save")]).clone();
+                [lookup, save]
+            },
             aors: gauge(
                 &mut r,
                 "sipforge_registered_aors",
@@ -572,6 +589,12 @@ pub fn lookup_done(hit: bool) {
 /// A location store operation failed.
 pub fn registrar_store_error() {
     METRICS.store_errors.inc();
+}
+
+/// A shared location store answered `op` (`lookup`, `save`) in `took`.
+pub fn store_latency(op: &str, took: std::time::Duration) {
+    let i = usize::from(op != "lookup");
+    METRICS.store_seconds[i].observe(took.as_secs_f64());
 }
 
 /// Addresses-of-record and bindings in the location store.

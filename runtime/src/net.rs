@@ -32,6 +32,7 @@
 //! handed over (a draining instance keeps its open connections until it
 //! exits).
 
+mod asker;
 pub mod connections;
 mod dns;
 pub mod framing;
@@ -104,6 +105,9 @@ pub struct Options {
     /// The TLS certificates, overriding the routes file's `tls:` block
     /// (None: that block's files). Tests pass files of their own.
     pub tls: Option<tls::TlsFiles>,
+    /// The shared location store's URL, overriding `registrar.store`
+    /// when that is one (`--registrar-store`; tests start their own).
+    pub registrar_store: Option<String>,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -234,6 +238,8 @@ struct Shared {
     resolver: Arc<resolver::Resolver>,
     /// Notified when a new instance takes our ports over (`--takeover`).
     taken_over: tokio::sync::Notify,
+    /// Carries the core's questions to a shared store (None: none used).
+    asker: Option<asker::Asker>,
 }
 
 impl Shared {
@@ -399,10 +405,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             "nothing to listen on",
         ));
     }
-    if let Some(r) = &routes.settings().registrar {
-        crate::proxy::location::Registrar::from_settings(r)
-            .map_err(|e| io::Error::new(io::ErrorKind::Unsupported, e))?;
-    }
+    let store = shared_store(routes, &options)?;
     let tls = load_tls(routes, &options)?;
     let mut sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
@@ -530,6 +533,13 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     core.set_name_targets(Box::new(move |host, port, transport| {
         targets.targets(host, port, transport)
     }));
+    let (asker, asks) = match &store {
+        Some(_) => {
+            let (asker, asks) = asker::Asker::new();
+            (Some(asker), Some(asks))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         core,
         sockets,
@@ -544,6 +554,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         sibling,
         resolver,
         taken_over: tokio::sync::Notify::new(),
+        asker,
     });
     let mut threads = Vec::new();
     let mut spawn = |name: String, f: Box<dyn FnOnce() + Send>| -> io::Result<()> {
@@ -585,6 +596,14 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let mut tasks = JoinSet::new();
     tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
     tasks.spawn(log_summaries(shared.stop.clone()));
+    if let (Some(store), Some(asks)) = (store, asks) {
+        tasks.spawn(asker::run(
+            Arc::clone(&shared),
+            store,
+            asks,
+            shared.stop.clone(),
+        ));
+    }
     if let Some(streams) = &shared.sockets.streams {
         streams.attach(&shared);
         for (index, transport, listener) in tcp_listeners {
@@ -612,6 +631,40 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         tasks,
         stop,
     })
+}
+
+/// The shared location store the routes' registrar uses (None: none, or
+/// the in-memory one the core holds). A store that cannot be used is an
+/// error at start, not at the first REGISTER.
+fn shared_store(
+    routes: &'static dyn Routes,
+    options: &Options,
+) -> io::Result<Option<Arc<dyn crate::registrar::AsyncStore>>> {
+    let unsupported = |e: String| io::Error::new(io::ErrorKind::Unsupported, e);
+    let Some(settings) = &routes.settings().registrar else {
+        return match &options.registrar_store {
+            Some(_) => Err(unsupported(
+                "--registrar-store: the routes file has no `registrar:` block".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let registrar = crate::proxy::location::Registrar::from_settings(settings).map_err(unsupported)?;
+    if !registrar.is_shared() {
+        return match &options.registrar_store {
+            Some(_) => Err(unsupported(
+                "--registrar-store: the routes file's registrar keeps its bindings in memory; \
+                 a shared store is chosen in the routes file (`store: redis://...`)"
+                    .into(),
+            )),
+            None => Ok(None),
+        };
+    }
+    let url = options.registrar_store.as_deref().unwrap_or(settings.store);
+    let store = crate::registrar::RedisStore::new(url, options.core.ask_timeout)
+        .map_err(|e| unsupported(format!("registrar store {url}: {}", e.message)))?;
+    tracing::info!(store = url, "location bindings are kept in {url}");
+    Ok(Some(Arc::new(store)))
 }
 
 /// The TLS configurations from [`Options::tls`], else the routes file's
@@ -847,6 +900,7 @@ fn handle_at(
     for outgoing in out.drain(..) {
         send(shared, outgoing);
     }
+    asker::take_asks(shared);
 }
 
 /// When the timer task will wake next, rounded up to a grid of T1/50

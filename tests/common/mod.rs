@@ -9,6 +9,8 @@ use tokio::net::UdpSocket;
 
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
+pub mod netns;
+
 /// Start a proxy running `routes` on 127.0.0.1:0.
 pub async fn start_proxy(
     routes: &'static dyn sipforge_runtime::api::Routes,
@@ -88,6 +90,7 @@ pub fn options() -> sipforge_runtime::net::Options {
         takeover: false,
         streams: Default::default(),
         dns_servers: None,
+        registrar_store: None,
         tls: None,
     }
 }

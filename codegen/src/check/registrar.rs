@@ -88,7 +88,17 @@ impl Checker<'_> {
     }
 
     /// `registered` / `registered("$fu")` / `registered("sip:alice@example.com")`.
-    pub(super) fn registered(&mut self, arg: Option<&Sp<Operand>>, ctx: Ctx, route: Option<&str>) {
+    pub(super) fn registered(&mut self, at: (Pos, u32), arg: Option<&Sp<Operand>>, ctx: Ctx, route: Option<&str>) {
+        let shared = self.file.registrar.as_ref().and_then(|r| r.store.as_ref()).is_some_and(|s| s.node != "memory");
+        if shared && matches!(ctx, Some(SectionKind::Reply | SectionKind::Failure)) {
+            self.err(
+                at.0,
+                at.1,
+                "`registered` cannot read a shared location store in `reply` or `failure`",
+                "a shared store is asked while the request waits, which only the `request` section does",
+                "test `registered` in `request` (or a route it calls), or use `store: memory`",
+            );
+        }
         let Some(arg) = arg else {
             return;
         };

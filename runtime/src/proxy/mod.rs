@@ -294,6 +294,15 @@ impl Core {
         self.suspended.as_ref()?.poll_ask()
     }
 
+    /// The registrar's rules (defaults without a registrar), for a shared
+    /// store applying a REGISTER.
+    pub fn registrar_config(&self) -> crate::registrar::Config {
+        self.registrar
+            .as_ref()
+            .map(|r| r.config().clone())
+            .unwrap_or_default()
+    }
+
     /// Requests waiting for another server's answer.
     pub fn waiting(&self) -> usize {
         self.suspended.as_ref().map_or(0, suspend::Suspended::len)

@@ -30,9 +30,11 @@
 //! - [`request`]: reading a REGISTER with the [`crate::sip`] message view.
 //! - [`binding`]: the bindings of one AoR and the §10.3 update rules.
 //! - [`store`]: storage behind a trait; the in-memory, sharded store.
+//! - [`redis_store`]: the store several instances share (Redis/Valkey).
 
 pub mod aor;
 pub mod binding;
+pub mod redis_store;
 pub mod request;
 pub mod store;
 
@@ -46,7 +48,8 @@ use crate::transport::Transport;
 pub use aor::{aor_of, uri_equal};
 pub use binding::{Binding, apply, contact_lines, http_date, ok_headers, targets};
 pub use request::{Change, ContactUpdate, RegisterRequest, parse_register};
-pub use store::{AsyncStore, MemoryStore, Store, StoreError, StoreFuture};
+pub use redis_store::RedisStore;
+pub use store::{AsyncStore, MemoryStore, RETRY_AFTER, Store, StoreError, StoreFuture};
 
 /// The `- lookup` step: the live bindings of the AoR of `uri` (the
 /// Request-URI, or any SIP URI or name-addr) at `now_unix`, in the order

@@ -3,33 +3,17 @@
 //!
 //! - [`Store`]: the synchronous interface, for stores that never wait
 //!   (the in-memory [`MemoryStore`]).
-//! - [`AsyncStore`]: the interface the proxy core drives, which a network
-//!   store (Redis) implements with real futures; [`MemoryStore`]
-//!   implements it with futures that are ready at once.
+//! - [`AsyncStore`]: the interface the network layer drives for a store
+//!   the core does not hold (Redis): real futures, run while the request
+//!   waits (see [`crate::proxy::suspend`]); [`MemoryStore`] implements it
+//!   with futures that are ready at once.
 //!
 //! Updates are atomic per AoR: [`Store::register`] / [`AsyncStore::save`]
 //! read the AoR's bindings, [`apply`] the REGISTER and write the result as
 //! one step, so two REGISTERs for one AoR never both see the old bindings.
 //! [`MemoryStore`] does it under the AoR's shard lock.
 //!
-//! # The Redis backend (to come, in a file of its own)
-//!
-//! - One key per AoR, `sipforge:loc:{<aor>}` (the braces are a Cluster
-//!   hash tag, so every key of an AoR added later shares its slot), holding
-//!   the AoR's bindings serialised as one value (or a hash of contact →
-//!   binding).
-//! - Expiry: every binding stores its own `expires_at` (Redis 7.0 has no
-//!   per-field TTL), reads drop the expired ones, and the key's TTL is set
-//!   to the latest `expires_at` of its bindings (`PEXPIREAT`/`EXPIREAT`),
-//!   so an AoR whose bindings all expired disappears by itself and
-//!   [`AsyncStore::expire`] only needs to prune partly expired keys.
-//! - Atomic updates: either `WATCH key` / `GET` / [`apply`] in Rust /
-//!   `MULTI SET EXPIREAT EXEC`, retried when EXEC reports the key changed;
-//!   or a Lua script doing the same on the server (then the rules of
-//!   [`apply`] are ported to Lua, and the Rust ones stay the reference the
-//!   tests check).
-//! - A store error maps to a 500 answer (nothing committed, RFC 3261
-//!   §10.3 step 8) and a failed lookup to the routes' error path.
+//! The Redis backend is [`super::redis_store`].
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
