@@ -14,6 +14,8 @@ use crate::sip::{Message, NameAddr, Uri};
 
 mod authenticate;
 pub(crate) use authenticate::AuthEnv;
+mod nat;
+pub(crate) use nat::NatEnv;
 
 /// Which section of the routes file is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,8 @@ pub struct Edits {
     /// Branches to fork to (set by `lookup`): groups tried one after the
     /// other, the branches of a group in parallel (RFC 3261 §16.6, q-values).
     pub fork: Vec<Vec<BranchTarget>>,
+    /// `fix_contact`: the Contact URI rewritten (see [`crate::nat`]).
+    pub contact: Option<crate::nat::ContactFix>,
 }
 
 /// What `lookup` and `registered` ask of the location service.
@@ -104,6 +108,8 @@ pub struct Ctx<'a> {
     transport: crate::transport::Transport,
     /// The location service `lookup` and `registered` read.
     location: Option<&'a dyn Location>,
+    /// What `behind_nat` and `fix_contact` need besides the message.
+    nat: NatEnv<'a>,
     pub(crate) edits: Edits,
     pub(crate) decision: Decision,
 }
@@ -154,6 +160,7 @@ impl<'a> Ctx<'a> {
             au: None,
             transport: crate::transport::Transport::Udp,
             location: None,
+            nat: NatEnv::default(),
             edits: Edits::default(),
             decision: Decision::Undecided,
         }

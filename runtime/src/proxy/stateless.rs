@@ -13,7 +13,7 @@ use super::received::{reply_destination, response_destination, top_via_edit};
 use super::stateful::{Matched, ResponseMatch, branch_shard, server_key};
 use super::{Core, Outgoing, Payload, Touched, forward, reply, route_set};
 use crate::api::RelayTo;
-use crate::ctx::{Ctx, Decision};
+use crate::ctx::{Ctx, Decision, NatEnv};
 use crate::metrics::{self, DropReason};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
@@ -195,6 +195,7 @@ fn on_request(
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
     }
+    super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
     let _ = core.routes.request(&mut cx);
     let (decision, edits) = cx.finish();
     let target = match decision {
@@ -477,8 +478,12 @@ fn on_response(
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
         return;
     };
-    let mut cx =
-        Ctx::for_reply(msg, None, source).with_transport(core.identity.transport_of(socket));
+    let mut cx = Ctx::for_reply(msg, None, source)
+        .with_transport(core.identity.transport_of(socket))
+        .with_nat(NatEnv {
+            peer: None,
+            identity: Some(&core.identity),
+        });
     let _ = core.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
     if matches!(decision, Decision::Drop) {
