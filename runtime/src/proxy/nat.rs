@@ -16,7 +16,7 @@ use crate::sip::{Message, Splice};
 /// Request-URI goes back to what the phone wrote and `$du` names the NAT
 /// binding. The route still runs and may change either.
 pub(crate) fn restore_marked_ruri(msg: &Message<'_>, routes: &RouteSet<'_>, edits: &mut Edits) {
-    if routes.next_hop.is_some() || !msg.to().is_some_and(|to| to.tag.is_some()) {
+    if routes.next_hop.is_some() || msg.to().is_none_or(|to| to.tag.is_none()) {
         return;
     }
     let Some(ruri) = edits.ruri.as_deref().or(msg.request_uri()) else {
