@@ -70,12 +70,22 @@ pub struct Edits {
 }
 
 /// What `lookup` and `registered` ask of the location service.
-pub trait Location: Send + Sync {
+pub trait Location {
     /// The fork to the contacts of `uri`'s address-of-record (groups by
     /// q-value, highest first); None when it has none (or on an error).
-    fn fork(&self, uri: &str) -> Option<Vec<Vec<BranchTarget>>>;
+    fn fork(&self, uri: &str) -> Located<Option<Vec<Vec<BranchTarget>>>>;
     /// Whether `uri`'s address-of-record has a binding.
-    fn has(&self, uri: &str) -> bool;
+    fn has(&self, uri: &str) -> Located<bool>;
+}
+
+/// A location service's answer: known now, or to be asked of the store
+/// that holds it (then the route run is suspended, see
+/// [`crate::proxy::suspend`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located<T> {
+    Ready(T),
+    /// The canonical AoR whose bindings are needed.
+    Ask(String),
 }
 
 /// One branch of a fork: its Request-URI, next hop and Route entries.
@@ -110,6 +120,20 @@ pub struct Ctx<'a> {
     location: Option<&'a dyn Location>,
     /// What `behind_nat` and `fix_contact` need besides the message.
     nat: NatEnv<'a>,
+    /// Location queries made so far in this run.
+    queries: usize,
+    /// Log lines are not written before this many queries: an earlier run
+    /// of the route on this message wrote them (see `crate::proxy::suspend`).
+    replay_until: usize,
+    /// What earlier runs' `authenticate` accepted, in order, and how many
+    /// `authenticate` steps ran in this one.
+    accepted_before: &'a [(String, usize)],
+    auth_steps: usize,
+    /// What this run's `authenticate` accepted (kept for a later run).
+    pub(crate) accepted_now: Vec<(String, usize)>,
+    /// The AoR this run must ask the location store about: the run is
+    /// then suspended and its decision means nothing.
+    pub(crate) asked: Option<String>,
     pub(crate) edits: Edits,
     pub(crate) decision: Decision,
 }
@@ -161,6 +185,12 @@ impl<'a> Ctx<'a> {
             transport: crate::transport::Transport::Udp,
             location: None,
             nat: NatEnv::default(),
+            queries: 0,
+            replay_until: 0,
+            accepted_before: &[],
+            auth_steps: 0,
+            accepted_now: Vec::new(),
+            asked: None,
             edits: Edits::default(),
             decision: Decision::Undecided,
         }
@@ -176,6 +206,24 @@ impl<'a> Ctx<'a> {
     pub(crate) fn with_location(mut self, location: Option<&'a dyn Location>) -> Ctx<'a> {
         self.location = location;
         self
+    }
+
+    /// Run again after a suspension, with what the earlier runs learned.
+    pub(crate) fn with_memo(mut self, memo: &'a crate::proxy::suspend::Memo) -> Ctx<'a> {
+        self.replay_until = memo.replay_until;
+        self.accepted_before = &memo.accepted;
+        self
+    }
+
+    /// Whether this run's side effects (log lines) must not happen: an
+    /// earlier run did them, or this run is suspended.
+    fn quiet(&self) -> bool {
+        self.asked.is_some() || self.queries < self.replay_until
+    }
+
+    /// Location queries this run made.
+    pub(crate) fn queries(&self) -> usize {
+        self.queries
     }
 
     /// Say what the message came over (`$pr`; UDP when not said).
@@ -351,6 +399,9 @@ impl<'a> Ctx<'a> {
         self.push_template(template, out);
         if out[start..].iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
             out.truncate(start);
+            if self.quiet() {
+                return false;
+            }
             crate::metrics::route_step_error();
             tracing::error!(
                 target: "sipforge::routes",
@@ -395,6 +446,9 @@ impl<'a> Ctx<'a> {
 
     /// `log`
     pub fn log(&mut self, line: u32, level: Level, msg: &Template) {
+        if self.quiet() {
+            return;
+        }
         let enabled = match level {
             Level::Error => tracing::enabled!(target: "sipforge::routes", tracing::Level::ERROR),
             Level::Warn => tracing::enabled!(target: "sipforge::routes", tracing::Level::WARN),
@@ -458,7 +512,9 @@ impl<'a> Ctx<'a> {
         let Some(value) = self.expand(line, "set", value) else {
             return;
         };
-        if let Err(why) = self.assign(var, &value) {
+        if let Err(why) = self.assign(var, &value)
+            && !self.quiet()
+        {
             crate::metrics::route_step_error();
             tracing::error!(
                 target: "sipforge::routes",
@@ -546,6 +602,9 @@ impl<'a> Ctx<'a> {
     /// `lookup`: true when the Request-URI's address-of-record has
     /// contacts (they become the fork `relay` makes), false otherwise.
     pub fn lookup(&mut self, line: u32) -> bool {
+        if self.asked.is_some() {
+            return false;
+        }
         let Some(ruri) = self.ruri().map(Cow::into_owned) else {
             return false;
         };
@@ -553,12 +612,17 @@ impl<'a> Ctx<'a> {
             tracing::error!(target: "sipforge::routes", line, "lookup: no location service");
             return false;
         };
+        self.queries += 1;
         match location.fork(&ruri) {
-            Some(groups) if !groups.is_empty() => {
+            Located::Ready(Some(groups)) if !groups.is_empty() => {
                 self.edits.fork = groups;
                 true
             }
-            _ => false,
+            Located::Ready(_) => false,
+            Located::Ask(aor) => {
+                self.asked = Some(aor);
+                false
+            }
         }
     }
 
@@ -576,7 +640,20 @@ impl<'a> Ctx<'a> {
                 None => return false,
             },
         };
-        self.location.is_some_and(|l| l.has(&uri))
+        if self.asked.is_some() {
+            return false;
+        }
+        let Some(location) = self.location else {
+            return false;
+        };
+        self.queries += 1;
+        match location.has(&uri) {
+            Located::Ready(has) => has,
+            Located::Ask(aor) => {
+                self.asked = Some(aor);
+                false
+            }
+        }
     }
 
     /// `drop` (ends the route)

@@ -33,6 +33,26 @@ impl<'a> Ctx<'a> {
             return Flow::Continue;
         }
         let register = method == "REGISTER";
+        if self.asked.is_some() {
+            // The run is suspended: what it decides is thrown away.
+            return Flow::Continue;
+        }
+        let step = self.auth_steps;
+        self.auth_steps += 1;
+        if let Some((user, index)) = self.accepted_before.get(step) {
+            // An earlier run of the route on this request accepted these
+            // credentials (checking them again would see a replay).
+            let name = if register {
+                "Authorization"
+            } else {
+                "Proxy-Authorization"
+            };
+            if let Some(h) = self.msg.find(name).nth(*index) {
+                self.edits.removed_lines.push(h.line_range.clone());
+            }
+            self.au = Some(user.clone());
+            return Flow::Continue;
+        }
         let Some(env) = self.auth.as_ref() else {
             crate::metrics::auth_failure("unavailable", false);
             tracing::error!(
@@ -77,6 +97,7 @@ impl<'a> Ctx<'a> {
                 if let Some(h) = headers.get(header_index) {
                     self.edits.removed_lines.push(h.line_range.clone());
                 }
+                self.accepted_now.push((user.clone(), header_index));
                 self.au = Some(user);
                 Flow::Continue
             }

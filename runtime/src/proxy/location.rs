@@ -8,31 +8,49 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ctx::{BranchTarget, Location};
-use crate::registrar::{self, Binding, Config, Received, Store};
+use super::suspend::Memo;
+use crate::ctx::{BranchTarget, Located, Location};
+use crate::registrar::{
+    self, Binding, Config, Received, Refusal, RegisterRequest, Store, StoreError,
+};
 use crate::sip::Message;
 use crate::transport::Transport;
 
 /// How often (seconds) expired bindings are swept, on the way of a REGISTER.
 const SWEEP_EVERY: u64 = 10;
 
-/// The registrar of a core: its rules and its store.
+/// The registrar of a core: its rules and, for the `memory` store, its
+/// store. A shared store (`redis://`) is not the core's: the core asks the
+/// network layer (see [`crate::proxy::suspend`]), which holds it.
 pub struct Registrar {
     config: Config,
-    store: Arc<dyn Store>,
+    /// None: a shared store, asked through the network layer.
+    store: Option<Arc<dyn Store>>,
     last_sweep: AtomicU64,
+}
+
+/// What `save` does with a REGISTER.
+pub enum Saving {
+    /// Answer it now: (code, reason, header lines).
+    Answer(u16, Option<&'static str>, Vec<u8>),
+    /// Ask the shared store to apply it, then [`Registrar::saved`].
+    Ask(Box<RegisterRequest>),
 }
 
 impl Registrar {
     /// The registrar the routes' settings ask for; Err for a store that
-    /// cannot be used (only `memory` is built in so far).
+    /// cannot be used.
     pub fn from_settings(s: &crate::api::RegistrarSettings) -> Result<Registrar, String> {
-        if s.store != "memory" {
+        let store: Option<Arc<dyn Store>> = if s.store == "memory" {
+            Some(Arc::new(registrar::MemoryStore::new()))
+        } else if s.store.starts_with("redis://") || s.store.starts_with("rediss://") {
+            None
+        } else {
             return Err(format!(
-                "registrar store `{}`: only `memory` is supported so far",
+                "registrar store `{}`: use `memory` or `redis://HOST:PORT/DB`",
                 s.store
             ));
-        }
+        };
         Ok(Registrar {
             config: Config {
                 min_expires: s.min_expires,
@@ -40,47 +58,98 @@ impl Registrar {
                 default_expires: s.default_expires,
                 max_contacts: s.max_contacts,
             },
-            store: Arc::new(registrar::MemoryStore::new()),
+            store,
             last_sweep: AtomicU64::new(0),
         })
     }
 
+    /// Whether the bindings live in a shared store the network layer asks.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_none()
+    }
+
+    /// The registrar's rules.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// `save`: handle the REGISTER that came over `transport` from
-    /// `source`; the answer as (code, reason, header lines).
+    /// `source`: the answer, or (with a shared store) what to store.
     pub fn save(
         &self,
         msg: &Message<'_>,
         source: SocketAddr,
         transport: Transport,
         now_unix: u64,
-    ) -> (u16, Option<&'static str>, Vec<u8>) {
-        self.sweep(now_unix);
+    ) -> Saving {
         let received = Received {
             transport,
             addr: source,
         };
-        let answer = match registrar::parse_register(msg, received, &self.config) {
-            Err(refusal) => Err(refusal),
-            Ok(req) => match self.store.register(&req, now_unix, &self.config) {
-                Ok(Ok(bindings)) => Ok(registrar::ok_headers(&req, &bindings, now_unix)),
-                Ok(Err(refusal)) => Err(refusal),
-                Err(e) => {
-                    crate::metrics::registrar_store_error();
-                    crate::warn_limited!("registrar store: {}", e.message);
-                    Err(e.refusal())
-                }
-            },
+        let req = match registrar::parse_register(msg, received, &self.config) {
+            Ok(req) => req,
+            Err(refusal) => return self.answer(Ok(Err(refusal)), None, now_unix),
+        };
+        let Some(store) = &self.store else {
+            return Saving::Ask(Box::new(req));
+        };
+        self.sweep(store, now_unix);
+        let result = store.register(&req, now_unix, &self.config);
+        crate::metrics::set_registrations(store.aors(), store.contacts());
+        self.answer(result.map_err(Some), Some(&req), now_unix)
+    }
+
+    /// The answer to a REGISTER once the shared store applied `req`.
+    pub fn saved(
+        &self,
+        req: &RegisterRequest,
+        result: Result<Result<Vec<Binding>, Refusal>, StoreError>,
+        now_unix: u64,
+    ) -> (u16, Option<&'static str>, Vec<u8>) {
+        match self.answer(result.map_err(Some), Some(req), now_unix) {
+            Saving::Answer(code, reason, headers) => (code, reason, headers),
+            Saving::Ask(_) => (500, Some("Server Internal Error"), Vec::new()),
+        }
+    }
+
+    /// The answer to a REGISTER the store could not take.
+    pub fn unavailable(
+        &self,
+        e: StoreError,
+        now_unix: u64,
+    ) -> (u16, Option<&'static str>, Vec<u8>) {
+        match self.answer(Err(Some(e)), None, now_unix) {
+            Saving::Answer(code, reason, headers) => (code, reason, headers),
+            Saving::Ask(_) => (500, Some("Server Internal Error"), Vec::new()),
+        }
+    }
+
+    /// The answer for a store's result (Err(None): refused before it).
+    fn answer(
+        &self,
+        result: Result<Result<Vec<Binding>, Refusal>, Option<StoreError>>,
+        req: Option<&RegisterRequest>,
+        now_unix: u64,
+    ) -> Saving {
+        let answer = match (result, req) {
+            (Ok(Ok(bindings)), Some(req)) => Ok(registrar::ok_headers(req, &bindings, now_unix)),
+            (Ok(Err(refusal)), _) => Err(refusal),
+            (Err(Some(e)), _) => {
+                crate::metrics::registrar_store_error();
+                crate::warn_limited!("registrar store: {}", e.message);
+                Err(e.refusal())
+            }
+            (Ok(Ok(_)), None) | (Err(None), _) => Err(Refusal::new(500, "Server Internal Error")),
         };
         let (code, reason, headers) = match answer {
             Ok(headers) => (200, None, headers),
             Err(r) => (r.code, Some(r.reason), r.headers),
         };
         crate::metrics::register_answered(code);
-        crate::metrics::set_registrations(self.store.aors(), self.store.contacts());
-        (code, reason, headers.into_bytes())
+        Saving::Answer(code, reason, headers.into_bytes())
     }
 
-    fn sweep(&self, now_unix: u64) {
+    fn sweep(&self, store: &Arc<dyn Store>, now_unix: u64) {
         let last = self.last_sweep.load(Ordering::Relaxed);
         if now_unix >= last + SWEEP_EVERY
             && self
@@ -88,15 +157,18 @@ impl Registrar {
                 .compare_exchange(last, now_unix, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.store.sweep(now_unix);
+            store.sweep(now_unix);
         }
     }
 
-    /// The location service at `now_unix`, for one route run.
-    pub fn at(&self, now_unix: u64) -> LocationAt<'_> {
+    /// The location service at `now_unix`, for one route run (`memo`: what
+    /// earlier runs of the route on this request learned from a shared
+    /// store).
+    pub fn at<'a>(&'a self, now_unix: u64, memo: Option<&'a Memo>) -> LocationAt<'a> {
         LocationAt {
             registrar: self,
             now_unix,
+            memo,
         }
     }
 }
@@ -105,30 +177,64 @@ impl Registrar {
 pub struct LocationAt<'a> {
     registrar: &'a Registrar,
     now_unix: u64,
+    memo: Option<&'a Memo>,
 }
 
-impl Location for LocationAt<'_> {
-    fn fork(&self, uri: &str) -> Option<Vec<Vec<BranchTarget>>> {
-        let bindings = match registrar::lookup(&*self.registrar.store, uri, self.now_unix) {
-            Ok(b) => b,
+impl LocationAt<'_> {
+    /// The live bindings of `uri`'s AoR in the order to try them: from the
+    /// memory store, or from the shared store's answer in the memo (none
+    /// yet: ask it). A store error is logged and counted, and reads as
+    /// no binding.
+    fn bindings(&self, uri: &str) -> Located<Vec<Binding>> {
+        let found = match &self.registrar.store {
+            Some(store) => registrar::lookup(&**store, uri, self.now_unix),
+            None => {
+                let Some(aor) = registrar::aor_of(uri) else {
+                    return Located::Ready(Vec::new());
+                };
+                match self.memo.and_then(|m| m.bindings_of(&aor)) {
+                    Some(Ok(b)) => Ok(registrar::targets(b, self.now_unix)
+                        .into_iter()
+                        .cloned()
+                        .collect()),
+                    Some(Err(e)) => Err(e.clone()),
+                    None => return Located::Ask(aor),
+                }
+            }
+        };
+        match found {
+            Ok(b) => Located::Ready(b),
             Err(e) => {
                 crate::metrics::registrar_store_error();
                 crate::warn_limited!("lookup: registrar store: {}", e.message);
-                return None;
+                Located::Ready(Vec::new())
             }
-        };
-        crate::metrics::lookup_done(!bindings.is_empty());
-        if bindings.is_empty() {
-            return None;
         }
-        Some(groups(&bindings))
-    }
-
-    fn has(&self, uri: &str) -> bool {
-        registrar::is_registered(&*self.registrar.store, uri, self.now_unix).unwrap_or(false)
     }
 }
 
+impl Location for LocationAt<'_> {
+    fn fork(&self, uri: &str) -> Located<Option<Vec<Vec<BranchTarget>>>> {
+        let bindings = match self.bindings(uri) {
+            Located::Ready(b) => b,
+            Located::Ask(aor) => return Located::Ask(aor),
+        };
+        if self.registrar.store.is_some() {
+            crate::metrics::lookup_done(!bindings.is_empty());
+        }
+        if bindings.is_empty() {
+            return Located::Ready(None);
+        }
+        Located::Ready(Some(groups(&bindings)))
+    }
+
+    fn has(&self, uri: &str) -> Located<bool> {
+        match self.bindings(uri) {
+            Located::Ready(b) => Located::Ready(!b.is_empty()),
+            Located::Ask(aor) => Located::Ask(aor),
+        }
+    }
+}
 /// Bindings (highest q first) as fork groups, one per q-value.
 fn groups(bindings: &[Binding]) -> Vec<Vec<BranchTarget>> {
     let mut out: Vec<Vec<BranchTarget>> = Vec::new();

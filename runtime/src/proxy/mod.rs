@@ -24,6 +24,7 @@ pub mod reply;
 pub mod route_set;
 pub mod stateful;
 mod stateless;
+pub mod suspend;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -80,6 +81,13 @@ pub struct CoreConfig {
     /// so workers handling different transactions never wait for each
     /// other. The network layer sets it from the worker count.
     pub shards: usize,
+    /// Most requests waiting for another server's answer at once (see
+    /// [`suspend`]); over it a request is handled as if the server failed.
+    pub max_waiting: usize,
+    /// How long a request waits for another server's answer: the network
+    /// layer answers a question it could not get answered in time with an
+    /// error after this long.
+    pub ask_timeout: std::time::Duration,
 }
 
 impl Default for CoreConfig {
@@ -88,6 +96,8 @@ impl Default for CoreConfig {
             timers: Timers::default(),
             max_transactions: 200_000,
             shards: 16,
+            max_waiting: 10_000,
+            ask_timeout: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -169,6 +179,8 @@ pub struct Core {
     limiter: Option<crate::limits::Limiter>,
     /// The registrar of `save`, `lookup` and `registered`.
     registrar: Option<location::Registrar>,
+    /// Requests waiting for a shared store's answer (only with one).
+    suspended: Option<suspend::Suspended>,
     /// An instant and the wall-clock second it was (nonces carry wall
     /// time so that every instance sharing the key can check them).
     wall_clock: (Instant, u64),
@@ -207,6 +219,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Core {
     pub fn new(routes: &'static dyn Routes, identity: Identity, config: CoreConfig) -> Core {
         let shards = config.shards.clamp(1, stateful::MAX_SHARDS);
+        let registrar = routes
+            .settings()
+            .registrar
+            .as_ref()
+            .map(location::Registrar::from_settings)
+            .transpose();
+        let suspended = match &registrar {
+            Ok(Some(r)) if r.is_shared() => Some(suspend::Suspended::new(
+                config.max_waiting,
+                config.ask_timeout,
+            )),
+            _ => None,
+        };
         Core {
             routes,
             identity,
@@ -233,33 +258,78 @@ impl Core {
             }),
             wall_clock: (Instant::now(), unix_now()),
             // A store that cannot be used is refused at start (`net::start`).
-            registrar: routes
-                .settings()
-                .registrar
-                .as_ref()
-                .and_then(|r| location::Registrar::from_settings(r).ok()),
+            registrar: registrar.ok().flatten(),
+            suspended,
         }
     }
 
-    /// The location service at `now`, when the routes use a registrar.
-    pub(crate) fn location(&self, now: Instant) -> Option<location::LocationAt<'_>> {
+    /// The location service at `now`, when the routes use a registrar
+    /// (`memo`: what earlier runs of the route learned from a shared store).
+    pub(crate) fn location<'a>(
+        &'a self,
+        now: Instant,
+        memo: Option<&'a suspend::Memo>,
+    ) -> Option<location::LocationAt<'a>> {
         let registrar = self.registrar.as_ref()?;
-        Some(registrar.at(self.unix_time(now)))
+        Some(registrar.at(self.unix_time(now), memo))
     }
 
     /// `save`: the answer to a REGISTER received from `source` over
-    /// `transport` at `now`, as (code, reason, header lines).
+    /// `transport` at `now`, or what to ask a shared store.
     pub(crate) fn save(
         &self,
         msg: &crate::sip::Message<'_>,
         source: SocketAddr,
         transport: crate::transport::Transport,
         now: Instant,
-    ) -> (u16, Option<&'static str>, Vec<u8>) {
+    ) -> location::Saving {
         match &self.registrar {
             Some(r) => r.save(msg, source, transport, self.unix_time(now)),
-            None => (500, Some("No Registrar"), Vec::new()),
+            None => location::Saving::Answer(500, Some("No Registrar"), Vec::new()),
         }
+    }
+
+    /// The next question for another server (a shared location store):
+    /// the network layer takes them after each message it handed over,
+    /// carries them out and gives each answer to [`Core::answer`].
+    pub fn poll_ask(&self) -> Option<suspend::Ask> {
+        self.suspended.as_ref()?.poll_ask()
+    }
+
+    /// Requests waiting for another server's answer.
+    pub fn waiting(&self) -> usize {
+        self.suspended.as_ref().map_or(0, suspend::Suspended::len)
+    }
+
+    /// Whether the routes' bindings live in a shared store that the
+    /// network layer must ask (see [`Core::poll_ask`]).
+    pub fn asks_store(&self) -> bool {
+        self.suspended.is_some()
+    }
+
+    /// How long the network layer lets a question run before it answers
+    /// it with an error.
+    pub fn ask_timeout(&self) -> std::time::Duration {
+        self.suspended.as_ref().map_or(
+            std::time::Duration::from_secs(2),
+            suspend::Suspended::timeout,
+        )
+    }
+
+    /// The answer to question `id` arrived at `now`: the request waiting
+    /// for it goes on (what must be sent is pushed onto `out`). An answer
+    /// for a request that no longer waits (ended by a CANCEL, or dropped
+    /// after its deadline) is ignored.
+    pub fn answer(
+        &self,
+        now: Instant,
+        id: suspend::AskId,
+        answer: suspend::Answer,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<Touched> {
+        let touched = stateless::resume(self, now, id, answer, out);
+        crate::metrics::set_active_transactions(self.capacity.live());
+        touched
     }
 
     /// The credentials and nonce key `authenticate` checks against (set

@@ -8,15 +8,19 @@ use std::time::Instant;
 
 use super::branch::{self, OUR_PREFIX, StatelessCheck, check_stateless, stateless_branch};
 use super::drain::{NewRelay, REJECT_HEADERS, new_relay};
+use super::location::Saving;
 use super::probe::PROBE_PREFIX;
 use super::received::{reply_destination, response_destination, top_via_edit};
 use super::stateful::{Matched, ResponseMatch, branch_shard, server_key};
+use super::suspend::{self, Answer, AskId, Memo, Query, Resume, Suspended};
 use super::{Core, Outgoing, Payload, Touched, forward, reply, route_set};
 use crate::api::RelayTo;
 use crate::ctx::{Ctx, Decision, NatEnv};
 use crate::metrics::{self, DropReason};
+use crate::registrar::{RegisterRequest, StoreError};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
+use crate::transaction::TransactionKey;
 
 /// Whether a request from `source` is within `limits.per_source`; the
 /// first one over it logs a line, the rest of the ban is silent.
@@ -78,7 +82,7 @@ pub(super) fn handle(
     }
     let mut touched = None;
     if msg.is_request() {
-        on_request(core, now, &msg, source, socket, out, &mut touched);
+        on_request(core, now, &msg, source, socket, out, &mut touched, None);
     } else {
         on_response(core, now, &msg, source, socket, out, &mut touched);
     }
@@ -100,6 +104,9 @@ fn is_ack_to_own_reply(msg: &Message<'_>) -> bool {
 }
 
 /// `touched` gets the transaction shard the request went to, if any.
+/// `replay`: the request waited for a shared store (see `suspend`), with
+/// what its route runs learned so far and how many ran.
+#[allow(clippy::too_many_arguments)]
 fn on_request(
     core: &Core,
     now: Instant,
@@ -108,6 +115,7 @@ fn on_request(
     socket: usize,
     out: &mut Vec<Outgoing>,
     touched: &mut Option<Touched>,
+    replay: Option<(&Memo, u8)>,
 ) {
     let method = msg.method().unwrap_or("");
     let is_ack = method == "ACK";
@@ -161,6 +169,15 @@ fn on_request(
             return;
         }
     }
+    // A request waiting for a shared store's answer: its retransmissions
+    // are absorbed, and a CANCEL of it ends it (see `suspend`).
+    if replay.is_none()
+        && let Some(waiting) = core.suspended.as_ref().filter(|w| !w.is_empty())
+        && let Some(k) = key.get_or_insert_with(|| server_key(msg)).as_ref()
+        && absorbed_while_waiting(core, waiting, msg, k, at, out)
+    {
+        return;
+    }
     let routes = route_set::process(msg, &core.identity);
     // §16.3 step 4: a request that went through us before, unchanged.
     let loop_key = branch::loop_key(msg, routes.next_hop);
@@ -187,16 +204,32 @@ fn on_request(
         );
         return;
     }
-    let location = core.location(now);
+    let memo = replay.map(|(m, _)| m);
+    let location = core.location(now, memo);
     let mut cx = Ctx::for_request(msg, source)
         .with_auth(core.auth_env(now))
         .with_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
         .with_transport(at.2);
+    if let Some(memo) = memo {
+        cx = cx.with_memo(memo);
+    }
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
     }
     super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
     let _ = core.routes.request(&mut cx);
+    if let Some(aor) = cx.asked.take() {
+        // The route needs a shared store's answer: this run is thrown
+        // away and the request waits (see `suspend`).
+        let mut next = memo.cloned().unwrap_or_default();
+        next.accepted.append(&mut cx.accepted_now);
+        next.replay_until = cx.queries();
+        drop(cx);
+        let rounds = replay.map_or(0, |(_, r)| r) + 1;
+        let key = key.unwrap_or_else(|| server_key(msg));
+        suspend_route(core, now, msg, at, key, next, rounds, aor, out, touched);
+        return;
+    }
     let (decision, edits) = cx.finish();
     let target = match decision {
         Decision::Forward(target) => target,
@@ -257,8 +290,15 @@ fn on_request(
         }
         Decision::Save => {
             if !is_ack {
-                let (code, reason, headers) = core.save(msg, source, at.2, now);
-                send_reply(msg, at, code, reason, &headers, out);
+                match core.save(msg, source, at.2, now) {
+                    Saving::Answer(code, reason, headers) => {
+                        send_reply(msg, at, code, reason, &headers, out);
+                    }
+                    Saving::Ask(request) => {
+                        let key = key.unwrap_or_else(|| server_key(msg));
+                        suspend_save(core, now, msg, at, key, request, out);
+                    }
+                }
             }
             return;
         }
@@ -350,6 +390,204 @@ fn on_request(
         to: hop,
         bytes: Payload::Owned(bytes),
     });
+}
+
+/// The answer to question `id` of a waiting request came: the request
+/// goes on (its route runs again, or its REGISTER is answered).
+pub(super) fn resume(
+    core: &Core,
+    now: Instant,
+    id: AskId,
+    answer: Answer,
+    out: &mut Vec<Outgoing>,
+) -> Option<Touched> {
+    let w = core.suspended.as_ref()?.take(id)?;
+    let msg = match Message::parse(&w.datagram) {
+        Ok(msg) => msg,
+        // It parsed when it arrived: cannot happen.
+        Err(_) => return None,
+    };
+    let at = (w.source, w.socket, core.identity.transport_of(w.socket));
+    let mut touched = None;
+    match (w.resume, answer) {
+        (Resume::Route { aor }, answer) => {
+            let result = match answer {
+                Answer::Bindings(result) => result,
+                Answer::Saved(_) => Err(StoreError::new("a save answer to a lookup")),
+            };
+            match &result {
+                Ok(bindings) => metrics::lookup_done(!bindings.is_empty()),
+                Err(_) => metrics::registrar_store_error(),
+            }
+            let mut memo = w.memo;
+            memo.bindings.push((aor, result));
+            on_request(
+                core,
+                now,
+                &msg,
+                w.source,
+                w.socket,
+                out,
+                &mut touched,
+                Some((&memo, w.rounds)),
+            );
+        }
+        (Resume::Save { request }, answer) => {
+            let registrar = core.registrar.as_ref()?;
+            let now_unix = core.unix_time(now);
+            let (code, reason, headers) = match answer {
+                Answer::Saved(result) => registrar.saved(&request, result, now_unix),
+                Answer::Bindings(_) => {
+                    registrar.unavailable(StoreError::new("a lookup answer to a save"), now_unix)
+                }
+            };
+            send_reply(&msg, at, code, reason, &headers, out);
+        }
+    }
+    touched
+}
+
+/// Where our own replies to a request go: its source, over its socket.
+type ReplyAt = (SocketAddr, usize, crate::transport::Transport);
+
+/// A request that matches one waiting for a shared store: a
+/// retransmission (absorbed; an INVITE's gets the 100 again) or a CANCEL
+/// of a waiting INVITE (the INVITE ends with 487, the CANCEL gets 200,
+/// RFC 3261 §16.10). False: neither.
+fn absorbed_while_waiting(
+    core: &Core,
+    waiting: &Suspended,
+    msg: &Message<'_>,
+    key: &TransactionKey,
+    at: ReplyAt,
+    out: &mut Vec<Outgoing>,
+) -> bool {
+    if waiting.is_waiting(key) {
+        if msg.method() == Some("INVITE") {
+            send_reply(msg, at, 100, None, b"", out);
+        }
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            "retransmission of a request waiting for the location store: absorbed"
+        );
+        return true;
+    }
+    let Some(invite) = key.invite_key() else {
+        return false;
+    };
+    let Some(w) = waiting.take_by_key(&invite) else {
+        return false;
+    };
+    send_reply(msg, at, 200, None, b"", out);
+    if let Ok(invite) = Message::parse(&w.datagram) {
+        let to = (w.source, w.socket, core.identity.transport_of(w.socket));
+        send_reply(&invite, to, 487, None, b"", out);
+    }
+    true
+}
+
+/// The request route of `msg` needs the bindings of `aor` from the shared
+/// store: keep the request and ask (an INVITE gets 100 Trying meanwhile).
+/// Too many questions for one request, or too many requests waiting: the
+/// route runs again at once with a store failure as the answer.
+#[allow(clippy::too_many_arguments)]
+fn suspend_route(
+    core: &Core,
+    now: Instant,
+    msg: &Message<'_>,
+    at: ReplyAt,
+    key: Option<TransactionKey>,
+    memo: Memo,
+    rounds: u8,
+    aor: String,
+    out: &mut Vec<Outgoing>,
+    touched: &mut Option<Touched>,
+) {
+    let Some(waiting) = &core.suspended else {
+        return;
+    };
+    let (mut memo, why) = if rounds > suspend::MAX_ROUNDS {
+        (
+            memo,
+            "the route asked the location store too many questions",
+        )
+    } else {
+        let query = Query::Bindings { aor: aor.clone() };
+        let resume = Resume::Route { aor: aor.clone() };
+        let (source, socket, _) = at;
+        let datagram = msg.buf().to_vec();
+        match waiting.suspend(
+            now,
+            core.unix_time(now),
+            key,
+            datagram,
+            source,
+            socket,
+            memo,
+            resume,
+            rounds,
+            query,
+        ) {
+            Ok(_) => {
+                if msg.method() == Some("INVITE") {
+                    send_reply(msg, at, 100, None, b"", out);
+                }
+                return;
+            }
+            Err(memo) => (memo, "too many requests wait for the location store"),
+        }
+    };
+    memo.bindings.push((aor, Err(StoreError::new(why))));
+    on_request(
+        core,
+        now,
+        msg,
+        at.0,
+        at.1,
+        out,
+        touched,
+        Some((&memo, rounds)),
+    );
+}
+
+/// `save` with a shared store: keep the REGISTER and ask the store to
+/// apply it; with too many requests waiting, answer 500 at once.
+fn suspend_save(
+    core: &Core,
+    now: Instant,
+    msg: &Message<'_>,
+    at: ReplyAt,
+    key: Option<TransactionKey>,
+    request: Box<RegisterRequest>,
+    out: &mut Vec<Outgoing>,
+) {
+    let (Some(waiting), Some(registrar)) = (&core.suspended, &core.registrar) else {
+        return;
+    };
+    let (source, socket, _) = at;
+    let query = Query::Save {
+        request: request.clone(),
+    };
+    let now_unix = core.unix_time(now);
+    let resume = Resume::Save { request };
+    let datagram = msg.buf().to_vec();
+    let suspended = waiting.suspend(
+        now,
+        now_unix,
+        key,
+        datagram,
+        source,
+        socket,
+        Memo::default(),
+        resume,
+        1,
+        query,
+    );
+    if suspended.is_err() {
+        let busy = StoreError::new("too many requests wait for the location store");
+        let (code, reason, headers) = registrar.unavailable(busy, now_unix);
+        send_reply(msg, at, code, reason, &headers, out);
+    }
 }
 
 /// A request that could not be built for its next hop: 513 when too large

@@ -42,6 +42,10 @@ use super::binding::{Binding, apply};
 use super::request::RegisterRequest;
 use super::{Config, Refusal};
 
+/// Seconds a UA is asked to wait before registering again when the store
+/// could not be reached (RFC 3261 §20.33 allows Retry-After on a 500).
+pub const RETRY_AFTER: u32 = 5;
+
 /// A store that could not answer (connection lost, timeout, bad data).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreError {
@@ -57,7 +61,11 @@ impl StoreError {
 
     /// The answer to a REGISTER whose update could not be stored.
     pub fn refusal(&self) -> Refusal {
-        Refusal::new(500, "Location Store Unavailable")
+        Refusal {
+            code: 500,
+            reason: "Location Store Unavailable",
+            headers: format!("Retry-After: {RETRY_AFTER}\r\n"),
+        }
     }
 }
 
