@@ -47,7 +47,9 @@ impl<'a> Ctx<'a> {
             }
         };
         let sign = nat::behind_nat(self.msg, self.sender(), path);
-        if let Some(sign) = sign {
+        if let Some(sign) = sign
+            && !self.quiet()
+        {
             tracing::debug!(
                 target: "sipforge::routes",
                 source = %self.sender(),
@@ -70,6 +72,7 @@ impl<'a> Ctx<'a> {
         }
         match nat::fix_contact(self.msg, self.sender(), self.transport) {
             Ok(fix) => self.edits.contact = Some(fix),
+            Err(_) if self.quiet() => {}
             Err(why) => tracing::debug!(
                 target: "sipforge::routes",
                 line,
