@@ -303,6 +303,9 @@ pub enum StepKind {
     Lookup {
         not_found: Option<Block>,
     },
+    /// `fix_contact`: the Contact rewritten to where the message came
+    /// from, with a marker (NAT traversal).
+    FixContact,
     Drop,
     Exit,
     If {
@@ -333,6 +336,7 @@ impl StepKind {
             StepKind::Authenticate => "authenticate",
             StepKind::Save => "save",
             StepKind::Lookup { .. } => "lookup",
+            StepKind::FixContact => "fix_contact",
             StepKind::Drop => "drop",
             StepKind::Exit => "exit",
             StepKind::If { .. } => "if",
@@ -561,6 +565,8 @@ pub enum Expr {
     InDialog,
     /// `registered` (the Request-URI) or `registered("$fu")`.
     Registered(Option<Sp<Operand>>),
+    /// `behind_nat`: the sender of the message looks to be behind a NAT.
+    BehindNat,
     /// A lone operand where a condition was expected (an error in `check`).
     Bare(Sp<Operand>),
 }

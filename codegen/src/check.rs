@@ -9,6 +9,7 @@ use crate::ast::*;
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
+mod nat;
 mod registrar;
 mod security;
 pub use registrar::registered_var;
@@ -701,6 +702,7 @@ impl<'f> Checker<'f> {
                     self.block(b, ctx, route);
                 }
             }
+            StepKind::FixContact => self.fix_contact(s, ctx, &at),
             StepKind::RecordRoute => {
                 if ctx == Some(SectionKind::Reply) {
                     self.err(
@@ -880,7 +882,7 @@ impl<'f> Checker<'f> {
                 self.expr(b, at, ctx, route);
             }
             Expr::Not(a) => self.expr(a, at, ctx, route),
-            Expr::InDialog => {}
+            Expr::InDialog | Expr::BehindNat => {}
             Expr::Registered(arg) => self.registered(at, arg.as_ref(), ctx, route),
             Expr::Exists(h) => self.header_name(h),
             Expr::Bare(o) => {

@@ -500,6 +500,7 @@ impl Emitter {
                 quote!(return cx.relay(#l, #to);)
             }
             StepKind::RecordRoute => quote!(cx.record_route(#l);),
+            StepKind::FixContact => quote!(cx.fix_contact(#l);),
             StepKind::Save => quote!(return cx.save(#l);),
             StepKind::Lookup { not_found } => self.lookup(s.pos.line, not_found.as_ref()),
             StepKind::Authenticate => quote! {
@@ -597,6 +598,7 @@ impl Emitter {
                 (quote!(!#a), Prec::Atom)
             }
             Expr::InDialog => (quote!(cx.in_dialog()), Prec::Atom),
+            Expr::BehindNat => (quote!(cx.behind_nat()), Prec::Atom),
             Expr::Registered(arg) => (self.registered(arg.as_ref()), Prec::Atom),
             Expr::Exists(h) => {
                 let h = lit(&h.node);

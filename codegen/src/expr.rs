@@ -288,6 +288,19 @@ impl Parser {
                 self.next();
                 Ok(Expr::InDialog)
             }
+            Tok::Operand(Operand::Word(w)) if w == "behind_nat" => {
+                self.next();
+                if self.peek().tok == Tok::LParen {
+                    let t = self.peek();
+                    return Err(Error {
+                        pos: t.pos,
+                        len: t.len,
+                        message: "`behind_nat` takes no argument".into(),
+                        hint: "it tests the message the section runs on: write `behind_nat`".into(),
+                    });
+                }
+                Ok(Expr::BehindNat)
+            }
             Tok::Operand(Operand::Word(w)) if w == "registered" => {
                 self.next();
                 if self.peek().tok != Tok::LParen {

@@ -44,6 +44,7 @@ const ACTIONS: &[&str] = &[
     "authenticate",
     "save",
     "lookup",
+    "fix_contact",
     "drop",
     "exit",
     "if",
@@ -673,7 +674,7 @@ impl<'a> Parser<'a> {
                     Some(v) => self.lookup_options(v),
                 },
             },
-            "record_route" | "drop" | "exit" | "authenticate" | "save" => {
+            "record_route" | "drop" | "exit" | "authenticate" | "save" | "fix_contact" => {
                 if let Some(v) = v {
                     let l = self.len(v);
                     self.err(
@@ -688,6 +689,7 @@ impl<'a> Parser<'a> {
                     "record_route" => StepKind::RecordRoute,
                     "authenticate" => StepKind::Authenticate,
                     "save" => StepKind::Save,
+                    "fix_contact" => StepKind::FixContact,
                     "drop" => StepKind::Drop,
                     _ => StepKind::Exit,
                 }

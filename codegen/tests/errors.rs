@@ -633,3 +633,40 @@ fn registrar_lookup_save_and_forks() {
             .is_empty()
     );
 }
+
+#[test]
+fn nat_step_and_condition() {
+    assert!(
+        errors(
+            "request:\n  - if: behind_nat and not in_dialog\n    then: [ fix_contact ]\n  - relay\nreply:\n  - if: \"!behind_nat\"\n    then: [ exit ]\n  - fix_contact\nfailure:\n  - if: behind_nat\n    then: [ { log: \"caller behind NAT\" } ]\nroutes:\n  nat: [ fix_contact ]\n"
+        )
+        .is_empty()
+    );
+    one(
+        "request: [ relay ]\nfailure: [ fix_contact ]\n",
+        "routes.yaml:2:12: `fix_contact` cannot be used in `failure`",
+    );
+    one(
+        "request: [ relay ]\nfailure: [ { route: nat } ]\nroutes:\n  nat: [ fix_contact ]\n",
+        "routes.yaml:4:10: `fix_contact` cannot be used in route `nat` (called from `failure`)",
+    );
+    let d = diag("request: [ relay ]\nfailure: [ fix_contact ]\n");
+    assert!(
+        d.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("in `request`")),
+        "{d:?}"
+    );
+    one(
+        "request: [ { fix_contact: yes }, relay ]\n",
+        "routes.yaml:1:27: `fix_contact` takes no value",
+    );
+    one(
+        "request:\n  - if: behind_nat($si)\n    then: [ fix_contact ]\n  - relay\n",
+        "routes.yaml:2:19: `behind_nat` takes no argument",
+    );
+    one(
+        "request: [ fix_contacts, relay ]\n",
+        "routes.yaml:1:12: unknown action `fix_contacts`",
+    );
+}

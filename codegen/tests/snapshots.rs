@@ -64,6 +64,11 @@ fn fixture_stateful() {
 }
 
 #[test]
+fn fixture_nat() {
+    snapshot("tests/routes/nat.yaml", "nat");
+}
+
+#[test]
 fn fixture_destinations() {
     snapshot("tests/routes/destinations.yaml", "destinations");
 }

@@ -14,6 +14,8 @@ use crate::sip::{Message, NameAddr, Uri};
 
 mod authenticate;
 pub(crate) use authenticate::AuthEnv;
+mod nat;
+pub(crate) use nat::NatEnv;
 
 /// Which section of the routes file is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,8 @@ pub struct Edits {
     /// Branches to fork to (set by `lookup`): groups tried one after the
     /// other, the branches of a group in parallel (RFC 3261 §16.6, q-values).
     pub fork: Vec<Vec<BranchTarget>>,
+    /// `fix_contact`: the Contact URI rewritten (see [`crate::nat`]).
+    pub contact: Option<crate::nat::ContactFix>,
 }
 
 /// What `lookup` and `registered` ask of the location service.
@@ -114,6 +118,8 @@ pub struct Ctx<'a> {
     transport: crate::transport::Transport,
     /// The location service `lookup` and `registered` read.
     location: Option<&'a dyn Location>,
+    /// What `behind_nat` and `fix_contact` need besides the message.
+    nat: NatEnv<'a>,
     /// Location queries made so far in this run.
     queries: usize,
     /// Log lines are not written before this many queries: an earlier run
@@ -178,6 +184,7 @@ impl<'a> Ctx<'a> {
             au: None,
             transport: crate::transport::Transport::Udp,
             location: None,
+            nat: NatEnv::default(),
             queries: 0,
             replay_until: 0,
             accepted_before: &[],

@@ -9,6 +9,7 @@
 //! - [`ctx`]: what a route sees and does; [`api`]: the generated code's API.
 //! - [`metrics`]: Prometheus counters and the `--metrics` endpoint.
 //! - [`registrar`]: the sans-IO registrar and location service.
+//! - [`nat`]: the sans-IO NAT detection, Contact fix and its marker.
 
 pub mod api;
 pub mod auth;
@@ -21,6 +22,7 @@ pub mod log_limit;
 pub mod logbuf;
 pub mod logfmt;
 pub mod metrics;
+pub mod nat;
 pub mod net;
 pub mod proxy;
 pub mod registrar;

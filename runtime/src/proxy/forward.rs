@@ -88,6 +88,7 @@ pub fn request(
         splice.replace(range.clone(), ruri.as_bytes());
         owned.push(range);
     }
+    owned.extend(super::nat::splice_contact(edits, &mut splice));
     // Our Via goes on top (§16.6 step 8).
     // Inserts at one offset keep their order: prefix, branch, line end.
     splice.insert(first_via.line_range.start, listener.via_prefix.as_bytes());
@@ -213,7 +214,9 @@ pub fn response(msg: &Message<'_>, edits: &Edits, status_line: Option<&str>) -> 
         splice.replace(start.start..text_end, line.as_bytes());
     }
     splice.delete(removal.clone());
-    remove_headers(msg, edits, &[removal], &mut splice);
+    let contact = super::nat::splice_contact(edits, &mut splice);
+    let owned: Vec<Range<usize>> = std::iter::once(removal).chain(contact).collect();
+    remove_headers(msg, edits, &owned, &mut splice);
     splice.insert(msg.headers_end(), &edits.appended);
     frame(msg, &mut splice);
     let mut bytes = Vec::with_capacity(msg.len() + 128);

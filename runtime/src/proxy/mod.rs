@@ -9,6 +9,7 @@
 //!   `probe`: their OPTIONS health checks.
 //! - `forward`: building the messages sent on; `reply`: our own replies.
 //! - `route_set`, `received`, `branch`, `identity`: the pieces of §16/§18.
+//! - `nat`: the Contact `fix_contact` rewrites, and in-dialog requests to it.
 
 pub mod branch;
 pub mod destinations;
@@ -16,6 +17,7 @@ pub mod drain;
 pub mod forward;
 pub mod identity;
 pub mod location;
+pub(crate) mod nat;
 pub mod probe;
 pub mod received;
 pub mod reply;

@@ -622,7 +622,7 @@ impl Stateful {
                         }
                     }
                     Action::DeliverResponse { status } => {
-                        deliver(env, now, id, txn, index, msg, status, actions, out);
+                        deliver(env, now, id, txn, index, msg, source, status, actions, out);
                     }
                     _ => {}
                 }
@@ -678,6 +678,7 @@ fn clone_edits(e: &Edits) -> Edits {
         record_route: e.record_route,
         ds: e.ds,
         fork: Vec::new(),
+        contact: e.contact.clone(),
     }
 }
 
@@ -1187,6 +1188,7 @@ fn deliver(
     txn: &mut ProxyTxn,
     index: usize,
     msg: &Message<'_>,
+    source: SocketAddr,
     status: u16,
     actions: &mut Vec<Action>,
     out: &mut Vec<Outgoing>,
@@ -1212,7 +1214,11 @@ fn deliver(
     }
     let request = Arc::clone(&txn.request);
     let mut cx = Ctx::for_reply(msg, Some(&request), msg_source(txn))
-        .with_transport(env.identity.transport_of(txn.branches[index].socket));
+        .with_transport(env.identity.transport_of(txn.branches[index].socket))
+        .with_nat(crate::ctx::NatEnv {
+            peer: Some(source),
+            identity: Some(env.identity),
+        });
     set_destination_vars(env, txn.branches[index].dest, &mut cx.edits);
     let _ = env.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();

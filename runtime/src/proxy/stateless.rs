@@ -15,7 +15,7 @@ use super::stateful::{Matched, ResponseMatch, branch_shard, server_key};
 use super::suspend::{self, Answer, AskId, Memo, Query, Resume, Suspended};
 use super::{Core, Outgoing, Payload, Touched, forward, reply, route_set};
 use crate::api::RelayTo;
-use crate::ctx::{Ctx, Decision};
+use crate::ctx::{Ctx, Decision, NatEnv};
 use crate::metrics::{self, DropReason};
 use crate::registrar::{RegisterRequest, StoreError};
 use crate::sip::{HeaderName, Message};
@@ -216,6 +216,7 @@ fn on_request(
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
     }
+    super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
     let _ = core.routes.request(&mut cx);
     if let Some(aor) = cx.asked.take() {
         // The route needs a shared store's answer: this run is thrown
@@ -715,8 +716,12 @@ fn on_response(
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
         return;
     };
-    let mut cx =
-        Ctx::for_reply(msg, None, source).with_transport(core.identity.transport_of(socket));
+    let mut cx = Ctx::for_reply(msg, None, source)
+        .with_transport(core.identity.transport_of(socket))
+        .with_nat(NatEnv {
+            peer: None,
+            identity: Some(&core.identity),
+        });
     let _ = core.routes.reply(&mut cx);
     let (decision, edits) = cx.finish();
     if matches!(decision, Decision::Drop) {
