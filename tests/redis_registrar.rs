@@ -100,7 +100,11 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !self.answers() {
-            assert!(Instant::now() < deadline, "redis-server at {} never answered", self.addr);
+            assert!(
+                Instant::now() < deadline,
+                "redis-server at {} never answered",
+                self.addr
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -108,7 +112,8 @@ impl Redis {
     /// Whether it answers PING.
     fn answers(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
+        let Ok(mut s) =
+            std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200))
         else {
             return false;
         };
@@ -255,7 +260,9 @@ async fn shared_between_instances_and_kept_over_a_restart(
     phone.send(b_addr, &register(&phone, "alice", 2, 0)).await;
     let resp = final_response(&phone, "the unregister's answer").await;
     assert!(resp.start_line().starts_with("SIP/2.0 200"), "{}", resp.0);
-    caller.send(a_addr, &invite(&caller, "alice", "shared-3")).await;
+    caller
+        .send(a_addr, &invite(&caller, "alice", "shared-3"))
+        .await;
     let resp = final_response(&caller, "the answer to a call to nobody").await;
     assert!(resp.start_line().starts_with("SIP/2.0 404"), "{}", resp.0);
 }
@@ -312,8 +319,15 @@ async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
     phone.send(proxy, &register(&phone, "bob", 2, 600)).await;
     let resp = final_response(&phone, "the REGISTER's answer with Redis down").await;
     assert!(resp.start_line().starts_with("SIP/2.0 500"), "{}", resp.0);
-    assert_eq!(resp.header("Retry-After").as_deref(), Some("5"), "{}", resp.0);
-    caller.send(proxy, &invite(&caller, "bob", "outage-2")).await;
+    assert_eq!(
+        resp.header("Retry-After").as_deref(),
+        Some("5"),
+        "{}",
+        resp.0
+    );
+    caller
+        .send(proxy, &invite(&caller, "bob", "outage-2"))
+        .await;
     let resp = final_response(&caller, "the call's answer with Redis down").await;
     assert!(
         resp.start_line().starts_with("SIP/2.0 404"),

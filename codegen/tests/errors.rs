@@ -626,7 +626,9 @@ fn registrar_lookup_save_and_forks() {
     );
     assert_eq!(
         e,
-        ["routes.yaml:4:5: `registered` cannot read a shared location store in `reply` or `failure`"],
+        [
+            "routes.yaml:4:5: `registered` cannot read a shared location store in `reply` or `failure`"
+        ],
     );
     assert!(
         errors("registrar: { store: memory }\nrequest: [ relay ]\nfailure:\n  - if: registered\n    then: [ drop ]\n")

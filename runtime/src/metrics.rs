@@ -465,9 +465,10 @@ impl Metrics {
                 "Location store operations that failed (REGISTER answered 500, lookup taken as not found)",
             ),
             store_seconds: {
-                let f = Family::<[(&'static str, &'static str); 1], Histogram>::new_with_constructor(
-                    || Histogram::new(exponential_buckets(0.000_1, 4.0, 9)),
-                );
+                let f =
+                    Family::<[(&'static str, &'static str); 1], Histogram>::new_with_constructor(
+                        || Histogram::new(exponential_buckets(0.000_1, 4.0, 9)),
+                    );
                 r.register(
                     "sipforge_registrar_store_seconds",
                     "Time a shared location store took to answer, by operation (timeouts included)",

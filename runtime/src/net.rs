@@ -649,7 +649,8 @@ fn shared_store(
             None => Ok(None),
         };
     };
-    let registrar = crate::proxy::location::Registrar::from_settings(settings).map_err(unsupported)?;
+    let registrar =
+        crate::proxy::location::Registrar::from_settings(settings).map_err(unsupported)?;
     if !registrar.is_shared() {
         return match &options.registrar_store {
             Some(_) => Err(unsupported(

@@ -7,7 +7,6 @@
 
 use std::process::{Command, Stdio};
 
-
 /// Whether this process is the re-run inside the namespace.
 pub fn inside_netns() -> bool {
     std::env::var_os("SIPFORGE_TEST_NETNS").is_some()
@@ -64,4 +63,3 @@ pub fn in_private_netns(name: &str) -> bool {
     println!("{name}: passed in a private network namespace");
     false
 }
-

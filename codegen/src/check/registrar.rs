@@ -88,8 +88,19 @@ impl Checker<'_> {
     }
 
     /// `registered` / `registered("$fu")` / `registered("sip:alice@example.com")`.
-    pub(super) fn registered(&mut self, at: (Pos, u32), arg: Option<&Sp<Operand>>, ctx: Ctx, route: Option<&str>) {
-        let shared = self.file.registrar.as_ref().and_then(|r| r.store.as_ref()).is_some_and(|s| s.node != "memory");
+    pub(super) fn registered(
+        &mut self,
+        at: (Pos, u32),
+        arg: Option<&Sp<Operand>>,
+        ctx: Ctx,
+        route: Option<&str>,
+    ) {
+        let shared = self
+            .file
+            .registrar
+            .as_ref()
+            .and_then(|r| r.store.as_ref())
+            .is_some_and(|s| s.node != "memory");
         if shared && matches!(ctx, Some(SectionKind::Reply | SectionKind::Failure)) {
             self.err(
                 at.0,

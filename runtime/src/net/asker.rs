@@ -100,7 +100,9 @@ async fn carry(shared: Arc<Shared>, store: Arc<dyn AsyncStore>, ask: Ask) {
     }
     let mut out = Vec::new();
     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        shared.core().answer(Instant::now(), ask.id, answer, &mut out)
+        shared
+            .core()
+            .answer(Instant::now(), ask.id, answer, &mut out)
     }));
     match answered {
         Ok(touched) => {

@@ -47,8 +47,8 @@ use crate::transport::Transport;
 
 pub use aor::{aor_of, uri_equal};
 pub use binding::{Binding, apply, contact_lines, http_date, ok_headers, targets};
-pub use request::{Change, ContactUpdate, RegisterRequest, parse_register};
 pub use redis_store::RedisStore;
+pub use request::{Change, ContactUpdate, RegisterRequest, parse_register};
 pub use store::{AsyncStore, MemoryStore, RETRY_AFTER, Store, StoreError, StoreFuture};
 
 /// The `- lookup` step: the live bindings of the AoR of `uri` (the

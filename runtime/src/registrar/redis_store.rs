@@ -336,8 +336,14 @@ mod tests {
     #[test]
     fn unreadable_values_are_store_errors() {
         assert!(decode(b"not json").is_err());
-        let bad = encode(&[binding("sip:a@h", Transport::Udp)]).replace("\"udp\"", "\"carrier-pigeon\"");
-        assert!(decode(bad.as_bytes()).unwrap_err().message.contains("carrier-pigeon"));
+        let bad =
+            encode(&[binding("sip:a@h", Transport::Udp)]).replace("\"udp\"", "\"carrier-pigeon\"");
+        assert!(
+            decode(bad.as_bytes())
+                .unwrap_err()
+                .message
+                .contains("carrier-pigeon")
+        );
     }
 
     #[test]
