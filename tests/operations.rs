@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::netns::{in_private_netns, inside_netns};
+use common::netns::in_private_netns;
 use common::text::{header, response};
 
 use std::collections::HashMap;
