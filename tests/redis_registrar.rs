@@ -361,3 +361,62 @@ async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
     }
     call_reaches(proxy, &caller, &phone, "bob", "outage-3").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registers_of_one_aor_lose_no_binding() {
+    // Twenty phones of one AoR register at once through two stores (two
+    // instances' connections): the compare-and-set keeps every binding.
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    use sipforge_runtime::registrar::{Config, Received, parse_register};
+    use sipforge_runtime::sip::Message;
+    let timeout = Duration::from_secs(2);
+    let stores = [
+        std::sync::Arc::new(RedisStore::new(&redis.url(), timeout).unwrap()),
+        std::sync::Arc::new(RedisStore::new(&redis.url(), timeout).unwrap()),
+    ];
+    let config = Config {
+        max_contacts: 50,
+        ..Config::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut tasks = Vec::new();
+    for i in 0..20u16 {
+        let store = std::sync::Arc::clone(&stores[usize::from(i % 2)]);
+        let config = config.clone();
+        let from: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 20_000 + i));
+        let text = format!(
+            "REGISTER sip:example.com SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {from};branch=z9hG4bK-cc-{i}\r\n\
+             Max-Forwards: 70\r\n\
+             From: <sip:erin@example.com>;tag=cc-{i}\r\n\
+             To: <sip:erin@example.com>\r\n\
+             Call-ID: cc-{i}\r\n\
+             CSeq: 1 REGISTER\r\n\
+             Contact: <sip:erin@10.0.0.{i}:5060>\r\n\
+             Expires: 600\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        tasks.push(tokio::spawn(async move {
+            let msg = Message::parse(text.as_bytes()).unwrap();
+            let received = Received {
+                transport: sipforge_runtime::transport::Transport::Udp,
+                addr: from,
+            };
+            let req = parse_register(&msg, received, &config).unwrap();
+            store.save(&req, now, &config).await
+        }));
+    }
+    for t in tasks {
+        let saved = t.await.unwrap();
+        assert!(matches!(saved, Ok(Ok(_))), "{saved:?}");
+    }
+    let bindings = stores[0].lookup("sip:erin@example.com", now).await.unwrap();
+    let mut contacts: Vec<String> = bindings.into_iter().map(|b| b.contact).collect();
+    contacts.sort();
+    assert_eq!(contacts.len(), 20, "{contacts:?}");
+}

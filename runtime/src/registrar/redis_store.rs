@@ -14,7 +14,8 @@
 //!   and write with a compare-and-set script that stores the result only
 //!   if the value is still the one read; another instance's write in
 //!   between makes the script refuse, and the update is tried again on
-//!   the new value (a few times, then a store error: 500).
+//!   the new value after a short random pause (up to 32 times, then a
+//!   store error: 500).
 //! - The connection is the redis crate's `ConnectionManager`: one
 //!   multiplexed connection, reconnected by itself after a failure. Every
 //!   call is bounded by a timeout; the caller (the network layer) turns a
@@ -36,8 +37,19 @@ use crate::transport::Transport;
 pub const KEY_PREFIX: &str = "sipforge:loc:";
 
 /// How many times a REGISTER is applied again after another writer
-/// changed its AoR in between.
-const CAS_TRIES: usize = 8;
+/// changed its AoR in between (each time after a short random pause, so
+/// that writers racing for one AoR spread out; the caller's timeout
+/// bounds the whole).
+const CAS_TRIES: u32 = 32;
+
+/// A pause of up to `try_number` milliseconds, random enough that two
+/// writers that collided do not collide again.
+async fn back_off(try_number: u32) {
+    use std::hash::{BuildHasher, RandomState};
+    let spread = u64::from(try_number.clamp(1, 20)) * 1_000;
+    let micros = RandomState::new().hash_one(std::time::Instant::now()) % spread;
+    tokio::time::sleep(Duration::from_micros(micros)).await;
+}
 
 /// Store `ARGV[2]` (expiring at unix second `ARGV[3]`), or delete the key
 /// when `ARGV[2]` is empty, only if the key still holds `ARGV[1]` (empty:
@@ -196,7 +208,10 @@ impl RedisStore {
         config: &Config,
     ) -> Result<Result<Vec<Binding>, Refusal>, StoreError> {
         let key = key_of(&req.aor);
-        for _ in 0..CAS_TRIES {
+        for try_number in 0..CAS_TRIES {
+            if try_number > 0 {
+                back_off(try_number).await;
+            }
             let read = self.get(&req.aor).await?;
             let current = match &read {
                 Some(value) => decode(value)?,
