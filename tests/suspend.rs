@@ -370,3 +370,97 @@ fn a_full_table_handles_the_request_as_a_store_failure_at_once() {
     assert_eq!(asks(&core).len(), 1, "only the first one asked");
     assert_eq!(core.waiting(), 1);
 }
+
+mod with_auth {
+    //! `authenticate` before a question to the store: the route's second
+    //! run takes the first run's verdict on the credentials.
+
+    use super::*;
+    use md5::{Digest, Md5};
+    use sipforge_runtime::auth::{Algorithm, AuthConfig, Authenticator, Credentials, NonceKey};
+
+    fn md5_hex(text: &str) -> String {
+        Md5::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn core() -> Core {
+        let listener = Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap();
+        let core = Core::new(
+            &common::registrar_shared_auth::ROUTES,
+            Identity::new(vec![listener]),
+            CoreConfig::default(),
+        );
+        let users = format!(
+            "alice:example.com:{}\n",
+            md5_hex("alice:example.com:secret")
+        );
+        core.set_authenticator(std::sync::Arc::new(Authenticator::new(
+            AuthConfig {
+                algorithms: vec![Algorithm::Md5],
+                nonce_ttl_secs: 300,
+            },
+            NonceKey::from_bytes(b"a nonce key for the suspend tests!").unwrap(),
+            Credentials::parse(&users, "users").unwrap(),
+        )));
+        core
+    }
+
+    fn with_credentials(nonce: &str) -> String {
+        let uri = "sip:bob@example.com";
+        let ha1 = md5_hex("alice:example.com:secret");
+        let ha2 = md5_hex(&format!("INVITE:{uri}"));
+        let response = md5_hex(&format!("{ha1}:{nonce}:00000001:c0ffee:auth:{ha2}"));
+        let line = format!(
+            "Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", \
+             nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, \
+             qop=auth, nc=00000001, cnonce=\"c0ffee\"\r\n"
+        );
+        invite("bob", "au2").replace(
+            "Content-Length: 0\r\n",
+            &format!("{line}Content-Length: 0\r\n"),
+        )
+    }
+
+    #[test]
+    fn credentials_accepted_before_the_question_are_not_checked_again() {
+        let core = core();
+        let sent = feed(&core, &invite("bob", "au1"), CALLER);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(status(&sent[0].1).starts_with("SIP/2.0 407"), "{sent:?}");
+        assert!(asks(&core).is_empty(), "challenged before any question");
+        let challenge = header(&sent[0].1, "Proxy-Authenticate").unwrap();
+        let nonce = challenge
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap()
+            .to_string();
+
+        let sent = feed(&core, &with_credentials(&nonce), CALLER);
+        assert!(
+            sent.iter()
+                .all(|(_, t)| status(t).starts_with("SIP/2.0 100")),
+            "accepted, waiting for the store: {sent:?}"
+        );
+        let asked = asks(&core);
+        assert_eq!(asked.len(), 1);
+        let sent = reply(
+            &core,
+            &asked[0],
+            Answer::Bindings(Ok(vec![binding("bob", asked[0].now_unix)])),
+        );
+        let invite = sent
+            .iter()
+            .find(|(_, t)| t.starts_with("INVITE "))
+            .unwrap_or_else(|| panic!("relayed, not challenged again: {sent:?}"));
+        assert_eq!(header(&invite.1, "X-AU"), Some("alice"), "{}", invite.1);
+        assert!(
+            header(&invite.1, "Proxy-Authorization").is_none(),
+            "the consumed credentials are removed: {}",
+            invite.1
+        );
+    }
+}
