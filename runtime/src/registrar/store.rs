@@ -20,6 +20,7 @@ use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::binding::{Binding, apply};
@@ -120,6 +121,11 @@ type Shard = Mutex<HashMap<String, Vec<Binding>>>;
 pub struct MemoryStore {
     shards: Box<[Shard]>,
     hasher: RandomState,
+    /// AoRs and bindings stored, kept as the maps change (read for the
+    /// metrics after every REGISTER: counting the maps would cost a walk
+    /// of every shard each time).
+    aors: AtomicUsize,
+    contacts: AtomicUsize,
 }
 
 impl Default for MemoryStore {
@@ -134,6 +140,15 @@ impl std::fmt::Debug for MemoryStore {
             .field("shards", &self.shards.len())
             .field("aors", &self.aors())
             .finish()
+    }
+}
+
+/// `counter += added - removed`.
+fn adjust(counter: &AtomicUsize, added: usize, removed: usize) {
+    if added > removed {
+        counter.fetch_add(added - removed, Ordering::Relaxed);
+    } else if removed > added {
+        counter.fetch_sub(removed - added, Ordering::Relaxed);
     }
 }
 
@@ -154,7 +169,29 @@ impl MemoryStore {
         MemoryStore {
             shards: (0..n.max(1)).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            aors: AtomicUsize::new(0),
+            contacts: AtomicUsize::new(0),
         }
+    }
+
+    /// Put `next` as the AoR's bindings in its shard's map (none: remove
+    /// the AoR), keeping the counts.
+    fn replace(&self, map: &mut HashMap<String, Vec<Binding>>, aor: &str, next: Vec<Binding>) {
+        let (added_aor, added) = (usize::from(!next.is_empty()), next.len());
+        let old = if next.is_empty() {
+            map.remove(aor)
+        } else {
+            match map.get_mut(aor) {
+                Some(slot) => Some(std::mem::replace(slot, next)),
+                None => {
+                    map.insert(aor.to_owned(), next);
+                    None
+                }
+            }
+        };
+        let (removed_aor, removed) = old.map_or((0, 0), |o| (1, o.len()));
+        adjust(&self.aors, added_aor, removed_aor);
+        adjust(&self.contacts, added, removed);
     }
 
     fn shard(&self, aor: &str) -> &Shard {
@@ -178,11 +215,7 @@ impl MemoryStore {
             Ok(next) => next,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        if next.is_empty() {
-            map.remove(aor);
-        } else {
-            map.insert(aor.to_owned(), next.clone());
-        }
+        self.replace(&mut map, aor, next.clone());
         Ok(Ok(next))
     }
 }
@@ -202,36 +235,32 @@ impl Store for MemoryStore {
     fn put(&self, aor: &str, mut bindings: Vec<Binding>, now: u64) -> Result<(), StoreError> {
         bindings.retain(|b| b.is_live(now));
         let mut map = lock(self.shard(aor));
-        if bindings.is_empty() {
-            map.remove(aor);
-        } else {
-            map.insert(aor.to_owned(), bindings);
-        }
+        self.replace(&mut map, aor, bindings);
         Ok(())
     }
 
     fn aors(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.aors.load(Ordering::Relaxed)
     }
 
     fn contacts(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| lock(s).values().map(Vec::len).sum::<usize>())
-            .sum()
+        self.contacts.load(Ordering::Relaxed)
     }
 
     fn sweep(&self, now: u64) -> usize {
         let mut removed = 0;
         for shard in &self.shards {
             let mut map = lock(shard);
+            let aors_before = map.len();
             map.retain(|_, bindings| {
                 let before = bindings.len();
                 bindings.retain(|b| b.is_live(now));
                 removed += before - bindings.len();
                 !bindings.is_empty()
             });
+            adjust(&self.aors, 0, aors_before - map.len());
         }
+        adjust(&self.contacts, 0, removed);
         removed
     }
 
