@@ -658,3 +658,118 @@ async fn interop_with_kamailio_tls() {
         .await;
     assert_eq!(resp.start_line(), "SIP/2.0 200 OK", "{}\n{}", resp.0, log());
 }
+
+/// A `wss:` client (TLS, then the WebSocket upgrade offering `sip`).
+async fn wss_connect(
+    pki: &Pki,
+    to: SocketAddr,
+) -> tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let tcp = TcpStream::connect(to).await.expect("connect");
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = pki
+        .client(None)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake with the wss listener");
+    let mut request = format!("wss://localhost:{}/", to.port())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+    tokio_tungstenite::client_async(request, tls)
+        .await
+        .expect("upgrade with sip")
+        .0
+}
+
+/// The next SIP message (not a 100) over a WebSocket, within 2 s.
+async fn ws_recv<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    what: &str,
+) -> Sip {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if !t.starts_with("SIP/2.0 100") => {
+                return Sip(t.to_string());
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_client_calls_a_udp_peer_and_gets_its_bye() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let pki = Pki::new("wss");
+    let mut options = common::options();
+    options.listen = vec![
+        ListenAddr::parse("wss:127.0.0.1:0").unwrap(),
+        ListenAddr::parse("udp:127.0.0.1:0").unwrap(),
+    ];
+    options.tls = Some(pki.proxy_files());
+    let server = sipforge_runtime::net::start(&common::ws::ROUTES, options)
+        .await
+        .expect("proxy starts");
+    let (wss, udp) = (server.local_addrs()[0], server.local_addrs()[1]);
+    let mut client = wss_connect(&pki, wss).await;
+
+    let via = "SIP/2.0/WSS k3n5.invalid;branch=z9hG4bKwss1";
+    let options_req = common::request("OPTIONS", "sip:proxy@127.0.0.1", via, "wss-opt", "");
+    client.send(Message::text(options_req)).await.unwrap();
+    let ok = ws_recv(&mut client, "the OPTIONS answer over wss").await;
+    assert_eq!(ok.start_line(), "SIP/2.0 200 OK", "{}", ok.0);
+    let top = ok.header("Via").unwrap();
+    assert!(
+        top.starts_with("SIP/2.0/WSS k3n5.invalid") && top.contains("received="),
+        "{top}"
+    );
+
+    let callee = common::Peer::bind().await;
+    let ruri = format!("sip:bob@127.0.0.1:{}", callee.port());
+    let contact = "Contact: <sip:alice@k3n5.invalid;transport=wss>\r\nMax-Forwards: 70\r\n";
+    let via = "SIP/2.0/WSS k3n5.invalid;branch=z9hG4bKwss2";
+    let invite = common::request("INVITE", &ruri, via, "wss-call", contact);
+    client.send(Message::text(invite)).await.unwrap();
+    let (invite, _) = callee.recv("the INVITE at the UDP callee").await;
+    let rr = invite.headers("Record-Route");
+    assert_eq!(rr.len(), 2, "{}", invite.0);
+    assert!(rr[1].contains("transport=wss"), "{rr:?}");
+    let rr_lines: String = rr
+        .iter()
+        .map(|r| format!("Record-Route: {r}\r\n"))
+        .collect();
+    let answer = format!("{rr_lines}Contact: <sip:bob@{}>\r\n", callee.addr);
+    callee
+        .send(udp, &common::response_to(&invite, "200 OK", &answer))
+        .await;
+    let ok = ws_recv(&mut client, "the 200 over wss").await;
+    assert_eq!(ok.start_line(), "SIP/2.0 200 OK", "{}", ok.0);
+
+    let routes: String = rr.iter().map(|r| format!("Route: {r}\r\n")).collect();
+    let bye = format!(
+        "BYE sip:alice@k3n5.invalid;transport=wss SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {};branch=z9hG4bKwssbye\r\n\
+         From: <sip:bob@example.com>;tag=b1\r\nTo: <sip:alice@example.com>;tag=a1\r\n\
+         Call-ID: wss-call\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n{routes}\
+         Content-Length: 0\r\n\r\n",
+        callee.addr
+    );
+    callee.send(udp, &bye).await;
+    let got = ws_recv(&mut client, "the BYE over wss").await;
+    assert!(
+        got.start_line().starts_with("BYE sip:alice@k3n5.invalid"),
+        "{}",
+        got.0
+    );
+    assert!(
+        got.header("Via").unwrap().starts_with("SIP/2.0/WSS "),
+        "{}",
+        got.0
+    );
+}

@@ -243,7 +243,7 @@ pub fn check_set_host(h: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `udp:IP:PORT`, `tcp:IP:PORT` or `ws:IP:PORT`
+/// `udp:`, `tcp:`, `tls:`, `ws:` or `wss:IP:PORT`
 pub fn check_listen(s: &str) -> Result<(), (String, String)> {
     let Some((proto, addr)) = s.split_once(':') else {
         return Err((
@@ -252,14 +252,7 @@ pub fn check_listen(s: &str) -> Result<(), (String, String)> {
         ));
     };
     match proto {
-        "udp" | "tcp" | "tls" | "ws" => {}
-        "wss" => {
-            return Err((
-                format!("`{proto}` sockets are not supported yet"),
-                "`udp:`, `tcp:`, `tls:` and `ws:IP:PORT` sockets are supported; `wss:` not yet"
-                    .into(),
-            ));
-        }
+        "udp" | "tcp" | "tls" | "ws" | "wss" => {}
         _ => {
             return Err((
                 format!("unknown transport `{proto}`"),

@@ -127,6 +127,7 @@ enum Socket {
     Tcp,
     Ws,
     Tls,
+    Wss,
 }
 
 /// The socket table: one entry per listen entry, in listen order (the
@@ -150,7 +151,7 @@ impl Sockets {
     fn udp(&self, index: usize) -> Option<&Arc<UdpSocket>> {
         match self.entries.get(index)? {
             Socket::Udp(socket) => Some(socket),
-            Socket::Tcp | Socket::Tls | Socket::Ws => None,
+            Socket::Tcp | Socket::Tls | Socket::Ws | Socket::Wss => None,
         }
     }
 
@@ -197,7 +198,12 @@ impl Sockets {
             }
             Some(Socket::Ws) => {
                 if let Some(ws) = &self.ws {
-                    ws.send(addr, bytes);
+                    ws.send(Transport::Ws, addr, bytes);
+                }
+            }
+            Some(Socket::Wss) => {
+                if let Some(ws) = &self.ws {
+                    ws.send(Transport::Wss, addr, bytes);
                 }
             }
             None => {}
@@ -425,25 +431,22 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
                 tcp_listeners.push((index, Transport::Tcp, listener));
                 (Socket::Tcp, local, held)
             }
-            Transport::Ws => {
+            Transport::Ws | Transport::Wss => {
                 let (listener, held) = ws::bind(entry.addr, options.takeover)?;
                 let local = listener.local_addr()?;
-                ws_listeners.push((index, listener));
-                (Socket::Ws, local, held)
+                ws_listeners.push((index, entry.transport, listener));
+                let socket = if entry.transport == Transport::Ws {
+                    Socket::Ws
+                } else {
+                    Socket::Wss
+                };
+                (socket, local, held)
             }
             Transport::Tls => {
                 let (listener, held) = tcp::bind(entry.addr, options.takeover)?;
                 let local = listener.local_addr()?;
                 tcp_listeners.push((index, Transport::Tls, listener));
                 (Socket::Tls, local, held)
-            }
-            other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!(
-                        "listen {entry}: {other} is not supported yet (udp, tcp, tls and ws are)"
-                    ),
-                ));
             }
         };
         let name = entry.transport;
@@ -498,12 +501,15 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             .iter()
             .map(|(index, transport, _)| (*index, *transport, local[*index]))
             .collect();
-        tcp::Streams::new(runtime.handle().clone(), tcp, options.streams, tls)
+        tcp::Streams::new(runtime.handle().clone(), tcp, options.streams, tls.clone())
     });
     let ws = streams
         .as_ref()
         .filter(|_| !ws_listeners.is_empty())
-        .map(|s| ws::Sockets::new(Arc::clone(s.table()), s.runtime().clone()));
+        .map(|s| {
+            let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+            ws::Sockets::new(Arc::clone(s.table()), s.runtime().clone(), acceptor)
+        });
     let sockets = Arc::new(Sockets {
         entries: sockets.into(),
         local: local.clone().into(),
@@ -612,8 +618,8 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     if let Some(ws) = &shared.sockets.ws {
         ws.attach(&shared);
-        for (index, listener) in ws_listeners {
-            ws.accept(index, listener, shared.stop.clone());
+        for (index, transport, listener) in ws_listeners {
+            ws.accept(index, transport, listener, shared.stop.clone());
         }
     }
     for (addr, entry) in local.iter().zip(&options.listen) {
@@ -669,7 +675,7 @@ fn shared_store(
 }
 
 /// The TLS configurations from [`Options::tls`], else the routes file's
-/// `tls:` block (None: neither). A `tls:` listener needs them.
+/// `tls:` block (None: neither). A `tls:` or `wss:` listener needs them.
 fn load_tls(routes: &'static dyn Routes, options: &Options) -> io::Result<Option<tls::Tls>> {
     let files = options.tls.clone().or_else(|| {
         routes
@@ -679,15 +685,12 @@ fn load_tls(routes: &'static dyn Routes, options: &Options) -> io::Result<Option
             .map(tls::TlsFiles::from_settings)
     });
     let Some(files) = files else {
-        if let Some(entry) = options
-            .listen
-            .iter()
-            .find(|l| l.transport == Transport::Tls)
-        {
+        if let Some(entry) = options.listen.iter().find(|l| l.transport.is_secure()) {
+            let name = entry.transport;
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
-                    "listen {entry}: a tls listener needs the routes file's `tls:` block (certificate and key)"
+                    "listen {entry}: a {name} listener needs the routes file's `tls:` block (certificate and key)"
                 ),
             ));
         }

@@ -1,9 +1,11 @@
-//! SIP over WebSocket (RFC 7118), plain `ws:` listeners: the accept loops,
+//! SIP over WebSocket (RFC 7118), `ws:` and `wss:` listeners (`wss:`: the
+//! TLS handshake of the `tls:` block first, then the same): the accept loops,
 //! the HTTP Upgrade (tokio-tungstenite) and one task per connection that
 //! hands each WebSocket message to the core as one SIP message, with a
 //! writer task fed by the shared connection table
-//! ([`super::connections`], under [`Transport::Ws`] and the peer's
-//! address) that sends each outgoing SIP message as one text frame.
+//! ([`super::connections`], under [`Transport::Ws`] or [`Transport::Wss`]
+//! and the peer's address) that sends each outgoing SIP message as one
+//! text frame.
 //!
 //! The upgrade may use any path; it must offer the `sip` subprotocol
 //! (`Sec-WebSocket-Protocol: sip`, RFC 7118 §4), which the answer
@@ -41,8 +43,10 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
@@ -67,12 +71,26 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub(super) struct Sockets {
     table: Arc<Connections>,
     runtime: tokio::runtime::Handle,
+    /// The server side of the `tls:` block, for `wss:` listeners.
+    tls: Option<TlsAcceptor>,
     /// The server, to hand it messages (set once it exists).
     shared: OnceLock<Weak<Shared>>,
     /// `.invalid` host (lowercase) -> the connection that claimed it: its
-    /// peer address and id.
-    aliases: Mutex<HashMap<String, (SocketAddr, u64)>>,
+    /// transport, peer address and id.
+    aliases: Mutex<HashMap<String, Alias>>,
 }
+
+/// The connection a `.invalid` host names.
+#[derive(Clone, Copy)]
+struct Alias {
+    transport: Transport,
+    peer: SocketAddr,
+    id: u64,
+}
+
+/// What a WebSocket runs over: TCP, or TLS over TCP for `wss:`.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
 
 /// Bind a `ws:` listener: a TCP listener, with the takeover probe of TCP.
 pub(super) fn bind(
@@ -83,10 +101,15 @@ pub(super) fn bind(
 }
 
 impl Sockets {
-    pub(super) fn new(table: Arc<Connections>, runtime: tokio::runtime::Handle) -> Arc<Sockets> {
+    pub(super) fn new(
+        table: Arc<Connections>,
+        runtime: tokio::runtime::Handle,
+        tls: Option<TlsAcceptor>,
+    ) -> Arc<Sockets> {
         Arc::new(Sockets {
             table,
             runtime,
+            tls,
             shared: OnceLock::new(),
             aliases: Mutex::new(HashMap::new()),
         })
@@ -101,10 +124,12 @@ impl Sockets {
         self.shared.get().and_then(Weak::upgrade)
     }
 
-    /// Accept connections on `listener` (listen entry `index`) until `stop`.
+    /// Accept connections on `listener` (listen entry `index`, `ws` or
+    /// `wss`) until `stop`.
     pub(super) fn accept(
         self: &Arc<Self>,
         index: usize,
+        transport: Transport,
         listener: std::net::TcpListener,
         mut stop: watch::Receiver<bool>,
     ) {
@@ -113,16 +138,16 @@ impl Sockets {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::error!("ws listener {index}: {e}: not accepting");
+                    tracing::error!("{transport} listener {index}: {e}: not accepting");
                     return;
                 }
             };
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((stream, peer)) => this.accepted(stream, peer, index),
+                        Ok((stream, peer)) => this.accepted(stream, peer, index, transport),
                         Err(e) => {
-                            crate::warn_limited!("ws accept failed: {e}");
+                            crate::warn_limited!("{transport} accept failed: {e}");
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     },
@@ -132,15 +157,21 @@ impl Sockets {
         });
     }
 
-    fn accepted(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, index: usize) {
-        metrics::connection_started(Transport::Ws, true);
-        let Some(slot) = self.table.reserve(Transport::Ws) else {
+    fn accepted(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        index: usize,
+        transport: Transport,
+    ) {
+        metrics::connection_started(transport, true);
+        let Some(slot) = self.table.reserve(transport) else {
             metrics::connection_closed(CloseReason::Limit);
             if self.table.may_log_limit() {
                 tracing::warn!(
                     %peer,
                     max = self.table.limits.max_connections,
-                    "connection limit reached: new ws connections are closed at once (at most one such line per second)"
+                    "connection limit reached: new {transport} connections are closed at once (at most one such line per second)"
                 );
             }
             return;
@@ -151,25 +182,45 @@ impl Sockets {
         };
         let this = Arc::clone(self);
         self.runtime.spawn(async move {
-            let reason = this.serve(shared, stream, peer, index).await;
+            let reason = match (transport, &this.tls) {
+                (Transport::Wss, Some(tls)) => {
+                    let limits = this.table.limits;
+                    let handshake = tls.accept(stream);
+                    match tokio::time::timeout(limits.header_timeout, handshake).await {
+                        Ok(Ok(stream)) => this.serve(shared, stream, peer, index, transport).await,
+                        Ok(Err(e)) => {
+                            metrics::tls_handshake_failed();
+                            crate::warn_limited!(%peer, "wss: TLS handshake failed: {e}");
+                            CloseReason::Error
+                        }
+                        Err(_) => {
+                            metrics::tls_handshake_failed();
+                            CloseReason::SlowHeader
+                        }
+                    }
+                }
+                (Transport::Wss, None) => CloseReason::Error,
+                _ => this.serve(shared, stream, peer, index, transport).await,
+            };
             metrics::connection_closed(reason);
-            log_close(peer, reason, &this.table.limits);
+            log_close(peer, transport, reason, &this.table.limits);
             drop(slot);
         });
     }
 
-    /// Send `bytes` to the WebSocket peer `to` over its open connection;
-    /// without one the message is dropped (we do not connect out).
-    pub(super) fn send(&self, to: SocketAddr, bytes: Payload) {
-        match self.table.deliver((Transport::Ws, to), bytes) {
+    /// Send `bytes` to the WebSocket peer `to` over its open connection
+    /// (`ws` or `wss`); without one the message is dropped (we do not
+    /// connect out).
+    pub(super) fn send(&self, transport: Transport, to: SocketAddr, bytes: Payload) {
+        match self.table.deliver((transport, to), bytes) {
             Delivered::Queued => {}
             Delivered::Full => {
                 metrics::dropped(DropReason::Unsent);
-                tracing::debug!(%to, "ws connection's queue full: message dropped");
+                tracing::debug!(%to, "{transport} connection's queue full: message dropped");
             }
             Delivered::NotOpen => {
                 metrics::dropped(DropReason::Unsent);
-                crate::warn_limited!(%to, "no open ws connection to {to}: message dropped (we do not open WebSocket connections)");
+                crate::warn_limited!(%to, "no open {transport} connection to {to}: message dropped (we do not open WebSocket connections)");
             }
         }
     }
@@ -177,9 +228,9 @@ impl Sockets {
     /// Send `bytes` over the connection that claimed the `.invalid` host
     /// `host`; without one the message is dropped.
     pub(super) fn send_to_alias(&self, host: &str, bytes: Payload) {
-        let peer = self.aliases().get(host).map(|(peer, _)| *peer);
-        match peer {
-            Some(peer) => self.send(peer, bytes),
+        let alias = self.aliases().get(host).copied();
+        match alias {
+            Some(a) => self.send(a.transport, a.peer, bytes),
             None => {
                 metrics::dropped(DropReason::Unsent);
                 crate::warn_limited!(
@@ -193,30 +244,30 @@ impl Sockets {
     /// Whether `addr` is the connection that claimed the `.invalid` host
     /// `host` (a response to a request sent to that host comes from it).
     pub(super) fn knows(&self, host: &str, addr: SocketAddr) -> bool {
-        host.ends_with(".invalid")
-            && self
-                .aliases()
-                .get(host)
-                .is_some_and(|(peer, _)| *peer == addr)
+        host.ends_with(".invalid") && self.aliases().get(host).is_some_and(|a| a.peer == addr)
     }
 
-    fn aliases(&self) -> std::sync::MutexGuard<'_, HashMap<String, (SocketAddr, u64)>> {
+    fn aliases(&self) -> std::sync::MutexGuard<'_, HashMap<String, Alias>> {
         self.aliases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Connection `id` to `peer` uses `host`: claim it if nobody has.
-    /// Whether it is (now) this connection's.
-    fn claim(&self, host: &str, peer: SocketAddr, id: u64) -> bool {
+    /// Connection `id` to `peer` over `transport` uses `host`: claim it if
+    /// nobody has. Whether it is (now) this connection's.
+    fn claim(&self, host: &str, transport: Transport, peer: SocketAddr, id: u64) -> bool {
         let mut aliases = self.aliases();
-        let owner = aliases.entry(host.to_string()).or_insert((peer, id));
-        owner.1 == id
+        let owner = aliases.entry(host.to_string()).or_insert(Alias {
+            transport,
+            peer,
+            id,
+        });
+        owner.id == id
     }
 
     /// Connection `id` closed: release its hosts.
     fn release(&self, hosts: &[String], id: u64) {
         let mut aliases = self.aliases();
         for host in hosts {
-            if aliases.get(host).is_some_and(|(_, owner)| *owner == id) {
+            if aliases.get(host).is_some_and(|a| a.id == id) {
                 aliases.remove(host);
             }
         }
@@ -224,12 +275,13 @@ impl Sockets {
 
     /// Upgrade, then run a connection: read and handle its messages while
     /// its writer sends what is queued; why it closed.
-    async fn serve(
+    async fn serve<S: Stream>(
         self: &Arc<Self>,
         shared: Arc<Shared>,
-        stream: TcpStream,
+        stream: S,
         peer: SocketAddr,
         index: usize,
+        transport: Transport,
     ) -> CloseReason {
         let limits = self.table.limits;
         let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
@@ -240,13 +292,13 @@ impl Sockets {
         let ws = match tokio::time::timeout(limits.header_timeout, upgrade).await {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
-                crate::warn_limited!(%peer, "ws upgrade refused or failed: {e}");
+                crate::warn_limited!(%peer, "{transport} upgrade refused or failed: {e}");
                 return CloseReason::Malformed;
             }
             Err(_) => return CloseReason::SlowHeader,
         };
-        tracing::debug!(%peer, index, "ws connection accepted");
-        let key = (Transport::Ws, peer);
+        tracing::debug!(%peer, index, "{transport} connection accepted");
+        let key = (transport, peer);
         let (id, queue, queued) = self.table.register(key);
         // Only the table sends: the writer ends once it is unregistered.
         drop(queue);
@@ -263,6 +315,7 @@ impl Sockets {
                 sockets: self,
                 shared: &shared,
                 index,
+                transport,
                 peer,
                 id,
                 limits,
@@ -318,26 +371,26 @@ fn check_upgrade(request: &Request, mut response: Response) -> Result<Response, 
     Ok(response)
 }
 
-fn log_close(peer: SocketAddr, reason: CloseReason, limits: &Limits) {
+fn log_close(peer: SocketAddr, transport: Transport, reason: CloseReason, limits: &Limits) {
     match reason {
         CloseReason::Oversize => {
-            crate::warn_limited!(%peer, reason = reason.label(), "ws connection closed: a message over {} bytes", limits.max_message);
+            crate::warn_limited!(%peer, reason = reason.label(), "{transport} connection closed: a message over {} bytes", limits.max_message);
         }
         CloseReason::SlowHeader => {
-            crate::warn_limited!(%peer, reason = reason.label(), "ws connection closed: no upgrade within {:?}", limits.header_timeout);
+            crate::warn_limited!(%peer, reason = reason.label(), "{transport} connection closed: no handshake or upgrade within {:?}", limits.header_timeout);
         }
-        _ => tracing::debug!(%peer, reason = reason.label(), "ws connection closed"),
+        _ => tracing::debug!(%peer, reason = reason.label(), "{transport} connection closed"),
     }
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>;
-type Source = futures_util::stream::SplitStream<WebSocketStream<TcpStream>>;
+type Sink<S> = futures_util::stream::SplitSink<WebSocketStream<S>, Message>;
+type Source<S> = futures_util::stream::SplitStream<WebSocketStream<S>>;
 
 /// Send what is queued for a connection, one message per SIP message,
 /// until the queue closes (then a close frame) or a write fails or takes
 /// longer than `timeout`.
-async fn write_loop(
-    mut sink: Sink,
+async fn write_loop<S: Stream>(
+    mut sink: Sink<S>,
     mut queued: mpsc::Receiver<Payload>,
     activity: Arc<Activity>,
     timeout: Duration,
@@ -435,6 +488,8 @@ struct Reader<'a> {
     sockets: &'a Sockets,
     shared: &'a Shared,
     index: usize,
+    /// `ws` or `wss`.
+    transport: Transport,
     peer: SocketAddr,
     /// The connection's id in the table.
     id: u64,
@@ -447,9 +502,9 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// Read until the connection must close; why it closes.
-    async fn run(
+    async fn run<S: Stream>(
         &mut self,
-        mut read: Source,
+        mut read: Source<S>,
         writer: &mut tokio::task::JoinHandle<()>,
     ) -> CloseReason {
         loop {
@@ -509,7 +564,10 @@ impl Reader<'_> {
             if self.aliases.len() >= MAX_ALIASES || self.aliases.contains(&host) {
                 continue;
             }
-            if self.sockets.claim(&host, self.peer, self.id) {
+            if self
+                .sockets
+                .claim(&host, self.transport, self.peer, self.id)
+            {
                 self.aliases.push(host);
             }
         }
@@ -523,7 +581,7 @@ impl Reader<'_> {
             }
             return;
         }
-        metrics::stream_message(Transport::Ws);
+        metrics::stream_message(self.transport);
         self.claim_hosts(message);
         super::handle_guarded(
             self.shared,
