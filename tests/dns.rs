@@ -406,3 +406,86 @@ async fn a_503_or_no_answer_from_one_srv_target_moves_on_to_the_next() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_target_that_refuses_the_connection_moves_on_to_the_next_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let uac = Peer::bind().await;
+    // The first target's port is closed; the second listens.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let open = listener.local_addr().unwrap().port();
+    let Some(dns) = Dnsmasq::start(
+        "tcpfo.test",
+        60,
+        &[
+            format!("--srv-host=_sip._tcp.tcpfo.test,one.tcpfo.test,{closed},10,10"),
+            format!("--srv-host=_sip._tcp.tcpfo.test,two.tcpfo.test,{open},20,10"),
+            "--host-record=one.tcpfo.test,127.0.0.1".into(),
+            "--host-record=two.tcpfo.test,127.0.0.1".into(),
+        ],
+    ) else {
+        return;
+    };
+    let mut options = common::options();
+    options.listen = vec![
+        sipforge_runtime::transport::ListenAddr::parse("udp:127.0.0.1:0").unwrap(),
+        sipforge_runtime::transport::ListenAddr::parse("tcp:127.0.0.1:0").unwrap(),
+    ];
+    options.core = fast_timers();
+    options.dns_servers = Some(vec![dns.addr]);
+    let server = sipforge_runtime::net::start(&common::relay::ROUTES, options)
+        .await
+        .expect("proxy starts");
+    let proxy = server.local_addrs()[0];
+    let started = Instant::now();
+    let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-tfo", uac.port());
+    let req = request(
+        "OPTIONS",
+        "sip:x@tcpfo.test;transport=tcp",
+        &via,
+        "tfo-1",
+        "Max-Forwards: 70\r\n",
+    );
+    uac.send(proxy, &req).await;
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(2), listener.accept())
+        .await
+        .expect("the second target is connected to at once, not after Timer F")
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut chunk))
+            .await
+            .expect("the OPTIONS over TCP")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let got = Sip(String::from_utf8_lossy(&buf).into_owned());
+    assert!(
+        got.start_line().starts_with("OPTIONS sip:x@tcpfo.test"),
+        "{}",
+        got.0
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "moved on before any timer: {:?}",
+        started.elapsed()
+    );
+    conn.write_all(response_to(&got, "200 OK", "").as_bytes())
+        .await
+        .unwrap();
+    let answer = next_response(&uac, "tfo-1").await;
+    assert!(
+        answer.start_line().starts_with("SIP/2.0 200"),
+        "{}",
+        answer.0
+    );
+    server.shutdown().await;
+}

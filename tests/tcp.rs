@@ -544,3 +544,39 @@ async fn a_clients_connection_carries_requests_to_it() {
     alice.send(&common::response_to(&req, "200 OK", "")).await;
     assert_eq!(bob.recv("200").await.start_line(), "SIP/2.0 200 OK");
 }
+
+/// A relayed request whose TCP connection cannot be opened is a 503 from
+/// that hop (RFC 3261 §8.1.3.1): the transaction ends at once (the
+/// fixture's failure route does nothing for a 503), not after Timer B, and
+/// the caller gets 500 (§16.7 step 6: a 503 is not passed upstream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_a_503_at_once() {
+    let (_server, proxy) = start(&common::relay::ROUTES, Limits::default()).await;
+    // A port nobody listens on (bound, then closed).
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut caller = Conn::connect(proxy).await;
+    let ruri = format!("sip:bob@127.0.0.1:{closed};transport=tcp");
+    let started = std::time::Instant::now();
+    caller
+        .send(&invite(&ruri, &caller.via(), "tcp-refused", ""))
+        .await;
+    let trying = caller.recv("the proxy's 100").await;
+    assert_eq!(trying.start_line(), "SIP/2.0 100 Trying");
+    let answer = caller.recv("the final answer").await;
+    assert_eq!(
+        answer.start_line(),
+        "SIP/2.0 500 Server Internal Error",
+        "{}",
+        answer.0
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "not after a timeout: {:?}",
+        started.elapsed()
+    );
+}

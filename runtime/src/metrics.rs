@@ -266,6 +266,7 @@ struct Metrics {
     connections_closed: [Counter; CloseReason::ALL.len()],
     stream_messages: [Counter; STREAM_TRANSPORTS.len()],
     tls_handshake_failures: Counter,
+    transport_errors: Counter,
     /// Per worker thread: a series is made when the worker starts.
     workers: Family<Vec<(&'static str, String)>, Counter>,
 }
@@ -540,6 +541,11 @@ impl Metrics {
                 "sipforge_tls_handshake_failures",
                 "TLS handshakes that failed or timed out (accepted and opened connections)",
             ),
+            transport_errors: counter(
+                &mut r,
+                "sipforge_transport_errors",
+                "Relayed requests that could not be sent (no connection, failed TLS handshake), handled as a 503 from the next hop (RFC 3261 §8.1.3.1)",
+            ),
             workers: {
                 let family = Family::<Vec<(&'static str, String)>, Counter>::default();
                 r.register(
@@ -638,6 +644,11 @@ pub fn connections_open(transport: crate::transport::Transport, delta: i64) {
 /// A connection closed (or was refused) for `reason`.
 pub fn connection_closed(reason: CloseReason) {
     METRICS.connections_closed[reason as usize].inc();
+}
+
+/// A relayed request could not be sent (handled as a 503).
+pub fn transport_error() {
+    METRICS.transport_errors.inc();
 }
 
 /// A TLS handshake failed or timed out.

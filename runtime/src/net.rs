@@ -907,6 +907,29 @@ fn handle_at(
     asker::take_asks(shared);
 }
 
+/// A message for `to` that could not be sent from entry `index`: the
+/// core decides what it means (see [`Core::unsent`]); send what it sends.
+fn unsent(shared: &Shared, index: usize, bytes: &[u8], to: SocketAddr) {
+    let mut out = Vec::new();
+    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared
+            .core()
+            .unsent(Instant::now(), bytes, to, index, &mut out)
+    }));
+    match handled {
+        Ok(touched) => {
+            if let Some(t) = touched {
+                shared.timer_hint(t.lane, t.next_deadline);
+            }
+            for outgoing in out.drain(..) {
+                send(shared, outgoing);
+            }
+            asker::take_asks(shared);
+        }
+        Err(_) => tracing::error!(%to, "internal error while handling an unsent message"),
+    }
+}
+
 /// When the timer task will wake next, rounded up to a grid of T1/50
 /// (10 ms by default) so that the timers of many transactions (at 1,000
 /// calls per second a few fall due every millisecond) fire together in one

@@ -257,22 +257,31 @@ impl Streams {
     }
 
     /// Unregister a connection that never ran, counting its queued
-    /// messages as dropped and the close as `reason`; how many were dropped.
+    /// messages as dropped and the close as `reason`, and tell the core
+    /// which messages were not sent (a relayed request's transaction then
+    /// goes on at once, as for a 503); how many were dropped.
     fn abandon(&self, conn: Conn, reason: CloseReason) -> usize {
         let Conn {
             key,
             id,
+            index,
             mut queued,
             ..
         } = conn;
         self.table.unregister(key, id);
         queued.close();
-        let mut dropped = 0usize;
-        while queued.try_recv().is_ok() {
-            dropped += 1;
+        let mut unsent = Vec::new();
+        while let Ok(bytes) = queued.try_recv() {
             metrics::dropped(DropReason::Unsent);
+            unsent.push(bytes);
         }
         metrics::connection_closed(reason);
+        let dropped = unsent.len();
+        if let Some(shared) = self.shared() {
+            for bytes in unsent {
+                super::unsent(&shared, index, bytes.as_ref(), key.1);
+            }
+        }
         dropped
     }
 

@@ -461,6 +461,47 @@ impl Core {
         touched
     }
 
+    /// A request the network layer could not send to `to` from socket
+    /// `socket` (a connection to it could not be opened, or its TLS
+    /// handshake failed). For a branch of a relayed request this is a 503
+    /// from that next hop (RFC 3261 §8.1.3.1), so its transaction goes on
+    /// at once as for a 503 (the next RFC 3263 target, the next branch,
+    /// `failure`) instead of waiting for its timeout. Anything else is
+    /// left alone (lost, as a lost datagram would be).
+    pub fn unsent(
+        &self,
+        now: Instant,
+        bytes: &[u8],
+        to: SocketAddr,
+        socket: usize,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<Touched> {
+        let msg = crate::sip::Message::parse(bytes).ok()?;
+        if !msg.is_request() || msg.method() == Some("ACK") {
+            return None;
+        }
+        let branch = msg.top_via()?.branch?;
+        stateful::branch_shard(branch)?;
+        let mut response = Vec::with_capacity(bytes.len().min(1024));
+        let transport = self.identity.transport_of(socket);
+        reply::build(
+            &msg,
+            to,
+            transport,
+            503,
+            Some("Transport Error"),
+            b"",
+            &mut response,
+        )?;
+        crate::metrics::transport_error();
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            %to,
+            "request could not be sent: handled as a 503 from its next hop"
+        );
+        self.handle(now, &response, to, socket, out)
+    }
+
     /// The environment the stateful code runs in.
     fn env(&self) -> stateful::Env<'_> {
         stateful::Env::new(
