@@ -241,7 +241,7 @@ impl Client {
         let matches = self
             .pending
             .get(reply.cookie.as_slice())
-            .is_some_and(|p| self.instances.addr(p.instance) == from);
+            .is_some_and(|p| same_addr(self.instances.addr(p.instance), from));
         if !matches {
             self.ignored += 1;
             return;
@@ -249,14 +249,15 @@ impl Client {
         let Some(p) = self.pending.remove(reply.cookie.as_slice()) else {
             return;
         };
+        let instance = self.instances.addr(p.instance);
         if self.instances.mark_up(p.instance) {
-            self.events.push_back(Event::InstanceUp(from));
+            self.events.push_back(Event::InstanceUp(instance));
         }
         match p.id {
             Some(id) => self.events.push_back(Event::Reply {
                 id,
                 command: p.command,
-                instance: from,
+                instance,
                 latency: now.saturating_duration_since(p.started),
                 reply,
             }),
@@ -352,6 +353,21 @@ impl Client {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
+}
+
+/// The same address, an IPv4-mapped IPv6 address (what a dual-stack
+/// socket reports) counting as the IPv4 address it maps.
+fn same_addr(a: SocketAddr, b: SocketAddr) -> bool {
+    fn plain(a: SocketAddr) -> SocketAddr {
+        match a {
+            SocketAddr::V6(v6) => v6
+                .ip()
+                .to_ipv4_mapped()
+                .map_or(a, |v4| SocketAddr::from((v4, v6.port()))),
+            SocketAddr::V4(_) => a,
+        }
+    }
+    plain(a) == plain(b)
 }
 
 #[cfg(test)]
@@ -458,16 +474,19 @@ mod tests {
         assert!(events(&mut c).is_empty());
         assert_eq!(c.ignored(), 4);
         assert_eq!(c.in_flight(), 1);
+        // From a dual-stack socket the instance's address is IPv4-mapped.
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:2223".parse().unwrap();
+        assert_eq!(mapped.port(), sent[0].to.port());
         // The real reply still counts.
         c.on_datagram(
             t0,
-            sent[0].to,
+            mapped,
             &reply_to(&sent[0], "d6:result5:error12:error-reason3:bade"),
         );
         let ev = events(&mut c);
         assert!(
-            matches!(&ev[..], [Event::Reply { reply, .. }] if reply.outcome == Outcome::Error
-                && reply.error_reason.as_deref() == Some("bad")),
+            matches!(&ev[..], [Event::Reply { reply, instance, .. }] if reply.outcome == Outcome::Error
+                && reply.error_reason.as_deref() == Some("bad") && *instance == sent[0].to),
             "{ev:?}"
         );
     }

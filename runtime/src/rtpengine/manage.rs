@@ -48,15 +48,19 @@
 //! A delete takes the headers as they are.
 //!
 //! Forks: rtpengine keeps one set of media per fork when the forks have
-//! different via-branches. A response carries the branch of the Via this
-//! proxy put on the request it answers (its top Via, or [`Context::branch`]
-//! when the caller knows better, e.g. after removing it), so an answer or
-//! a fork's failure names the fork it comes from; a request carries one
-//! only from [`Context::branch`]: the branch of the Via the proxy adds
-//! when it sends the request on, for an `rtp_manage` made per fork (then
-//! each fork's offer gets media of its own). An offer made once for all
-//! forks carries none, and rtpengine then pairs each answer with the
-//! offer's other side by its to-tag.
+//! different via-branches, so the initial INVITE's transaction names its
+//! fork. A response to an initial INVITE carries the branch of the Via
+//! this proxy put on the request (its top Via as received, or
+//! [`Context::branch`] when the caller knows better, e.g. after removing
+//! it), so an answer or a fork's failure names the fork it comes from; the
+//! initial INVITE's offer carries one only from [`Context::branch`]: the
+//! branch of the Via the proxy adds when it sends the request on, for an
+//! `rtp_manage` made per fork (then each fork's offer gets media of its
+//! own). An offer made once for all forks carries none, and rtpengine then
+//! pairs each answer with the offer's other side by its to-tag. Nothing
+//! else carries a via-branch: in a dialog both tags name the sides (with
+//! both known, rtpengine 10.5 goes by the tags alone), and the branch of a
+//! later transaction (a re-INVITE, an ACK) is no fork's.
 
 use std::fmt;
 
@@ -67,10 +71,11 @@ use crate::sip::Message;
 /// What the caller knows beyond the message.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Context<'c> {
-    /// Requests: the branch of the Via this proxy adds when it sends the
-    /// request on (for an `rtp_manage` made per fork). Responses: the
-    /// branch of this proxy's Via the response came back on (default: the
-    /// top Via's, as received).
+    /// The fork, for the initial INVITE's transaction only (see the
+    /// module doc). The INVITE: the branch of the Via this proxy adds when
+    /// it sends it on (for an `rtp_manage` made per fork). Its responses:
+    /// the branch of this proxy's Via the response came back on (default:
+    /// the top Via's, as received).
     pub branch: Option<&'c str>,
     /// Responses: what the request they answer was (None: unknown).
     pub request: Option<RequestFacts>,
@@ -185,11 +190,10 @@ pub fn decide<'a>(msg: &Message<'a>, ctx: &Context<'a>) -> Result<Option<Decisio
     let Some(from_tag) = from_tag else {
         return refused("no tag for the offering side");
     };
-    let via_branch = if msg.is_request() {
-        match command {
-            Command::Delete => None,
-            _ => ctx.branch,
-        }
+    let via_branch = if !initial_invite(msg, ctx) {
+        None
+    } else if msg.is_request() {
+        ctx.branch.filter(|_| command == Command::Offer)
     } else {
         ctx.branch.or_else(|| msg.top_via().and_then(|v| v.branch))
     };
@@ -201,6 +205,15 @@ pub fn decide<'a>(msg: &Message<'a>, ctx: &Context<'a>) -> Result<Option<Decisio
         via_branch,
         sdp,
     }))
+}
+
+/// Whether the message is an initial INVITE or a response to one.
+fn initial_invite(msg: &Message<'_>, ctx: &Context<'_>) -> bool {
+    if msg.is_request() {
+        msg.method() == Some("INVITE") && msg.to().is_some_and(|t| t.tag.is_none())
+    } else {
+        msg.cseq().is_some_and(|(_, m)| m == "INVITE") && !ctx.request.is_some_and(|r| r.in_dialog)
+    }
 }
 
 type Found<'a> = Option<(Command, Option<Sdp<'a>>)>;
@@ -370,6 +383,20 @@ mod tests {
             summary(&request("CANCEL", None, false), ctx),
             s(Delete, "a", None, None, false)
         );
+        // A re-INVITE, an UPDATE or an ACK is in a dialog: the tags name
+        // both sides, and their branch is no fork's.
+        assert_eq!(
+            summary(&request("INVITE", Some("b"), true), ctx),
+            s(Offer, "a", Some("b"), None, true)
+        );
+        assert_eq!(
+            summary(&request("UPDATE", Some("b"), true), ctx),
+            s(Offer, "a", Some("b"), None, true)
+        );
+        assert_eq!(
+            summary(&request("ACK", Some("b"), true), ctx),
+            s(Answer, "b", Some("a"), None, true)
+        );
     }
 
     #[test]
@@ -397,9 +424,21 @@ mod tests {
             summary(&response(100, "INVITE", "b", "z9hG4bKsf1", true), had),
             None
         );
+        // In a dialog the tags say it all: no via-branch.
         assert_eq!(
             summary(&response(200, "UPDATE", "b", "z9hG4bKsf1", true), NONE),
-            s(Answer, "a", Some("b"), Some("z9hG4bKsf1"), true)
+            s(Answer, "a", Some("b"), None, true)
+        );
+        let reinvite = Context {
+            branch: Some("z9hG4bKsf1"),
+            request: Some(RequestFacts {
+                had_sdp: true,
+                in_dialog: true,
+            }),
+        };
+        assert_eq!(
+            summary(&response(200, "INVITE", "b", "z9hG4bKsf1", true), reinvite),
+            s(Answer, "a", Some("b"), None, true)
         );
         assert_eq!(
             summary(&response(200, "BYE", "b", "z9hG4bKsf1", false), NONE),
@@ -502,12 +541,12 @@ mod tests {
                     &response(status, "INVITE", "b", "z9hG4bKsf1", false),
                     reinvite
                 ),
-                s(Delete, "a", Some("b"), Some("z9hG4bKsf1"), false),
+                s(Delete, "a", Some("b"), None, false),
                 "{status}: the dialog is gone"
             );
             assert_eq!(
                 summary(&response(status, "UPDATE", "b", "z9hG4bKsf1", false), NONE),
-                s(Delete, "a", Some("b"), Some("z9hG4bKsf1"), false)
+                s(Delete, "a", Some("b"), None, false)
             );
         }
         assert_eq!(
