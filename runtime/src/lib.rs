@@ -10,6 +10,7 @@
 //! - [`metrics`]: Prometheus counters and the `--metrics` endpoint.
 //! - [`registrar`]: the sans-IO registrar and location service.
 //! - [`nat`]: the sans-IO NAT detection, Contact fix and its marker.
+//! - [`rtpengine`]: the sans-IO rtpengine control (`rtp_manage`).
 
 pub mod api;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod net;
 pub mod proxy;
 pub mod registrar;
 pub mod resolve;
+pub mod rtpengine;
 pub mod sip;
 pub mod target;
 pub mod transaction;
