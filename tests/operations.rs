@@ -1004,6 +1004,7 @@ async fn siblings_pass_each_other_their_responses() {
         streams: Default::default(),
         dns_servers: None,
         registrar_store: None,
+        rtpengine: None,
         tls: None,
     };
     let second = sipforge_runtime::net::start(routes, options)

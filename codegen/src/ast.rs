@@ -64,6 +64,8 @@ pub struct File {
     pub dns: Option<DnsSpec>,
     /// `registrar:` (the location service `save` and `lookup` use).
     pub registrar: Option<RegistrarSpec>,
+    /// `rtpengine:` (the media relays `rtp_manage` controls), `udp:IP:PORT`.
+    pub rtpengine: Vec<Sp<String>>,
     pub sections: Vec<Section>,
     pub routes: Vec<NamedRoute>,
 }
@@ -306,6 +308,9 @@ pub enum StepKind {
     /// `fix_contact`: the Contact rewritten to where the message came
     /// from, with a marker (NAT traversal).
     FixContact,
+    /// `rtp_manage` / `rtp_manage: "flags"`: rtpengine offer, answer or
+    /// delete as the message calls for, its SDP replaced.
+    RtpManage(Option<Sp<String>>),
     Drop,
     Exit,
     If {
@@ -337,6 +342,7 @@ impl StepKind {
             StepKind::Save => "save",
             StepKind::Lookup { .. } => "lookup",
             StepKind::FixContact => "fix_contact",
+            StepKind::RtpManage(_) => "rtp_manage",
             StepKind::Drop => "drop",
             StepKind::Exit => "exit",
             StepKind::If { .. } => "if",
@@ -567,6 +573,9 @@ pub enum Expr {
     Registered(Option<Sp<Operand>>),
     /// `behind_nat`: the sender of the message looks to be behind a NAT.
     BehindNat,
+    /// `rtp_manage` / `rtp_manage("flags")` as a condition: the step,
+    /// true unless rtpengine could not be used.
+    RtpManage(Option<Sp<String>>, Pos),
     /// A lone operand where a condition was expected (an error in `check`).
     Bare(Sp<Operand>),
 }

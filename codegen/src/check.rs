@@ -9,11 +9,13 @@ use crate::ast::*;
 use crate::diagnostic::Diagnostic;
 use crate::suggest;
 
+mod media;
 mod nat;
 mod registrar;
 mod security;
 pub use registrar::registered_var;
 mod transport;
+pub use media::rtpengine_socket;
 pub use transport::dns_server;
 
 /// Where a block runs: a section, or nowhere (an unused named route).
@@ -399,6 +401,7 @@ impl<'f> Checker<'f> {
         self.security_settings();
         self.transport_settings();
         self.registrar_settings();
+        self.media_settings();
         // Route names and their function names.
         let mut fns: BTreeMap<String, &Sp<String>> = BTreeMap::new();
         for r in &file.routes {
@@ -696,6 +699,7 @@ impl<'f> Checker<'f> {
                 }
             }
             StepKind::FixContact => self.fix_contact(s, ctx, &at),
+            StepKind::RtpManage(flags) => self.rtp_manage((s.pos, s.len), flags.as_ref(), ctx),
             StepKind::RecordRoute => {
                 if ctx == Some(SectionKind::Reply) {
                     self.err(
@@ -877,6 +881,7 @@ impl<'f> Checker<'f> {
             Expr::Not(a) => self.expr(a, at, ctx, route),
             Expr::InDialog | Expr::BehindNat => {}
             Expr::Registered(arg) => self.registered(at, arg.as_ref(), ctx, route),
+            Expr::RtpManage(flags, _) => self.rtp_manage(at, flags.as_ref(), ctx),
             Expr::Exists(h) => self.header_name(h),
             Expr::Bare(o) => {
                 self.operand(o, ctx, route);

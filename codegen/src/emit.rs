@@ -14,6 +14,7 @@ use quote::{format_ident, quote};
 use crate::ast::*;
 use crate::check::{block_ends, route_fn_name, used_routes};
 
+mod media;
 mod registrar;
 mod security;
 
@@ -271,6 +272,7 @@ impl Emitter {
         let tls = self.tls_settings(file);
         let dns = self.dns_settings(file);
         let registrar = self.registrar_settings(file);
+        let rtpengine = self.media_settings(file);
         let statics_n = self.net_statics();
         let statics_f = self.forks.iter().map(|(id, targets, line)| {
             let m = marker(*line);
@@ -317,6 +319,7 @@ impl Emitter {
                 tls: #tls,
                 dns: #dns,
                 registrar: #registrar,
+                rtpengine: #rtpengine,
                 source_path: #path,
                 source_text: SOURCE_TEXT,
                 source_sha256: #sha,
@@ -501,6 +504,10 @@ impl Emitter {
             }
             StepKind::RecordRoute => quote!(cx.record_route(#l);),
             StepKind::FixContact => quote!(cx.fix_contact(#l);),
+            StepKind::RtpManage(flags) => {
+                let call = self.rtp_manage(s.pos.line, flags.as_ref());
+                quote!(let _ = #call;)
+            }
             StepKind::Save => quote!(return cx.save(#l);),
             StepKind::Lookup { not_found } => self.lookup(s.pos.line, not_found.as_ref()),
             StepKind::Authenticate => quote! {
@@ -600,6 +607,7 @@ impl Emitter {
             Expr::InDialog => (quote!(cx.in_dialog()), Prec::Atom),
             Expr::BehindNat => (quote!(cx.behind_nat()), Prec::Atom),
             Expr::Registered(arg) => (self.registered(arg.as_ref()), Prec::Atom),
+            Expr::RtpManage(flags, at) => (self.rtp_manage(at.line, flags.as_ref()), Prec::Atom),
             Expr::Exists(h) => {
                 let h = lit(&h.node);
                 (quote!(cx.has_header(#h)), Prec::Atom)

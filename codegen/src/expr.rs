@@ -301,6 +301,31 @@ impl Parser {
                 }
                 Ok(Expr::BehindNat)
             }
+            Tok::Operand(Operand::Word(w)) if w == "rtp_manage" => {
+                let at = self.next().pos;
+                if self.peek().tok != Tok::LParen {
+                    return Ok(Expr::RtpManage(None, at));
+                }
+                self.next();
+                let arg = self.operand()?;
+                self.expect(Tok::RParen, "`)`")?;
+                let Operand::Str(flags) = arg.node else {
+                    return Err(Error {
+                        pos: arg.pos,
+                        len: arg.len,
+                        message: "`rtp_manage` takes its flags as one string".into(),
+                        hint: "e.g. `rtp_manage(\"replace-origin\")`".into(),
+                    });
+                };
+                Ok(Expr::RtpManage(
+                    Some(Sp {
+                        node: flags,
+                        pos: arg.pos,
+                        len: arg.len,
+                    }),
+                    at,
+                ))
+            }
             Tok::Operand(Operand::Word(w)) if w == "registered" => {
                 self.next();
                 if self.peek().tok != Tok::LParen {

@@ -10,6 +10,7 @@ use crate::diagnostic::Diagnostic;
 use crate::yaml::{Node, Value};
 use crate::{expr, suggest, template};
 
+mod media;
 mod registrar;
 mod security;
 mod transport;
@@ -22,6 +23,7 @@ const TOP_KEYS: &[&str] = &[
     "dns",
     "limits",
     "registrar",
+    "rtpengine",
     "max_branches",
     "strict_response_source",
     "tls",
@@ -282,6 +284,7 @@ impl<'a> Parser<'a> {
                 "tls" => file.tls = self.tls(k, v),
                 "dns" => file.dns = self.dns(v),
                 "registrar" => file.registrar = self.registrar(k, v),
+                "rtpengine" => file.rtpengine = self.rtpengine(v),
                 "request" | "reply" | "failure" => {
                     let kind = match key.as_str() {
                         "request" => SectionKind::Request,
@@ -667,6 +670,10 @@ impl<'a> Parser<'a> {
                         RelayTo::Set(s)
                     }
                 }
+            }),
+            "rtp_manage" => StepKind::RtpManage(match v {
+                None => None,
+                Some(v) => Some(self.rtp_flags(v)?),
             }),
             "lookup" => StepKind::Lookup {
                 not_found: match v {

@@ -672,3 +672,23 @@ fn nat_step_and_condition() {
         "routes.yaml:1:12: unknown action `fix_contacts`",
     );
 }
+
+#[test]
+fn rtp_manage_needs_rtpengine_and_a_udp_socket() {
+    one(
+        "request:\n  - rtp_manage\n  - relay\n",
+        "routes.yaml:2:5: `rtp_manage` needs an `rtpengine:` list",
+    );
+    one(
+        "request:\n  - if: not rtp_manage(\"replace-origin\")\n    then: [ drop ]\n  - relay\n",
+        "routes.yaml:2:5: `rtp_manage` needs an `rtpengine:` list",
+    );
+    one(
+        "rtpengine: [ \"tcp:127.0.0.1:2223\" ]\nrequest: [ relay ]\n",
+        "routes.yaml:1:15: `tcp:127.0.0.1:2223` is not an rtpengine control socket: only `udp:IP:PORT` (the ng protocol over UDP) is supported",
+    );
+    assert!(
+        errors("rtpengine: [ \"udp:127.0.0.1:2223\" ]\nrequest:\n  - rtp_manage: \"replace-origin\"\n  - relay\nreply:\n  - rtp_manage\nfailure:\n  - rtp_manage\n")
+            .is_empty()
+    );
+}

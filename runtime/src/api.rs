@@ -92,6 +92,9 @@ pub struct Settings {
     /// `registrar:` (present when the file has it or uses `save`,
     /// `lookup` or `registered`).
     pub registrar: Option<RegistrarSettings>,
+    /// `rtpengine:`: the ng control sockets of the media relays
+    /// `rtp_manage` uses, `IP:PORT` (empty: none).
+    pub rtpengine: &'static [&'static str],
     /// The routes file path as given to the build.
     pub source_path: &'static str,
     /// The routes file's text (for `--print-routes`).

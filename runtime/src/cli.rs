@@ -62,6 +62,9 @@ struct Args {
     /// The credentials file `authenticate` checks against (lines `user:realm:HA1`; replaces `auth.credentials`; reloaded on SIGHUP)
     #[arg(long, value_name = "PATH")]
     credentials: Option<std::path::PathBuf>,
+    /// An rtpengine control socket `udp:IP:PORT` (repeatable; replaces the routes file's `rtpengine:` list when it has one)
+    #[arg(long = "rtpengine", value_name = "udp:IP:PORT")]
+    rtpengine: Vec<String>,
     /// The shared location store's URL (`redis://HOST:PORT/DB`; replaces `registrar.store` when the routes file names a shared store)
     #[arg(long, value_name = "URL")]
     registrar_store: Option<String>,
@@ -461,6 +464,7 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             streams: Default::default(),
             dns_servers: None,
             registrar_store: args.registrar_store.clone(),
+            rtpengine: rtpengine_flags(&args.rtpengine)?,
             tls,
         },
         metrics,
@@ -468,6 +472,22 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
         drain_mode: args.drain_mode,
         auth,
     })
+}
+
+/// `--rtpengine udp:IP:PORT` flags as `IP:PORT` (None: none given).
+fn rtpengine_flags(flags: &[String]) -> Result<Option<Vec<String>>, String> {
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    flags
+        .iter()
+        .map(|f| {
+            crate::rtpengine::instances::parse_address(f)
+                .map(|a| a.to_string())
+                .map_err(|e| format!("--rtpengine: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// `SCHEME:IP:PORT` (IPv6 in brackets); schemes `udp`, `tcp`, `tls`, `ws`, `wss`.

@@ -14,6 +14,7 @@ use crate::sip::{Message, NameAddr, Uri};
 
 mod authenticate;
 pub(crate) use authenticate::AuthEnv;
+mod media;
 mod nat;
 pub(crate) use nat::NatEnv;
 
@@ -67,6 +68,8 @@ pub struct Edits {
     pub fork: Vec<Vec<BranchTarget>>,
     /// `fix_contact`: the Contact URI rewritten (see [`crate::nat`]).
     pub contact: Option<crate::nat::ContactFix>,
+    /// `rtp_manage`: the new SDP body (Content-Length follows it).
+    pub body: Option<Vec<u8>>,
 }
 
 /// What `lookup` and `registered` ask of the location service.
@@ -131,9 +134,16 @@ pub struct Ctx<'a> {
     auth_steps: usize,
     /// What this run's `authenticate` accepted (kept for a later run).
     pub(crate) accepted_now: Vec<(String, usize)>,
-    /// The AoR this run must ask the location store about: the run is
-    /// then suspended and its decision means nothing.
-    pub(crate) asked: Option<String>,
+    /// What this run must ask another server (the bindings of an AoR,
+    /// an rtpengine offer or answer): the run is then suspended and its
+    /// decision means nothing.
+    pub(crate) asked: Option<crate::proxy::suspend::Query>,
+    /// What earlier runs' `rtp_manage` steps got from rtpengine, in
+    /// order, and how many such steps ran in this one.
+    media_before: &'a [Result<Vec<u8>, String>],
+    media_steps: usize,
+    /// rtpengine deletes to send, nobody waiting for their answers.
+    pub(crate) tells: Vec<crate::proxy::suspend::MediaAsk>,
     pub(crate) edits: Edits,
     pub(crate) decision: Decision,
 }
@@ -191,6 +201,9 @@ impl<'a> Ctx<'a> {
             auth_steps: 0,
             accepted_now: Vec::new(),
             asked: None,
+            media_before: &[],
+            media_steps: 0,
+            tells: Vec::new(),
             edits: Edits::default(),
             decision: Decision::Undecided,
         }
@@ -212,6 +225,7 @@ impl<'a> Ctx<'a> {
     pub(crate) fn with_memo(mut self, memo: &'a crate::proxy::suspend::Memo) -> Ctx<'a> {
         self.replay_until = memo.replay_until;
         self.accepted_before = &memo.accepted;
+        self.media_before = &memo.media;
         self
     }
 
@@ -620,7 +634,7 @@ impl<'a> Ctx<'a> {
             }
             Located::Ready(_) => false,
             Located::Ask(aor) => {
-                self.asked = Some(aor);
+                self.asked = Some(crate::proxy::suspend::Query::Bindings { aor });
                 false
             }
         }
@@ -650,7 +664,7 @@ impl<'a> Ctx<'a> {
         match location.has(&uri) {
             Located::Ready(has) => has,
             Located::Ask(aor) => {
-                self.asked = Some(aor);
+                self.asked = Some(crate::proxy::suspend::Query::Bindings { aor });
                 false
             }
         }

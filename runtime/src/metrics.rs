@@ -256,6 +256,9 @@ struct Metrics {
     lookups: [Counter; 2],
     store_errors: Counter,
     store_seconds: [Histogram; 2],
+    rtpengine_requests: [Counter; 6],
+    rtpengine_seconds: Histogram,
+    rtpengines_up: Gauge,
     aors: Gauge,
     contacts: Gauge,
     transactions: Gauge,
@@ -481,6 +484,34 @@ impl Metrics {
                 let save = f.get_or_create(&[("op", "save")]).clone();
                 [lookup, save]
             },
+            rtpengine_requests: family(
+                &mut r,
+                "sipforge_rtpengine_requests",
+                "ng requests rtp_manage sent to rtpengine, by command and result (error: an error reply, or no rtpengine answered)",
+                "request",
+                [
+                    "offer_ok",
+                    "offer_error",
+                    "answer_ok",
+                    "answer_error",
+                    "delete_ok",
+                    "delete_error",
+                ],
+            ),
+            rtpengine_seconds: {
+                let h = Histogram::new(exponential_buckets(0.000_1, 4.0, 9));
+                r.register(
+                    "sipforge_rtpengine_seconds",
+                    "Time rtpengine took to answer an ng request (retries and failover included)",
+                    h.clone(),
+                );
+                h
+            },
+            rtpengines_up: gauge(
+                &mut r,
+                "sipforge_rtpengines_up",
+                "rtpengine instances answering (a dead one is pinged until it answers)",
+            ),
             aors: gauge(
                 &mut r,
                 "sipforge_registered_aors",
@@ -602,6 +633,23 @@ pub fn registrar_store_error() {
 pub fn store_latency(op: &str, took: std::time::Duration) {
     let i = usize::from(op != "lookup");
     METRICS.store_seconds[i].observe(took.as_secs_f64());
+}
+
+/// An ng request `command` (`offer`, `answer`, `delete`) ended, `ok` or
+/// not, after `took`.
+pub fn rtpengine_request(command: &str, ok: bool, took: std::time::Duration) {
+    let base = match command {
+        "offer" => 0,
+        "answer" => 2,
+        _ => 4,
+    };
+    METRICS.rtpengine_requests[base + usize::from(!ok)].inc();
+    METRICS.rtpengine_seconds.observe(took.as_secs_f64());
+}
+
+/// rtpengine instances answering.
+pub fn set_rtpengines_up(n: usize) {
+    METRICS.rtpengines_up.set(n as i64);
 }
 
 /// Addresses-of-record and bindings in the location store.

@@ -38,6 +38,7 @@ mod dns;
 pub mod framing;
 mod handover;
 mod resolver;
+mod rtpengine;
 mod sibling;
 mod takeover;
 mod tcp;
@@ -108,6 +109,9 @@ pub struct Options {
     /// The shared location store's URL, overriding `registrar.store`
     /// when that is one (`--registrar-store`; tests start their own).
     pub registrar_store: Option<String>,
+    /// rtpengine control sockets (`IP:PORT`), replacing the routes file's
+    /// `rtpengine:` list (`--rtpengine`; tests start their own).
+    pub rtpengine: Option<Vec<String>>,
 }
 
 /// The default number of workers: the cores this process may use.
@@ -539,12 +543,20 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     core.set_name_targets(Box::new(move |host, port, transport| {
         targets.targets(host, port, transport)
     }));
-    let (asker, asks) = match &store {
-        Some(_) => {
-            let (asker, asks) = asker::Asker::new();
-            (Some(asker), Some(asks))
-        }
-        None => (None, None),
+    let media = if routes.settings().rtpengine.is_empty() {
+        None
+    } else {
+        let addrs: Vec<&str> = match &options.rtpengine {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => routes.settings().rtpengine.to_vec(),
+        };
+        Some(rtpengine::Media::start(&addrs, stopped.clone()).await?)
+    };
+    let (asker, asks) = if store.is_some() || media.is_some() {
+        let (asker, asks) = asker::Asker::new();
+        (Some(asker), Some(asks))
+    } else {
+        (None, None)
     };
     let shared = Arc::new(Shared {
         core,
@@ -602,10 +614,11 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     let mut tasks = JoinSet::new();
     tasks.spawn(sibling::receive_loop(Arc::clone(&shared)));
     tasks.spawn(log_summaries(shared.stop.clone()));
-    if let (Some(store), Some(asks)) = (store, asks) {
+    if let Some(asks) = asks {
+        let servers = asker::Servers { store, media };
         tasks.spawn(asker::run(
             Arc::clone(&shared),
-            store,
+            servers,
             asks,
             shared.stop.clone(),
         ));

@@ -91,6 +91,7 @@ pub fn options() -> sipforge_runtime::net::Options {
         streams: Default::default(),
         dns_servers: None,
         registrar_store: None,
+        rtpengine: None,
         tls: None,
     }
 }

@@ -1,5 +1,5 @@
-//! Carries out the core's questions to another server (today: a shared
-//! location store) and gives the core the answers (see
+//! Carries out the core's questions to other servers (a shared location
+//! store, rtpengine) and gives the core the answers (see
 //! [`crate::proxy::suspend`]).
 //!
 //! Whoever hands the core a message takes its questions right after
@@ -54,7 +54,7 @@ pub(super) fn take_asks(shared: &Shared) {
 /// server stops; and the store's counts for the metrics.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    store: Arc<dyn AsyncStore>,
+    servers: Servers,
     mut asks: mpsc::UnboundedReceiver<Ask>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -64,39 +64,51 @@ pub(super) async fn run(
         tokio::select! {
             ask = asks.recv() => {
                 let Some(ask) = ask else { return };
-                tokio::spawn(carry(Arc::clone(&shared), Arc::clone(&store), ask));
+                tokio::spawn(carry(Arc::clone(&shared), servers.clone(), ask));
             }
             _ = count.tick() => {
-                tokio::spawn(count_bindings(Arc::clone(&shared), Arc::clone(&store)));
+                if let Some(store) = &servers.store {
+                    tokio::spawn(count_bindings(Arc::clone(&shared), Arc::clone(store)));
+                }
             }
             _ = stop.changed() => return,
         }
     }
 }
 
-/// Ask the store, then give the core the answer and send what it sends.
-async fn carry(shared: Arc<Shared>, store: Arc<dyn AsyncStore>, ask: Ask) {
+/// The servers the core's questions go to (None: the routes use none).
+#[derive(Clone)]
+pub(super) struct Servers {
+    pub store: Option<Arc<dyn AsyncStore>>,
+    pub media: Option<Arc<super::rtpengine::Media>>,
+}
+
+/// Ask the server, then give the core the answer and send what it sends.
+async fn carry(shared: Arc<Shared>, servers: Servers, ask: Ask) {
     let timeout = shared.core().ask_timeout();
-    let config = shared.core().registrar_config();
-    let started = Instant::now();
-    let (answer, op) = match &ask.query {
-        Query::Bindings { aor } => {
-            let result = tokio::time::timeout(timeout, store.lookup(aor, ask.now_unix)).await;
-            (Answer::Bindings(flatten(result, timeout)), "lookup")
-        }
-        Query::Save { request } => {
-            let result =
-                tokio::time::timeout(timeout, store.save(request, ask.now_unix, &config)).await;
-            (Answer::Saved(flatten(result, timeout)), "save")
+    let answer = match &ask.query {
+        Query::Bindings { .. } | Query::Save { .. } => match &servers.store {
+            Some(store) => ask_store(&shared, store.as_ref(), &ask, timeout).await,
+            None => return,
+        },
+        Query::Media(media) => {
+            let result = match &servers.media {
+                Some(client) => tokio::time::timeout(timeout, client.ask(media))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(format!("no answer within {} ms", timeout.as_millis()))
+                    }),
+                None => Err("no rtpengine configured".to_string()),
+            };
+            if let Err(why) = &result {
+                crate::warn_limited!("rtp_manage: {why}");
+            }
+            Answer::Media(result)
         }
     };
-    crate::metrics::store_latency(op, started.elapsed());
-    let failed = match &answer {
-        Answer::Bindings(r) => r.as_ref().err(),
-        Answer::Saved(r) => r.as_ref().err(),
-    };
-    if let Some(e) = failed {
-        crate::warn_limited!(op, "registrar store: {}", e.message);
+    if ask.id == 0 {
+        // A question nobody waits for (an rtpengine delete).
+        return;
     }
     let mut out = Vec::new();
     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -116,6 +128,39 @@ async fn carry(shared: Arc<Shared>, store: Arc<dyn AsyncStore>, ask: Ask) {
         }
         Err(_) => tracing::error!("internal error while resuming a request: dropped"),
     }
+}
+
+/// Ask the location store a [`Query::Bindings`] or [`Query::Save`].
+async fn ask_store(
+    shared: &Shared,
+    store: &dyn AsyncStore,
+    ask: &Ask,
+    timeout: Duration,
+) -> Answer {
+    let config = shared.core().registrar_config();
+    let started = Instant::now();
+    let (answer, op) = match &ask.query {
+        Query::Save { request } => {
+            let result =
+                tokio::time::timeout(timeout, store.save(request, ask.now_unix, &config)).await;
+            (Answer::Saved(flatten(result, timeout)), "save")
+        }
+        Query::Bindings { aor } => {
+            let result = tokio::time::timeout(timeout, store.lookup(aor, ask.now_unix)).await;
+            (Answer::Bindings(flatten(result, timeout)), "lookup")
+        }
+        Query::Media(_) => return Answer::Media(Err("not a store question".into())),
+    };
+    crate::metrics::store_latency(op, started.elapsed());
+    let failed = match &answer {
+        Answer::Bindings(r) => r.as_ref().err(),
+        Answer::Saved(r) => r.as_ref().err(),
+        Answer::Media(_) => None,
+    };
+    if let Some(e) = failed {
+        crate::warn_limited!(op, "registrar store: {}", e.message);
+    }
+    answer
 }
 
 /// A store's result within the timeout, or the timeout as a store error.

@@ -128,7 +128,7 @@ pub fn request(
     }
     remove_headers(msg, edits, &owned, &mut splice);
     splice.insert(msg.headers_end(), &edits.appended);
-    frame(msg, &mut splice);
+    frame(msg, edits.body.as_deref(), &mut splice);
     let mut bytes = Vec::with_capacity(msg.len() + 256);
     splice.apply(&msg.buf()[..msg.len()], &mut bytes);
     Some(bytes)
@@ -218,7 +218,7 @@ pub fn response(msg: &Message<'_>, edits: &Edits, status_line: Option<&str>) -> 
     let owned: Vec<Range<usize>> = std::iter::once(removal).chain(contact).collect();
     remove_headers(msg, edits, &owned, &mut splice);
     splice.insert(msg.headers_end(), &edits.appended);
-    frame(msg, &mut splice);
+    frame(msg, edits.body.as_deref(), &mut splice);
     let mut bytes = Vec::with_capacity(msg.len() + 128);
     splice.apply(&msg.buf()[..msg.len()], &mut bytes);
     Some(bytes)
@@ -231,17 +231,29 @@ pub fn response(msg: &Message<'_>, edits: &Edits, status_line: Option<&str>) -> 
 /// length. (Bytes after the body that Content-Length frames are never
 /// copied, and a Content-Length larger than the datagram is refused by
 /// `validate`.)
-fn frame(msg: &Message<'_>, splice: &mut Splice) {
+///
+/// `body`: a new body in place of the message's (`rtp_manage`'s SDP):
+/// Content-Length then says its length.
+fn frame(msg: &Message<'_>, body: Option<&[u8]>, splice: &mut Splice) {
     let start = msg.start_line_range().start;
     if start > 0 {
         splice.delete(0..start);
     }
-    if msg.first(HeaderName::ContentLength).is_none() {
-        let mut digits = [0u8; 10];
-        let len = u32::try_from(msg.body().len()).unwrap_or(u32::MAX);
-        splice.insert(msg.headers_end(), b"Content-Length: ");
-        splice.insert(msg.headers_end(), crate::digits::decimal(len, &mut digits));
-        splice.insert(msg.headers_end(), b"\r\n");
+    let mut digits = [0u8; 10];
+    let length = body.map_or(msg.body().len(), <[u8]>::len);
+    let length = crate::digits::decimal(u32::try_from(length).unwrap_or(u32::MAX), &mut digits);
+    match msg.first(HeaderName::ContentLength) {
+        None => {
+            splice.insert(msg.headers_end(), b"Content-Length: ");
+            splice.insert(msg.headers_end(), length);
+            splice.insert(msg.headers_end(), b"\r\n");
+        }
+        Some(h) if body.is_some() => splice.replace(h.value_range.clone(), length),
+        Some(_) => {}
+    }
+    if let Some(body) = body {
+        let from = msg.body_start();
+        splice.replace(from..from + msg.body().len(), body);
     }
 }
 

@@ -225,13 +225,9 @@ impl Core {
             .as_ref()
             .map(location::Registrar::from_settings)
             .transpose();
-        let suspended = match &registrar {
-            Ok(Some(r)) if r.is_shared() => Some(suspend::Suspended::new(
-                config.max_waiting,
-                config.ask_timeout,
-            )),
-            _ => None,
-        };
+        let shared_store = matches!(&registrar, Ok(Some(r)) if r.is_shared());
+        let suspended = (shared_store || !routes.settings().rtpengine.is_empty())
+            .then(|| suspend::Suspended::new(config.max_waiting, config.ask_timeout));
         Core {
             routes,
             identity,
@@ -305,14 +301,30 @@ impl Core {
             .unwrap_or_default()
     }
 
+    /// Send rtpengine the deletes a route run asked for (nobody waits for
+    /// their answers).
+    pub(crate) fn tell_media(&self, now: Instant, tells: &mut Vec<suspend::MediaAsk>) {
+        if tells.is_empty() {
+            return;
+        }
+        let Some(waiting) = &self.suspended else {
+            tells.clear();
+            return;
+        };
+        let now_unix = self.unix_time(now);
+        for t in tells.drain(..) {
+            waiting.tell(suspend::Query::Media(Box::new(t)), now_unix);
+        }
+    }
+
     /// Requests waiting for another server's answer.
     pub fn waiting(&self) -> usize {
         self.suspended.as_ref().map_or(0, suspend::Suspended::len)
     }
 
-    /// Whether the routes' bindings live in a shared store that the
-    /// network layer must ask (see [`Core::poll_ask`]).
-    pub fn asks_store(&self) -> bool {
+    /// Whether the core may ask other servers (a shared location store,
+    /// rtpengine) that the network layer must reach (see [`Core::poll_ask`]).
+    pub fn asks_others(&self) -> bool {
         self.suspended.is_some()
     }
 
@@ -504,7 +516,7 @@ impl Core {
 
     /// The environment the stateful code runs in.
     fn env(&self) -> stateful::Env<'_> {
-        stateful::Env::new(
+        let mut env = stateful::Env::new(
             self.routes,
             &self.identity,
             self.timers,
@@ -512,7 +524,10 @@ impl Core {
             &self.capacity,
             self.names.get(),
             self.name_targets.get(),
-        )
+        );
+        env.suspended = self.suspended.as_ref();
+        env.wall_clock = self.wall_clock;
+        env
     }
 
     /// Run `f` on shard `index` under its lock, keeping the count of live

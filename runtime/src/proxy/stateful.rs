@@ -67,6 +67,10 @@ pub struct Env<'a> {
     pub names: Option<&'a super::NameCheck>,
     /// The RFC 3263 targets of names, when known (see `Core::set_name_targets`).
     pub name_targets: Option<&'a super::NameTargets>,
+    /// Where a response whose `reply` route asked rtpengine waits (None:
+    /// the core asks nobody), and an instant with its wall-clock second.
+    pub suspended: Option<&'a super::suspend::Suspended>,
+    pub wall_clock: (Instant, u64),
 }
 
 impl<'a> Env<'a> {
@@ -92,6 +96,19 @@ impl<'a> Env<'a> {
             name_targets,
             max_branches: settings.max_branches as usize,
             strict_response_source: settings.strict_response_source,
+            suspended: None,
+            wall_clock: (Instant::now(), 0),
+        }
+    }
+}
+
+impl Env<'_> {
+    /// The wall-clock second at `now`.
+    fn unix_time(&self, now: Instant) -> u64 {
+        let (at, secs) = self.wall_clock;
+        match now.checked_duration_since(at) {
+            Some(d) => secs + d.as_secs(),
+            None => secs.saturating_sub(at.duration_since(now).as_secs()),
         }
     }
 }
@@ -148,6 +165,10 @@ struct Branch {
     /// transaction is no longer waited for.
     given_up: bool,
     held: Option<Held>,
+    /// A response of this branch waits for rtpengine (its ask): other
+    /// responses of the branch wait behind it (dropped; the UAS
+    /// retransmits final ones).
+    waiting: Option<super::suspend::AskId>,
 }
 
 /// The name a branch's next hop came from and the target to try next.
@@ -631,6 +652,50 @@ impl Stateful {
         ResponseMatch::Done
     }
 
+    /// rtpengine answered for the response of branch `index` of
+    /// transaction `id` that waits (`ask`): it goes on, its `reply` route
+    /// running again with `memo`. Nothing when the transaction or the
+    /// wait is gone.
+    #[allow(clippy::too_many_arguments)]
+    pub fn resume_reply(
+        &mut self,
+        env: &Env<'_>,
+        now: Instant,
+        ask: super::suspend::AskId,
+        held: super::suspend::HeldReply,
+        msg: &Message<'_>,
+        source: SocketAddr,
+        memo: &super::suspend::Memo,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let status = msg.status().unwrap_or(0);
+        let actions = &mut self.actions;
+        let super::suspend::HeldReply { id, index } = held;
+        self.table.update(id, |txn| {
+            let Some(b) = txn.branches.get_mut(index) else {
+                return;
+            };
+            if b.waiting != Some(ask) {
+                return;
+            }
+            b.waiting = None;
+            actions.clear();
+            deliver_with(
+                env,
+                now,
+                id,
+                txn,
+                index,
+                msg,
+                source,
+                status,
+                actions,
+                out,
+                Some(memo),
+            );
+        });
+    }
+
     fn on_cancel(
         &mut self,
         env: &Env<'_>,
@@ -679,6 +744,7 @@ fn clone_edits(e: &Edits) -> Edits {
         ds: e.ds,
         fork: Vec::new(),
         contact: e.contact.clone(),
+        body: e.body.clone(),
     }
 }
 
@@ -1175,6 +1241,7 @@ fn add_branch(
         give_up_at: None,
         given_up: false,
         held: None,
+        waiting: None,
     });
     true
 }
@@ -1193,7 +1260,38 @@ fn deliver(
     actions: &mut Vec<Action>,
     out: &mut Vec<Outgoing>,
 ) {
-    if status < 200 {
+    deliver_with(
+        env, now, id, txn, index, msg, source, status, actions, out, None,
+    );
+}
+
+/// [`deliver`], the `reply` route running with what earlier runs of it on
+/// this response learned from rtpengine (`memo`; see `suspend`).
+#[allow(clippy::too_many_arguments)]
+fn deliver_with(
+    env: &Env<'_>,
+    now: Instant,
+    id: TransactionId,
+    txn: &mut ProxyTxn,
+    index: usize,
+    msg: &Message<'_>,
+    source: SocketAddr,
+    status: u16,
+    actions: &mut Vec<Action>,
+    out: &mut Vec<Outgoing>,
+    memo: Option<&super::suspend::Memo>,
+) {
+    if txn.branches[index].waiting.is_some() && memo.is_none() {
+        // An earlier response of this branch waits for rtpengine: this
+        // one may not overtake it (a final one comes again).
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            status,
+            "response while an earlier one waits for rtpengine: dropped"
+        );
+        return;
+    }
+    if status < 200 && memo.is_none() {
         let b = &mut txn.branches[index];
         b.provisional = true;
         if txn.timer_c.is_some() {
@@ -1208,6 +1306,7 @@ fn deliver(
         }
     }
     if status >= 200
+        && memo.is_none()
         && let Some(dest) = txn.branches[index].dest
     {
         env.destinations.report(dest, Report::Replied(status));
@@ -1220,7 +1319,61 @@ fn deliver(
             identity: Some(env.identity),
         });
     set_destination_vars(env, txn.branches[index].dest, &mut cx.edits);
+    if let Some(memo) = memo {
+        cx = cx.with_memo(memo);
+    }
     let _ = env.routes.reply(&mut cx);
+    let now_unix = env.unix_time(now);
+    if let Some(waiting) = env.suspended {
+        for t in cx.tells.drain(..) {
+            waiting.tell(super::suspend::Query::Media(Box::new(t)), now_unix);
+        }
+    }
+    if let Some(query) = cx.asked.take() {
+        let mut next = memo.cloned().unwrap_or_default();
+        next.replay_until = cx.queries();
+        drop(cx);
+        let Some(waiting) = env.suspended else {
+            return;
+        };
+        let resume = super::suspend::Resume::Reply {
+            held: Some(super::suspend::HeldReply { id, index }),
+        };
+        let socket = txn.branches[index].socket;
+        match waiting.suspend(
+            now,
+            now_unix,
+            None,
+            msg.buf().to_vec(),
+            source,
+            socket,
+            next,
+            resume,
+            1,
+            query,
+        ) {
+            Ok(ask) => txn.branches[index].waiting = Some(ask),
+            Err(mut memo) => {
+                // Too many requests wait: on without rtpengine.
+                memo.media
+                    .push(Err("too many messages wait for rtpengine".into()));
+                deliver_with(
+                    env,
+                    now,
+                    id,
+                    txn,
+                    index,
+                    msg,
+                    source,
+                    status,
+                    actions,
+                    out,
+                    Some(&memo),
+                );
+            }
+        }
+        return;
+    }
     let (decision, edits) = cx.finish();
     let dropped = matches!(decision, Decision::Drop);
     let Some(bytes) = forward::response(msg, &edits, None) else {
@@ -1830,6 +1983,7 @@ mod tests {
                 status,
                 bytes: None,
             }),
+            waiting: None,
         };
         let pick = |codes: &[u16]| {
             let bs: Vec<Branch> = codes.iter().map(|c| branch(*c)).collect();

@@ -84,7 +84,7 @@ pub(super) fn handle(
     if msg.is_request() {
         on_request(core, now, &msg, source, socket, out, &mut touched, None);
     } else {
-        on_response(core, now, &msg, source, socket, out, &mut touched);
+        on_response(core, now, &msg, source, socket, out, &mut touched, None);
     }
     touched
 }
@@ -218,8 +218,9 @@ fn on_request(
     }
     super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
     let _ = core.routes.request(&mut cx);
-    if let Some(aor) = cx.asked.take() {
-        // The route needs a shared store's answer: this run is thrown
+    core.tell_media(now, &mut cx.tells);
+    if let Some(query) = cx.asked.take() {
+        // The route needs another server's answer: this run is thrown
         // away and the request waits (see `suspend`).
         let mut next = memo.cloned().unwrap_or_default();
         next.accepted.append(&mut cx.accepted_now);
@@ -227,7 +228,7 @@ fn on_request(
         drop(cx);
         let rounds = replay.map_or(0, |(_, r)| r) + 1;
         let key = key.unwrap_or_else(|| server_key(msg));
-        suspend_route(core, now, msg, at, key, next, rounds, aor, out, touched);
+        suspend_route(core, now, msg, at, key, next, rounds, query, out, touched);
         return;
     }
     let (decision, edits) = cx.finish();
@@ -410,10 +411,56 @@ pub(super) fn resume(
     let at = (w.source, w.socket, core.identity.transport_of(w.socket));
     let mut touched = None;
     match (w.resume, answer) {
+        (Resume::MediaRoute, answer) => {
+            let result = match answer {
+                Answer::Media(result) => result,
+                _ => Err("a store answer to an rtpengine question".to_string()),
+            };
+            let mut memo = w.memo;
+            memo.media.push(result);
+            on_request(
+                core,
+                now,
+                &msg,
+                w.source,
+                w.socket,
+                out,
+                &mut touched,
+                Some((&memo, w.rounds)),
+            );
+        }
+        (Resume::Reply { held }, answer) => {
+            let result = match answer {
+                Answer::Media(result) => result,
+                _ => Err("a store answer to an rtpengine question".to_string()),
+            };
+            let mut memo = w.memo;
+            memo.media.push(result);
+            match held {
+                Some(held) => {
+                    let branch = msg.top_via().and_then(|v| v.branch).unwrap_or("");
+                    let shard = branch_shard(branch)? % core.shards.len();
+                    let ((), t) = core.with_shard(shard, |s, env| {
+                        s.resume_reply(env, now, id, held, &msg, w.source, &memo, out)
+                    });
+                    touched = Some(t);
+                }
+                None => on_response(
+                    core,
+                    now,
+                    &msg,
+                    w.source,
+                    w.socket,
+                    out,
+                    &mut touched,
+                    Some((&memo, w.rounds)),
+                ),
+            }
+        }
         (Resume::Route { aor }, answer) => {
             let result = match answer {
                 Answer::Bindings(result) => result,
-                Answer::Saved(_) => Err(StoreError::new("a save answer to a lookup")),
+                _ => Err(StoreError::new("another answer to a lookup")),
             };
             match &result {
                 Ok(bindings) => metrics::lookup_done(!bindings.is_empty()),
@@ -437,9 +484,7 @@ pub(super) fn resume(
             let now_unix = core.unix_time(now);
             let (code, reason, headers) = match answer {
                 Answer::Saved(result) => registrar.saved(&request, result, now_unix),
-                Answer::Bindings(_) => {
-                    registrar.unavailable(StoreError::new("a lookup answer to a save"), now_unix)
-                }
+                _ => registrar.unavailable(StoreError::new("another answer to a save"), now_unix),
             };
             send_reply(&msg, at, code, reason, &headers, out);
         }
@@ -486,10 +531,11 @@ fn absorbed_while_waiting(
     true
 }
 
-/// The request route of `msg` needs the bindings of `aor` from the shared
-/// store: keep the request and ask (an INVITE gets 100 Trying meanwhile).
-/// Too many questions for one request, or too many requests waiting: the
-/// route runs again at once with a store failure as the answer.
+/// The request route of `msg` needs `query` answered (the bindings of an
+/// AoR from the shared store, or rtpengine's SDP): keep the request and
+/// ask (an INVITE gets 100 Trying meanwhile). Too many questions for one
+/// request, or too many requests waiting: the route runs again at once
+/// with a failure as the answer.
 #[allow(clippy::too_many_arguments)]
 fn suspend_route(
     core: &Core,
@@ -499,21 +545,29 @@ fn suspend_route(
     key: Option<TransactionKey>,
     memo: Memo,
     rounds: u8,
-    aor: String,
+    query: Query,
     out: &mut Vec<Outgoing>,
     touched: &mut Option<Touched>,
 ) {
     let Some(waiting) = &core.suspended else {
         return;
     };
-    let (mut memo, why) = if rounds > suspend::MAX_ROUNDS {
-        (
-            memo,
-            "the route asked the location store too many questions",
-        )
+    let failed = |mut memo: Memo, why: &str| {
+        match &query {
+            Query::Bindings { aor } => memo.bindings.push((aor.clone(), Err(StoreError::new(why)))),
+            Query::Media(_) => memo.media.push(Err(why.to_string())),
+            Query::Save { .. } => {}
+        }
+        memo
+    };
+    let (memo, why) = if rounds > suspend::MAX_ROUNDS {
+        (memo, "the route asked too many questions")
     } else {
-        let query = Query::Bindings { aor: aor.clone() };
-        let resume = Resume::Route { aor: aor.clone() };
+        let resume = match &query {
+            Query::Bindings { aor } => Resume::Route { aor: aor.clone() },
+            _ => Resume::MediaRoute,
+        };
+        let query = query.clone();
         let (source, socket, _) = at;
         let datagram = msg.buf().to_vec();
         match waiting.suspend(
@@ -534,10 +588,10 @@ fn suspend_route(
                 }
                 return;
             }
-            Err(memo) => (memo, "too many requests wait for the location store"),
+            Err(memo) => (memo, "too many requests wait for another server"),
         }
     };
-    memo.bindings.push((aor, Err(StoreError::new(why))));
+    let memo = failed(memo, why);
     on_request(
         core,
         now,
@@ -627,6 +681,9 @@ fn not_sent(
 }
 
 /// `touched` gets the transaction shard the response went to, if any.
+/// `replay`: the response waited for rtpengine after its stateless
+/// `reply` route asked (see `suspend`), with what the route learned.
+#[allow(clippy::too_many_arguments)]
 fn on_response(
     core: &Core,
     now: Instant,
@@ -635,6 +692,7 @@ fn on_response(
     socket: usize,
     out: &mut Vec<Outgoing>,
     touched: &mut Option<Touched>,
+    replay: Option<(&Memo, u8)>,
 ) {
     let next = match msg.validate_response() {
         Ok(next) => next,
@@ -722,7 +780,53 @@ fn on_response(
             peer: None,
             identity: Some(&core.identity),
         });
+    if let Some((memo, _)) = replay {
+        cx = cx.with_memo(memo);
+    }
     let _ = core.routes.reply(&mut cx);
+    core.tell_media(now, &mut cx.tells);
+    if let Some(query) = cx.asked.take() {
+        // rtpengine's SDP is needed first: the response waits.
+        let mut next = replay.map(|(m, _)| m.clone()).unwrap_or_default();
+        next.replay_until = cx.queries();
+        drop(cx);
+        let Some(waiting) = &core.suspended else {
+            return;
+        };
+        let rounds = replay.map_or(0, |(_, r)| r) + 1;
+        let resume = Resume::Reply { held: None };
+        let suspended = if rounds > suspend::MAX_ROUNDS {
+            Err(next)
+        } else {
+            waiting.suspend(
+                now,
+                core.unix_time(now),
+                None,
+                msg.buf().to_vec(),
+                source,
+                socket,
+                next,
+                resume,
+                rounds,
+                query,
+            )
+        };
+        if let Err(mut memo) = suspended {
+            memo.media
+                .push(Err("too many messages wait for rtpengine".into()));
+            on_response(
+                core,
+                now,
+                msg,
+                source,
+                socket,
+                out,
+                touched,
+                Some((&memo, rounds)),
+            );
+        }
+        return;
+    }
     let (decision, edits) = cx.finish();
     if matches!(decision, Decision::Drop) {
         metrics::dropped(DropReason::Route);

@@ -44,6 +44,35 @@ pub enum Query {
     Bindings { aor: String },
     /// Apply a REGISTER to its AoR's bindings atomically (`save`).
     Save { request: Box<RegisterRequest> },
+    /// An rtpengine offer, answer or delete (`rtp_manage`).
+    Media(Box<MediaAsk>),
+}
+
+/// The ng commands `rtp_manage` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaCommand {
+    Offer,
+    Answer,
+    Delete,
+}
+
+/// What `rtp_manage` asks rtpengine: one ng command built from the
+/// message (see [`crate::rtpengine`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaAsk {
+    pub command: MediaCommand,
+    pub call_id: String,
+    pub from_tag: String,
+    pub to_tag: Option<String>,
+    /// The top Via branch of the message (forked answers are told apart
+    /// by their to-tag; rtpengine uses it for the offer's branch).
+    pub via_branch: Option<String>,
+    /// The SDP to rewrite (offer and answer).
+    pub sdp: Option<Vec<u8>>,
+    /// The step's flags string as written.
+    pub flags: Option<&'static str>,
+    /// Where the message came from (rtpengine's `received-from`).
+    pub source: std::net::IpAddr,
 }
 
 /// A question for the network layer to carry out: answer it with
@@ -64,6 +93,9 @@ pub enum Answer {
     Bindings(Result<Vec<Binding>, StoreError>),
     /// To [`Query::Save`]: the bindings now registered, or the refusal.
     Saved(Result<Result<Vec<Binding>, Refusal>, StoreError>),
+    /// To [`Query::Media`]: the SDP rtpengine returned (empty for a
+    /// delete), or why there is none.
+    Media(Result<Vec<u8>, String>),
 }
 
 /// What one request's route runs learned from other servers, carried from
@@ -75,8 +107,12 @@ pub struct Memo {
     /// What each `authenticate` that accepted returned, in the order of
     /// the route: the user and the index of the credentials header.
     pub(crate) accepted: Vec<(String, usize)>,
-    /// The run that asked had made this many location queries, the last
-    /// one being the question: log lines before that query were written.
+    /// Answers to [`Query::Media`], in the order the route's
+    /// `rtp_manage` steps asked them.
+    pub(crate) media: Vec<Result<Vec<u8>, String>>,
+    /// The run that asked had made this many questions (location queries
+    /// and `rtp_manage` steps), the last one being the question: log
+    /// lines before it were written.
     pub(crate) replay_until: usize,
 }
 
@@ -89,12 +125,25 @@ impl Memo {
 
 /// What a waiting request does when its answer comes.
 #[derive(Debug)]
-pub(crate) enum Resume {
+pub enum Resume {
     /// Run the request route again with the answer (the bindings of
     /// `aor`) in the memo.
     Route { aor: String },
     /// Answer the REGISTER with the stored bindings.
     Save { request: Box<RegisterRequest> },
+    /// Run the request route again with rtpengine's answer in the memo.
+    MediaRoute,
+    /// A response whose `reply` route asked rtpengine: handle it again
+    /// with the answer in the memo (`held`: the transaction branch it
+    /// waits in; None: a response relayed statelessly).
+    Reply { held: Option<HeldReply> },
+}
+
+/// Where a stateful response waits: its transaction and branch.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldReply {
+    pub id: crate::transaction::TransactionId,
+    pub index: usize,
 }
 
 /// A request waiting for its answer.
@@ -251,6 +300,17 @@ impl Suspended {
         let w = remove(&mut table, id);
         self.count.store(table.waiting.len(), Ordering::Relaxed);
         w
+    }
+
+    /// Queue a question nobody waits for (an rtpengine delete): its
+    /// answer, under id 0, is ignored.
+    pub(crate) fn tell(&self, query: Query, now_unix: u64) {
+        lock(&self.asks).push_back(Ask {
+            id: 0,
+            query,
+            now_unix,
+        });
+        self.pending_asks.fetch_add(1, Ordering::Release);
     }
 
     /// The next question for the network layer, oldest first.
