@@ -754,7 +754,8 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
     recv_timeout_ms = ctx.args.recv_timeout_ms
     lifetime = calls / rate + recv_timeout_ms / 1000 * 3 + tail + 60
     if spec.get("register_first"):
-        lifetime += calls / rate + recv_timeout_ms / 1000 * 3 + REGISTER_SETTLE_S + 10
+        lifetime += (calls / min(rate, REGISTER_RATE_CAP) + recv_timeout_ms / 1000 * 3
+                     + REGISTER_SETTLE_S + 10)
     limit = max(5000, rate * (recv_timeout_ms // 1000 + 2))
     result = {"system": system, "scenario": scenario, "purpose": purpose, "rep": rep,
               "run_dir": str(run_dir.relative_to(ctx.out)),
@@ -853,18 +854,23 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
 # proxies answer REGISTER statelessly (no transaction to expire), so a short
 # pause is all that is left between the two phases.
 REGISTER_SETTLE_S = 1.0
+# The registrations of register_first go at the calls' rate up to this
+# (REGISTERs per second): a rate search then finds the calls' limit, not the
+# registrar's at the same rate ((f) `register` measures that one).
+REGISTER_RATE_CAP = 2000
 
 
 def preregister(proxy: Proxy, calls: int, rate: int, run_dir: Path, *, recv_timeout_ms: int,
                 limit: int) -> dict:
     """Register the callees of a register_first scenario: `calls` REGISTERs
     (uac_register.xml: AoRs user1..userN, the same numbering the calls use)
-    at `rate`, sent from the UAS's port so that every contact and every
+    at `rate` (at most REGISTER_RATE_CAP per second), sent from the UAS's port so that every contact and every
     source address is the UAS's; sipp exits and frees the port before the
     UAS starts. The proxy's CPU for it (to REGISTER_SETTLE_S after the last
     one) is recorded apart, as a cross-check of scenario (f); it is not in
     the timed call figure."""
     before = proxy.cpu_ticks()
+    rate = min(rate, REGISTER_RATE_CAP)
     rc, sipp_cpu, wall, stats = run_uac("uac_register.xml", calls, rate, run_dir,
                                         recv_timeout_ms=recv_timeout_ms, limit=limit,
                                         port=UAS1_PORT, name="register")
