@@ -35,10 +35,15 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-TARGET = ROOT / "target" / "bench"           # CARGO_TARGET_DIR of the sipforge builds
+# CARGO_TARGET_DIR of the sipforge builds: target/bench, or the caller's
+# CARGO_TARGET_DIR when one is set (e.g. a worktree that must not share the
+# main checkout's target directory).
+_TARGET_ENV = os.environ.get("CARGO_TARGET_DIR")
+TARGET = Path(_TARGET_ENV).resolve() if _TARGET_ENV else ROOT / "target" / "bench"
 BIN_DIR = TARGET / "bin"                      # one copied binary per routes file
 NAIVE_MANIFEST = BENCH / "naive-relay" / "Cargo.toml"
-NAIVE_BIN = BENCH / "naive-relay" / "target" / "release" / "naive-relay"
+NAIVE_TARGET = TARGET / "naive-relay" if _TARGET_ENV else BENCH / "naive-relay" / "target"
+NAIVE_BIN = NAIVE_TARGET / "release" / "naive-relay"
 
 HOST = "127.0.0.1"
 PROXY_PORT = 5060
@@ -57,10 +62,19 @@ AUTH_PASSWORD = "bench-password"
 SCENARIOS = {
     # name: sipp UAS (port, scenario file) list, tail after the last call
     # (seconds of deferred work counted), log lines per call expected.
+    # Optional: "uac" (sipp UAC scenario, default uac.xml), "uac_args",
+    # "transport" (udp), "routes" (the name of the routes file in
+    # bench/routes/ and of the Kamailio config in bench/kamailio/, default
+    # the scenario's name), "trying" (a stateful proxy answers each INVITE
+    # with 100 Trying: checked; default True), "register_first" (register
+    # the callees' AoRs before the timed calls, see preregister()),
+    # "uas_answers_all" (the run is clean only if the UAS completed every
+    # call).
     "seed_stateless": {
         "uas": [(UAS1_PORT, "uas.xml")],
         "tail": 2.0,
         "lines_per_call": 6,
+        "trying": False,
         "title": "(a) seed, stateless",
     },
     "stateful": {
@@ -101,6 +115,37 @@ SCENARIOS = {
         "lines_per_call": 6,
         "title": "(e) stateful relay over TCP",
     },
+    "register": {
+        # Registrar (issue 14): REGISTERs for distinct AoRs
+        # (sip:userN@bench.test, Expires 3600), each answered 200 by the
+        # proxy's registrar (sipforge `save`, Kamailio save("location"),
+        # usrloc in memory); no UAS. A "call" is one REGISTER transaction.
+        # Both proxies answer statelessly and keep no transaction, so the
+        # tail is the stateless one.
+        "routes": "registrar",
+        "uac": "uac_register.xml",
+        "uas": [],
+        "tail": 2.0,
+        "lines_per_call": 1,
+        "trying": False,
+        "title": "(f) REGISTER (per REGISTER)",
+    },
+    "invite_registered": {
+        # Calls to registered users (issue 14): first the AoRs user1..userN
+        # are registered with the UAS's address as contact (from the UAS's
+        # port, before the UAS starts; not timed, see preregister()), then
+        # the UAC calls sip:userN@bench.test through the proxy: lookup +
+        # record-routed stateful relay (sipforge `lookup` + `relay`,
+        # Kamailio lookup("location") + t_relay()). As (b) otherwise.
+        "routes": "registrar",
+        "uac": "uac_registered.xml",
+        "register_first": True,
+        "uas": [(UAS1_PORT, "uas.xml")],
+        "uas_answers_all": True,
+        "tail": 34.0,
+        "lines_per_call": 6,
+        "title": "(g) call to a registered user",
+    },
 }
 SYSTEMS = ["naive", "kamailio", "sipforge"]
 SYSTEM_TITLES = {"naive": "naive relay", "kamailio": "Kamailio 5.6", "sipforge": "sipforge"}
@@ -108,10 +153,22 @@ LOG_MARKERS = ("Received ", "Got a reply")
 
 # Goals from the issue (sipforge against Kamailio, tuned).
 CPU_GOALS = {"seed_stateless": 0.65, "stateful": 0.60, "reroute_404": 0.60, "auth": 0.60,
-             "tcp": 0.60}
+             "tcp": 0.60, "register": 0.60, "invite_registered": 0.60}
 RATE_GOALS = {"seed_stateless": 12_000, "stateful": 9_000}
 MEMORY_GOAL_BYTES = 4096
 REBUILD_GOAL_S = 20.0
+
+
+def routes_of(scenario: str) -> str:
+    """The routes file (bench/routes/NAME.yaml) and Kamailio config
+    (bench/kamailio/NAME.cfg) of a scenario: its own name unless it shares
+    another's."""
+    return SCENARIOS.get(scenario, {}).get("routes", scenario)
+
+
+def expects_trying(scenario: str) -> bool:
+    """A stateful proxy answers each INVITE of the scenario with 100 Trying."""
+    return SCENARIOS.get(scenario, {}).get("trying", True)
 
 
 # --------------------------------------------------------------------------
@@ -426,24 +483,31 @@ def ensure_tools(install: bool) -> None:
 
 def build_naive(out: Path) -> Path:
     log = out / "build-naive-relay.log"
-    rc = run_logged(["cargo", "build", "--release", "--manifest-path", NAIVE_MANIFEST], log)
+    env = dict(os.environ, CARGO_TARGET_DIR=str(NAIVE_TARGET))
+    rc = run_logged(["cargo", "build", "--release", "--manifest-path", NAIVE_MANIFEST], log, env=env)
     if rc != 0:
         fail(f"the naive relay does not build; see {log}:\n{tail_of(log)}")
     return NAIVE_BIN
 
 
 def sipforge_binary(scenario: str) -> Path:
-    return BIN_DIR / f"sipforge-{scenario}"
+    return BIN_DIR / f"sipforge-{routes_of(scenario)}"
 
 
 def build_sipforge(scenarios: list[str], out: Path) -> dict[str, Path]:
-    """One release build per routes file, binaries copied out of the shared
-    target dir. Raises Unavailable when sipforge does not build."""
+    """One release build per routes file (scenarios that share one share the
+    binary), binaries copied out of the shared target dir. Raises
+    Unavailable when sipforge does not build."""
     built = {}
+    by_routes: dict[str, Path] = {}
     BIN_DIR.mkdir(parents=True, exist_ok=True)
     for scenario in scenarios:
-        routes = BENCH / "routes" / f"{scenario}.yaml"
-        log = out / f"build-sipforge-{scenario}.log"
+        name = routes_of(scenario)
+        if name in by_routes:
+            built[scenario] = by_routes[name]
+            continue
+        routes = BENCH / "routes" / f"{name}.yaml"
+        log = out / f"build-sipforge-{name}.log"
         env = dict(os.environ, SIPFORGE_ROUTES=str(routes), CARGO_TARGET_DIR=str(TARGET))
         say(f"bench: building sipforge (release) with {routes.relative_to(ROOT)}")
         started = time.monotonic()
@@ -457,8 +521,9 @@ def build_sipforge(scenarios: list[str], out: Path) -> dict[str, Path]:
         if embedded.returncode != 0 or embedded.stdout != routes.read_text():
             raise Unavailable(f"{binary} does not embed {routes} (--print-routes differs): "
                               "is SIPFORGE_ROUTES honoured by build.rs?")
-        say(f"bench:   -> {binary.relative_to(ROOT)} ({time.monotonic() - started:.0f} s)")
-        built[scenario] = binary
+        shown = binary.relative_to(ROOT) if binary.is_relative_to(ROOT) else binary
+        say(f"bench:   -> {shown} ({time.monotonic() - started:.0f} s)")
+        built[scenario] = by_routes[name] = binary
     return built
 
 
@@ -481,7 +546,7 @@ class Proxy:
         elif system == "kamailio":
             rundir = run_dir / "kamailio-run"
             rundir.mkdir(exist_ok=True)
-            cmd = ["kamailio", "-f", BENCH / "kamailio" / f"{scenario}.cfg",
+            cmd = ["kamailio", "-f", BENCH / "kamailio" / f"{routes_of(scenario)}.cfg",
                    "-DD", "-E",                       # foreground, log to stderr
                    "-x", "tlsf",                      # the fast shm allocator
                    "-m", str(ctx.args.kamailio_shm),  # shm MB
@@ -602,15 +667,16 @@ def start_uas(port: int, scenario_file: str, run_dir: Path, lifetime: float,
 
 def run_uac(scenario_file: str, calls: int, rate: int, run_dir: Path, *, recv_timeout_ms: int,
             limit: int, extra: list[str] | None = None, background: bool = False,
-            transport: str = "udp"):
-    """Run the sipp UAC to the end (or start it, with background=True).
+            transport: str = "udp", port: int = UAC_PORT, name: str = "uac"):
+    """Run the sipp UAC to the end (or start it, with background=True), from
+    `port`, its files named `name`.csv / `name`.out in run_dir.
     Returns (exit code, CPU seconds of sipp, wall seconds, stats path)."""
-    stats = run_dir / "uac.csv"
-    out = run_dir / "uac.out"
+    stats = run_dir / f"{name}.csv"
+    out = run_dir / f"{name}.out"
     nominal = calls / rate
     lifetime = nominal + recv_timeout_ms / 1000 * 3 + 30
     cmd = ["sipp", "-sf", BENCH / "sipp" / scenario_file, f"{HOST}:{PROXY_PORT}",
-           "-i", HOST, "-p", str(UAC_PORT), "-s", "bench",
+           "-i", HOST, "-p", str(port), "-s", "bench",
            "-m", str(calls), "-r", str(rate), "-rp", "1000", "-l", str(limit),
            "-buff_size", str(BUFFER), "-nd", "-recv_timeout", str(recv_timeout_ms),
            "-timeout", str(int(lifetime)), "-trace_stat", "-stf", stats, "-fd", "1",
@@ -687,6 +753,10 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
     run_dir = ctx.run_dir(f"{purpose}-{scenario}-{system}-{rate}")
     recv_timeout_ms = ctx.args.recv_timeout_ms
     lifetime = calls / rate + recv_timeout_ms / 1000 * 3 + tail + 60
+    if spec.get("register_first"):
+        lifetime += (calls / min(rate, REGISTER_RATE_CAP) + recv_timeout_ms / 1000 * 3
+                     + REGISTER_SETTLE_S + 10)
+    limit = max(5000, rate * (recv_timeout_ms // 1000 + 2))
     result = {"system": system, "scenario": scenario, "purpose": purpose, "rep": rep,
               "run_dir": str(run_dir.relative_to(ctx.out)),
               "rate": rate, "calls": calls, "logging": ctx.args.logging,
@@ -703,16 +773,23 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
         ctx.record(result)
         return result
     uases = []
+    registration = None
     try:
+        if spec.get("register_first"):
+            registration = preregister(proxy, calls, rate, run_dir,
+                                       recv_timeout_ms=recv_timeout_ms, limit=limit)
+            result["registration"] = registration
         for port, scenario_file in spec["uas"]:
             uases.append(start_uas(port, scenario_file, run_dir, lifetime, transport=transport))
         time.sleep(0.3)
+        # The timed part starts here: the proxy's CPU and log lines so far
+        # (the registrations of register_first included) are left out.
         before = proxy.cpu_ticks()
+        lines_before = proxy.log_lines()
         uas_before = sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases)
         rc, sipp_cpu, wall, uac_stats = run_uac(
             spec.get("uac", "uac.xml"), calls, rate, run_dir, recv_timeout_ms=recv_timeout_ms,
-            limit=max(5000, rate * (recv_timeout_ms // 1000 + 2)), extra=spec.get("uac_args"),
-            transport=transport)
+            limit=limit, extra=spec.get("uac_args"), transport=transport)
         # The UASes' CPU over the UAC's lifetime (their share of the machine).
         uas_cpu = (sum(tree_cpu_ticks(proc.pid) for proc, _, _ in uases) - uas_before) / CLK_TCK
         time.sleep(tail)
@@ -736,7 +813,7 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
     ok = stat_int(st, "SuccessfulCall(C)")
     failed = stat_int(st, "FailedCall(C)")
     cpu_s = (after - before) / CLK_TCK
-    lines = proxy.log_lines()
+    lines = proxy.log_lines() - lines_before
     result.update({
         "sipp_rc": rc, "successful": ok, "failed": failed,
         "uas_failed": uas_failed, "uas_successful": uas_calls,
@@ -753,6 +830,12 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
         "trying_per_call": round(trying / calls, 3) if trying is not None else None,
     })
     result["clean"] = (alive and failed == 0 and uas_failed == 0 and ok == calls)
+    if registration is not None and not (registration["successful"] == calls
+                                         and registration["failed"] == 0):
+        result["clean"] = False
+    if spec.get("uas_answers_all") and uas_calls != calls:
+        # Every call must really have reached the UAS (and ended there).
+        result["clean"] = False
     if not ctx.args.keep_logs:
         # Keep the head of a big log (a sample of the lines), drop the rest.
         try:
@@ -765,6 +848,40 @@ def measure(ctx: Context, system: str, scenario: str, calls: int, rate: int, *,
             pass
     ctx.record(result)
     return result
+
+
+# After the registrations of register_first, before the UAS starts: both
+# proxies answer REGISTER statelessly (no transaction to expire), so a short
+# pause is all that is left between the two phases.
+REGISTER_SETTLE_S = 1.0
+# The registrations of register_first go at the calls' rate up to this
+# (REGISTERs per second): a rate search then finds the calls' limit, not the
+# registrar's at the same rate ((f) `register` measures that one).
+REGISTER_RATE_CAP = 2000
+
+
+def preregister(proxy: Proxy, calls: int, rate: int, run_dir: Path, *, recv_timeout_ms: int,
+                limit: int) -> dict:
+    """Register the callees of a register_first scenario: `calls` REGISTERs
+    (uac_register.xml: AoRs user1..userN, the same numbering the calls use)
+    at `rate` (at most REGISTER_RATE_CAP per second), sent from the UAS's port so that every contact and every
+    source address is the UAS's; sipp exits and frees the port before the
+    UAS starts. The proxy's CPU for it (to REGISTER_SETTLE_S after the last
+    one) is recorded apart, as a cross-check of scenario (f); it is not in
+    the timed call figure."""
+    before = proxy.cpu_ticks()
+    rate = min(rate, REGISTER_RATE_CAP)
+    rc, sipp_cpu, wall, stats = run_uac("uac_register.xml", calls, rate, run_dir,
+                                        recv_timeout_ms=recv_timeout_ms, limit=limit,
+                                        port=UAS1_PORT, name="register")
+    time.sleep(REGISTER_SETTLE_S)
+    cpu_s = (proxy.cpu_ticks() - before) / CLK_TCK
+    require_ports_free([UAS1_PORT])
+    st = read_sipp_stats(stats)
+    ok = stat_int(st, "SuccessfulCall(C)")
+    return {"sipp_rc": rc, "successful": ok, "failed": stat_int(st, "FailedCall(C)"),
+            "retransmissions": stat_int(st, "Retransmissions(C)"), "wall_s": round(wall, 3),
+            "cpu_s": cpu_s, "us_per_register": cpu_s * 1e6 / ok if ok else None}
 
 
 def auth_ha1() -> str:
@@ -782,8 +899,14 @@ def describe(r: dict) -> str:
     flags = "" if r["clean"] else "  NOT CLEAN"
     if not r["proxy_alive"]:
         flags += " (proxy died)"
+    reg = r.get("registration")
+    registered = ""
+    if reg:
+        per_reg = f"{reg['us_per_register']:.1f} us/REGISTER" if reg.get("us_per_register") else "-"
+        registered = f"registered {reg['successful']} failed {reg['failed']} ({per_reg}, not timed) "
     return (f"{r['system']:>8} {r['scenario']:<14} {r['rate']:>6} cps x {r['calls']:>6}: "
-            f"ok {r['successful']} failed {r['failed']}+{r['uas_failed']} "
+            f"{registered}ok {r['successful']} uas ok {r.get('uas_successful', 0)} "
+            f"failed {r['failed']}+{r['uas_failed']} "
             f"retrans {r['retransmissions']}+{r.get('uas_retransmissions', 0)} "
             f"cpu {r['cpu_s']:.2f} s {per_call} log {r['log_lines_per_call']}/call "
             f"100/call {r['trying_per_call']} wall {r['wall_s']:.1f} s "
@@ -919,7 +1042,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                                 tail=args.tail if args.tail is not None else SCENARIOS[scenario]["tail"],
                                 purpose="cpu", rep=rep)
                     say(f"bench: cpu rep {rep}/{args.reps} " + describe(r))
-                    if scenario != "seed_stateless" and system != "naive" and (r["trying_per_call"] or 0) < 0.9:
+                    if expects_trying(scenario) and system != "naive" and (r["trying_per_call"] or 0) < 0.9:
                         say(f"bench:   WARNING: {system} sent 100 Trying for {r['trying_per_call']} of the "
                             "INVITEs in a stateful scenario: is it relaying statefully?")
                     cpu_runs.setdefault((scenario, system), []).append(r)
@@ -948,8 +1071,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def not_stateful(scenario: str, system: str, runs: list[dict]) -> bool:
-    """In (b) and (c) a stateful proxy sends a 100 Trying per INVITE."""
-    if scenario == "seed_stateless" or system == "naive" or not runs:
+    """In the stateful scenarios a stateful proxy sends a 100 Trying per INVITE."""
+    if not expects_trying(scenario) or system == "naive" or not runs:
         return False
     trying = spread([r.get("trying_per_call") for r in runs])
     return trying is not None and trying["median"] < 0.9
@@ -995,12 +1118,33 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
         lines.append("")
         lines.append("100 Trying per INVITE received by the UAC (a stateful proxy sends ~1): " + "; ".join(
             f"{sys_}/{sc}: {fmt_spread(spread([r['trying_per_call'] for r in runs]), 2)}"
-            for (sc, sys_), runs in sorted(cpu_runs.items()) if sc != "seed_stateless"))
+            for (sc, sys_), runs in sorted(cpu_runs.items()) if expects_trying(sc)))
         lines.append("")
         lines.append("Log lines per call (proxy log file): " + "; ".join(
             f"{sys_}/{sc}: {fmt_spread(spread([r['log_lines_per_call'] for r in runs]), 2)}"
             for (sc, sys_), runs in sorted(cpu_runs.items()) if sys_ != "naive"))
         lines.append("")
+        parts = []
+        for (sc, sys_), runs in sorted(cpu_runs.items()):
+            regs = [r["registration"] for r in runs if r.get("registration")]
+            if not regs:
+                continue
+            answered = sum(r["registration"]["successful"] == r["calls"]
+                           and r["registration"]["failed"] == 0
+                           for r in runs if r.get("registration"))
+            parts.append(f"{sys_}/{sc}: {fmt_spread(spread([g['us_per_register'] for g in regs]), 1)}, "
+                         f"all answered 200 in {answered}/{len(regs)} runs")
+        if parts:
+            lines.append("Registrations before the timed calls (not in the call figures; µs per "
+                         "REGISTER, to 1 s after the last): " + "; ".join(parts))
+            lines.append("")
+        reached = [(sc, sys_, runs) for (sc, sys_), runs in sorted(cpu_runs.items())
+                   if SCENARIOS[sc].get("uas_answers_all")]
+        if reached:
+            lines.append("Calls completed at the UAS (its sipp SuccessfulCall) per call sent: " + "; ".join(
+                f"{sys_}/{sc}: {fmt_spread(spread([r.get('uas_successful', 0) / r['calls'] for r in runs]), 3)}"
+                for sc, sys_, runs in reached))
+            lines.append("")
     if not args.no_search:
         lines.append("Highest rate with zero failed calls (cps):")
         lines.append("")
@@ -1025,7 +1169,7 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
         lines.extend(cpu_budget_at_max(scenarios, systems, rates, env_info["cores"]))
 
     # Ratios last.
-    lines.append("sipforge / Kamailio (goals from issue 4):")
+    lines.append("sipforge / Kamailio (goals from issues 4, 13, 14 and 15):")
     if "sipforge" not in systems or not ctx.sipforge_bins:
         reason = ctx.sipforge_reason or "sipforge not among --systems"
         lines.append(f"  n/a: sipforge was not measured: {reason.splitlines()[0]}")
@@ -1351,7 +1495,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.add_argument("--rate", type=int, help="cps of the CPU runs (1000)")
         p.add_argument("--reps", type=int, help="CPU repetitions (5; quick 2)")
         p.add_argument("--tail", type=float, help="seconds counted after the last call "
-                                                  "(default 2 stateless, 6 stateful)")
+                                                  "(default per scenario: 2 where no proxy "
+                                                  "keeps a transaction, 34 stateful)")
         p.add_argument("--no-cpu", action="store_true", help="skip the CPU runs")
         p.add_argument("--no-search", action="store_true", help="skip the max rate search")
         p.add_argument("--search-reps", type=int, help="rate search repetitions (3; quick 1)")
