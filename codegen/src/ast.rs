@@ -168,6 +168,9 @@ pub struct RegistrarSpec {
     pub max_expires: Option<Sp<i64>>,
     pub default_expires: Option<Sp<i64>>,
     pub max_contacts: Option<Sp<i64>>,
+    /// `keepalive: { interval: 30s }`: OPTIONS to contacts behind NAT,
+    /// every this many milliseconds.
+    pub keepalive_ms: Option<u64>,
 }
 
 impl RegistrarSpec {

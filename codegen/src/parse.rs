@@ -578,7 +578,7 @@ impl<'a> Parser<'a> {
     }
 
     /// `10s`, `500ms`, `2m` -> milliseconds.
-    fn duration(&mut self, v: &Node) -> Option<u64> {
+    pub(super) fn duration(&mut self, v: &Node) -> Option<u64> {
         let text = v.scalar_text().unwrap_or_default();
         let (num, mult) = if let Some(n) = text.strip_suffix("ms") {
             (n, 1)

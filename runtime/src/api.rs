@@ -144,6 +144,9 @@ pub struct RegistrarSettings {
     pub default_expires: u32,
     /// Most bindings per address-of-record; more get 403.
     pub max_contacts: u32,
+    /// `keepalive.interval`: OPTIONS (or a CRLF ping over a connection)
+    /// to contacts registered from behind NAT this often; 0: none.
+    pub keepalive_ms: u64,
 }
 
 /// `dns:`.

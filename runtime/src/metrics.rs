@@ -259,6 +259,7 @@ struct Metrics {
     rtpengine_requests: [Counter; 6],
     rtpengine_seconds: Histogram,
     rtpengines_up: Gauge,
+    keepalives: [Counter; 2],
     aors: Gauge,
     contacts: Gauge,
     transactions: Gauge,
@@ -507,6 +508,13 @@ impl Metrics {
                 );
                 h
             },
+            keepalives: family(
+                &mut r,
+                "sipforge_keepalives",
+                "Keep-alives to phones registered from behind NAT (registrar.keepalive): sent, and OPTIONS not answered by the next one",
+                "event",
+                ["sent", "unanswered"],
+            ),
             rtpengines_up: gauge(
                 &mut r,
                 "sipforge_rtpengines_up",
@@ -645,6 +653,16 @@ pub fn rtpengine_request(command: &str, ok: bool, took: std::time::Duration) {
     };
     METRICS.rtpengine_requests[base + usize::from(!ok)].inc();
     METRICS.rtpengine_seconds.observe(took.as_secs_f64());
+}
+
+/// A keep-alive went to a phone behind NAT.
+pub fn keepalive_sent() {
+    METRICS.keepalives[0].inc();
+}
+
+/// A keep-alive OPTIONS was not answered before the next one was due.
+pub fn keepalive_unanswered() {
+    METRICS.keepalives[1].inc();
 }
 
 /// rtpengine instances answering.

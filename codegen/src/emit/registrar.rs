@@ -28,6 +28,7 @@ impl Emitter {
         let max = num(|r| &r.max_expires, RegistrarSpec::DEFAULT_MAX_EXPIRES);
         let def = num(|r| &r.default_expires, RegistrarSpec::DEFAULT_EXPIRES);
         let contacts = num(|r| &r.max_contacts, RegistrarSpec::DEFAULT_MAX_CONTACTS);
+        let keepalive = Literal::u64_unsuffixed(r.and_then(|r| r.keepalive_ms).unwrap_or(0));
         quote! {
             Some(RegistrarSettings {
                 store: #store,
@@ -35,6 +36,7 @@ impl Emitter {
                 max_expires: #max,
                 default_expires: #def,
                 max_contacts: #contacts,
+                keepalive_ms: #keepalive,
             })
         }
     }

@@ -11,6 +11,7 @@ const REGISTRAR_KEYS: &[&str] = &[
     "max_expires",
     "default_expires",
     "max_contacts",
+    "keepalive",
 ];
 
 impl Parser<'_> {
@@ -23,6 +24,7 @@ impl Parser<'_> {
             max_expires: None,
             default_expires: None,
             max_contacts: None,
+            keepalive_ms: None,
         };
         match &v.value {
             Value::Map(_) => {}
@@ -65,10 +67,31 @@ impl Parser<'_> {
                         _ => spec.max_contacts = n,
                     }
                 }
+                "keepalive" => spec.keepalive_ms = self.keepalive(val),
                 _ => self.unknown_key(&name, kn, REGISTRAR_KEYS, "`registrar` keys"),
             }
         }
         Some(spec)
+    }
+
+    /// `keepalive: { interval: 30s }`
+    fn keepalive(&mut self, v: &Node) -> Option<u64> {
+        const EXAMPLE: &str = "e.g. `keepalive: { interval: 30s }`";
+        if !matches!(v.value, Value::Map(_)) {
+            self.expected(v, "a map with `interval:`", EXAMPLE);
+            return None;
+        }
+        let mut interval = None;
+        for (name, kn, val) in self.entries(v) {
+            match name.as_str() {
+                "interval" => interval = self.duration(val),
+                _ => self.unknown_key(&name, kn, &["interval"], "`keepalive` keys"),
+            }
+        }
+        if interval.is_none() {
+            self.expected(v, "`interval:`", EXAMPLE);
+        }
+        interval
     }
 
     /// `lookup: { not_found: [steps] }`

@@ -27,6 +27,8 @@ pub struct Registrar {
     /// None: a shared store, asked through the network layer.
     store: Option<Arc<dyn Store>>,
     last_sweep: AtomicU64,
+    /// `keepalive:`: the bindings behind NAT registered here, pinged.
+    pub(crate) keepalives: Option<std::sync::Mutex<super::keepalive::Keepalives>>,
 }
 
 /// What `save` does with a REGISTER.
@@ -60,7 +62,19 @@ impl Registrar {
             },
             store,
             last_sweep: AtomicU64::new(0),
+            keepalives: (s.keepalive_ms > 0).then(|| {
+                std::sync::Mutex::new(super::keepalive::Keepalives::new(
+                    std::time::Duration::from_millis(s.keepalive_ms),
+                ))
+            }),
         })
+    }
+
+    /// A REGISTER from `source` left `bindings` for its AoR at `now`.
+    fn keep_alive(&self, now: std::time::Instant, bindings: &[Binding], source: Received) {
+        if let Some(k) = &self.keepalives {
+            super::lock(k).saved(now, bindings, (source.transport, source.addr));
+        }
     }
 
     /// Whether the bindings live in a shared store the network layer asks.
@@ -80,6 +94,7 @@ impl Registrar {
         msg: &Message<'_>,
         source: SocketAddr,
         transport: Transport,
+        now: std::time::Instant,
         now_unix: u64,
     ) -> Saving {
         let received = Received {
@@ -96,6 +111,9 @@ impl Registrar {
         self.sweep(store, now_unix);
         let result = store.register(&req, now_unix, &self.config);
         crate::metrics::set_registrations(store.aors(), store.contacts());
+        if let Ok(Ok(bindings)) = &result {
+            self.keep_alive(now, bindings, req.received);
+        }
         self.answer(result.map_err(Some), Some(&req), now_unix)
     }
 
@@ -104,8 +122,12 @@ impl Registrar {
         &self,
         req: &RegisterRequest,
         result: Result<Result<Vec<Binding>, Refusal>, StoreError>,
+        now: std::time::Instant,
         now_unix: u64,
     ) -> (u16, Option<&'static str>, Vec<u8>) {
+        if let Ok(Ok(bindings)) = &result {
+            self.keep_alive(now, bindings, req.received);
+        }
         match self.answer(result.map_err(Some), Some(req), now_unix) {
             Saving::Answer(code, reason, headers) => (code, reason, headers),
             Saving::Ask(_) => (500, Some("Server Internal Error"), Vec::new()),

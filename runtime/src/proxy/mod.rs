@@ -16,6 +16,7 @@ pub mod destinations;
 pub mod drain;
 pub mod forward;
 pub mod identity;
+pub mod keepalive;
 pub mod location;
 pub(crate) mod nat;
 pub mod probe;
@@ -280,7 +281,7 @@ impl Core {
         now: Instant,
     ) -> location::Saving {
         match &self.registrar {
-            Some(r) => r.save(msg, source, transport, self.unix_time(now)),
+            Some(r) => r.save(msg, source, transport, now, self.unix_time(now)),
             None => location::Saving::Answer(500, Some("No Registrar"), Vec::new()),
         }
     }
@@ -558,8 +559,20 @@ impl Core {
     pub fn next_deadline_in(&self, lane: usize) -> Option<Instant> {
         match self.shards.get(lane) {
             Some(shard) => lock(shard).next_deadline(),
-            None => lock(&self.probes).next_deadline(),
+            None => {
+                let probes = lock(&self.probes).next_deadline();
+                let pings = self.keepalives().and_then(|k| lock(k).next_deadline());
+                match (probes, pings) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
         }
+    }
+
+    /// The keep-alives of the registrar, when `keepalive:` asks for them.
+    fn keepalives(&self) -> Option<&Mutex<keepalive::Keepalives>> {
+        self.registrar.as_ref()?.keepalives.as_ref()
     }
 
     /// Fire the timers of one lane due at `now`.
@@ -575,6 +588,9 @@ impl Core {
                 &self.destinations,
                 out,
             );
+            if let Some(k) = self.keepalives() {
+                lock(k).on_timeout(now, self.unix_time(now), &self.identity, out);
+            }
         }
     }
 

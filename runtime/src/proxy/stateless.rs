@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use super::branch::{self, OUR_PREFIX, StatelessCheck, check_stateless, stateless_branch};
 use super::drain::{NewRelay, REJECT_HEADERS, new_relay};
+use super::keepalive::KEEPALIVE_PREFIX;
 use super::location::Saving;
 use super::probe::PROBE_PREFIX;
 use super::received::{reply_destination, response_destination, top_via_edit};
@@ -483,7 +484,7 @@ pub(super) fn resume(
             let registrar = core.registrar.as_ref()?;
             let now_unix = core.unix_time(now);
             let (code, reason, headers) = match answer {
-                Answer::Saved(result) => registrar.saved(&request, result, now_unix),
+                Answer::Saved(result) => registrar.saved(&request, result, now, now_unix),
                 _ => registrar.unavailable(StoreError::new("another answer to a save"), now_unix),
             };
             send_reply(&msg, at, code, reason, &headers, out);
@@ -727,6 +728,13 @@ fn on_response(
             super::lock(&core.probes).on_response(branch, status, source, &core.destinations);
         if !answered {
             tracing::debug!(%source, branch, "late or unknown probe answer: consumed");
+        }
+        return;
+    }
+    if let Some(branch) = top.branch.filter(|b| b.starts_with(KEEPALIVE_PREFIX)) {
+        // An answer to a keep-alive of a phone behind NAT: consumed here.
+        if let Some(k) = core.keepalives() {
+            super::lock(k).on_response(&core.identity, branch, source);
         }
         return;
     }
