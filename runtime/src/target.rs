@@ -87,6 +87,22 @@ impl NextHop {
 /// a `sips:` URI; None when it says nothing (RFC 3263 then picks: UDP for
 /// an IP literal). An unknown transport name counts as saying nothing.
 pub fn uri_transport(text: &str) -> Option<Transport> {
+    // Without a `;transport` parameter a sip: URI says nothing (most next
+    // hops): no parse needed. Only a sips: scheme or a `transport` name
+    // (in any case) somewhere after a ';' can make the answer other than None.
+    let b = text.as_bytes();
+    let sips = b.len() >= 5 && b[..5].eq_ignore_ascii_case(b"sips:");
+    if !sips {
+        let Some(semi) = memchr::memchr(b';', b) else {
+            return None;
+        };
+        if !b[semi..]
+            .windows(9)
+            .any(|w| w.eq_ignore_ascii_case(b"transport"))
+        {
+            return None;
+        }
+    }
     let uri = Uri::parse(text)?;
     if let Some(Some(name)) = uri.param("transport")
         && let Some(t) = Transport::parse(name)
@@ -174,6 +190,48 @@ pub fn write_host(out: &mut Vec<u8>, ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_transport_without_a_parse_when_nothing_can_say_one() {
+        // What the full parse answers, for URIs the shortcut takes and not.
+        let slow = |text: &str| {
+            let uri = Uri::parse(text)?;
+            if let Some(Some(name)) = uri.param("transport")
+                && let Some(t) = Transport::parse(name)
+            {
+                return Some(match (uri.scheme.eq_ignore_ascii_case("sips"), t) {
+                    (true, Transport::Tcp) => Transport::Tls,
+                    (true, Transport::Ws) => Transport::Wss,
+                    _ => t,
+                });
+            }
+            uri.scheme
+                .eq_ignore_ascii_case("sips")
+                .then_some(Transport::Tls)
+        };
+        for text in [
+            "sip:127.0.0.1:5080",
+            "sip:127.0.0.1:5060;lr",
+            "sip:a@b;transport=tcp",
+            "sip:a@b;TRANSPORT=TLS;lr",
+            "sip:a@b;lr;Transport=ws",
+            "sip:a@b;transport=bogus",
+            "sips:a@b",
+            "SIPS:a@b;transport=tcp",
+            "sips:a@b;transport=ws",
+            "sip:transport@b",
+            "sip:a;transport=tcp@b",
+            "sip:a@b?transport=tcp",
+            "sip:a@b;x=1?h=;transport=tcp",
+            "sips:",
+            "sip:",
+            "tel:+1234;transport=tcp",
+            "sip:a b;transport=tcp",
+            "",
+        ] {
+            assert_eq!(uri_transport(text), slow(text), "{text:?}");
+        }
+    }
 
     #[test]
     fn ip_literals_parse_as_std_parses_them() {
