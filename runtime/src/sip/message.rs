@@ -90,7 +90,7 @@ const _: () = assert!(HEADERS_CAPACITY * std::mem::size_of::<Header>() <= 1032);
 /// `(content_end, next_line_start)` of the line starting at `from`; the
 /// content excludes the LF and a CR right before it.
 fn next_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
-    let idx = memchr(b'\n', buf.get(from..)?)?;
+    let idx = find_lf(buf.get(from..)?)?;
     let lf = from + idx;
     let end = if lf > from && buf.get(lf - 1) == Some(&b'\r') {
         lf - 1
@@ -98,6 +98,19 @@ fn next_line(buf: &[u8], from: usize) -> Option<(usize, usize)> {
         lf
     };
     Some((end, lf + 1))
+}
+
+/// Offset of the first LF in `hay`. On x86_64 with memchr's SSE2 searcher
+/// called directly (SSE2 is part of the architecture): header lines are
+/// short, and `memchr`'s run-time choice of a searcher costs about as
+/// much as the search.
+#[inline]
+fn find_lf(hay: &[u8]) -> Option<usize> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    if let Some(lf) = memchr::arch::x86_64::sse2::memchr::One::new(b'\n') {
+        return lf.find(hay);
+    }
+    memchr(b'\n', hay)
 }
 
 /// Offset of the first ':' in the header line `pos..end`.
