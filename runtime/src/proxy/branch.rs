@@ -78,7 +78,9 @@ pub fn has_looped(msg: &Message<'_>, identity: &Identity, key: u32) -> bool {
     // (~400 instructions, more than the search).
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
         std::sync::LazyLock::new(|| memchr::memmem::Finder::new(OUR_PREFIX.as_bytes()));
-    if FINDER.find(msg.buf()).is_none() {
+    // Only the header section can hold a Via (the body is not searched).
+    let head = msg.buf().get(..msg.headers_end()).unwrap_or(msg.buf());
+    if FINDER.find(head).is_none() {
         return false;
     }
     msg.vias().any(|via| {
