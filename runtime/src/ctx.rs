@@ -709,7 +709,7 @@ fn borrow_part<'s>(whole: &'s str, part: &str) -> Option<Cow<'s, str>> {
 
 /// Folded header values read as one line.
 fn unfold(value: &str) -> Cow<'_, str> {
-    if !value.contains(['\r', '\n']) {
+    if memchr::memchr2(b'\r', b'\n', value.as_bytes()).is_none() {
         return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len());

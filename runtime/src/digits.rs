@@ -17,13 +17,12 @@ pub fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 /// Append `n` in decimal to `out`, zero-padded to at least `width` digits
 /// (at most 10).
 pub fn push_padded(out: &mut Vec<u8>, n: u32, width: usize) {
-    let mut buf = [0u8; 10];
+    // The digits go at the end of a buffer of zeros: the padding is the
+    // zeros in front of them.
+    let mut buf = [b'0'; 10];
     let digits = decimal(n, &mut buf).len();
-    out.extend(std::iter::repeat_n(
-        b'0',
-        width.min(10).saturating_sub(digits),
-    ));
-    out.extend_from_slice(decimal(n, &mut buf));
+    let from = (buf.len() - digits).min(buf.len() - width.min(10));
+    out.extend_from_slice(&buf[from..]);
 }
 
 #[cfg(test)]
@@ -37,10 +36,19 @@ mod tests {
         assert_eq!(decimal(69, &mut buf), b"69");
         assert_eq!(decimal(u32::MAX, &mut buf), b"4294967295");
         let mut out = Vec::new();
-        for (n, width) in [(0, 1), (7, 6), (123_456, 6), (42, 1), (u32::MAX, 1), (5, 3)] {
+        for (n, width) in [
+            (0, 1),
+            (7, 6),
+            (123_456, 6),
+            (42, 1),
+            (u32::MAX, 1),
+            (5, 3),
+            (9, 0),
+            (5, 12),
+        ] {
             push_padded(&mut out, n, width);
             out.push(b' ');
         }
-        assert_eq!(out, b"0 000007 123456 42 4294967295 005 ");
+        assert_eq!(out, b"0 000007 123456 42 4294967295 005 9 0000000005 ");
     }
 }

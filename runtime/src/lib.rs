@@ -17,6 +17,7 @@ pub mod auth;
 pub mod cli;
 pub mod ctx;
 mod digits;
+pub(crate) mod hashbuf;
 pub mod limits;
 pub mod log;
 pub mod log_limit;

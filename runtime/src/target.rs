@@ -87,6 +87,22 @@ impl NextHop {
 /// a `sips:` URI; None when it says nothing (RFC 3263 then picks: UDP for
 /// an IP literal). An unknown transport name counts as saying nothing.
 pub fn uri_transport(text: &str) -> Option<Transport> {
+    // Without a `;transport` parameter a sip: URI says nothing (most next
+    // hops): no parse needed. Only a sips: scheme or a `transport` name
+    // (in any case) somewhere after a ';' can make the answer other than None.
+    let b = text.as_bytes();
+    let sips = b.len() >= 5 && b[..5].eq_ignore_ascii_case(b"sips:");
+    if !sips {
+        let Some(semi) = memchr::memchr(b';', b) else {
+            return None;
+        };
+        if !b[semi..]
+            .windows(9)
+            .any(|w| w.eq_ignore_ascii_case(b"transport"))
+        {
+            return None;
+        }
+    }
     let uri = Uri::parse(text)?;
     if let Some(Some(name)) = uri.param("transport")
         && let Some(t) = Transport::parse(name)
@@ -118,7 +134,48 @@ pub fn parse_ip(host: &str) -> Option<IpAddr> {
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    bare.parse().ok()
+    match dotted_quad(bare.as_bytes()) {
+        Some(v4) => Some(IpAddr::V4(v4)),
+        None => bare.parse().ok(),
+    }
+}
+
+/// A dotted-quad IPv4 address in the form std's parser accepts (four
+/// decimal parts of at most 3 digits, no leading zero, each at most 255),
+/// read in one pass; None for anything else, which std's parser then sees.
+/// (Every message has IP literals in its Vias and URIs: std's parser, which
+/// tries every form, costs ~300 instructions each.)
+fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut part = 0;
+    let mut value: u32 = 0;
+    let mut digits = 0;
+    for &b in s {
+        match b {
+            b'0'..=b'9' => {
+                if digits == 1 && value == 0 {
+                    return None; // a leading zero
+                }
+                value = value * 10 + u32::from(b - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && part < 3 => {
+                octets[part] = value as u8;
+                part += 1;
+                value = 0;
+                digits = 0;
+            }
+            _ => return None,
+        }
+    }
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = value as u8;
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// Write an IP the way SIP headers want it (IPv6 in brackets).
@@ -133,6 +190,97 @@ pub fn write_host(out: &mut Vec<u8>, ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uri_transport_without_a_parse_when_nothing_can_say_one() {
+        // What the full parse answers, for URIs the shortcut takes and not.
+        let slow = |text: &str| {
+            let uri = Uri::parse(text)?;
+            if let Some(Some(name)) = uri.param("transport")
+                && let Some(t) = Transport::parse(name)
+            {
+                return Some(match (uri.scheme.eq_ignore_ascii_case("sips"), t) {
+                    (true, Transport::Tcp) => Transport::Tls,
+                    (true, Transport::Ws) => Transport::Wss,
+                    _ => t,
+                });
+            }
+            uri.scheme
+                .eq_ignore_ascii_case("sips")
+                .then_some(Transport::Tls)
+        };
+        for text in [
+            "sip:127.0.0.1:5080",
+            "sip:127.0.0.1:5060;lr",
+            "sip:a@b;transport=tcp",
+            "sip:a@b;TRANSPORT=TLS;lr",
+            "sip:a@b;lr;Transport=ws",
+            "sip:a@b;transport=bogus",
+            "sips:a@b",
+            "SIPS:a@b;transport=tcp",
+            "sips:a@b;transport=ws",
+            "sip:transport@b",
+            "sip:a;transport=tcp@b",
+            "sip:a@b?transport=tcp",
+            "sip:a@b;x=1?h=;transport=tcp",
+            "sips:",
+            "sip:",
+            "tel:+1234;transport=tcp",
+            "sip:a b;transport=tcp",
+            "",
+        ] {
+            assert_eq!(uri_transport(text), slow(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn ip_literals_parse_as_std_parses_them() {
+        let cases = [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.02.3.4",
+            "1.2.3.00",
+            "1.2.3.0",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4 ",
+            "1.2.3.-4",
+            "+1.2.3.4",
+            "1.2.3.4a",
+            "999.1.1.1",
+            "1000.1.1.1",
+            "",
+            "::1",
+            "[::1]",
+            "2001:db8::1",
+            "::ffff:1.2.3.4",
+            "example.com",
+            "1.2.3.4:5060",
+            "192.168.100.200",
+            "10.0.0.255",
+            "0001.2.3.4",
+        ];
+        for c in cases {
+            let bare = c
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(c);
+            assert_eq!(parse_ip(c), bare.parse::<IpAddr>().ok(), "{c:?}");
+        }
+        // Every octet value, and leading zeros, against std.
+        for n in 0..1000u32 {
+            for form in [format!("{n}"), format!("0{n}"), format!("00{n}")] {
+                let c = format!("10.{form}.3.{form}");
+                assert_eq!(parse_ip(&c), c.parse::<IpAddr>().ok(), "{c:?}");
+            }
+        }
+    }
 
     #[test]
     fn ip_literal_with_default_port() {

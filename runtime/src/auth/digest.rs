@@ -48,7 +48,8 @@ pub fn digest_params(value: &str) -> Option<&str> {
 pub fn parse_params(s: &str) -> Result<Vec<Param<'_>>, Failure> {
     let b = s.as_bytes();
     let mut i = 0;
-    let mut out = Vec::new();
+    // A client's answer has 8-10 parameters: room for them at once.
+    let mut out = Vec::with_capacity(10);
     loop {
         i = skip_lws(b, i);
         let Some(&c) = b.get(i) else { break };

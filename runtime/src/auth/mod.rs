@@ -217,6 +217,20 @@ impl ChallengeKind {
     }
 }
 
+/// One challenge value: `Digest realm=REALM, nonce="NONCE", qop="auth",
+/// algorithm=ALG[, stale=true]` (`quoted_realm` quoted already).
+fn push_challenge(out: &mut Vec<u8>, quoted_realm: &str, nonce: &str, a: Algorithm, stale: bool) {
+    out.extend_from_slice(b"Digest realm=");
+    out.extend_from_slice(quoted_realm.as_bytes());
+    out.extend_from_slice(b", nonce=\"");
+    out.extend_from_slice(nonce.as_bytes());
+    out.extend_from_slice(b"\", qop=\"auth\", algorithm=");
+    out.extend_from_slice(a.name().as_bytes());
+    if stale {
+        out.extend_from_slice(b", stale=true");
+    }
+}
+
 fn challenge(stale: bool, reason: Failure) -> Outcome {
     Outcome::Challenge { stale, reason }
 }
@@ -289,13 +303,31 @@ impl Authenticator {
         self.algorithms
             .iter()
             .map(|a| {
-                let stale = if stale { ", stale=true" } else { "" };
-                format!(
-                    "Digest realm={realm}, nonce=\"{nonce}\", qop=\"auth\", algorithm={}{stale}",
-                    a.name()
-                )
+                let mut value = Vec::new();
+                push_challenge(&mut value, &realm, &nonce, *a, stale);
+                String::from_utf8(value).unwrap_or_default()
             })
             .collect()
+    }
+
+    /// [`Authenticator::challenges`] written as header lines into `out`:
+    /// `NAME: VALUE\r\n` for each (no String per challenge).
+    pub fn write_challenges(
+        &self,
+        header: &str,
+        realm: &str,
+        stale: bool,
+        now_unix: u64,
+        out: &mut Vec<u8>,
+    ) {
+        let nonce = self.signer.issue(realm, now_unix);
+        let realm = digest::quote(realm);
+        for a in &self.algorithms {
+            out.extend_from_slice(header.as_bytes());
+            out.extend_from_slice(b": ");
+            push_challenge(out, &realm, &nonce, *a, stale);
+            out.extend_from_slice(b"\r\n");
+        }
     }
 
     /// Check the credentials of `req` at `now_unix`.

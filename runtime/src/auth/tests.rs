@@ -109,6 +109,24 @@ fn send_sync() {
 }
 
 #[test]
+fn written_challenges_are_header_lines_of_the_same_values() {
+    let a = auth();
+    for stale in [false, true] {
+        let mut out = Vec::new();
+        a.write_challenges("Proxy-Authenticate", "we\"ird\\\r\n\0", stale, T0, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+        let values = a.challenges("we\"ird\\\r\n\0", stale, T0);
+        assert_eq!(lines.len(), values.len());
+        for (line, value) in lines.iter().zip(&values) {
+            let line = line.strip_prefix("Proxy-Authenticate: ").unwrap();
+            let value = value.replace(&nonce_of(value), "N");
+            assert_eq!(line.replace(&nonce_of(line), "N"), value);
+        }
+    }
+}
+
+#[test]
 fn challenges_one_per_algorithm() {
     let a = auth();
     let c = a.challenges(REALM, false, T0);

@@ -111,16 +111,12 @@ impl<'a> Ctx<'a> {
                     "authenticate: challenged"
                 );
                 let header = if register {
-                    "WWW-Authenticate: "
+                    "WWW-Authenticate"
                 } else {
-                    "Proxy-Authenticate: "
+                    "Proxy-Authenticate"
                 };
-                let mut lines = Vec::new();
-                for value in authenticator.challenges(&realm, stale, now) {
-                    lines.extend_from_slice(header.as_bytes());
-                    lines.extend_from_slice(value.as_bytes());
-                    lines.extend_from_slice(b"\r\n");
-                }
+                let mut lines = Vec::with_capacity(160);
+                authenticator.write_challenges(header, &realm, stale, now, &mut lines);
                 self.answer(if register { 401 } else { 407 }, None, lines)
             }
             Outcome::Forbidden { user, reason } => {

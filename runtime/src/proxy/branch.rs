@@ -31,6 +31,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 
 use super::identity::Identity;
+use crate::hashbuf::Buffered;
 use crate::sip::{HeaderName, Message};
 
 /// The RFC 3261 magic cookie every branch starts with.
@@ -57,7 +58,7 @@ const STATELESS_LEN: usize = OUR_PREFIX.len() + REQUEST_HEX + LOOP_HEX + INSTANC
 pub fn loop_key(msg: &Message<'_>, route_next: Option<&str>) -> u32 {
     // The From header as written (not parsed: a request and its CANCEL
     // carry the same one), the CSeq number without the method.
-    let mut h = DefaultHasher::new();
+    let mut h = Buffered::new(DefaultHasher::new());
     msg.request_uri().hash(&mut h);
     msg.call_id().hash(&mut h);
     msg.first(HeaderName::From)
@@ -73,7 +74,13 @@ pub fn loop_key(msg: &Message<'_>, route_next: Option<&str>) -> u32 {
 /// went through this proxy before unchanged, so it is looping (482).
 /// Costs one substring search when no branch of ours is in the message.
 pub fn has_looped(msg: &Message<'_>, identity: &Identity, key: u32) -> bool {
-    if memchr::memmem::find(msg.buf(), OUR_PREFIX.as_bytes()).is_none() {
+    // The searcher is built once: `memmem::find` builds one per call
+    // (~400 instructions, more than the search).
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(OUR_PREFIX.as_bytes()));
+    // Only the header section can hold a Via (the body is not searched).
+    let head = msg.buf().get(..msg.headers_end()).unwrap_or(msg.buf());
+    if FINDER.find(head).is_none() {
         return false;
     }
     msg.vias().any(|via| {
@@ -86,12 +93,13 @@ pub fn loop_key_of(branch: &str) -> Option<u32> {
     let rest = branch.strip_prefix(OUR_PREFIX)?;
     if rest.as_bytes().first() == Some(&STATEFUL_LETTER) {
         let last = rest.rsplit('.').next()?;
-        return u32::from_str_radix(last.get(..LOOP_HEX)?, 16).ok();
+        return parse_hex(last.as_bytes().get(..LOOP_HEX)?, u64::from(u32::MAX)).map(|v| v as u32);
     }
     if branch.len() != STATELESS_LEN {
         return None;
     }
-    u32::from_str_radix(rest.get(REQUEST_HEX..REQUEST_HEX + LOOP_HEX)?, 16).ok()
+    let digits = rest.as_bytes().get(REQUEST_HEX..REQUEST_HEX + LOOP_HEX)?;
+    parse_hex(digits, u64::from(u32::MAX)).map(|v| v as u32)
 }
 
 /// The instance tag of a branch of any sipforge process, stateless or
@@ -119,11 +127,16 @@ pub fn stateless_branch(
     responses_to: SocketAddr,
     out: &mut String,
 ) {
-    let mut h = DefaultHasher::new();
+    let mut h = Buffered::new(DefaultHasher::new());
     match msg.top_via() {
         Some(via) if via.has_magic_cookie() => {
             via.branch.hash(&mut h);
-            via.host.to_ascii_lowercase().hash(&mut h);
+            // Lowercased only when it has capitals (no String otherwise).
+            if via.host.bytes().any(|b| b.is_ascii_uppercase()) {
+                via.host.to_ascii_lowercase().hash(&mut h);
+            } else {
+                via.host.hash(&mut h);
+            }
             via.port.hash(&mut h);
         }
         top => {
@@ -174,10 +187,16 @@ pub fn check_stateless(branch: &str, identity: &Identity, to: SocketAddr) -> Sta
     let Some(rest) = branch.strip_prefix(OUR_PREFIX) else {
         return StatelessCheck::Invalid;
     };
-    if branch.len() != STATELESS_LEN || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+    // Every byte a hex digit (checked by parse_hex as the fields are read:
+    // they cover the whole rest).
+    if branch.len() != STATELESS_LEN {
         return StatelessCheck::Invalid;
     }
-    let field = |at: usize, len: usize| u64::from_str_radix(&rest[at..at + len], 16).ok();
+    let rest = rest.as_bytes();
+    let field = |at: usize, len: usize| match rest.get(at..at + len) {
+        Some(digits @ [b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F', ..]) => parse_hex(digits, u64::MAX),
+        _ => None,
+    };
     let (Some(request), Some(loop_key), Some(instance), Some(check)) = (
         field(0, REQUEST_HEX),
         field(REQUEST_HEX, LOOP_HEX),
@@ -223,7 +242,7 @@ pub const STATEFUL_LOOP_HEX: usize = LOOP_HEX;
 /// A To tag for a reply the proxy generates itself: the same for every
 /// retransmission of the request.
 pub fn stateless_to_tag(msg: &Message<'_>, out: &mut String) {
-    let mut h = DefaultHasher::new();
+    let mut h = Buffered::new(DefaultHasher::new());
     "to-tag".hash(&mut h);
     msg.call_id().hash(&mut h);
     msg.from().and_then(|f| f.tag).hash(&mut h);
@@ -239,6 +258,31 @@ fn truncate(v: u64, digits: usize) -> u64 {
     } else {
         v & ((1u64 << (digits * 4)) - 1)
     }
+}
+
+/// `s` read as an unsigned hexadecimal number no greater than `max`,
+/// exactly as `from_str_radix(s, 16)` reads it into an integer type whose
+/// maximum is `max` (one leading `+` allowed, no empty digits, overflow
+/// refused), without its generic per-digit work.
+pub fn parse_hex(s: &[u8], max: u64) -> Option<u64> {
+    let digits = match s {
+        [b'+', rest @ ..] if !rest.is_empty() => rest,
+        _ => s,
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &b in digits {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+    }
+    (v <= max).then_some(v)
 }
 
 /// `v`'s low `digits` hex digits, zero-padded, most significant first.

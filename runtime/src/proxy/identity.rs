@@ -128,7 +128,10 @@ impl Identity {
 
     /// A keyed hash (a MAC under this process's secret) of `value`.
     pub fn mac<T: Hash>(&self, value: T) -> u64 {
-        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.secret.0, self.secret.1);
+        let mut h = crate::hashbuf::Buffered::new(siphasher::sip::SipHasher13::new_with_keys(
+            self.secret.0,
+            self.secret.1,
+        ));
         value.hash(&mut h);
         h.finish()
     }

@@ -16,15 +16,20 @@ use crate::sip::{Message, Splice};
 /// Request-URI goes back to what the phone wrote and `$du` names the NAT
 /// binding. The route still runs and may change either.
 pub(crate) fn restore_marked_ruri(msg: &Message<'_>, routes: &RouteSet<'_>, edits: &mut Edits) {
-    if routes.next_hop.is_some() || msg.to().is_none_or(|to| to.tag.is_none()) {
+    if routes.next_hop.is_some() {
         return;
     }
     let Some(ruri) = edits.ruri.as_deref().or(msg.request_uri()) else {
         return;
     };
+    // The marker first (one search; most Request-URIs have none), the To
+    // tag (a parse of the To header) only then.
     let Some(restored) = crate::nat::restore(ruri) else {
         return;
     };
+    if msg.to().is_none_or(|to| to.tag.is_none()) {
+        return;
+    }
     tracing::debug!(
         call_id = msg.call_id().unwrap_or(""),
         binding = restored.du,

@@ -23,7 +23,8 @@ pub fn build(
     let edit = top_via_edit(&top, source, transport);
     let buf = req.buf();
     out.extend_from_slice(b"SIP/2.0 ");
-    out.extend_from_slice(code.to_string().as_bytes());
+    let mut digits = [0u8; 10];
+    out.extend_from_slice(crate::digits::decimal(u32::from(code), &mut digits));
     out.push(b' ');
     out.extend_from_slice(reason.unwrap_or_else(|| default_reason(code)).as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -35,9 +36,17 @@ pub fn build(
                 first_via = false;
                 match &edit {
                     Some(e) => {
-                        let mut via = Vec::with_capacity(h.line_range.len() + e.text.len());
-                        e.write_line(buf, h.line_range.clone(), &mut via);
-                        push_line(out, &via);
+                        // Written straight into `out`; through push_line
+                        // only when the line has a bare CR to replace.
+                        let start = out.len();
+                        e.write_line(buf, h.line_range.clone(), out);
+                        let written = &out[start..];
+                        if memchr::memchr_iter(b'\r', written)
+                            .any(|i| written.get(i + 1) != Some(&b'\n'))
+                        {
+                            let via = out.split_off(start);
+                            push_line(out, &via);
+                        }
                     }
                     None => push_line(out, line),
                 }
@@ -51,8 +60,9 @@ pub fn build(
                     push_line(out, line);
                 } else {
                     push_line(out, &buf[h.line_range.start..h.value_range.end]);
-                    let mut tag = String::from(";tag=");
+                    let mut tag = String::with_capacity(24);
                     stateless_to_tag(req, &mut tag);
+                    out.extend_from_slice(b";tag=");
                     out.extend_from_slice(tag.as_bytes());
                     push_line(out, &buf[h.value_range.end..h.line_range.end]);
                 }

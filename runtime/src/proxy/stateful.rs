@@ -775,14 +775,27 @@ fn make_branch(
     let (index, generation) = id.to_parts();
     let instance = identity.instance();
     let check = stateful_check(identity, shard, index, generation, n, upstream);
-    let mut s = String::with_capacity(60);
-    let _ = write!(
-        s,
-        "{STATEFUL_PREFIX}{shard:x}.{index:x}.{generation:x}.{n:x}.{instance:x}."
-    );
+    let mut s = String::with_capacity(64);
+    // As `{:x}` writes them, without the formatter.
+    s.push_str(STATEFUL_PREFIX);
+    for v in [
+        u64::from(shard),
+        u64::from(index),
+        u64::from(generation),
+        n as u64,
+        u64::from(instance),
+    ] {
+        push_hex(&mut s, v, hex_digits(v));
+        s.push('.');
+    }
     push_hex(&mut s, u64::from(loop_key), STATEFUL_LOOP_HEX);
     push_hex(&mut s, check, STATEFUL_CHECK_HEX);
     s
+}
+
+/// Hex digits of `v` without leading zeros (one for zero).
+fn hex_digits(v: u64) -> usize {
+    (64 - v.leading_zeros() as usize).div_ceil(4).max(1)
 }
 
 /// The shard a stateful branch of ours names (None if it is not one).
@@ -804,18 +817,22 @@ struct BranchParts {
 /// The parts of one of our stateful branches (whether we made it is
 /// checked by comparing it with the branch stored, or its check).
 fn parse_branch(branch: &str) -> Option<BranchParts> {
+    use super::branch::parse_hex;
     let rest = branch.strip_prefix(STATEFUL_PREFIX)?;
-    let mut parts = rest.split('.');
-    let shard = u16::from_str_radix(parts.next()?, 16).ok()?;
-    let index = u32::from_str_radix(parts.next()?, 16).ok()?;
-    let generation = u32::from_str_radix(parts.next()?, 16).ok()?;
-    let n = usize::from_str_radix(parts.next()?, 16).ok()?;
-    let instance = u32::from_str_radix(parts.next()?, 16).ok()?;
+    // Split on bytes and hex digits read by hand: this runs for every
+    // response (from_str_radix and the str pattern searcher cost ~1k
+    // instructions per branch).
+    let mut parts = rest.as_bytes().split(|&b| b == b'.');
+    let shard = parse_hex(parts.next()?, u64::from(u16::MAX))? as u16;
+    let index = parse_hex(parts.next()?, u64::from(u32::MAX))? as u32;
+    let generation = parse_hex(parts.next()?, u64::from(u32::MAX))? as u32;
+    let n = parse_hex(parts.next()?, usize::MAX as u64)? as usize;
+    let instance = parse_hex(parts.next()?, u64::from(u32::MAX))? as u32;
     let tail = parts.next()?;
     if parts.next().is_some() || tail.len() != STATEFUL_LOOP_HEX + STATEFUL_CHECK_HEX {
         return None;
     }
-    let check = u64::from_str_radix(tail.get(STATEFUL_LOOP_HEX..)?, 16).ok()?;
+    let check = parse_hex(tail.get(STATEFUL_LOOP_HEX..)?, u64::MAX)?;
     Some(BranchParts {
         shard,
         id: TransactionId::from_parts(index, generation),
@@ -1117,7 +1134,7 @@ fn add_branch(
     };
     let target_key = {
         use std::hash::{DefaultHasher, Hash, Hasher};
-        let mut h = DefaultHasher::new();
+        let mut h = crate::hashbuf::Buffered::new(DefaultHasher::new());
         hop.hash(&mut h);
         match &edits.ruri {
             Some(ruri) => ruri.as_str().hash(&mut h),
@@ -1917,6 +1934,41 @@ mod tests {
         assert_eq!(parse_branch("z9hG4bKsfT1.1.0.1"), None);
         assert_eq!(parse_branch("z9hG4bKsfT1.1.0.1.00"), None);
         assert_eq!(parse_branch("z9hG4bKsfT0.1.1.0.1.00"), None);
+        // The fields as `{:x}` writes them, and read back whatever they are.
+        for (shard, index, generation, n) in [
+            (0u16, 0u32, 0u32, 0usize),
+            (0xffff, u32::MAX, u32::MAX, usize::MAX),
+            (0x10, 0x100, 0x1000, 0x10000),
+        ] {
+            let id = TransactionId::from_parts(index, generation);
+            let b = make_branch(&identity, shard, id, n, up, 0xfeed);
+            let want = format!(
+                "z9hG4bKsfT{shard:x}.{index:x}.{generation:x}.{n:x}.{:x}.0000feed",
+                identity.instance()
+            );
+            assert!(b.starts_with(&want), "{b} / {want}");
+            let parts = parse_branch(&b).unwrap();
+            assert_eq!((parts.shard, parts.id, parts.n), (shard, id, n));
+        }
+        // What from_str_radix takes: a leading +, leading zeros; not an
+        // overflow, a -, an empty field.
+        assert!(parse_branch("z9hG4bKsfT+1.001.0.0.0.0000beef123456789abc").is_some());
+        assert_eq!(
+            parse_branch("z9hG4bKsfT10000.1.0.0.0.0000beef123456789abc"),
+            None
+        );
+        assert_eq!(
+            parse_branch("z9hG4bKsfT-1.1.0.0.0.0000beef123456789abc"),
+            None
+        );
+        assert_eq!(
+            parse_branch("z9hG4bKsfT+.1.0.0.0.0000beef123456789abc"),
+            None
+        );
+        assert_eq!(
+            parse_branch("z9hG4bKsfT.1.0.0.0.0000beef123456789abc"),
+            None
+        );
     }
 
     #[test]

@@ -89,6 +89,32 @@ pub(crate) fn all(s: &[u8], class: Class) -> bool {
     s.iter().all(|&c| is(c, class))
 }
 
+/// `all(s, URI)`, eight bytes at a time (every URI parse checks its whole
+/// text): a byte is out when it is at most a space, DEL, `<`, `>` or `"`.
+pub(crate) fn all_uri(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Whether a byte of x is zero (exact as a yes/no).
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut words = s.chunks_exact(8);
+    for w in &mut words {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(w);
+        let x = u64::from_le_bytes(a);
+        // Bytes below 0x21 (bytes of 0x80 and up have no high bit in !x).
+        let low = x.wrapping_sub(0x21 * ONES) & !x & HIGH;
+        let bad = low
+            | zero(x ^ (0x7f * ONES))
+            | zero(x ^ (u64::from(b'<') * ONES))
+            | zero(x ^ (u64::from(b'>') * ONES))
+            | zero(x ^ (u64::from(b'"') * ONES));
+        if bad != 0 {
+            return false;
+        }
+    }
+    all(words.remainder(), URI)
+}
+
 /// ASCII case-insensitive equality, the same answer as
 /// `<[u8]>::eq_ignore_ascii_case`, comparing eight bytes at a time (header
 /// and parameter names are compared on every message).
@@ -299,6 +325,25 @@ fn param_end(b: &[u8], i: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_uri_answers_as_the_class_table() {
+        for b in 0..=255u8 {
+            for len in 1..20 {
+                for at in 0..len {
+                    for fill in [b'a', b'!', 0x7e, 0x80, 0xff, b'#'] {
+                        let mut v = vec![fill; len];
+                        v[at] = b;
+                        assert_eq!(
+                            all_uri(&v),
+                            all(&v, URI),
+                            "{b:#x} at {at} of {len} in {fill:#x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     #[test]
     fn numbers() {

@@ -1,7 +1,7 @@
 //! SIP/SIPS/TEL and other URIs (RFC 3261 §19.1, RFC 3966, RFC 5118): a
 //! borrowed view of scheme, userinfo, host, port, params and headers.
 
-use super::lex::{self, HOST, SCHEME, URI, find, find_param};
+use super::lex::{self, HOST, SCHEME, find, find_param};
 use super::via::is_ipv6_reference;
 
 /// A parsed URI. For `sip:`/`sips:` every field is filled in. For `tel:`
@@ -157,7 +157,7 @@ impl<'a> Uri<'a> {
         let colon = scheme_len(s.as_bytes())?;
         let scheme = s.get(..colon)?;
         let rest = s.get(colon + 1..)?;
-        if rest.is_empty() || !lex::all(rest.as_bytes(), URI) {
+        if rest.is_empty() || !lex::all_uri(rest.as_bytes()) {
             return None;
         }
         let mut uri = Uri {

@@ -237,7 +237,7 @@ impl TransactionKey {
     pub fn shard_hash(&self) -> u64 {
         use std::hash::{DefaultHasher, Hash, Hasher};
         let rest = self.repr.get(1 + 4 + self.method().len()..).unwrap_or(&[]);
-        let mut h = DefaultHasher::new();
+        let mut h = crate::hashbuf::Buffered::new(DefaultHasher::new());
         self.repr.first().hash(&mut h);
         rest.hash(&mut h);
         h.finish()
