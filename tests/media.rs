@@ -219,3 +219,35 @@ fn an_invite_without_sdp_asks_nothing() {
     );
     assert!(asks(&core).is_empty());
 }
+
+#[test]
+fn an_answer_rtpengine_cannot_give_lets_the_response_go_on_with_its_own_sdp() {
+    // `rtp_manage` as a plain step (the reply route here): rtpengine not
+    // answering is logged, and the message goes on as it came.
+    let core = core();
+    feed(&core, &invite("m4", OFFER), CALLER);
+    let asked = asks(&core);
+    let sent = reply(
+        &core,
+        &asked[0],
+        Answer::Media(Ok(RELAYED.as_bytes().to_vec())),
+    );
+    let relayed = sent
+        .iter()
+        .find(|(to, t)| to == CALLEE && t.starts_with("INVITE "))
+        .unwrap()
+        .1
+        .clone();
+    assert!(feed(&core, &ok_with_sdp(&relayed, ANSWER), CALLEE).is_empty());
+    let asked = asks(&core);
+    let sent = reply(
+        &core,
+        &asked[0],
+        Answer::Media(Err("no rtpengine answered".into())),
+    );
+    let ok = sent
+        .iter()
+        .find(|(to, t)| to == CALLER && status(t) == "SIP/2.0 200 OK")
+        .unwrap_or_else(|| panic!("the 200 goes up anyway: {sent:?}"));
+    assert_eq!(body(&ok.1), ANSWER, "with the callee's own SDP");
+}

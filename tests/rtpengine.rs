@@ -289,3 +289,102 @@ async fn with_rtpengine_gone_a_call_gets_the_routes_503_without_hanging() {
         .expect_silence(200, "no INVITE without media relay")
         .await;
 }
+
+/// A 18x/200 from `phone` to the forked INVITE it got, with SDP.
+fn answer_with_sdp(inv: &Sip, phone: &Peer, status: &str, tag: &str, port: u16) -> String {
+    let body = sdp(tag, "10.0.0.9", port);
+    let rr: String = inv
+        .headers("Record-Route")
+        .iter()
+        .map(|r| format!("Record-Route: {r}\r\n"))
+        .collect();
+    common::response_to(
+        inv,
+        status,
+        &format!(
+            "{rr}Contact: <sip:bob@{}>\r\nContent-Type: application/sdp\r\n",
+            phone.addr
+        ),
+    )
+    .replace(";tag=b1\r\n", &format!(";tag={tag}\r\n"))
+    .replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Length: {}\r\n\r\n{body}", body.len()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_call_has_one_session_and_each_forks_answer_goes_through_rtpengine() {
+    let Some(rtp) = Rtpengine::start() else {
+        return;
+    };
+    let mut options = common::options();
+    options.rtpengine = Some(vec![rtp.ng.to_string()]);
+    let server = sipforge_runtime::net::start(&common::media_fork::ROUTES, options)
+        .await
+        .expect("proxy starts");
+    let proxy = server.local_addrs()[0];
+    let (one, two, caller) = (Peer::bind().await, Peer::bind().await, Peer::bind().await);
+    for (phone, n) in [(&one, 1), (&two, 2)] {
+        let reg = format!(
+            "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-fr{n}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@example.com>;tag=r{n}\r\nTo: <sip:bob@example.com>\r\n\
+             Call-ID: fork-reg-{n}\r\nCSeq: 1 REGISTER\r\nContact: <sip:bob@{}>\r\n\
+             Expires: 600\r\nContent-Length: 0\r\n\r\n",
+            phone.addr, phone.addr
+        );
+        phone.send(proxy, &reg).await;
+        let (ok, _) = phone.recv("the REGISTER's 200").await;
+        assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
+    }
+    let body = sdp("alice", "192.168.1.10", 4000);
+    let invite = format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-fork-1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a-fork\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: rtp-fork\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        caller.addr,
+        caller.addr,
+        body.len()
+    );
+    caller.send(proxy, &invite).await;
+    let (inv1, _) = one.recv_within(4000, "the INVITE at phone one").await;
+    let (inv2, _) = two.recv_within(4000, "the INVITE at phone two").await;
+    for inv in [&inv1, &inv2] {
+        let (ip, port) = media_of(inv.body());
+        assert_eq!(ip, "127.0.0.1", "{}", inv.0);
+        assert!((rtp.ports.0..=rtp.ports.1).contains(&port), "{}", inv.0);
+    }
+    // Phone one rings with early media; phone two answers.
+    one.send(
+        proxy,
+        &answer_with_sdp(&inv1, &one, "183 Session Progress", "one", 5010),
+    )
+    .await;
+    let early = loop {
+        let (m, _) = caller.recv_within(4000, "the 183 at the caller").await;
+        if m.start_line().starts_with("SIP/2.0 183") {
+            break m;
+        }
+    };
+    let (ip, early_port) = media_of(early.body());
+    assert_eq!(
+        ip, "127.0.0.1",
+        "rtpengine's address in the early answer: {}",
+        early.0
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    two.send(proxy, &answer_with_sdp(&inv2, &two, "200 OK", "two", 5020))
+        .await;
+    let ok = final_response(&caller, "the 200 at the caller").await;
+    assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
+    let (ip, port) = media_of(ok.body());
+    assert_eq!(ip, "127.0.0.1", "{}", ok.0);
+    assert!((rtp.ports.0..=rtp.ports.1).contains(&port), "{}", ok.0);
+    assert_ne!(port, early_port, "each fork's answer has media of its own");
+    // Phone one gets a CANCEL; the call is one session at rtpengine.
+    let (cancel, _) = one.recv_within(4000, "the CANCEL at phone one").await;
+    assert!(cancel.start_line().starts_with("CANCEL "), "{}", cancel.0);
+    assert!(rtp.relays("rtp-fork"));
+    server.shutdown().await;
+}
