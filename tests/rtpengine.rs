@@ -4,12 +4,17 @@
 //! (tests/routes/media.yaml, `Options::rtpengine` pointing at it): a call
 //! whose INVITE and 200 reach the other side with rtpengine's address and
 //! ports in their SDP; after BYE rtpengine has no session; with rtpengine
-//! killed, a new call gets the routes' 503 quickly, no hang.
+//! killed, a new call gets the routes' 503 quickly, no hang; a forked
+//! call; and sipp calls through it (tests/sipp/media_uac.xml and
+//! media_uas.xml check each other's SDP names rtpengine).
 //!
 //! rtpengine missing: the tests say so loudly and pass; under CI=true
 //! they fail (`.ci/run` installs rtpengine-daemon).
 
 mod common;
+
+#[path = "sipp/harness.rs"]
+mod harness;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -387,4 +392,33 @@ async fn a_forked_call_has_one_session_and_each_forks_answer_goes_through_rtpeng
     assert!(cancel.start_line().starts_with("CANCEL "), "{}", cancel.0);
     assert!(rtp.relays("rtp-fork"));
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sipp_calls_see_rtpengine_in_each_others_sdp() {
+    let test = "sipp_calls_see_rtpengine_in_each_others_sdp";
+    if !harness::sipp_or_skip(test) {
+        return;
+    }
+    let Some(rtp) = Rtpengine::start() else {
+        return;
+    };
+    let (_server, proxy) = proxy(&rtp).await;
+    let dir = harness::work_dir("rtp_sipp");
+    let uas = harness::Sipp::uas(&dir, "uas", "media_uas.xml", 3).await;
+    let uac = harness::Sipp::uac(
+        &dir,
+        "uac",
+        "media_uac.xml",
+        proxy,
+        3,
+        3,
+        &[("uas_port", uas.port.to_string())],
+    );
+    let uac = uac.finish(Duration::from_secs(20)).await;
+    let uas = uas.finish(Duration::from_secs(5)).await;
+    let all = format!("{}\n{}", uac.report(), uas.report());
+    uac.assert_clean(3, "OutgoingCall", &all);
+    uas.assert_clean(3, "IncomingCall", &all);
+    let _ = std::fs::remove_dir_all(&dir);
 }
