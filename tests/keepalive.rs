@@ -120,15 +120,13 @@ fn a_phone_behind_nat_is_pinged_and_a_silent_one_keeps_its_binding() {
         1,
         "pinged again though the last one went unanswered"
     );
-    let invite = format!(
-        "INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-ka-call\r\n\
+    let invite = "INVITE sip:alice@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-ka-call\r\n\
          Max-Forwards: 70\r\nFrom: <sip:carol@example.com>;tag=c1\r\nTo: <sip:alice@example.com>\r\n\
-         Call-ID: ka-call\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
-    );
+         Call-ID: ka-call\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
     let sent = feed(
         &core,
         t0 + Duration::from_millis(3400),
-        &invite,
+        invite,
         "127.0.0.1:5070",
     );
     assert!(

@@ -80,12 +80,15 @@ mod tests {
         )
     }
 
+    /// A case: the hashes of one input, directly and through the buffer.
+    type Case = Box<dyn Fn() -> (u64, u64, u64, u64)>;
+
     #[test]
     fn the_same_hash_as_the_wrapped_hasher() {
         let long = "x".repeat(700);
         let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
         let addr6: SocketAddr = "[2001:db8::1]:5061".parse().unwrap();
-        let cases: Vec<Box<dyn Fn() -> (u64, u64, u64, u64)>> = vec![
+        let cases: Vec<Case> = vec![
             Box::new(|| both(&"sip:bob@example.com")),
             Box::new(|| both(&Some("abc"))),
             Box::new(|| both(&None::<&str>)),
