@@ -93,9 +93,7 @@ pub fn uri_transport(text: &str) -> Option<Transport> {
     let b = text.as_bytes();
     let sips = b.len() >= 5 && b[..5].eq_ignore_ascii_case(b"sips:");
     if !sips {
-        let Some(semi) = memchr::memchr(b';', b) else {
-            return None;
-        };
+        let semi = memchr::memchr(b';', b)?;
         if !b[semi..]
             .windows(9)
             .any(|w| w.eq_ignore_ascii_case(b"transport"))
