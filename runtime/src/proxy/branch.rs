@@ -273,17 +273,43 @@ pub fn parse_hex(s: &[u8], max: u64) -> Option<u64> {
         return None;
     }
     let mut v: u64 = 0;
-    for &b in digits {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => return None,
-        };
-        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+    if digits.len() <= 16 {
+        // Sixteen digits fit in a u64: no overflow to check per digit.
+        for &b in digits {
+            let d = HEX_VALUE[usize::from(b)];
+            if d > 15 {
+                return None;
+            }
+            v = v << 4 | u64::from(d);
+        }
+    } else {
+        for &b in digits {
+            let d = HEX_VALUE[usize::from(b)];
+            if d > 15 {
+                return None;
+            }
+            v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+        }
     }
     (v <= max).then_some(v)
 }
+
+/// The value of each byte as a hex digit, 0xff when it is none.
+static HEX_VALUE: [u8; 256] = {
+    let mut t = [0xff; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => 0xff,
+        };
+        i += 1;
+    }
+    t
+};
 
 /// `v`'s low `digits` hex digits, zero-padded, most significant first.
 pub fn push_hex(out: &mut String, v: u64, digits: usize) {
@@ -376,6 +402,64 @@ Content-Length: 0\r\n\r\n";
             String::from_utf8_lossy(INVITE).replace("INVITE sip:bob@", "INVITE sip:carol@");
         let spiral = Message::parse(other_ruri.as_bytes()).unwrap();
         assert_ne!(base, loop_key(&spiral, None));
+    }
+
+    #[test]
+    fn parse_hex_reads_as_from_str_radix() {
+        let cases = [
+            "",
+            "+",
+            "-",
+            "0",
+            "+0",
+            "-0",
+            "f",
+            "F",
+            "g",
+            "+f",
+            "++f",
+            "0f",
+            "ffff",
+            "10000",
+            "ffffffff",
+            "100000000",
+            "7fffffffffffffff",
+            "ffffffffffffffff",
+            "10000000000000000",
+            "0000000000000000ff",
+            "0000000000000000000001",
+            "abc ",
+            " abc",
+            "a.b",
+            "\u{e9}",
+            "FfFf",
+        ];
+        for c in cases {
+            let b = c.as_bytes();
+            assert_eq!(
+                parse_hex(b, u64::MAX),
+                u64::from_str_radix(c, 16).ok(),
+                "{c:?}"
+            );
+            assert_eq!(
+                parse_hex(b, u64::from(u32::MAX)),
+                u32::from_str_radix(c, 16).ok().map(u64::from),
+                "{c:?}"
+            );
+            assert_eq!(
+                parse_hex(b, u64::from(u16::MAX)),
+                u16::from_str_radix(c, 16).ok().map(u64::from),
+                "{c:?}"
+            );
+        }
+        for byte in 0..=255u8 {
+            let v = [b'1', byte];
+            let text = String::from_utf8_lossy(&v).into_owned();
+            let want = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|t| u64::from_str_radix(t, 16).ok());
+            assert_eq!(parse_hex(&v, u64::MAX), want, "{text:?}");
+        }
     }
 
     #[test]
