@@ -438,6 +438,7 @@ fuzz_target!(|input: Input| {
         max_transactions: MAX_TRANSACTIONS,
         // A few shards: transactions of one input spread over several.
         shards: 4,
+        ..CoreConfig::default()
     };
     let core = Core::new(routes, Identity::new(listeners), config);
     let now = Instant::now();
