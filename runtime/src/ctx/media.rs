@@ -34,8 +34,9 @@ fn sdp_of<'m>(msg: &Message<'m>) -> Option<&'m [u8]> {
         Some(h) => msg
             .value(h)
             .trim()
-            .to_ascii_lowercase()
-            .starts_with("application/sdp")
+            .as_bytes()
+            .get(..15)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"))
             .then_some(body),
         None => body.starts_with(b"v=0").then_some(body),
     }

@@ -411,54 +411,18 @@ pub(super) fn resume(
     };
     let at = (w.source, w.socket, core.identity.transport_of(w.socket));
     let mut touched = None;
-    match (w.resume, answer) {
-        (Resume::MediaRoute, answer) => {
-            let result = match answer {
-                Answer::Media(result) => result,
-                _ => Err("a store answer to an rtpengine question".to_string()),
+    let mut memo = w.memo;
+    match w.resume {
+        Resume::Save { request } => {
+            let registrar = core.registrar.as_ref()?;
+            let now_unix = core.unix_time(now);
+            let (code, reason, headers) = match answer {
+                Answer::Saved(result) => registrar.saved(&request, result, now, now_unix),
+                _ => registrar.unavailable(StoreError::new("another answer to a save"), now_unix),
             };
-            let mut memo = w.memo;
-            memo.media.push(result);
-            on_request(
-                core,
-                now,
-                &msg,
-                w.source,
-                w.socket,
-                out,
-                &mut touched,
-                Some((&memo, w.rounds)),
-            );
+            send_reply(&msg, at, code, reason, &headers, out);
         }
-        (Resume::Reply { held }, answer) => {
-            let result = match answer {
-                Answer::Media(result) => result,
-                _ => Err("a store answer to an rtpengine question".to_string()),
-            };
-            let mut memo = w.memo;
-            memo.media.push(result);
-            match held {
-                Some(held) => {
-                    let branch = msg.top_via().and_then(|v| v.branch).unwrap_or("");
-                    let shard = branch_shard(branch)? % core.shards.len();
-                    let ((), t) = core.with_shard(shard, |s, env| {
-                        s.resume_reply(env, now, id, held, &msg, w.source, &memo, out)
-                    });
-                    touched = Some(t);
-                }
-                None => on_response(
-                    core,
-                    now,
-                    &msg,
-                    w.source,
-                    w.socket,
-                    out,
-                    &mut touched,
-                    Some((&memo, w.rounds)),
-                ),
-            }
-        }
-        (Resume::Route { aor }, answer) => {
+        Resume::Route { aor } => {
             let result = match answer {
                 Answer::Bindings(result) => result,
                 _ => Err(StoreError::new("another answer to a lookup")),
@@ -467,8 +431,8 @@ pub(super) fn resume(
                 Ok(bindings) => metrics::lookup_done(!bindings.is_empty()),
                 Err(_) => metrics::registrar_store_error(),
             }
-            let mut memo = w.memo;
             memo.bindings.push((aor, result));
+            let replay = Some((&memo, w.rounds));
             on_request(
                 core,
                 now,
@@ -477,17 +441,49 @@ pub(super) fn resume(
                 w.socket,
                 out,
                 &mut touched,
-                Some((&memo, w.rounds)),
+                replay,
             );
         }
-        (Resume::Save { request }, answer) => {
-            let registrar = core.registrar.as_ref()?;
-            let now_unix = core.unix_time(now);
-            let (code, reason, headers) = match answer {
-                Answer::Saved(result) => registrar.saved(&request, result, now, now_unix),
-                _ => registrar.unavailable(StoreError::new("another answer to a save"), now_unix),
-            };
-            send_reply(&msg, at, code, reason, &headers, out);
+        Resume::MediaRoute | Resume::Reply { .. } => {
+            memo.media.push(match answer {
+                Answer::Media(result) => result,
+                _ => Err("a store answer to an rtpengine question".to_string()),
+            });
+            let replay = Some((&memo, w.rounds));
+            match w.resume {
+                Resume::Reply {
+                    held: Some(held), ..
+                } => {
+                    let branch = msg.top_via().and_then(|v| v.branch).unwrap_or("");
+                    let shard = branch_shard(branch)? % core.shards.len();
+                    let ((), t) = core.with_shard(shard, |s, env| {
+                        s.resume_reply(env, now, id, held, &msg, w.source, &memo, out)
+                    });
+                    touched = Some(t);
+                }
+                Resume::Reply { held: None } => {
+                    on_response(
+                        core,
+                        now,
+                        &msg,
+                        w.source,
+                        w.socket,
+                        out,
+                        &mut touched,
+                        replay,
+                    );
+                }
+                _ => on_request(
+                    core,
+                    now,
+                    &msg,
+                    w.source,
+                    w.socket,
+                    out,
+                    &mut touched,
+                    replay,
+                ),
+            }
         }
     }
     touched
