@@ -9,8 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sipforge_runtime::proxy::{Core, CoreConfig, Identity, Listener, Outgoing};
-use sipforge_runtime::target::NextHop;
+use sipforge_runtime::proxy::{Core, CoreConfig, Identity, Listener};
 
 const PHONE: &str = "127.0.0.1:5081";
 const PLAIN: &str = "127.0.0.1:5082";
@@ -24,29 +23,17 @@ fn core() -> Core {
     )
 }
 
-fn texts(out: Vec<Outgoing>) -> Vec<(String, String)> {
-    out.into_iter()
-        .map(|o| {
-            let to = match o.to {
-                NextHop::Addr(a) => a.to_string(),
-                NextHop::Name { host, port, .. } => format!("{host}:{port}"),
-            };
-            (to, String::from_utf8_lossy(o.bytes.as_ref()).into_owned())
-        })
-        .collect()
-}
-
 fn feed(core: &Core, now: Instant, text: &str, from: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let source: SocketAddr = from.parse().unwrap();
     core.handle(now, text.as_bytes(), source, 0, &mut out);
-    texts(out)
+    common::sent_texts(out)
 }
 
 fn tick(core: &Core, now: Instant) -> Vec<(String, String)> {
     let mut out = Vec::new();
     core.on_timeout(now, &mut out);
-    texts(out)
+    common::sent_texts(out)
 }
 
 fn register(user: &str, from: &str, contact: &str, cseq: u32, expires: u32) -> String {

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::text::header;
 use sipforge_runtime::proxy::suspend::{Answer, Ask, Query};
-use sipforge_runtime::proxy::{Core, CoreConfig, Identity, Listener, Outgoing};
+use sipforge_runtime::proxy::{Core, CoreConfig, Identity, Listener};
 use sipforge_runtime::registrar::{Binding, Received, Refusal, StoreError};
-use sipforge_runtime::target::NextHop;
 use sipforge_runtime::transport::Transport;
 
 const CALLER: &str = "127.0.0.1:5062";
@@ -32,30 +31,17 @@ fn core() -> Core {
     core_with(CoreConfig::default())
 }
 
-/// (destination, text) of what was sent.
-fn texts(out: Vec<Outgoing>) -> Vec<(String, String)> {
-    out.into_iter()
-        .map(|o| {
-            let to = match o.to {
-                NextHop::Addr(a) => a.to_string(),
-                NextHop::Name { host, port, .. } => format!("{host}:{port}"),
-            };
-            (to, String::from_utf8_lossy(o.bytes.as_ref()).into_owned())
-        })
-        .collect()
-}
-
 fn feed(core: &Core, text: &str, from: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let source: SocketAddr = from.parse().unwrap();
     core.handle(Instant::now(), text.as_bytes(), source, 0, &mut out);
-    texts(out)
+    common::sent_texts(out)
 }
 
 fn reply(core: &Core, ask: &Ask, answer: Answer) -> Vec<(String, String)> {
     let mut out = Vec::new();
     core.answer(Instant::now(), ask.id, answer, &mut out);
-    texts(out)
+    common::sent_texts(out)
 }
 
 fn asks(core: &Core) -> Vec<Ask> {

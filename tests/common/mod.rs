@@ -11,6 +11,20 @@ include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 pub mod netns;
 
+/// What a sans-IO core sent, as (destination, text) pairs.
+pub fn sent_texts(out: Vec<sipforge_runtime::proxy::Outgoing>) -> Vec<(String, String)> {
+    use sipforge_runtime::target::NextHop;
+    out.into_iter()
+        .map(|o| {
+            let to = match o.to {
+                NextHop::Addr(a) => a.to_string(),
+                NextHop::Name { host, port, .. } => format!("{host}:{port}"),
+            };
+            (to, String::from_utf8_lossy(o.bytes.as_ref()).into_owned())
+        })
+        .collect()
+}
+
 /// Start a proxy running `routes` on 127.0.0.1:0.
 pub async fn start_proxy(
     routes: &'static dyn sipforge_runtime::api::Routes,
