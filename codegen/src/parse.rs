@@ -319,27 +319,38 @@ impl<'a> Parser<'a> {
     }
 
     fn listen(&mut self, v: &Node) -> Vec<Sp<String>> {
+        self.socket_list(
+            v,
+            "a list of sockets",
+            "e.g. `listen: [ \"udp:127.0.0.1:5060\" ]`",
+            "a socket such as `udp:127.0.0.1:5060`",
+            "quote it: \"udp:127.0.0.1:5060\"",
+        )
+    }
+
+    /// A list of socket strings (or one string): `listen:`, `rtpengine:`.
+    /// `what`/`example` name the list, `item`/`item_hint` one entry.
+    pub(super) fn socket_list(
+        &mut self,
+        v: &Node,
+        what: &str,
+        example: &str,
+        item: &str,
+        item_hint: &str,
+    ) -> Vec<Sp<String>> {
         let items: Vec<&Node> = match &v.value {
             Value::Seq(items) => items.iter().collect(),
             Value::Str(_) => vec![v],
             _ => {
-                self.expected(
-                    v,
-                    "a list of sockets",
-                    "e.g. `listen: [ \"udp:127.0.0.1:5060\" ]`",
-                );
+                self.expected(v, what, example);
                 return Vec::new();
             }
         };
         let mut out = Vec::new();
-        for item in items {
-            match &item.value {
-                Value::Str(s) => out.push(self.sp_str(item, s)),
-                _ => self.expected(
-                    item,
-                    "a socket such as `udp:127.0.0.1:5060`",
-                    "quote it: \"udp:127.0.0.1:5060\"",
-                ),
+        for entry in items {
+            match &entry.value {
+                Value::Str(s) => out.push(self.sp_str(entry, s)),
+                _ => self.expected(entry, item, item_hint),
             }
         }
         out

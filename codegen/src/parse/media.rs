@@ -8,30 +8,13 @@ use crate::yaml::{Node, Value};
 impl Parser<'_> {
     /// `rtpengine: [ "udp:127.0.0.1:2223", ... ]` (or one string).
     pub(super) fn rtpengine(&mut self, v: &Node) -> Vec<Sp<String>> {
-        let items: Vec<&Node> = match &v.value {
-            Value::Seq(items) => items.iter().collect(),
-            Value::Str(_) => vec![v],
-            _ => {
-                self.expected(
-                    v,
-                    "a list of rtpengine control sockets",
-                    "e.g. `rtpengine: [ \"udp:127.0.0.1:2223\" ]`",
-                );
-                return Vec::new();
-            }
-        };
-        let mut out = Vec::new();
-        for item in items {
-            match &item.value {
-                Value::Str(s) => out.push(self.sp_str(item, s)),
-                _ => self.expected(
-                    item,
-                    "an rtpengine control socket such as `udp:127.0.0.1:2223`",
-                    "quote it: \"udp:127.0.0.1:2223\"",
-                ),
-            }
-        }
-        out
+        self.socket_list(
+            v,
+            "a list of rtpengine control sockets",
+            "e.g. `rtpengine: [ \"udp:127.0.0.1:2223\" ]`",
+            "an rtpengine control socket such as `udp:127.0.0.1:2223`",
+            "quote it: \"udp:127.0.0.1:2223\"",
+        )
     }
 
     /// `rtp_manage: "replace-origin replace-session-connection"`.
