@@ -319,7 +319,8 @@ fn answer_with_sdp(inv: &Sip, phone: &Peer, status: &str, tag: &str, port: u16) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forked_call_has_one_session_and_each_forks_answer_goes_through_rtpengine() {
+async fn a_forked_call_has_one_session_with_media_per_fork_and_each_answer_goes_through_rtpengine()
+{
     let Some(rtp) = Rtpengine::start() else {
         return;
     };
@@ -355,11 +356,17 @@ async fn a_forked_call_has_one_session_and_each_forks_answer_goes_through_rtpeng
     caller.send(proxy, &invite).await;
     let (inv1, _) = one.recv_within(4000, "the INVITE at phone one").await;
     let (inv2, _) = two.recv_within(4000, "the INVITE at phone two").await;
+    let mut offered = Vec::new();
     for inv in [&inv1, &inv2] {
         let (ip, port) = media_of(inv.body());
         assert_eq!(ip, "127.0.0.1", "{}", inv.0);
         assert!((rtp.ports.0..=rtp.ports.1).contains(&port), "{}", inv.0);
+        offered.push(port);
     }
+    assert_ne!(
+        offered[0], offered[1],
+        "each fork's callee gets media ports of its own (a per-fork offer)"
+    );
     // Phone one rings with early media; phone two answers.
     one.send(
         proxy,

@@ -70,6 +70,10 @@ pub struct Edits {
     pub contact: Option<crate::nat::ContactFix>,
     /// `rtp_manage`: the new SDP body (Content-Length follows it).
     pub body: Option<Vec<u8>>,
+    /// `rtp_manage` made this offer for an initial INVITE (with the SDP as
+    /// received and no via-branch): when the transaction forks, each fork
+    /// gets it again with its own via-branch (see `proxy::stateful`).
+    pub media_offer: Option<Box<crate::proxy::suspend::MediaAsk>>,
 }
 
 /// What `lookup` and `registered` ask of the location service.
@@ -142,6 +146,9 @@ pub struct Ctx<'a> {
     /// order, and how many such steps ran in this one.
     media_before: &'a [Result<Vec<u8>, String>],
     media_steps: usize,
+    /// `reply`: the branch of the fork the response came back on, when
+    /// that fork's offer named it (rtpengine's via-branch).
+    media_branch: Option<&'a str>,
     /// rtpengine deletes to send, nobody waiting for their answers.
     pub(crate) tells: Vec<crate::proxy::suspend::MediaAsk>,
     pub(crate) edits: Edits,
@@ -203,6 +210,7 @@ impl<'a> Ctx<'a> {
             asked: None,
             media_before: &[],
             media_steps: 0,
+            media_branch: None,
             tells: Vec::new(),
             edits: Edits::default(),
             decision: Decision::Undecided,

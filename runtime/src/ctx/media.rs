@@ -2,13 +2,20 @@
 //! `rtpengine_manage`): which ng command the message calls for, and the
 //! SDP rtpengine returned put in place of the message's.
 //!
-//! - `request`: an INVITE or UPDATE with SDP is an offer; an ACK or PRACK
-//!   with SDP an answer (late offer: the 200 carried the offer); BYE and
-//!   CANCEL delete the session; anything else is left alone.
-//! - `reply`: a 18x/2xx with SDP to an INVITE, UPDATE or PRACK is the
-//!   answer, or the offer when the request had no SDP (late offer); a
-//!   failed final response (300 and up) to an INVITE deletes.
-//! - `failure`: deletes (use it where the failure route ends the call).
+//! What a message calls for is decided by [`crate::rtpengine::manage`]
+//! (its module doc has the tables: offers, answers, late offers, which
+//! failures delete, which tags go where, multipart bodies). This step adds
+//! what only a route run knows:
+//!
+//! - In `failure` the step deletes the whole call (use it where the
+//!   failure route ends the call); a BYE or CANCEL in `request` deletes
+//!   the whole call too (no to-tag: one would narrow it to one dialogue).
+//! - The via-branch: an offer made in `request` is made once, before
+//!   there are forks, and names none. When the transaction forks, the
+//!   core repeats the offer per fork with the fork's branch
+//!   ([`Edits::media_offer`], see `proxy::stateful`), and the `reply`
+//!   route then names the fork a response came back on
+//!   ([`Ctx::with_media_branch`]); otherwise no message names one.
 //!
 //! An offer or answer needs rtpengine's SDP before the message goes on:
 //! the route run is suspended with the question (see
@@ -18,70 +25,39 @@
 //! called for), false when it could not be used (the message then goes
 //! on with its own SDP, unless the routes test the step and decide
 //! otherwise: `if: not rtp_manage`).
+//!
+//! [`Edits::media_offer`]: super::Edits::media_offer
 
 use super::{Ctx, Section};
 use crate::proxy::suspend::{MediaAsk, MediaCommand, Query};
-use crate::sip::{HeaderName, Message};
+use crate::rtpengine::manage::{self, RequestFacts};
+use crate::rtpengine::ng::Command;
+use crate::rtpengine::sdp::Sdp;
 
-/// The SDP body of a message: its body when Content-Type says
-/// `application/sdp` (or, without Content-Type, the body looks like SDP).
-fn sdp_of<'m>(msg: &Message<'m>) -> Option<&'m [u8]> {
-    let body = msg.body();
-    if body.is_empty() {
-        return None;
+impl<'a> Ctx<'a> {
+    /// Name the fork a response came back on, for rtpengine's via-branch
+    /// (only when the fork's offer named it).
+    pub(crate) fn with_media_branch(mut self, branch: Option<&'a str>) -> Ctx<'a> {
+        self.media_branch = branch;
+        self
     }
-    match msg.first(HeaderName::ContentType) {
-        Some(h) => msg
-            .value(h)
-            .trim()
-            .as_bytes()
-            .get(..15)
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"application/sdp"))
-            .then_some(body),
-        None => body.starts_with(b"v=0").then_some(body),
-    }
-}
 
-impl Ctx<'_> {
     /// `rtp_manage` / `rtp_manage: "flags"` (see the module doc).
     pub fn rtp_manage(&mut self, line: u32, flags: Option<&'static str>) -> bool {
         if self.asked.is_some() {
             return false;
         }
-        let Some(command) = self.media_command() else {
-            return true;
-        };
-        let (Some(call_id), Some(from_tag)) =
-            (self.msg.call_id(), self.msg.from().and_then(|f| f.tag))
-        else {
-            if !self.quiet() {
-                crate::warn_limited!(line, "rtp_manage: no Call-ID or From tag: left alone");
+        let (ask, sdp) = match self.media_ask(flags) {
+            Ok(Some(found)) => found,
+            Ok(None) => return true,
+            Err(why) => {
+                if !self.quiet() {
+                    crate::warn_limited!(line, "rtp_manage: left alone: {why}");
+                }
+                return false;
             }
-            return false;
         };
-        // A delete names the to-tag only for one failed fork (a response
-        // of 300 and up in `reply`): BYE, CANCEL and `failure` end the
-        // whole call, which a to-tag would narrow to one dialogue.
-        let whole_call = command == MediaCommand::Delete && self.section != Section::Reply;
-        let to_tag = if whole_call {
-            None
-        } else {
-            self.msg.to().and_then(|t| t.tag).map(str::to_string)
-        };
-        let ask = MediaAsk {
-            command,
-            call_id: call_id.to_string(),
-            from_tag: from_tag.to_string(),
-            to_tag,
-            // The request route runs once for every fork, before there
-            // are forks: rtpengine's via-branch (one media leg per fork)
-            // is not given; every fork shares the offer's media.
-            via_branch: None,
-            sdp: None,
-            flags,
-            source: self.source.ip(),
-        };
-        if command == MediaCommand::Delete {
+        if ask.command == MediaCommand::Delete {
             if !self.quiet() {
                 self.tells.push(ask);
             }
@@ -91,8 +67,14 @@ impl Ctx<'_> {
         self.media_steps += 1;
         self.queries += 1;
         match self.media_before.get(step) {
-            Some(Ok(sdp)) => {
-                self.edits.body = Some(sdp.clone());
+            Some(Ok(new_sdp)) => {
+                let body = spliced_body(self.msg.body(), self.msg.body_start(), sdp, new_sdp);
+                self.edits.body = Some(body);
+                if self.section == Section::Request && initial_invite(self.msg) {
+                    // Kept for the forks: each gets this offer again with
+                    // its own via-branch (the SDP as received).
+                    self.edits.media_offer = Some(Box::new(ask));
+                }
                 true
             }
             Some(Err(why)) => {
@@ -102,48 +84,133 @@ impl Ctx<'_> {
                 false
             }
             None => {
-                let sdp = sdp_of(self.msg).map(<[u8]>::to_vec);
-                self.asked = Some(Query::Media(Box::new(MediaAsk { sdp, ..ask })));
+                self.asked = Some(Query::Media(Box::new(ask)));
                 false
             }
         }
     }
 
-    /// The ng command this message calls for (None: leave it alone).
-    fn media_command(&self) -> Option<MediaCommand> {
-        let has_sdp = sdp_of(self.msg).is_some();
-        match self.section {
-            Section::Failure => Some(MediaCommand::Delete),
-            Section::Request => match self.msg.method()? {
-                "INVITE" | "UPDATE" if has_sdp => Some(MediaCommand::Offer),
-                "ACK" | "PRACK" if has_sdp => Some(MediaCommand::Answer),
-                "BYE" | "CANCEL" => Some(MediaCommand::Delete),
-                _ => None,
-            },
-            Section::Reply => {
-                let status = self.msg.status()?;
-                let method = self.msg.cseq().map(|(_, m)| m)?;
-                if status >= 300 {
-                    return (method == "INVITE").then_some(MediaCommand::Delete);
-                }
-                if !(180..300).contains(&status)
-                    || !has_sdp
-                    || !matches!(method, "INVITE" | "UPDATE" | "PRACK")
-                {
-                    return None;
-                }
-                // The request's SDP made this the answer; without one
-                // (late offer) the response carries the offer.
-                let request_had_sdp = self
-                    .request_msg()
-                    .filter(|r| r.is_request())
-                    .is_none_or(|r| sdp_of(r).is_some());
-                Some(if request_had_sdp {
-                    MediaCommand::Answer
-                } else {
-                    MediaCommand::Offer
-                })
-            }
+    /// The ng request the message calls for and where its SDP is (None:
+    /// nothing to do; Err: it calls for something it lacks the parts of).
+    fn media_ask(
+        &self,
+        flags: Option<&'static str>,
+    ) -> Result<Option<(MediaAsk, Option<Sdp<'a>>)>, &'static str> {
+        let msg = self.msg;
+        if self.section == Section::Failure {
+            let (Some(call_id), Some(from_tag)) = (msg.call_id(), msg.from().and_then(|f| f.tag))
+            else {
+                return Err("no Call-ID or From tag");
+            };
+            let ask = MediaAsk {
+                command: MediaCommand::Delete,
+                call_id: call_id.to_string(),
+                from_tag: from_tag.to_string(),
+                to_tag: None,
+                via_branch: None,
+                sdp: None,
+                flags,
+                source: self.source.ip(),
+            };
+            return Ok(Some((ask, None)));
         }
+        let request = if msg.is_request() {
+            None
+        } else {
+            self.request_msg()
+                .filter(|r| r.is_request())
+                .map(RequestFacts::of)
+        };
+        // The fork a message's media belongs to: an initial INVITE's offer
+        // names the caller's branch (the first fork keeps that media; see
+        // `proxy::fork_media`), a response the fork it came back on.
+        let branch = if msg.is_request() {
+            msg.top_via()
+                .and_then(|v| v.branch)
+                .filter(|b| b.starts_with("z9hG4bK"))
+        } else {
+            self.media_branch
+        };
+        let context = manage::Context { branch, request };
+        let Some(decision) = manage::decide(msg, &context).map_err(|r| r.reason)? else {
+            return Ok(None);
+        };
+        let command = match decision.command {
+            Command::Offer => MediaCommand::Offer,
+            Command::Answer => MediaCommand::Answer,
+            _ => MediaCommand::Delete,
+        };
+        // A request's delete (BYE, CANCEL) ends the whole call.
+        let whole_call = command == MediaCommand::Delete && msg.is_request();
+        let ask = MediaAsk {
+            command,
+            call_id: decision.call_id.to_string(),
+            from_tag: decision.from_tag.to_string(),
+            to_tag: decision.to_tag.filter(|_| !whole_call).map(str::to_string),
+            // Only a fork whose offer named its branch names it again
+            // (a response's top Via names no offer rtpengine knows).
+            via_branch: branch.and(decision.via_branch).map(str::to_string),
+            sdp: decision.sdp.as_ref().map(|s| s.bytes.to_vec()),
+            flags,
+            source: self.source.ip(),
+        };
+        Ok(Some((ask, decision.sdp)))
+    }
+}
+
+/// Whether a request is an initial INVITE (no To tag).
+fn initial_invite(msg: &crate::sip::Message<'_>) -> bool {
+    msg.method() == Some("INVITE") && msg.to().is_some_and(|t| t.tag.is_none())
+}
+
+/// The body with `new_sdp` in place of the SDP at `sdp` (the whole body,
+/// or one part of a multipart body; `body_start`: the body's offset in the
+/// message, the SDP's range being absolute).
+pub(crate) fn spliced_body(
+    body: &[u8],
+    body_start: usize,
+    sdp: Option<Sdp<'_>>,
+    new_sdp: &[u8],
+) -> Vec<u8> {
+    let Some(range) = sdp.map(|s| s.range) else {
+        return new_sdp.to_vec();
+    };
+    let (start, end) = (range.start - body_start, range.end - body_start);
+    let mut out = Vec::with_capacity(body.len() - (end - start) + new_sdp.len());
+    out.extend_from_slice(&body[..start]);
+    out.extend_from_slice(new_sdp);
+    out.extend_from_slice(&body[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtpengine::sdp;
+    use crate::sip::Message;
+
+    #[test]
+    fn a_multipart_body_keeps_its_other_parts() {
+        let body = "--b\r\nContent-Type: application/sdp\r\n\r\nv=0\r\no=old\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n";
+        let text = format!(
+            "INVITE sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n\
+             From: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\
+             Content-Type: multipart/mixed;boundary=b\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let msg = Message::parse(text.as_bytes()).unwrap();
+        let found = sdp::locate(&msg).unwrap().unwrap();
+        let out = spliced_body(
+            msg.body(),
+            msg.body_start(),
+            Some(found),
+            b"v=0\r\no=new\r\n",
+        );
+        let out = String::from_utf8(out).unwrap();
+        assert_eq!(out, body.replace("v=0\r\no=old\r\n", "v=0\r\no=new\r\n"));
+        assert_eq!(
+            spliced_body(msg.body(), msg.body_start(), None, b"v=0\r\n"),
+            b"v=0\r\n"
+        );
     }
 }

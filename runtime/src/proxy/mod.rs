@@ -14,6 +14,7 @@
 pub mod branch;
 pub mod destinations;
 pub mod drain;
+mod fork_media;
 pub mod forward;
 pub mod identity;
 pub mod keepalive;

@@ -26,9 +26,11 @@ use std::time::{Duration, Instant};
 
 use super::branch::{STATEFUL_CHECK_HEX, STATEFUL_LOOP_HEX, push_hex, stateful_check};
 use super::destinations::{Destinations, Pick, Report, TargetId};
+use super::fork_media::{self, ForkMedia};
 use super::identity::Identity;
 use super::received::{reply_destination, top_via_edit};
 use super::route_set::{self, RouteSet};
+use super::suspend::HeldReply;
 use super::{Capacity, Outgoing, Payload, forward, reply};
 use crate::api::{RelayTo, Routes, Target};
 use crate::ctx::{BranchTarget, Ctx, Decision, Edits};
@@ -104,7 +106,7 @@ impl<'a> Env<'a> {
 
 impl Env<'_> {
     /// The wall-clock second at `now`.
-    fn unix_time(&self, now: Instant) -> u64 {
+    pub(super) fn unix_time(&self, now: Instant) -> u64 {
         let (at, secs) = self.wall_clock;
         match now.checked_duration_since(at) {
             Some(d) => secs + d.as_secs(),
@@ -129,6 +131,9 @@ enum Server {
 enum Client {
     Invite(ClientInvite),
     NonInvite(ClientNonInvite),
+    /// A fork of an INVITE not sent yet: it waits for its own rtpengine
+    /// offer (see [`fork_media`]).
+    Unsent(fork_media::Unsent),
 }
 
 /// A final response a branch ended with, held until the best one is chosen.
@@ -169,6 +174,9 @@ struct Branch {
     /// responses of the branch wait behind it (dropped; the UAS
     /// retransmits final ones).
     waiting: Option<super::suspend::AskId>,
+    /// The via-branch rtpengine knows this fork's media by (its offer
+    /// named it), for the `reply` route's `rtp_manage`.
+    media_via: Option<String>,
 }
 
 /// The name a branch's next hop came from and the target to try next.
@@ -286,6 +294,7 @@ impl Client {
         match self {
             Client::Invite(m) => m,
             Client::NonInvite(m) => m,
+            Client::Unsent(m) => m,
         }
     }
 
@@ -293,6 +302,7 @@ impl Client {
         match self {
             Client::Invite(m) => m,
             Client::NonInvite(m) => m,
+            Client::Unsent(m) => m,
         }
     }
 
@@ -300,6 +310,7 @@ impl Client {
         match self {
             Client::Invite(m) => m.request(),
             Client::NonInvite(m) => m.request(),
+            Client::Unsent(m) => m.request(),
         }
     }
 }
@@ -621,6 +632,8 @@ impl Stateful {
             match &mut b.client {
                 Client::Invite(c) => c.on_response(now, status, actions),
                 Client::NonInvite(c) => c.on_response(now, status, actions),
+                // Nothing was sent down this fork yet.
+                Client::Unsent(_) => return,
             }
             let mut pending: Vec<Action> = std::mem::take(actions);
             for action in pending.drain(..) {
@@ -696,6 +709,51 @@ impl Stateful {
         });
     }
 
+    /// rtpengine answered the offer of fork `held` (its ask `ask`): the
+    /// fork is sent, with its own SDP or, when there is none, the first
+    /// fork's. Nothing when the fork ended meanwhile (a CANCEL, a 2xx or
+    /// 6xx of another fork, Timer C).
+    #[allow(clippy::too_many_arguments)]
+    pub fn resume_fork(
+        &mut self,
+        env: &Env<'_>,
+        now: Instant,
+        ask: super::suspend::AskId,
+        held: HeldReply,
+        answer: Result<Vec<u8>, String>,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let actions = &mut self.actions;
+        let HeldReply { id, index } = held;
+        self.table.update(id, |txn| {
+            let shared_via = txn
+                .saved
+                .media_offer
+                .as_ref()
+                .and_then(|o| o.via_branch.clone());
+            let Some(b) = txn.branches.get_mut(index) else {
+                return;
+            };
+            if b.waiting != Some(ask) {
+                return;
+            }
+            b.waiting = None;
+            let Client::Unsent(unsent) = &b.client else {
+                return;
+            };
+            if b.held.is_some() {
+                return;
+            }
+            if answer.is_err() {
+                b.media_via = shared_via;
+            }
+            let bytes = fork_media::with_own_sdp(unsent.request(), answer);
+            actions.clear();
+            b.client = Client::Invite(ClientInvite::new(now, env.timers, false, bytes, actions));
+            transmit(actions, b.socket, &b.to, out);
+        });
+    }
+
     fn on_cancel(
         &mut self,
         env: &Env<'_>,
@@ -716,6 +774,8 @@ impl Stateful {
             txn.cancelled = true;
             txn.groups.clear();
             cancel_branches(env, now, txn, None, actions, out);
+            // Forks that were never sent ended at once.
+            maybe_complete(env, now, id, txn, actions, out);
             tracing::debug!(
                 call_id = cancel.call_id().unwrap_or(""),
                 "CANCEL sent down the pending branches"
@@ -745,6 +805,7 @@ fn clone_edits(e: &Edits) -> Edits {
         fork: Vec::new(),
         contact: e.contact.clone(),
         body: e.body.clone(),
+        media_offer: e.media_offer.clone(),
     }
 }
 
@@ -1048,6 +1109,15 @@ fn cancel_branches(
         if Some(index) == except || b.held.is_some() {
             continue;
         }
+        if matches!(b.client, Client::Unsent(_)) {
+            // Never sent: it ends here, as if cancelled.
+            b.held = Some(Held {
+                status: 487,
+                bytes: None,
+            });
+            b.given_up = true;
+            continue;
+        }
         if b.provisional {
             send_cancel(env, now, b.socket, b, actions, out);
         } else {
@@ -1210,15 +1280,38 @@ fn add_branch(
         Err(forward::Unsent::Malformed) => return false,
     };
     actions.clear();
-    let client = if stored.method() == Some("INVITE") {
+    let index = txn.branches.len();
+    let media = fork_media::for_branch(
+        env,
+        now,
+        HeldReply { id, index },
+        usize::from(txn.shard),
+        &txn.request,
+        txn.source,
+        txn.socket,
+        edits,
+        &branch,
+    );
+    let (client, waiting, media_via) = if stored.method() == Some("INVITE") {
         // Timer C bounds the whole transaction: started with the first
         // branch, not again for the branches `failure` adds.
         if txn.timer_c.is_none() && !txn.final_sent {
             txn.timer_c = Some(now + TIMER_C);
         }
-        Client::Invite(ClientInvite::new(now, env.timers, false, bytes, actions))
+        match media {
+            ForkMedia::Shared(via) => {
+                let client = ClientInvite::new(now, env.timers, false, bytes, actions);
+                (Client::Invite(client), None, via)
+            }
+            ForkMedia::Own(ask) => (
+                Client::Unsent(fork_media::Unsent::new(bytes)),
+                Some(ask),
+                Some(branch.clone()),
+            ),
+        }
     } else {
-        Client::NonInvite(ClientNonInvite::new(now, env.timers, false, bytes, actions))
+        let client = ClientNonInvite::new(now, env.timers, false, bytes, actions);
+        (Client::NonInvite(client), None, None)
     };
     transmit(actions, socket, &hop, out);
     tracing::debug!(
@@ -1258,7 +1351,8 @@ fn add_branch(
         give_up_at: None,
         given_up: false,
         held: None,
-        waiting: None,
+        waiting,
+        media_via,
     });
     true
 }
@@ -1331,6 +1425,7 @@ fn deliver_with(
     let request = Arc::clone(&txn.request);
     let mut cx = Ctx::for_reply(msg, Some(&request), msg_source(txn))
         .with_transport(env.identity.transport_of(txn.branches[index].socket))
+        .with_media_branch(txn.branches[index].media_via.as_deref())
         .with_nat(crate::ctx::NatEnv {
             peer: Some(source),
             identity: Some(env.identity),
@@ -2036,6 +2131,7 @@ mod tests {
                 bytes: None,
             }),
             waiting: None,
+            media_via: None,
         };
         let pick = |codes: &[u16]| {
             let bs: Vec<Branch> = codes.iter().map(|c| branch(*c)).collect();

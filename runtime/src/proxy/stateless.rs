@@ -444,6 +444,17 @@ pub(super) fn resume(
                 replay,
             );
         }
+        Resume::Fork { held, shard } => {
+            let result = match answer {
+                Answer::Media(result) => result,
+                _ => Err("a store answer to an rtpengine question".to_string()),
+            };
+            let shard = shard % core.shards.len();
+            let ((), t) = core.with_shard(shard, |s, env| {
+                s.resume_fork(env, now, id, held, result, out)
+            });
+            touched = Some(t);
+        }
         Resume::MediaRoute | Resume::Reply { .. } => {
             memo.media.push(match answer {
                 Answer::Media(result) => result,

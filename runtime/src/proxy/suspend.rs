@@ -137,9 +137,14 @@ pub enum Resume {
     /// with the answer in the memo (`held`: the transaction branch it
     /// waits in; None: a response relayed statelessly).
     Reply { held: Option<HeldReply> },
+    /// A fork of an INVITE waits for its own offer (rtpengine's answer
+    /// is its SDP): send it (`held`: its transaction and branch, in table
+    /// shard `shard`).
+    Fork { held: HeldReply, shard: usize },
 }
 
-/// Where a stateful response waits: its transaction and branch.
+/// Where a stateful response (or an unsent fork) waits: its transaction
+/// and branch.
 #[derive(Debug, Clone, Copy)]
 pub struct HeldReply {
     pub id: crate::transaction::TransactionId,
