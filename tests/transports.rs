@@ -369,8 +369,10 @@ fn a_name_looked_up_after_the_request_was_built_moves_it_to_the_targets_transpor
         ]
     );
     assert_eq!(
-        text.replace("SIP/2.0/TCP", "SIP/2.0/UDP")
-            .replace("Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr>\r\n", ""),
+        text.replace("SIP/2.0/TCP", "SIP/2.0/UDP").replace(
+            "Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr>\r\n",
+            ""
+        ),
         first.text,
         "nothing else changes"
     );

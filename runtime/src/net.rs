@@ -970,7 +970,9 @@ fn retarget(shared: &Shared, bytes: &[u8], socket: usize, transport: Transport, 
                 send(shared, outgoing);
             }
         }
-        Err(_) => tracing::error!(%to, "internal error while moving a message to another transport"),
+        Err(_) => {
+            tracing::error!(%to, "internal error while moving a message to another transport")
+        }
     }
 }
 

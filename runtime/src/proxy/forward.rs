@@ -216,13 +216,15 @@ pub fn name_transport(
         return None;
     };
     let targets = names?(host, None, None)?;
-    targets.iter().position(|t| {
-        identity
-            .listeners
-            .iter()
-            .any(|l| l.transport == t.transport && l.addr.is_ipv4() == t.addr.is_ipv4())
-    })
-    .map(|i| (targets[i].transport, i))
+    targets
+        .iter()
+        .position(|t| {
+            identity
+                .listeners
+                .iter()
+                .any(|l| l.transport == t.transport && l.addr.is_ipv4() == t.addr.is_ipv4())
+        })
+        .map(|i| (targets[i].transport, i))
 }
 
 /// A request [`request`] built to leave from socket `from`, rebuilt to
