@@ -422,6 +422,28 @@ fn a_name_looked_up_after_the_request_was_built_moves_it_to_the_targets_transpor
             "<sip:127.0.0.1:5060;lr>"
         ]
     );
+    // Came over TCP, built for UDP (two entries), moved to TCP: one entry.
+    let req = request(
+        "OPTIONS",
+        "sip:x@carrier.test",
+        "SIP/2.0/TCP 127.0.0.1:5090",
+        "mv3",
+        "X-Stateless: yes\r\n",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:40005", TCP);
+    let first = relayed(&sent);
+    assert_eq!(first.socket, UDP);
+    assert_eq!(record_routes(&first.text).len(), 2);
+    let moved = retarget(&first.text);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].socket, TCP);
+    let text = String::from_utf8_lossy(moved[0].bytes.as_ref()).into_owned();
+    assert!(top_via(&text).starts_with("SIP/2.0/TCP 127.0.0.1:5060;branch="));
+    assert_eq!(
+        record_routes(&text),
+        vec!["<sip:127.0.0.1:5060;transport=tcp;lr>"],
+        "no transport change any more: one entry"
+    );
 }
 
 #[test]
