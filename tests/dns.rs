@@ -489,3 +489,137 @@ async fn a_tcp_target_that_refuses_the_connection_moves_on_to_the_next_at_once()
     );
     server.shutdown().await;
 }
+
+/// One SIP message without a body read from a TCP connection (`pending`
+/// keeps what came after it).
+async fn read_message(conn: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Sip {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let message: Vec<u8> = pending.drain(..end + 4).collect();
+            return Sip(String::from_utf8_lossy(&message).into_owned());
+        }
+        let n = tokio::time::timeout(Duration::from_secs(6), conn.read(&mut chunk))
+            .await
+            .expect("a request over TCP")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The request `call_id` at the TCP peer (retransmissions of earlier
+/// requests skipped).
+async fn request_over_tcp(
+    conn: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+    call_id: &str,
+) -> Sip {
+    loop {
+        let got = read_message(conn, pending).await;
+        if got.header("Call-ID").as_deref() == Some(call_id) {
+            return got;
+        }
+    }
+}
+
+/// A name whose only NAPTR record is `SIP+D2T` (with its `_sip._tcp`
+/// SRV record), relayed to with neither port nor transport in the URI:
+/// the request leaves from the proxy's TCP socket (Via `SIP/2.0/TCP`, a
+/// Record-Route entry for each side) to the TCP peer, and the answer
+/// comes back to the UDP caller. Stateful and stateless, before the name
+/// is looked up (the request is moved to TCP once it is) and after (the
+/// core picks TCP from the cached answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_naptr_record_naming_tcp_sends_the_request_over_tcp() {
+    use tokio::io::AsyncWriteExt;
+    let uac = Peer::bind().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = listener.local_addr().unwrap().port();
+    let Some(dns) = Dnsmasq::start(
+        "carrier.test",
+        60,
+        &[
+            "--naptr-record=relay.carrier.test,10,10,s,SIP+D2T,,_sip._tcp.peer.carrier.test".into(),
+            "--naptr-record=fwd.carrier.test,10,10,s,SIP+D2T,,_sip._tcp.peer.carrier.test".into(),
+            format!("--srv-host=_sip._tcp.peer.carrier.test,a.carrier.test,{peer},10,10"),
+            "--host-record=a.carrier.test,127.0.0.1".into(),
+        ],
+    ) else {
+        return;
+    };
+    let mut options = common::options();
+    options.listen = vec![
+        sipforge_runtime::transport::ListenAddr::parse("udp:127.0.0.1:0").unwrap(),
+        sipforge_runtime::transport::ListenAddr::parse("tcp:127.0.0.1:0").unwrap(),
+    ];
+    options.core = fast_timers();
+    options.dns_servers = Some(vec![dns.addr]);
+    let server = sipforge_runtime::net::start(&common::transports::ROUTES, options)
+        .await
+        .expect("proxy starts");
+    let proxy = server.local_addrs()[0];
+    let tcp_port = server.local_addrs()[1].port();
+    let mut conn = None;
+    let mut pending = Vec::new();
+    let cases = [
+        ("relay.carrier.test", "nd-1", ""),
+        ("relay.carrier.test", "nd-2", ""),
+        ("fwd.carrier.test", "nd-3", "X-Stateless: yes\r\n"),
+        ("fwd.carrier.test", "nd-4", "X-Stateless: yes\r\n"),
+    ];
+    for (name, call_id, extra) in cases {
+        let via = format!(
+            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{call_id}",
+            uac.port()
+        );
+        let ruri = format!("sip:x@{name}");
+        let extra = format!("Max-Forwards: 70\r\n{extra}");
+        uac.send(proxy, &request("OPTIONS", &ruri, &via, call_id, &extra))
+            .await;
+        if conn.is_none() {
+            let (accepted, _) = tokio::time::timeout(Duration::from_secs(6), listener.accept())
+                .await
+                .expect("the proxy connects to the TCP target")
+                .unwrap();
+            conn = Some(accepted);
+        }
+        let conn = conn.as_mut().unwrap();
+        let got = request_over_tcp(conn, &mut pending, call_id).await;
+        assert!(
+            got.start_line().starts_with(&format!("OPTIONS {ruri} ")),
+            "{call_id}: {}",
+            got.0
+        );
+        let vias = got.headers("Via");
+        assert!(
+            vias[0].starts_with(&format!("SIP/2.0/TCP 127.0.0.1:{tcp_port};branch=")),
+            "{call_id}: our Via names TCP: {vias:?}"
+        );
+        assert_eq!(
+            got.headers("Record-Route"),
+            [
+                format!("<sip:127.0.0.1:{tcp_port};transport=tcp;lr>"),
+                format!("<sip:127.0.0.1:{};lr>", proxy.port()),
+            ],
+            "{call_id}: one entry per side"
+        );
+        conn.write_all(response_to(&got, "200 OK", "").as_bytes())
+            .await
+            .unwrap();
+        let answer = next_response(&uac, call_id).await;
+        assert!(
+            answer.start_line().starts_with("SIP/2.0 200"),
+            "{call_id}: {}",
+            answer.0
+        );
+    }
+    let targets = server
+        .name_targets("relay.carrier.test", None, None)
+        .expect("looked up");
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert_eq!(targets[0].transport, Transport::Tcp);
+    assert_eq!(dns.queries("NAPTR", "relay.carrier.test"), 1);
+    server.shutdown().await;
+}

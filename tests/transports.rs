@@ -247,3 +247,234 @@ fn a_transport_we_do_not_listen_on_gets_503() {
     assert_eq!(sent.len(), 1);
     assert!(sent[0].text.starts_with("SIP/2.0 503"), "{}", sent[0].text);
 }
+
+/// The core of [`core`], told that `carrier.test` (no port, no transport
+/// in the URI: a NAPTR lookup) resolved to `targets`, in order, or that it
+/// was not looked up yet (None).
+fn core_with_name(targets: Option<Vec<(Transport, u16)>>) -> Core {
+    let core = core();
+    core.set_name_targets(Box::new(move |host, port, transport| {
+        assert_eq!((host, port, transport), ("carrier.test", None, None));
+        targets.as_ref().map(|list| {
+            list.iter()
+                .map(|&(transport, port)| sipforge_runtime::resolve::Target {
+                    transport,
+                    addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                    ttl: std::time::Duration::from_secs(60),
+                })
+                .collect()
+        })
+    }));
+    core
+}
+
+fn top_via(text: &str) -> &str {
+    header(text, "Via").unwrap()
+}
+
+#[test]
+fn a_name_whose_naptr_records_name_tcp_is_sent_from_the_tcp_socket() {
+    // SIP+D2T first, then SIP+D2U.
+    let core = core_with_name(Some(vec![(Transport::Tcp, 5080), (Transport::Udp, 5090)]));
+    for (id, extra) in [("nt1", ""), ("nt2", "X-Stateless: yes\r\n")] {
+        let req = request(
+            "OPTIONS",
+            "sip:x@carrier.test",
+            "SIP/2.0/UDP 127.0.0.1:5062",
+            id,
+            extra,
+        );
+        let sent = feed(&core, &req, "127.0.0.1:5062", UDP);
+        let out = relayed(&sent);
+        assert_eq!(out.socket, TCP, "{id}: the first target's transport");
+        assert_eq!(out.to, "carrier.test:5060", "{id}: still the name");
+        assert!(
+            top_via(&out.text).starts_with("SIP/2.0/TCP 127.0.0.1:5060;branch="),
+            "{id}: {}",
+            out.text
+        );
+        assert_eq!(
+            record_routes(&out.text),
+            vec![
+                "<sip:127.0.0.1:5060;transport=tcp;lr>",
+                "<sip:127.0.0.1:5060;lr>"
+            ],
+            "{id}: one entry per side"
+        );
+    }
+    // A target of a transport we have no socket of is passed over (the
+    // network layer's lookup leaves those out already).
+    let core = core_with_name(Some(vec![(Transport::Tls, 5061), (Transport::Tcp, 5080)]));
+    let req = request(
+        "OPTIONS",
+        "sip:x@carrier.test",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "nt3",
+        "",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:5062", UDP);
+    assert_eq!(relayed(&sent).socket, TCP);
+}
+
+#[test]
+fn a_name_looked_up_after_the_request_was_built_moves_it_to_the_targets_transport() {
+    // Not looked up yet: the branch is built for UDP (the default) ...
+    let core = core_with_name(None);
+    let req = request(
+        "INVITE",
+        "sip:x@carrier.test",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "mv1",
+        "",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:5062", UDP);
+    let first = relayed(&sent);
+    assert_eq!(first.socket, UDP);
+    assert!(top_via(&first.text).starts_with("SIP/2.0/UDP"));
+    let branch = top_via(&first.text).split("branch=").nth(1).unwrap();
+    // ... and the lookup says TCP: the network layer hands it back.
+    let to = NextHop::Name {
+        host: "carrier.test".into(),
+        port: 5060,
+        port_given: false,
+        transport: None,
+    };
+    let retarget = |bytes: &str| {
+        let mut out: Vec<Outgoing> = Vec::new();
+        core.retarget(
+            Instant::now(),
+            bytes.as_bytes(),
+            UDP,
+            Transport::Tcp,
+            &to,
+            &mut out,
+        );
+        out
+    };
+    let moved = retarget(&first.text);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].socket, TCP);
+    assert_eq!(moved[0].to, to);
+    let text = String::from_utf8_lossy(moved[0].bytes.as_ref()).into_owned();
+    assert_eq!(
+        top_via(&text),
+        format!("SIP/2.0/TCP 127.0.0.1:5060;branch={branch}"),
+        "the same branch, from the TCP socket"
+    );
+    assert_eq!(
+        record_routes(&text),
+        vec![
+            "<sip:127.0.0.1:5060;transport=tcp;lr>",
+            "<sip:127.0.0.1:5060;lr>"
+        ]
+    );
+    assert_eq!(
+        text.replace("SIP/2.0/TCP", "SIP/2.0/UDP").replace(
+            "Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr>\r\n",
+            ""
+        ),
+        first.text,
+        "nothing else changes"
+    );
+    // A retransmission that waited for the same lookup: the branch moved.
+    assert!(retarget(&first.text).is_empty());
+    // The branch's CANCEL follows it (after a provisional response).
+    let ringing = common::text::response(&text, "180 Ringing", "b");
+    feed(&core, &ringing, "127.0.0.1:5080", TCP);
+    let cancel = request(
+        "CANCEL",
+        "sip:x@carrier.test",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "mv1",
+        "",
+    );
+    let sent = feed(&core, &cancel, "127.0.0.1:5062", UDP);
+    let down = sent
+        .iter()
+        .find(|s| s.text.starts_with("CANCEL"))
+        .expect("the CANCEL goes down the branch");
+    assert_eq!(down.socket, TCP);
+    assert_eq!(
+        top_via(&down.text),
+        format!("SIP/2.0/TCP 127.0.0.1:5060;branch={branch}")
+    );
+
+    // Forwarded statelessly: rebuilt and sent on the same way.
+    let req = request(
+        "OPTIONS",
+        "sip:x@carrier.test",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "mv2",
+        "X-Stateless: yes\r\n",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:5062", UDP);
+    let first = relayed(&sent);
+    assert_eq!(first.socket, UDP);
+    let moved = retarget(&first.text);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].socket, TCP);
+    let text = String::from_utf8_lossy(moved[0].bytes.as_ref()).into_owned();
+    assert!(top_via(&text).starts_with("SIP/2.0/TCP 127.0.0.1:5060;branch="));
+    assert_eq!(
+        record_routes(&text),
+        vec![
+            "<sip:127.0.0.1:5060;transport=tcp;lr>",
+            "<sip:127.0.0.1:5060;lr>"
+        ]
+    );
+    // Came over TCP, built for UDP (two entries), moved to TCP: one entry.
+    let req = request(
+        "OPTIONS",
+        "sip:x@carrier.test",
+        "SIP/2.0/TCP 127.0.0.1:5090",
+        "mv3",
+        "X-Stateless: yes\r\n",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:40005", TCP);
+    let first = relayed(&sent);
+    assert_eq!(first.socket, UDP);
+    assert_eq!(record_routes(&first.text).len(), 2);
+    let moved = retarget(&first.text);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].socket, TCP);
+    let text = String::from_utf8_lossy(moved[0].bytes.as_ref()).into_owned();
+    assert!(top_via(&text).starts_with("SIP/2.0/TCP 127.0.0.1:5060;branch="));
+    assert_eq!(
+        record_routes(&text),
+        vec!["<sip:127.0.0.1:5060;transport=tcp;lr>"],
+        "no transport change any more: one entry"
+    );
+}
+
+#[test]
+fn the_next_target_of_a_name_is_tried_over_its_own_transport() {
+    // SIP+D2U first, then SIP+D2T (RFC 3263 §4.3 on a 503).
+    let core = core_with_name(Some(vec![(Transport::Udp, 5090), (Transport::Tcp, 5080)]));
+    let req = request(
+        "OPTIONS",
+        "sip:x@carrier.test",
+        "SIP/2.0/UDP 127.0.0.1:5062",
+        "fo1",
+        "",
+    );
+    let sent = feed(&core, &req, "127.0.0.1:5062", UDP);
+    let first = relayed(&sent);
+    assert_eq!(first.socket, UDP);
+    let busy = common::text::response(&first.text, "503 Service Unavailable", "b");
+    let sent = feed(&core, &busy, "127.0.0.1:5090", UDP);
+    let next = relayed(&sent);
+    assert_eq!(next.socket, TCP, "the second target is over TCP");
+    assert_eq!(next.to, "127.0.0.1:5080");
+    assert!(
+        top_via(&next.text).starts_with("SIP/2.0/TCP 127.0.0.1:5060;branch="),
+        "{}",
+        next.text
+    );
+    assert_eq!(
+        record_routes(&next.text),
+        vec![
+            "<sip:127.0.0.1:5060;transport=tcp;lr>",
+            "<sip:127.0.0.1:5060;lr>"
+        ]
+    );
+}

@@ -623,6 +623,14 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             shared.stop.clone(),
         ));
     }
+    let weak = Arc::downgrade(&shared);
+    shared
+        .resolver
+        .set_retarget(Box::new(move |bytes, socket, transport, to| {
+            if let Some(shared) = weak.upgrade() {
+                retarget(&shared, bytes, socket, transport, to);
+            }
+        }));
     if let Some(streams) = &shared.sockets.streams {
         streams.attach(&shared);
         for (index, transport, listener) in tcp_listeners {
@@ -940,6 +948,31 @@ fn unsent(shared: &Shared, index: usize, bytes: &[u8], to: SocketAddr) {
             asker::take_asks(shared);
         }
         Err(_) => tracing::error!(%to, "internal error while handling an unsent message"),
+    }
+}
+
+/// A message sent to a name before it was looked up, whose first target
+/// is over `transport`, not over entry `socket`'s: the core moves it (see
+/// [`Core::retarget`]); send what it sends.
+fn retarget(shared: &Shared, bytes: &[u8], socket: usize, transport: Transport, to: &NextHop) {
+    let mut out = Vec::new();
+    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        shared
+            .core()
+            .retarget(Instant::now(), bytes, socket, transport, to, &mut out)
+    }));
+    match handled {
+        Ok(touched) => {
+            if let Some(t) = touched {
+                shared.timer_hint(t.lane, t.next_deadline);
+            }
+            for outgoing in out.drain(..) {
+                send(shared, outgoing);
+            }
+        }
+        Err(_) => {
+            tracing::error!(%to, "internal error while moving a message to another transport")
+        }
     }
 }
 

@@ -8,11 +8,16 @@
 //! messages are dropped, the failure cached), but keeps its slot among the
 //! bounded lookups until it ends, so slow DNS cannot pile up lookups.
 //!
-//! A message goes to the first target of its name (of its socket's address
-//! family). The target's transport is not used yet: the message leaves on
-//! the socket the core picked (choosing the socket after NAPTR/SRV, and
-//! trying the next target on a 503, a timeout or a transport error, is the
-//! core's: see [`Resolver::targets`]).
+//! A message goes to the first target of its name of its socket's address
+//! family. The core picks the socket: for a name already looked up, one
+//! of the transport of the name's first target it can use (NAPTR/SRV,
+//! RFC 3263 §4.1), and the message then goes to the first target of that
+//! transport. A message sent to a name that had to be looked up first was
+//! built without knowing the answer: when the name's first target turns
+//! out to be over another transport (a NAPTR lookup), the message goes
+//! back to the core (`Core::retarget`), which moves it to a socket of that
+//! transport. Trying the next target on a 503, a timeout or a transport
+//! error is the core's too (see [`Resolver::targets`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -36,7 +41,15 @@ pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 pub(super) struct Waiting {
     socket: usize,
     bytes: Payload,
+    /// Its next hop (the name), for the core when the message goes back
+    /// to it (see [`Retarget`]).
+    to: NextHop,
 }
+
+/// Hands a message back to the core (`Core::retarget`): its bytes, the
+/// socket it was built for, the transport of its name's first target, and
+/// its next hop; whatever the core sends then is sent.
+pub(super) type Retarget = Box<dyn Fn(&[u8], usize, Transport, &NextHop) + Send + Sync>;
 
 /// The name cache and what sending needs.
 pub(super) struct Resolver {
@@ -48,6 +61,8 @@ pub(super) struct Resolver {
     runtime: Handle,
     /// The DNS client (hickory), made once.
     dns: Dns,
+    /// Set once by `net::start` (unit tests run without a core).
+    retarget: std::sync::OnceLock<Retarget>,
 }
 
 impl Resolver {
@@ -76,7 +91,13 @@ impl Resolver {
             sockets,
             runtime: Handle::current(),
             dns,
+            retarget: std::sync::OnceLock::new(),
         }
+    }
+
+    /// How to hand a message back to the core (see [`Retarget`]).
+    pub(super) fn set_retarget(&self, retarget: Retarget) {
+        let _ = self.retarget.set(retarget);
     }
 
     /// Whether `host` has resolved to `addr`: a target of any lookup of the
@@ -131,14 +152,26 @@ impl Resolver {
             return;
         };
         let query = Query::new(&host, port_given.then_some(port), transport);
-        let waiting = Waiting { socket, bytes };
+        let to = NextHop::Name {
+            host: host.clone(),
+            port,
+            port_given,
+            transport,
+        };
+        let waiting = Waiting { socket, bytes, to };
         let mut cache = self.cache();
         match cache.lookup(Instant::now(), &query.key(), waiting) {
             Lookup::Known(targets, waiting) => {
-                let addr = self.pick(targets, &waiting);
+                // The core chose the socket knowing the answer: the first
+                // target of its transport (when a NAPTR lookup gave
+                // several). Without one (the answer came in between), the
+                // core moves the message as after a lookup.
+                let naptr = matches!(query, Query::Naptr { .. });
+                let target = self.pick(targets, &waiting, naptr).copied();
                 drop(cache);
-                match addr {
-                    Some(addr) => self.send_to(waiting, addr, &host),
+                match target {
+                    Some(target) if naptr && self.hand_back(&waiting, &target) => {}
+                    Some(target) => self.send_to(waiting, target.addr, &host),
                     None => {
                         metrics::dropped(DropReason::Unresolved);
                         crate::warn_limited!(
@@ -171,14 +204,47 @@ impl Resolver {
         }
     }
 
-    /// The first target of the family of the message's socket.
-    fn pick(&self, targets: &[Target], waiting: &Waiting) -> Option<SocketAddr> {
+    /// The first target of the family of the message's socket; with
+    /// `same_transport`, the first one of the socket's transport too if
+    /// there is one.
+    fn pick<'t>(
+        &self,
+        targets: &'t [Target],
+        waiting: &Waiting,
+        same_transport: bool,
+    ) -> Option<&'t Target> {
         let v4 = self
             .sockets
             .local(waiting.socket)
             .is_none_or(|a| a.is_ipv4());
-        let target = targets.iter().find(|t| t.addr.is_ipv4() == v4)?;
-        Some(target.addr)
+        let transport = self.identity.transport_of(waiting.socket);
+        let mut family = targets.iter().filter(|t| t.addr.is_ipv4() == v4);
+        match same_transport {
+            true => family
+                .clone()
+                .find(|t| t.transport == transport)
+                .or_else(|| family.next()),
+            false => family.next(),
+        }
+    }
+
+    /// A message built before its name was looked up, whose target is
+    /// over another transport than its socket's: back to the core, which
+    /// moves it to a socket of that transport. True when it went back.
+    fn hand_back(&self, waiting: &Waiting, target: &Target) -> bool {
+        if target.transport == self.identity.transport_of(waiting.socket) {
+            return false;
+        }
+        let Some(retarget) = self.retarget.get() else {
+            return false;
+        };
+        retarget(
+            waiting.bytes.as_ref(),
+            waiting.socket,
+            target.transport,
+            &waiting.to,
+        );
+        true
     }
 
     fn send_to(&self, waiting: Waiting, addr: SocketAddr, host: &str) {
@@ -216,9 +282,12 @@ impl Resolver {
             .cache()
             .answer(Instant::now(), &query.key(), addrs.clone(), ttl);
         let mut dropped = 0usize;
+        let naptr = matches!(query, Query::Naptr { .. });
         for waiting in waiters {
-            match self.pick(&addrs, &waiting) {
-                Some(addr) => self.send_to(waiting, addr, &host),
+            match self.pick(&addrs, &waiting, false) {
+                // Only a NAPTR lookup chooses the transport (RFC 3263 §4.1).
+                Some(target) if naptr && self.hand_back(&waiting, target) => {}
+                Some(target) => self.send_to(waiting, target.addr, &host),
                 None => dropped += 1,
             }
         }

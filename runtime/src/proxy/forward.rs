@@ -194,6 +194,121 @@ pub fn request_for_hop(
     Ok(Built { socket, bytes })
 }
 
+/// RFC 3263 §4.1 for a next hop name whose URI gives neither a port nor a
+/// transport: the transport of the first of its targets (NAPTR, SRV, as
+/// the network layer's cache has them, see `Core::set_name_targets`) that
+/// a socket of ours can send to (of its transport and address family),
+/// and that target's index in the list. None for any other next hop, or a
+/// name not looked up yet (the network layer then hands the request back
+/// once it is: see `Core::retarget`).
+pub fn name_transport(
+    identity: &super::Identity,
+    names: Option<&super::NameTargets>,
+    hop: &NextHop,
+) -> Option<(Transport, usize)> {
+    let NextHop::Name {
+        host,
+        port_given: false,
+        transport: None,
+        ..
+    } = hop
+    else {
+        return None;
+    };
+    let targets = names?(host, None, None)?;
+    targets
+        .iter()
+        .position(|t| {
+            identity
+                .listeners
+                .iter()
+                .any(|l| l.transport == t.transport && l.addr.is_ipv4() == t.addr.is_ipv4())
+        })
+        .map(|i| (targets[i].transport, i))
+}
+
+/// A request [`request`] built to leave from socket `from`, rebuilt to
+/// leave from socket `to` instead (its next hop's name resolved to a
+/// target of `to`'s transport only after it was built): our Via (the top
+/// one) names `to`, and so do our Record-Route entries, one per side as
+/// [`request`] writes them. `arrival`: the socket the request came in on
+/// when known; else our second Record-Route entry, if there is one, says
+/// it. None when `bytes` is not a request `from` sent, or when it would be
+/// too large for `to` (UDP).
+pub fn move_request(
+    identity: &super::Identity,
+    bytes: &[u8],
+    from: usize,
+    to: usize,
+    arrival: Option<usize>,
+) -> Option<Vec<u8>> {
+    let (from, to) = (identity.listener(from)?, identity.listener(to)?);
+    let arrival = match arrival {
+        Some(i) => Some(identity.listener(i)?),
+        None => None,
+    };
+    let msg = Message::parse(bytes).ok()?;
+    if !msg.is_request() {
+        return None;
+    }
+    let via = msg.first(HeaderName::Via)?;
+    let line = &bytes[via.line_range.clone()];
+    if !line.starts_with(from.via_prefix.as_bytes()) {
+        return None;
+    }
+    let mut splice = Splice::with_capacity(4, 256);
+    splice.replace(
+        via.line_range.start..via.line_range.start + from.via_prefix.len(),
+        to.via_prefix.as_bytes(),
+    );
+    let headers = msg.headers();
+    if let Some(first) = headers
+        .iter()
+        .position(|h| h.name == HeaderName::RecordRoute)
+        .filter(|&i| bytes[headers[i].line_range.clone()] == *from.record_route.as_bytes())
+    {
+        // The entry of the arrival side follows ours when the sides differ.
+        let next = headers
+            .get(first + 1)
+            .filter(|h| h.name == HeaderName::RecordRoute)
+            .map(|h| h.line_range.clone());
+        let is_line = |l: &Listener, range: &std::ops::Range<usize>| {
+            bytes[range.clone()] == *l.record_route.as_bytes()
+        };
+        let arrival = match arrival {
+            Some(a) => a,
+            None => next
+                .as_ref()
+                .and_then(|r| {
+                    identity
+                        .listeners
+                        .iter()
+                        .find(|l| l.record_route != from.record_route && is_line(l, r))
+                })
+                .unwrap_or(from),
+        };
+        let mut ours = headers[first].line_range.clone();
+        if arrival.record_route != from.record_route {
+            match next {
+                Some(r) if is_line(arrival, &r) => ours.end = r.end,
+                // Not the entries `request` writes: leave them alone.
+                _ => return None,
+            }
+        }
+        let mut lines = to.record_route.clone();
+        if arrival.record_route != to.record_route {
+            lines.push_str(&arrival.record_route);
+        }
+        splice.replace(ours, lines.as_bytes());
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 64);
+    splice.apply(bytes, &mut out);
+    if to.transport == Transport::Udp && out.len() > super::MAX_UDP_PAYLOAD {
+        return None;
+    }
+    Some(out)
+}
+
 /// RFC 3261 §18.1.1: larger requests go over a congestion-controlled
 /// transport when one is available (200 bytes under a 1,500-byte MTU).
 pub const MTU_LIMIT: usize = 1300;

@@ -516,6 +516,54 @@ impl Core {
         self.handle(now, &response, to, socket, out)
     }
 
+    /// A request the core sent to next hop name `to` from socket `socket`
+    /// before the name was looked up (its bytes built for that socket's
+    /// transport), whose first target (RFC 3263 §4.1: NAPTR, then SRV)
+    /// the network layer found to be over `transport`: the request leaves
+    /// over a socket of `transport` instead, with our Via and
+    /// Record-Route entries naming it. A branch of a relayed request
+    /// changes socket (its client transaction starts again from there:
+    /// nothing was sent yet); a request forwarded statelessly is rebuilt
+    /// and sent on. Nothing when there is no socket of `transport` (the
+    /// network layer only names transports we listen on), or when the
+    /// branch already moved (a retransmission that waited for the same
+    /// lookup).
+    pub fn retarget(
+        &self,
+        now: Instant,
+        bytes: &[u8],
+        socket: usize,
+        transport: crate::transport::Transport,
+        to: &NextHop,
+        out: &mut Vec<Outgoing>,
+    ) -> Option<Touched> {
+        let msg = crate::sip::Message::parse(bytes).ok()?;
+        let branch = msg.top_via()?.branch?;
+        if msg.method() != Some("ACK")
+            && let Some(shard) = stateful::branch_shard(branch)
+        {
+            let index = shard % self.shards.len();
+            let (_, touched) = self.with_shard(index, |s, env| {
+                s.retarget(env, now, branch, transport, out);
+            });
+            return Some(touched);
+        }
+        let moved = self.identity.sending_socket(socket, Some(transport), to)?;
+        let bytes = forward::move_request(&self.identity, bytes, socket, moved, None)?;
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            to = %to,
+            %transport,
+            "the next hop's first target is over another transport: forwarded from a socket of it"
+        );
+        out.push(Outgoing {
+            socket: moved,
+            to: to.clone(),
+            bytes: Payload::Owned(bytes),
+        });
+        None
+    }
+
     /// The environment the stateful code runs in.
     fn env(&self) -> stateful::Env<'_> {
         let mut env = stateful::Env::new(

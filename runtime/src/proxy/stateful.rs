@@ -456,6 +456,70 @@ impl Stateful {
         }
     }
 
+    /// The branch `branch` was sent to a name before it was looked up,
+    /// and the name's first target is over `transport` (see
+    /// `Core::retarget`): the branch moves to a socket of `transport`,
+    /// its request rebuilt for it and its client transaction started
+    /// again there (nothing was sent from the old socket). Nothing when
+    /// the branch is gone, has been answered, already uses `transport`,
+    /// or there is no such socket.
+    pub fn retarget(
+        &mut self,
+        env: &Env<'_>,
+        now: Instant,
+        branch: &str,
+        transport: Transport,
+        out: &mut Vec<Outgoing>,
+    ) {
+        let Some(parts) = parse_branch(branch) else {
+            return;
+        };
+        let actions = &mut self.actions;
+        self.table.update(parts.id, |txn| {
+            let arrival = txn.socket;
+            let Some(b) = txn.branches.get_mut(parts.n).filter(|b| b.id == branch) else {
+                return;
+            };
+            if b.provisional
+                || b.held.is_some()
+                || b.cancel.is_some()
+                || env.identity.transport_of(b.socket) == transport
+            {
+                return;
+            }
+            let Some(socket) = env.identity.sending_socket(arrival, Some(transport), &b.to)
+            else {
+                return;
+            };
+            let Some(bytes) = forward::move_request(
+                env.identity,
+                b.client.request(),
+                b.socket,
+                socket,
+                Some(arrival),
+            ) else {
+                return;
+            };
+            tracing::debug!(
+                branch,
+                to = %b.to,
+                %transport,
+                "relay: the next hop name's first target is over another transport; the branch leaves from a socket of it"
+            );
+            actions.clear();
+            b.client = match b.client {
+                Client::Invite(_) => {
+                    Client::Invite(ClientInvite::new(now, env.timers, false, bytes, actions))
+                }
+                Client::NonInvite(_) => {
+                    Client::NonInvite(ClientNonInvite::new(now, env.timers, false, bytes, actions))
+                }
+            };
+            b.socket = socket;
+            transmit(actions, socket, &b.to, out);
+        });
+    }
+
     /// `relay` in the request route: make the transaction and its first branch.
     #[allow(clippy::too_many_arguments)]
     pub fn relay(
@@ -1245,7 +1309,13 @@ fn add_branch(
     let via_edit = stored
         .top_via()
         .and_then(|v| top_via_edit(&v, txn.source, txn.transport));
-    let want = forward::next_hop_transport(stored, target, edits, routes.next_hop).or(routes.side);
+    // A name the URI gives no port nor transport for: the transport of
+    // its first target we can send to (RFC 3263 §4.1), when known; the
+    // next one to try after it (§4.3) is the one after that.
+    let by_name = forward::name_transport(env.identity, env.name_targets, &hop);
+    let want = forward::next_hop_transport(stored, target, edits, routes.next_hop)
+        .or(routes.side)
+        .or(by_name.map(|(t, _)| t));
     let built = forward::request_for_hop(
         env.identity,
         stored,
@@ -1332,7 +1402,7 @@ fn add_branch(
             host: host.clone(),
             port: port_given.then_some(*port),
             transport: *transport,
-            next: 1,
+            next: by_name.map_or(1, |(_, i)| i + 1),
             ruri: edits.ruri.clone(),
         })),
         _ => None,

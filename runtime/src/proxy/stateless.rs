@@ -360,7 +360,11 @@ fn on_request(
     let responses_to = reply_destination(&top, source, transport);
     stateless_branch(msg, &core.identity, loop_key, responses_to, &mut branch);
     let via_edit = top_via_edit(&top, source, transport);
-    let want = forward::next_hop_transport(msg, target, &edits, routes.next_hop).or(routes.side);
+    let want = forward::next_hop_transport(msg, target, &edits, routes.next_hop)
+        .or(routes.side)
+        .or_else(|| {
+            forward::name_transport(&core.identity, core.name_targets.get(), &hop).map(|(t, _)| t)
+        });
     let built = forward::request_for_hop(
         &core.identity,
         msg,
