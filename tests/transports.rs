@@ -478,3 +478,54 @@ fn the_next_target_of_a_name_is_tried_over_its_own_transport() {
         ]
     );
 }
+
+#[test]
+fn over_a_connection_the_transaction_does_not_retransmit() {
+    // RFC 3261 §17.1.1.2 and §17.2.1: Timers A and G run on unreliable
+    // transports only; over TCP the transport delivers or fails.
+    let core = core();
+    let start = Instant::now();
+    let req = request(
+        "INVITE",
+        "sip:bob@127.0.0.1:5070;transport=tcp",
+        "SIP/2.0/UDP 127.0.0.1:5062;rport",
+        "r1",
+        "",
+    );
+    let mut out = Vec::new();
+    core.handle(
+        start,
+        req.as_bytes(),
+        "127.0.0.1:5062".parse().unwrap(),
+        UDP,
+        &mut out,
+    );
+    assert!(out.iter().any(|o| o.socket == TCP), "relayed over TCP");
+    // Over UDP, the same INVITE is sent again after T1 (Timer A) ...
+    let udp = request(
+        "INVITE",
+        "sip:bob@127.0.0.1:5070",
+        "SIP/2.0/UDP 127.0.0.1:5062;rport",
+        "r2",
+        "",
+    );
+    core.handle(
+        start,
+        udp.as_bytes(),
+        "127.0.0.1:5062".parse().unwrap(),
+        UDP,
+        &mut out,
+    );
+    let mut resent = Vec::new();
+    for ms in [600, 1600, 3600] {
+        core.on_timeout(start + std::time::Duration::from_millis(ms), &mut resent);
+    }
+    let sockets: Vec<usize> = resent
+        .iter()
+        .filter(|o| o.bytes.as_ref().starts_with(b"INVITE "))
+        .map(|o| o.socket)
+        .collect();
+    assert!(sockets.contains(&UDP), "Timer A over UDP: {sockets:?}");
+    // ... but never over TCP.
+    assert!(!sockets.contains(&TCP), "no Timer A over TCP: {sockets:?}");
+}

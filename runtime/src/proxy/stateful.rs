@@ -507,13 +507,21 @@ impl Stateful {
                 "relay: the next hop name's first target is over another transport; the branch leaves from a socket of it"
             );
             actions.clear();
+            // Over a stream the transport retransmits, not the transaction.
+            let reliable = transport.is_stream();
             b.client = match b.client {
                 Client::Invite(_) => {
-                    Client::Invite(ClientInvite::new(now, env.timers, false, bytes, actions))
+                    Client::Invite(ClientInvite::new(now, env.timers, reliable, bytes, actions))
                 }
-                Client::NonInvite(_) => {
-                    Client::NonInvite(ClientNonInvite::new(now, env.timers, false, bytes, actions))
-                }
+                Client::NonInvite(_) => Client::NonInvite(ClientNonInvite::new(
+                    now,
+                    env.timers,
+                    reliable,
+                    bytes,
+                    actions,
+                )),
+                // Waiting for its offer: it leaves from the new socket.
+                Client::Unsent(_) => Client::Unsent(fork_media::Unsent::new(bytes.to_vec())),
             };
             b.socket = socket;
             transmit(actions, socket, &b.to, out);
@@ -557,14 +565,14 @@ impl Stateful {
         let upstream = reply_destination(&top, source, transport);
         self.actions.clear();
         let server = if is_invite {
-            let mut server = ServerInvite::new(now, env.timers, false);
+            let mut server = ServerInvite::new(now, env.timers, transport.is_stream());
             let mut trying = Vec::with_capacity(256);
             if reply::build(msg, source, transport, 100, None, b"", &mut trying).is_some() {
                 server.send_response(now, 100, trying, &mut self.actions);
             }
             Server::Invite(server)
         } else {
-            Server::NonInvite(ServerNonInvite::new(now, env.timers, false))
+            Server::NonInvite(ServerNonInvite::new(now, env.timers, transport.is_stream()))
         };
         transmit(&mut self.actions, socket, &NextHop::Addr(upstream), out);
         let mut saved = edits;
@@ -813,7 +821,8 @@ impl Stateful {
             }
             let bytes = fork_media::with_own_sdp(unsent.request(), answer);
             actions.clear();
-            b.client = Client::Invite(ClientInvite::new(now, env.timers, false, bytes, actions));
+            let reliable = env.identity.transport_of(b.socket).is_stream();
+            b.client = Client::Invite(ClientInvite::new(now, env.timers, reliable, bytes, actions));
             transmit(actions, b.socket, &b.to, out);
         });
     }
@@ -1350,6 +1359,8 @@ fn add_branch(
         Err(forward::Unsent::Malformed) => return false,
     };
     actions.clear();
+    // Over a stream the transport retransmits, not the transaction (§17.1.1.2).
+    let reliable = env.identity.transport_of(socket).is_stream();
     let index = txn.branches.len();
     let media = fork_media::for_branch(
         env,
@@ -1370,7 +1381,7 @@ fn add_branch(
         }
         match media {
             ForkMedia::Shared(via) => {
-                let client = ClientInvite::new(now, env.timers, false, bytes, actions);
+                let client = ClientInvite::new(now, env.timers, reliable, bytes, actions);
                 (Client::Invite(client), None, via)
             }
             ForkMedia::Own(ask) => (
@@ -1380,7 +1391,7 @@ fn add_branch(
             ),
         }
     } else {
-        let client = ClientNonInvite::new(now, env.timers, false, bytes, actions);
+        let client = ClientNonInvite::new(now, env.timers, reliable, bytes, actions);
         (Client::NonInvite(client), None, None)
     };
     transmit(actions, socket, &hop, out);
@@ -1947,8 +1958,9 @@ fn send_cancel(
         return;
     };
     actions.clear();
+    let reliable = env.identity.transport_of(socket).is_stream();
     b.cancel = Some(ClientNonInvite::new(
-        now, env.timers, false, cancel, actions,
+        now, env.timers, reliable, cancel, actions,
     ));
     b.give_up_at = Some(now + env.timers.t1 * 64);
     transmit(actions, socket, &b.to, out);
