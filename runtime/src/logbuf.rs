@@ -1,8 +1,9 @@
 //! Log output without a writer thread: each thread formats its lines into
 //! a buffer of its own and writes them to stderr itself.
 //!
-//! A thread that handles messages in bursts (the socket loops) marks
-//! itself with [`batch`] and calls [`flush`] when it runs out of work, so
+//! A thread that handles messages in bursts (the UDP socket loops, the
+//! stream runtime's workers) marks itself with [`batch`] and calls
+//! [`flush`] when it runs out of work (a worker when it parks), so
 //! a burst of log lines costs one write(2) and no cross-thread wake-up;
 //! every other thread writes each line at once, like Kamailio's xlog to
 //! stderr. A full buffer is written whatever the mode, so memory stays

@@ -496,6 +496,11 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .thread_name("sf-tcp")
+                // A worker's log lines are written when it runs out of work
+                // (one write for a burst, as the UDP receive loops do). Only
+                // workers park: blocking-pool threads write each line.
+                .on_thread_unpark(crate::logbuf::batch)
+                .on_thread_park(crate::logbuf::flush)
                 .enable_all()
                 .build()?,
         )

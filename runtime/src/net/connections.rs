@@ -10,6 +10,13 @@
 //! per message). Connections are reused in both directions (RFC 5923
 //! style): one the peer opened to us carries our requests to its address.
 //!
+//! A plain TCP connection is also written to directly by the sending
+//! thread when nothing waits on its queue ([`Direct`]): most messages
+//! then cost one send(2) and no wake-up of the writer task (Kamailio's
+//! `tcp_async` writes the same way). Only what the socket does not take
+//! at once goes through the queue, and everything after it queues behind
+//! it, so the stream keeps the order messages were sent in.
+//!
 //! Bounds: at most [`Limits::max_connections`] connections (accepted and
 //! opened together; over it an accept is closed at once and a send is
 //! dropped), a queue of [`QUEUE`] messages per connection. The table is
@@ -73,6 +80,89 @@ pub type Key = (Transport, SocketAddr);
 struct Handle {
     id: u64,
     queue: mpsc::Sender<Payload>,
+    /// Plain TCP, once connected: its socket, written to directly.
+    direct: Option<Arc<Direct>>,
+}
+
+/// A connection's socket that senders write to directly while its
+/// writer task has nothing queued (see the module doc).
+pub struct Direct {
+    half: tokio::net::tcp::OwnedWriteHalf,
+    /// Messages on the queue not yet written by the writer task: while
+    /// there are any, a send queues behind them. The lock also keeps two
+    /// direct writes from interleaving.
+    pending: Mutex<usize>,
+    activity: Arc<Activity>,
+}
+
+impl Direct {
+    pub fn new(half: tokio::net::tcp::OwnedWriteHalf, activity: Arc<Activity>) -> Direct {
+        Direct {
+            half,
+            pending: Mutex::new(0),
+            activity,
+        }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, usize> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Write `bytes` now if nothing is queued and the socket takes them;
+    /// else queue them (what is left of them) for the writer task.
+    pub fn send(
+        &self,
+        queue: &mpsc::Sender<Payload>,
+        bytes: Payload,
+    ) -> Result<(), mpsc::error::TrySendError<Payload>> {
+        let mut pending = self.pending();
+        let mut bytes = bytes;
+        if *pending == 0 {
+            match self.half.try_write(bytes.as_ref()) {
+                Ok(n) if n == bytes.as_ref().len() => {
+                    self.activity.touch();
+                    return Ok(());
+                }
+                Ok(n) => bytes = Payload::Owned(bytes.as_ref()[n..].to_vec()),
+                // Would block, or failed: the writer task finds out which.
+                Err(_) => {}
+            }
+        }
+        queue.try_send(bytes)?;
+        *pending += 1;
+        Ok(())
+    }
+
+    /// The writer task's side: write one queued message (waiting for the
+    /// socket to take it), then count it done.
+    pub async fn write_queued(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            self.half.writable().await?;
+            match self.half.try_write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.activity.touch();
+        let mut pending = self.pending();
+        *pending = pending.saturating_sub(1);
+        Ok(())
+    }
+}
+
+/// Send on a connection: directly when it has a [`Direct`] socket, else
+/// on its queue.
+pub fn send_on(
+    direct: Option<&Direct>,
+    queue: &mpsc::Sender<Payload>,
+    bytes: Payload,
+) -> Result<(), mpsc::error::TrySendError<Payload>> {
+    match direct {
+        Some(direct) => direct.send(queue, bytes),
+        None => queue.try_send(bytes),
+    }
 }
 
 /// What [`Connections::route`] did with a message.
@@ -224,9 +314,37 @@ impl Connections {
             Handle {
                 id,
                 queue: queue.clone(),
+                direct: None,
             },
         );
         (id, queue, queued)
+    }
+
+    /// Connection `id` of `key` is connected over plain TCP: senders may
+    /// write to its socket directly from now on.
+    /// What its queue holds already (sent while it connected) is counted
+    /// as pending, so direct writes wait behind it.
+    pub fn attach_direct(
+        &self,
+        key: Key,
+        id: u64,
+        direct: Arc<Direct>,
+        queue: &mpsc::Sender<Payload>,
+    ) {
+        // Under the shard's lock: no sender of the table queues meanwhile.
+        let mut shard = self.shard(&key);
+        *direct.pending() = queue.max_capacity() - queue.capacity();
+        if let Some(handle) = shard.get_mut(&key).filter(|h| h.id == id) {
+            handle.direct = Some(direct);
+        }
+    }
+
+    /// Remove `key`'s connection if `queue` is its (closed) queue.
+    fn unregister_closed(&self, key: Key, queue: &mpsc::Sender<Payload>) {
+        let mut shard = self.shard(&key);
+        if shard.get(&key).is_some_and(|h| h.queue.same_channel(queue)) {
+            shard.remove(&key);
+        }
     }
 
     /// Remove connection `id` of `key` (not a newer one to the same peer).
@@ -251,6 +369,22 @@ impl Connections {
     /// Send `bytes` to `key`'s connection, or register a new one for it.
     pub fn route(self: &Arc<Self>, key: Key, bytes: Payload) -> Routed {
         let mut shard = self.shard(&key);
+        if let Some(open) = shard.get(&key)
+            && let Some(direct) = open.direct.clone()
+        {
+            // The write happens without the table's lock.
+            let queue = open.queue.clone();
+            drop(shard);
+            return match direct.send(&queue, bytes) {
+                Ok(()) => Routed::Queued,
+                Err(mpsc::error::TrySendError::Full(_)) => Routed::Full,
+                Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                    // Its tasks ended: route again, as to a closed queue.
+                    self.unregister_closed(key, &queue);
+                    self.route(key, bytes)
+                }
+            };
+        }
         let bytes = match shard.entry(key) {
             Entry::Occupied(open) => match open.get().queue.try_send(bytes) {
                 Ok(()) => return Routed::Queued,
@@ -275,6 +409,7 @@ impl Connections {
             Handle {
                 id,
                 queue: queue.clone(),
+                direct: None,
             },
         );
         Routed::Connect(Opening {
@@ -365,6 +500,41 @@ mod tests {
             table.deliver(key(7), bytes("m")),
             Delivered::NotOpen
         ));
+    }
+
+    #[tokio::test]
+    async fn direct_writes_wait_behind_what_is_queued() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (_read, write) = client.into_split();
+        let table = Connections::new(Limits::default());
+        let (id, queue, mut queued) = table.register(key(9));
+        // Queued while the connection was being made.
+        assert!(matches!(table.route(key(9), bytes("one;")), Routed::Queued));
+        let direct = Arc::new(Direct::new(write, Arc::new(Activity::new())));
+        table.attach_direct(key(9), id, Arc::clone(&direct), &queue);
+        assert_eq!(*direct.pending(), 1);
+        // Something waits: this queues behind it instead of overtaking.
+        assert!(matches!(table.route(key(9), bytes("two;")), Routed::Queued));
+        assert_eq!(*direct.pending(), 2);
+        for _ in 0..2 {
+            let next = queued.try_recv().unwrap();
+            direct.write_queued(next.as_ref()).await.unwrap();
+        }
+        assert_eq!(*direct.pending(), 0);
+        // Nothing waits: written at once, nothing queued.
+        assert!(matches!(
+            table.route(key(9), bytes("three;")),
+            Routed::Queued
+        ));
+        assert!(queued.try_recv().is_err());
+        let mut got = vec![0u8; 14];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"one;two;three;");
     }
 
     #[test]

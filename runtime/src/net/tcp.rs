@@ -39,7 +39,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use super::Shared;
-use super::connections::{Activity, Connections, Key, Limits, Opening, Routed, Slot};
+use super::connections::{
+    Activity, Connections, Direct, Key, Limits, Opening, Routed, Slot, send_on,
+};
 use super::framing::{Frame, FrameError, Framer};
 use super::tls::Tls;
 use crate::metrics::{self, CloseReason, DropReason};
@@ -414,12 +416,28 @@ impl Streams {
         let (read, write) = stream.halves();
         let activity = Arc::new(Activity::new());
         let limits = self.table.limits;
-        let mut writer = tokio::spawn(write_loop(
-            write,
-            queued,
-            Arc::clone(&activity),
-            limits.write_timeout,
-        ));
+        let (mut writer, direct) = match write {
+            Writing::Async(write) => {
+                let writer = tokio::spawn(write_loop(
+                    write,
+                    queued,
+                    Arc::clone(&activity),
+                    limits.write_timeout,
+                ));
+                (writer, None)
+            }
+            Writing::Direct(half) => {
+                let direct = Arc::new(Direct::new(half, Arc::clone(&activity)));
+                self.table
+                    .attach_direct(key, id, Arc::clone(&direct), &queue);
+                let writer = tokio::spawn(direct_write_loop(
+                    Arc::clone(&direct),
+                    queued,
+                    limits.write_timeout,
+                ));
+                (writer, Some(direct))
+            }
+        };
         let reason = {
             let mut reader = Reader {
                 shared: &shared,
@@ -429,6 +447,7 @@ impl Streams {
                 limits,
                 activity: &activity,
                 queue,
+                direct,
                 out: Vec::with_capacity(4),
             };
             reader.run(read, &mut writer).await
@@ -471,14 +490,23 @@ struct Conn {
 trait Stream: Send + 'static {
     type Read: AsyncRead + Unpin + Send + 'static;
     type Write: AsyncWrite + Unpin + Send + 'static;
-    fn halves(self) -> (Self::Read, Self::Write);
+    fn halves(self) -> (Self::Read, Writing<Self::Write>);
+}
+
+/// How a connection is written: by its writer task only (TLS, whose
+/// records are made by the stream), or directly by senders too (plain
+/// TCP, see [`Direct`]).
+enum Writing<W> {
+    Async(W),
+    Direct(tokio::net::tcp::OwnedWriteHalf),
 }
 
 impl Stream for TcpStream {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = tokio::net::tcp::OwnedWriteHalf;
-    fn halves(self) -> (Self::Read, Self::Write) {
-        self.into_split()
+    fn halves(self) -> (Self::Read, Writing<Self::Write>) {
+        let (read, write) = self.into_split();
+        (read, Writing::Direct(write))
     }
 }
 
@@ -487,8 +515,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream
 {
     type Read = tokio::io::ReadHalf<Self>;
     type Write = tokio::io::WriteHalf<Self>;
-    fn halves(self) -> (Self::Read, Self::Write) {
-        tokio::io::split(self)
+    fn halves(self) -> (Self::Read, Writing<Self::Write>) {
+        let (read, write) = tokio::io::split(self);
+        (read, Writing::Async(write))
     }
 }
 
@@ -497,8 +526,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream
 {
     type Read = tokio::io::ReadHalf<Self>;
     type Write = tokio::io::WriteHalf<Self>;
-    fn halves(self) -> (Self::Read, Self::Write) {
-        tokio::io::split(self)
+    fn halves(self) -> (Self::Read, Writing<Self::Write>) {
+        let (read, write) = tokio::io::split(self);
+        (read, Writing::Async(write))
     }
 }
 
@@ -557,6 +587,29 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     let _ = write.shutdown().await;
 }
 
+/// [`write_loop`] for a connection senders also write to directly: the
+/// messages they could not write at once, in order.
+async fn direct_write_loop(
+    direct: Arc<Direct>,
+    mut queued: mpsc::Receiver<Payload>,
+    timeout: Duration,
+) {
+    while let Some(bytes) = queued.recv().await {
+        match tokio::time::timeout(timeout, direct.write_queued(bytes.as_ref())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!("stream write failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("stream write timed out: the peer does not read");
+                return;
+            }
+        }
+    }
+    // Dropping the last handle of the write half shuts it down.
+}
+
 /// The reading side of one connection.
 struct Reader<'a> {
     shared: &'a Shared,
@@ -567,6 +620,7 @@ struct Reader<'a> {
     activity: &'a Activity,
     /// The connection's own queue (for the keep-alive pongs).
     queue: mpsc::Sender<Payload>,
+    direct: Option<Arc<Direct>>,
     out: Vec<Outgoing>,
 }
 
@@ -615,7 +669,8 @@ impl Reader<'_> {
                                 self.handle(&message);
                             }
                             Ok(Some(Frame::Ping)) => {
-                                let _ = self.queue.try_send(Payload::Owned(PONG.to_vec()));
+                                let pong = Payload::Owned(PONG.to_vec());
+                                let _ = send_on(self.direct.as_deref(), &self.queue, pong);
                             }
                             Ok(None) => break,
                             Err(FrameError::TooLarge) => return CloseReason::Oversize,
