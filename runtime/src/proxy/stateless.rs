@@ -181,8 +181,10 @@ fn on_request(
     }
     let routes = route_set::process(msg, &core.identity);
     // §16.3 step 4: a request that went through us before, unchanged.
-    let loop_key = branch::loop_key(msg, routes.next_hop);
-    if branch::has_looped(msg, &core.identity, loop_key) {
+    // The key itself only when a branch of ours is in the message, or
+    // when the request is forwarded (below).
+    let loop_key = || branch::loop_key(msg, routes.next_hop);
+    if branch::has_looped_with(msg, &core.identity, loop_key) {
         metrics::loop_detected();
         tracing::debug!(
             call_id = msg.call_id().unwrap_or(""),
@@ -247,7 +249,17 @@ fn on_request(
             let shard = core.shard_of(&key);
             let ((), t) = core.with_shard(shard, |s, env| {
                 s.relay(
-                    env, now, msg, source, socket, &routes, key, loop_key, to, edits, out,
+                    env,
+                    now,
+                    msg,
+                    source,
+                    socket,
+                    &routes,
+                    key,
+                    loop_key(),
+                    to,
+                    edits,
+                    out,
                 )
             });
             *touched = Some(t);
@@ -358,7 +370,7 @@ fn on_request(
     let mut branch = String::with_capacity(56);
     let transport = core.identity.transport_of(socket);
     let responses_to = reply_destination(&top, source, transport);
-    stateless_branch(msg, &core.identity, loop_key, responses_to, &mut branch);
+    stateless_branch(msg, &core.identity, loop_key(), responses_to, &mut branch);
     let via_edit = top_via_edit(&top, source, transport);
     let want = forward::next_hop_transport(msg, target, &edits, routes.next_hop).or(routes.side);
     let built = forward::request_for_hop(
