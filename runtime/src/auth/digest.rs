@@ -560,9 +560,7 @@ mod tests {
 
     /// `from_params` as it was before the one pass: a quadratic repeat
     /// check, then each name looked up in the list.
-    fn from_params_lookups<'p>(
-        params: &'p [Param<'_>],
-    ) -> Result<DigestResponse<'p>, Failure> {
+    fn from_params_lookups<'p>(params: &'p [Param<'_>]) -> Result<DigestResponse<'p>, Failure> {
         for (k, p) in params.iter().enumerate() {
             if params[..k]
                 .iter()

@@ -259,9 +259,10 @@ mod tests {
         for _ in 0..10_000 {
             assert!(seen.insert(fresh_salt()));
         }
-        let others: Vec<[u8; 8]> = std::thread::spawn(|| (0..10_000).map(|_| fresh_salt()).collect())
-            .join()
-            .unwrap();
+        let others: Vec<[u8; 8]> =
+            std::thread::spawn(|| (0..10_000).map(|_| fresh_salt()).collect())
+                .join()
+                .unwrap();
         for s in others {
             assert!(seen.insert(s));
         }

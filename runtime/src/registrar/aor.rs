@@ -352,9 +352,7 @@ mod tests {
 
     #[test]
     fn escapes_as_formatted() {
-        let mut inputs: Vec<String> = (0..=255u8)
-            .map(|b| format!("a%{b:02x}b%{b:02X}"))
-            .collect();
+        let mut inputs: Vec<String> = (0..=255u8).map(|b| format!("a%{b:02x}b%{b:02X}")).collect();
         inputs.extend(
             ["", "plain", "%", "%4", "%zz", "é%41ü", "%%41", "x%7E%7e%20"].map(String::from),
         );

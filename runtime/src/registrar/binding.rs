@@ -23,8 +23,8 @@
 use std::fmt::Write as _;
 
 use super::request::{Change, ContactUpdate, RegisterRequest};
-use crate::digits::{push_2, push_u64};
 use super::{Config, Received, Refusal, uri_equal};
+use crate::digits::{push_2, push_u64};
 
 /// One contact registered for an address-of-record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -350,7 +350,12 @@ mod tests {
             assert_eq!(http_date(t), http_date_formatted(t), "{t}");
             t += 86_400 * 3 + 3_599;
         }
-        for t in [u64::MAX / 2, 253_402_300_799, 253_402_300_800, 1_700_000_000] {
+        for t in [
+            u64::MAX / 2,
+            253_402_300_799,
+            253_402_300_800,
+            1_700_000_000,
+        ] {
             assert_eq!(http_date(t), http_date_formatted(t), "{t}");
         }
     }
@@ -402,7 +407,13 @@ mod tests {
         let bindings = [
             binding("sip:a@h", 3_600, None, None, None),
             binding("sip:b@h;transport=tcp", 100, Some(500), None, None),
-            binding("sip:c@h", 4_000_000_000, Some(1000), Some("<urn:uuid:1>"), Some(2)),
+            binding(
+                "sip:c@h",
+                4_000_000_000,
+                Some(1000),
+                Some("<urn:uuid:1>"),
+                Some(2),
+            ),
             binding("sip:d@h", 10, Some(0), Some("<urn:uuid:2>"), Some(u32::MAX)),
             binding("sip:gone@h", 9, None, None, None),
         ];
