@@ -209,12 +209,12 @@ fn on_request(
     }
     let memo = replay.map(|(m, _)| m);
     let location = core.location(now, memo);
-    let mut cx = Ctx::for_request(msg, source)
-        .with_auth(core.auth_env(now))
-        .with_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
-        .with_transport(at.2);
+    let mut cx = Ctx::for_request(msg, source);
+    cx.set_auth(core.auth_env(now))
+        .set_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
+        .set_transport(at.2);
     if let Some(memo) = memo {
-        cx = cx.with_memo(memo);
+        cx.set_memo(memo);
     }
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
@@ -790,14 +790,14 @@ fn on_response(
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
         return;
     };
-    let mut cx = Ctx::for_reply(msg, None, source)
-        .with_transport(core.identity.transport_of(socket))
-        .with_nat(NatEnv {
+    let mut cx = Ctx::for_reply(msg, None, source);
+    cx.set_transport(core.identity.transport_of(socket))
+        .set_nat(NatEnv {
             peer: None,
             identity: Some(&core.identity),
         });
     if let Some((memo, _)) = replay {
-        cx = cx.with_memo(memo);
+        cx.set_memo(memo);
     }
     let _ = core.routes.reply(&mut cx);
     core.tell_media(now, &mut cx.tells);
