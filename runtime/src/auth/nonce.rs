@@ -1,5 +1,5 @@
-//! Stateless nonces: a nonce carries the time it was issued and 8 random
-//! bytes, sealed with a keyed MAC over those and the realm, so any
+//! Stateless nonces: a nonce carries the time it was issued and an 8-byte
+//! unpredictable salt, sealed with a keyed MAC over those and the realm, so any
 //! instance holding the key can tell a nonce it (or a sibling) issued from
 //! a forged one, and how old it is, without remembering anything.
 //!
