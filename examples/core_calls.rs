@@ -14,7 +14,14 @@
 //!   qop=auth) relayed, then as `stateful`;
 //! - `registered`: profile_registrar.yaml: 100 users REGISTER once
 //!   (before the calls), then every call goes to one of them through
-//!   `lookup` + `relay`, then as `stateful`.
+//!   `lookup` + `relay`, then as `stateful`;
+//! - `register`: bench (f), profile_registrar.yaml: one REGISTER per call
+//!   (one Contact, Expires 3600, a User-Agent, as the bench's sipp
+//!   `uac_register.xml`), each for a new AoR (`sip:userN@bench.test`), so
+//!   the memory store grows by one AoR per call, answered 200;
+//! - `refresh`: the same routes, 100 users REGISTER once (before the
+//!   calls), then every call refreshes one of them (its Call-ID, the next
+//!   CSeq, the same Contact), answered 200.
 //!
 //! Every call has its own Call-ID, tags and branches; the datagrams the
 //! core receives are built by the driver outside the measured functions.
@@ -54,7 +61,8 @@ const SDP: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\
 const BATCH: usize = 100;
 /// Registered users of `registered`.
 const USERS: usize = 100;
-const USAGE: &str = "usage: core_calls stateless|stateful|auth|registered [CALLS] [--no-logs]";
+const USAGE: &str =
+    "usage: core_calls stateless|stateful|auth|registered|register|refresh [CALLS] [--no-logs]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Scenario {
@@ -62,6 +70,8 @@ enum Scenario {
     Stateful,
     Auth,
     Registered,
+    Register,
+    Refresh,
 }
 
 /// The core's work on one datagram, with dropping what it sent for the
@@ -260,27 +270,40 @@ impl Driver {
         )
     }
 
-    fn register(&mut self, user: usize) {
+    /// A REGISTER of `sip:user{user}@bench.test` (its Call-ID `reg{user}`,
+    /// CSeq `cseq`, branch `reg{user}-{cseq}`), answered 200.
+    fn register(&mut self, user: usize, cseq: u32) {
         // From the UAS's address: the binding keeps the source.
         let uas = self.uas;
         let datagram = format!(
             "REGISTER sip:bench.test SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {UAS};branch=z9hG4bK-reg{user}\r\n\
-             From: <sip:user{user}@bench.test>;tag=reg{user}\r\n\
+             Via: SIP/2.0/UDP {UAS};branch=z9hG4bK-reg{user}-{cseq}\r\n\
+             From: <sip:user{user}@bench.test>;tag=reg{user}-{cseq}\r\n\
              To: <sip:user{user}@bench.test>\r\n\
              Call-ID: reg{user}@127.0.0.1\r\n\
-             CSeq: 1 REGISTER\r\n\
+             CSeq: {cseq} REGISTER\r\n\
              Contact: <sip:user{user}@{UAS}>\r\n\
              Expires: 3600\r\n\
              Max-Forwards: 70\r\n\
+             User-Agent: sipforge bench\r\n\
              Content-Length: 0\r\n\r\n"
         );
         self.handle(datagram.as_bytes(), uas);
         let reply = text(&self.out[0]);
         assert!(reply.starts_with("SIP/2.0 200"), "REGISTER: {reply}");
+        assert!(
+            reply.contains(&format!("Contact: <sip:user{user}@{UAS}>;expires=")),
+            "REGISTER: {reply}"
+        );
     }
 
     fn call(&mut self, n: usize) {
+        match self.scenario {
+            // Users from USERS on: the ones below are `refresh`'s.
+            Scenario::Register => return self.register(USERS + n, 1),
+            Scenario::Refresh => return self.register(n % USERS, 2 + (n / USERS) as u32),
+            _ => {}
+        }
         let (uac, uas) = (self.uac, self.uas);
         let id = format!("c{n}");
         let call = match self.scenario {
@@ -351,6 +374,8 @@ fn main() {
         Some("stateful") => Scenario::Stateful,
         Some("auth") => Scenario::Auth,
         Some("registered") => Scenario::Registered,
+        Some("register") => Scenario::Register,
+        Some("refresh") => Scenario::Refresh,
         _ => {
             eprintln!("{USAGE}");
             std::process::exit(2)
@@ -377,7 +402,9 @@ fn main() {
         Scenario::Stateless => &fixtures::profile_seed_stateless::ROUTES,
         Scenario::Stateful => &fixtures::profile_stateful::ROUTES,
         Scenario::Auth => &fixtures::profile_auth::ROUTES,
-        Scenario::Registered => &fixtures::profile_registrar::ROUTES,
+        Scenario::Registered | Scenario::Register | Scenario::Refresh => {
+            &fixtures::profile_registrar::ROUTES
+        }
     };
     let listener = Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap();
     let core = Core::new(routes, Identity::new(vec![listener]), CoreConfig::default());
@@ -404,9 +431,9 @@ fn main() {
         uac: UAC.parse().unwrap(),
         uas: UAS.parse().unwrap(),
     };
-    if scenario == Scenario::Registered {
+    if matches!(scenario, Scenario::Registered | Scenario::Refresh) {
         for user in 0..USERS {
-            d.register(user);
+            d.register(user, 1);
         }
     }
     for n in 0..calls {

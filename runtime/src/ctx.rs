@@ -105,7 +105,9 @@ pub struct BranchTarget {
     pub route: Vec<String>,
 }
 
-/// The context of one route run.
+/// The context of one route run. It is large (the stored request's
+/// parse has room in it), so it is built in place and given its
+/// environment through the `set_*` methods, not moved through builders.
 pub struct Ctx<'a> {
     section: Section,
     /// The message the route runs on (a request, or a response in `reply`).
@@ -218,19 +220,19 @@ impl<'a> Ctx<'a> {
     }
 
     /// Give `authenticate` what it needs.
-    pub(crate) fn with_auth(mut self, env: Option<AuthEnv<'a>>) -> Ctx<'a> {
+    pub(crate) fn set_auth(&mut self, env: Option<AuthEnv<'a>>) -> &mut Ctx<'a> {
         self.auth = env;
         self
     }
 
     /// Give `lookup` and `registered` the location service.
-    pub(crate) fn with_location(mut self, location: Option<&'a dyn Location>) -> Ctx<'a> {
+    pub(crate) fn set_location(&mut self, location: Option<&'a dyn Location>) -> &mut Ctx<'a> {
         self.location = location;
         self
     }
 
     /// Run again after a suspension, with what the earlier runs learned.
-    pub(crate) fn with_memo(mut self, memo: &'a crate::proxy::suspend::Memo) -> Ctx<'a> {
+    pub(crate) fn set_memo(&mut self, memo: &'a crate::proxy::suspend::Memo) -> &mut Ctx<'a> {
         self.replay_until = memo.replay_until;
         self.accepted_before = &memo.accepted;
         self.media_before = &memo.media;
@@ -249,7 +251,7 @@ impl<'a> Ctx<'a> {
     }
 
     /// Say what the message came over (`$pr`; UDP when not said).
-    pub(crate) fn with_transport(mut self, transport: crate::transport::Transport) -> Ctx<'a> {
+    pub(crate) fn set_transport(&mut self, transport: crate::transport::Transport) -> &mut Ctx<'a> {
         self.transport = transport;
         self
     }

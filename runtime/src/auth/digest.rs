@@ -74,16 +74,18 @@ pub fn parse_params(s: &str) -> Result<Vec<Param<'_>>, Failure> {
             i += 1;
             let vstart = i;
             let mut escaped = false;
+            // The next quote or backslash at once (a nonce or response is
+            // 32-64 plain characters).
             loop {
-                match b.get(i) {
-                    None => return Err(Failure::Malformed),
-                    Some(b'"') => break,
-                    Some(b'\\') => {
-                        escaped = true;
-                        i += 2;
-                    }
-                    Some(_) => i += 1,
+                let Some(at) = b.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) else {
+                    return Err(Failure::Malformed);
+                };
+                i += at;
+                if b[i] == b'"' {
+                    break;
                 }
+                escaped = true;
+                i += 2;
             }
             // `i` is at an ASCII quote, `vstart` just after one: both are
             // char boundaries.
@@ -129,6 +131,21 @@ pub fn param<'p, 'a>(params: &'p [Param<'a>], name: &str) -> Option<&'p str> {
         .map(|p| p.value.as_ref())
 }
 
+/// The parameters [`DigestResponse::from_params`] reads (lowercase).
+const KNOWN: [&str; 11] = [
+    "username",
+    "realm",
+    "nonce",
+    "uri",
+    "response",
+    "algorithm",
+    "qop",
+    "nc",
+    "cnonce",
+    "username*",
+    "userhash",
+];
+
 /// The fields of a Digest response that the check uses, validated: every
 /// required field present, no parameter repeated, `nc`/`cnonce` present
 /// exactly when `qop` is.
@@ -159,15 +176,33 @@ pub struct Qop<'p> {
 impl<'p> DigestResponse<'p> {
     /// Validate a parsed parameter list.
     pub fn from_params(params: &'p [Param<'_>]) -> Result<DigestResponse<'p>, Failure> {
+        // One pass: each parameter the check reads goes to its slot (a
+        // second one is a repeat); any other name is compared with the
+        // other unknown names before it.
+        let mut slots: [Option<&'p str>; KNOWN.len()] = [None; KNOWN.len()];
         for (k, p) in params.iter().enumerate() {
-            if params[..k]
-                .iter()
-                .any(|q| q.name.eq_ignore_ascii_case(p.name))
-            {
-                return Err(Failure::Malformed);
+            match KNOWN.iter().position(|n| p.name.eq_ignore_ascii_case(n)) {
+                Some(slot) => {
+                    if slots[slot].replace(p.value.as_ref()).is_some() {
+                        return Err(Failure::Malformed);
+                    }
+                }
+                None => {
+                    if params[..k]
+                        .iter()
+                        .any(|q| q.name.eq_ignore_ascii_case(p.name))
+                    {
+                        return Err(Failure::Malformed);
+                    }
+                }
             }
         }
-        let get = |name| param(params, name);
+        let get = |name: &str| {
+            KNOWN
+                .iter()
+                .position(|n| *n == name)
+                .and_then(|slot| slots[slot])
+        };
         // RFC 7616 `username*` (extended notation) and `userhash`: we never
         // offer userhash, and do not decode RFC 5987 values.
         if get("username*").is_some() {
@@ -352,12 +387,24 @@ fn is_lws_char(c: char) -> bool {
 
 /// RFC 3261 §25.1 token characters.
 fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[usize::from(b)]
 }
+
+/// [`is_token`] by byte value: one load per character.
+static TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// The `username` of a Digest credentials value (what `$au` reads before
 /// `authenticate` accepted the request); None for other schemes or a
@@ -370,6 +417,290 @@ pub fn username_of(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `is_token` as it was before the table.
+    fn is_token_matched(b: u8) -> bool {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            )
+    }
+
+    #[test]
+    fn token_table() {
+        for b in 0..=255u8 {
+            assert_eq!(is_token(b), is_token_matched(b), "{b}");
+        }
+    }
+
+    /// The quoted-string scan as it was before memchr2: byte by byte.
+    fn parse_params_bytewise(s: &str) -> Result<Vec<Param<'_>>, Failure> {
+        let b = s.as_bytes();
+        let mut i = 0;
+        let mut out = Vec::new();
+        loop {
+            i = skip_lws(b, i);
+            let Some(&c) = b.get(i) else { break };
+            if c == b',' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while b.get(i).is_some_and(|&c| is_token_matched(c)) {
+                i += 1;
+            }
+            if i == start {
+                return Err(Failure::Malformed);
+            }
+            let name = &s[start..i];
+            i = skip_lws(b, i);
+            if b.get(i) != Some(&b'=') {
+                return Err(Failure::Malformed);
+            }
+            i = skip_lws(b, i + 1);
+            let value = if b.get(i) == Some(&b'"') {
+                i += 1;
+                let vstart = i;
+                let mut escaped = false;
+                loop {
+                    match b.get(i) {
+                        None => return Err(Failure::Malformed),
+                        Some(b'"') => break,
+                        Some(b'\\') => {
+                            escaped = true;
+                            i += 2;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                let raw = &s[vstart..i];
+                i += 1;
+                if escaped {
+                    Cow::Owned(unescape(raw))
+                } else {
+                    Cow::Borrowed(raw)
+                }
+            } else {
+                let vstart = i;
+                while b
+                    .get(i)
+                    .is_some_and(|&c| !matches!(c, b',' | b'"') && !is_lws(c))
+                {
+                    i += 1;
+                }
+                if i == vstart {
+                    return Err(Failure::Malformed);
+                }
+                Cow::Borrowed(&s[vstart..i])
+            };
+            if out.len() == MAX_PARAMS {
+                return Err(Failure::Malformed);
+            }
+            out.push(Param { name, value });
+            i = skip_lws(b, i);
+            match b.get(i) {
+                None => break,
+                Some(b',') => i += 1,
+                Some(_) => return Err(Failure::Malformed),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Inputs: pieces of Digest values glued together in every order of a
+    /// pseudo-random walk, so quotes, escapes and ends fall everywhere.
+    fn digest_inputs() -> Vec<String> {
+        const PIECES: [&str; 22] = [
+            "username=\"sipp\"",
+            ", ",
+            "realm=\"a\\\"b\"",
+            "nonce=\"0123456789abcdef0123456789abcdef0123456789a\"",
+            "uri=sip:a@b",
+            "\"",
+            "\\",
+            "response=\"6629fae49393a05397450978507c4ef1\"",
+            "qop=auth",
+            "nc=00000001",
+            "cnonce=\"x\"",
+            "algorithm=MD5",
+            ",",
+            "=",
+            " ",
+            "\r\n ",
+            "\\\"",
+            "é",
+            "x=\"\\",
+            "USERNAME=\"u\"",
+            "opaque=\"\"",
+            "userhash=false",
+        ];
+        let mut out: Vec<String> = PIECES.iter().map(|p| p.to_string()).collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut s = String::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            for k in 0..(x % 12) {
+                let pick = (x >> (4 * k + 8)) as usize % PIECES.len();
+                s.push_str(PIECES[pick]);
+            }
+            out.push(s);
+        }
+        out
+    }
+
+    #[test]
+    fn params_as_bytewise() {
+        for s in digest_inputs() {
+            assert_eq!(parse_params(&s), parse_params_bytewise(&s), "{s:?}");
+        }
+    }
+
+    /// `from_params` as it was before the one pass: a quadratic repeat
+    /// check, then each name looked up in the list.
+    fn from_params_lookups<'p>(params: &'p [Param<'_>]) -> Result<DigestResponse<'p>, Failure> {
+        for (k, p) in params.iter().enumerate() {
+            if params[..k]
+                .iter()
+                .any(|q| q.name.eq_ignore_ascii_case(p.name))
+            {
+                return Err(Failure::Malformed);
+            }
+        }
+        let get = |name| param(params, name);
+        if get("username*").is_some() {
+            return Err(Failure::Malformed);
+        }
+        if get("userhash").is_some_and(|v| !v.eq_ignore_ascii_case("false")) {
+            return Err(Failure::Malformed);
+        }
+        let required = |name| get(name).ok_or(Failure::Malformed);
+        let username = required("username")?;
+        let realm = required("realm")?;
+        let nonce = required("nonce")?;
+        let uri = required("uri")?;
+        let response = required("response")?;
+        let algorithm = match get("algorithm") {
+            None => Algorithm::Md5,
+            Some(a) => Algorithm::parse(a).ok_or(Failure::UnsupportedAlgorithm)?,
+        };
+        let qop = match get("qop") {
+            None => {
+                if get("nc").is_some() || get("cnonce").is_some() {
+                    return Err(Failure::Malformed);
+                }
+                None
+            }
+            Some(q) if q.eq_ignore_ascii_case("auth") => {
+                let nc_text = required("nc")?;
+                let cnonce = required("cnonce")?;
+                if nc_text.len() != 8 || !nc_text.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(Failure::Malformed);
+                }
+                let nc = u32::from_str_radix(nc_text, 16).map_err(|_| Failure::Malformed)?;
+                if nc == 0 || cnonce.is_empty() {
+                    return Err(Failure::Malformed);
+                }
+                Some(Qop {
+                    qop: q,
+                    nc_text,
+                    nc,
+                    cnonce,
+                })
+            }
+            Some(q) if q.eq_ignore_ascii_case("auth-int") => {
+                return Err(Failure::UnsupportedAlgorithm);
+            }
+            Some(_) => return Err(Failure::Malformed),
+        };
+        if response.len() != 2 * algorithm.output_len()
+            || !response.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(Failure::Malformed);
+        }
+        Ok(DigestResponse {
+            username,
+            realm,
+            nonce,
+            uri,
+            response,
+            algorithm,
+            qop,
+        })
+    }
+
+    #[test]
+    fn from_params_as_lookups() {
+        // Every subset (by bit) of a full answer, with variants of case,
+        // repeats, unknown names and bad values.
+        const ALL: [(&str, &str); 14] = [
+            ("username", "sipp"),
+            ("Realm", "r"),
+            ("nonce", "n"),
+            ("uri", "sip:a@b"),
+            ("response", "6629fae49393a05397450978507c4ef1"),
+            ("algorithm", "MD5"),
+            ("qop", "auth"),
+            ("nc", "00000001"),
+            ("cnonce", "c"),
+            ("opaque", "o"),
+            ("OPAQUE", "p"),
+            ("userhash", "true"),
+            ("USERNAME", "again"),
+            ("username*", "x"),
+        ];
+        const VARIANTS: [(&str, &str); 10] = [
+            ("algorithm", "SHA-256"),
+            ("algorithm", "bogus"),
+            ("qop", "auth-int"),
+            ("qop", "other"),
+            ("nc", "0000000g"),
+            ("nc", "00000000"),
+            ("cnonce", ""),
+            ("response", "short"),
+            ("userhash", "FALSE"),
+            ("NC", "00000002"),
+        ];
+        let full: u32 = (1 << 9) - 1;
+        let mut lists: Vec<Vec<(&str, &str)>> = Vec::new();
+        for bits in 0u32..(1 << ALL.len()) {
+            // All subsets of the first 9, then the full 9 with the others.
+            if bits >= 1 << 9 && bits & full != full && bits & full != full & !(1 << 6) {
+                continue;
+            }
+            lists.push(
+                ALL.iter()
+                    .enumerate()
+                    .filter(|(k, _)| bits & (1 << k) != 0)
+                    .map(|(_, p)| *p)
+                    .collect(),
+            );
+        }
+        for v in VARIANTS {
+            let mut l: Vec<_> = ALL[..9].to_vec();
+            l.retain(|(n, _)| !n.eq_ignore_ascii_case(v.0));
+            l.push(v);
+            lists.push(l.clone());
+            l.insert(0, v);
+            lists.push(l);
+        }
+        for list in lists {
+            let params: Vec<Param<'_>> = list
+                .iter()
+                .map(|&(name, value)| Param {
+                    name,
+                    value: Cow::Borrowed(value),
+                })
+                .collect();
+            assert_eq!(
+                DigestResponse::from_params(&params),
+                from_params_lookups(&params),
+                "{list:?}"
+            );
+        }
+    }
 
     #[test]
     fn rfc2617_md5_example() {

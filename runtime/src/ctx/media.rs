@@ -15,7 +15,7 @@
 //!   core repeats the offer per fork with the fork's branch
 //!   ([`Edits::media_offer`], see `proxy::stateful`), and the `reply`
 //!   route then names the fork a response came back on
-//!   ([`Ctx::with_media_branch`]); otherwise no message names one.
+//!   ([`Ctx::set_media_branch`]); otherwise no message names one.
 //!
 //! An offer or answer needs rtpengine's SDP before the message goes on:
 //! the route run is suspended with the question (see
@@ -37,7 +37,7 @@ use crate::rtpengine::sdp::Sdp;
 impl<'a> Ctx<'a> {
     /// Name the fork a response came back on, for rtpengine's via-branch
     /// (only when the fork's offer named it).
-    pub(crate) fn with_media_branch(mut self, branch: Option<&'a str>) -> Ctx<'a> {
+    pub(crate) fn set_media_branch(&mut self, branch: Option<&'a str>) -> &mut Ctx<'a> {
         self.media_branch = branch;
         self
     }

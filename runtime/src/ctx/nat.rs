@@ -25,7 +25,7 @@ pub(crate) struct NatEnv<'a> {
 
 impl<'a> Ctx<'a> {
     /// Give `behind_nat` and `fix_contact` what they need.
-    pub(crate) fn with_nat(mut self, env: NatEnv<'a>) -> Ctx<'a> {
+    pub(crate) fn set_nat(&mut self, env: NatEnv<'a>) -> &mut Ctx<'a> {
         self.nat = env;
         self
     }
@@ -118,9 +118,9 @@ Content-Length: 0\r\n\r\n";
         let msg = Message::parse(raw).unwrap();
         // Stateful `reply`: the context's source is the caller's; the
         // response came from the callee's NAT binding.
-        let mut cx = Ctx::for_reply(&msg, None, "192.0.2.1:5060".parse().unwrap())
-            .with_transport(crate::transport::Transport::Tcp)
-            .with_nat(NatEnv {
+        let mut cx = Ctx::for_reply(&msg, None, "192.0.2.1:5060".parse().unwrap());
+        cx.set_transport(crate::transport::Transport::Tcp)
+            .set_nat(NatEnv {
                 peer: Some("198.51.100.50:33000".parse().unwrap()),
                 identity: None,
             });

@@ -74,6 +74,12 @@ pub fn loop_key(msg: &Message<'_>, route_next: Option<&str>) -> u32 {
 /// went through this proxy before unchanged, so it is looping (482).
 /// Costs one substring search when no branch of ours is in the message.
 pub fn has_looped(msg: &Message<'_>, identity: &Identity, key: u32) -> bool {
+    has_looped_with(msg, identity, || key)
+}
+
+/// [`has_looped`] with the loop key computed only when the message holds
+/// a branch of ours (most requests answered here never need the key).
+pub fn has_looped_with(msg: &Message<'_>, identity: &Identity, key: impl FnOnce() -> u32) -> bool {
     // The searcher is built once: `memmem::find` builds one per call
     // (~400 instructions, more than the search).
     static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
@@ -83,6 +89,7 @@ pub fn has_looped(msg: &Message<'_>, identity: &Identity, key: u32) -> bool {
     if FINDER.find(head).is_none() {
         return false;
     }
+    let key = key();
     msg.vias().any(|via| {
         via.branch.and_then(loop_key_of) == Some(key) && identity.is_us(via.host, via.port)
     })

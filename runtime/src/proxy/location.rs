@@ -109,12 +109,23 @@ impl Registrar {
             return Saving::Ask(Box::new(req));
         };
         self.sweep(store, now_unix);
-        let result = store.register(&req, now_unix, &self.config);
+        // The 200's header lines are written from the bindings as the
+        // store keeps them (no copy of them for the answer); a copy only
+        // for the keepalives, which are not the store's.
+        let mut headers = String::new();
+        let mut kept = None;
+        let keepalives = self.keepalives.is_some();
+        let result = store.register_with(&req, now_unix, &self.config, &mut |bindings| {
+            headers = registrar::ok_headers(&req, bindings, now_unix);
+            if keepalives {
+                kept = Some(bindings.to_vec());
+            }
+        });
         crate::metrics::set_registrations(store.aors(), store.contacts());
-        if let Ok(Ok(bindings)) = &result {
+        if let Some(bindings) = &kept {
             self.keep_alive(now, bindings, req.received);
         }
-        self.answer(result.map_err(Some), Some(&req), now_unix)
+        self.answer_with(result.map(|r| r.map(|()| headers)).map_err(Some))
     }
 
     /// The answer to a REGISTER once the shared store applied `req`.
@@ -153,15 +164,29 @@ impl Registrar {
         req: Option<&RegisterRequest>,
         now_unix: u64,
     ) -> Saving {
-        let answer = match (result, req) {
-            (Ok(Ok(bindings)), Some(req)) => Ok(registrar::ok_headers(req, &bindings, now_unix)),
-            (Ok(Err(refusal)), _) => Err(refusal),
-            (Err(Some(e)), _) => {
+        let result = match (result, req) {
+            (Ok(Ok(bindings)), Some(req)) => {
+                Ok(Ok(registrar::ok_headers(req, &bindings, now_unix)))
+            }
+            (Ok(Ok(_)), None) => Err(None),
+            (Ok(Err(refusal)), _) => Ok(Err(refusal)),
+            (Err(e), _) => Err(e),
+        };
+        self.answer_with(result)
+    }
+
+    /// The answer for a store's result with the 200's header lines
+    /// written (Err(None): refused before it, or no request to answer).
+    fn answer_with(&self, result: Result<Result<String, Refusal>, Option<StoreError>>) -> Saving {
+        let answer = match result {
+            Ok(Ok(headers)) => Ok(headers),
+            Ok(Err(refusal)) => Err(refusal),
+            Err(Some(e)) => {
                 crate::metrics::registrar_store_error();
                 crate::warn_limited!("registrar store: {}", e.message);
                 Err(e.refusal())
             }
-            (Ok(Ok(_)), None) | (Err(None), _) => Err(Refusal::new(500, "Server Internal Error")),
+            Err(None) => Err(Refusal::new(500, "Server Internal Error")),
         };
         let (code, reason, headers) = match answer {
             Ok(headers) => (200, None, headers),

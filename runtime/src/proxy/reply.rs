@@ -28,6 +28,15 @@ pub fn build(
     out.push(b' ');
     out.extend_from_slice(reason.unwrap_or_else(|| default_reason(code)).as_bytes());
     out.extend_from_slice(b"\r\n");
+    // Without a bare CR in the head (the parse knows), the lines are
+    // copied as they are; push_line only replaces bare CRs.
+    let push_line = |out: &mut Vec<u8>, bytes: &[u8]| {
+        if req.has_bare_cr() {
+            push_line(out, bytes);
+        } else {
+            out.extend_from_slice(bytes);
+        }
+    };
     let mut first_via = true;
     for h in req.headers() {
         let line = buf.get(h.line_range.clone())?;
@@ -41,8 +50,9 @@ pub fn build(
                         let start = out.len();
                         e.write_line(buf, h.line_range.clone(), out);
                         let written = &out[start..];
-                        if memchr::memchr_iter(b'\r', written)
-                            .any(|i| written.get(i + 1) != Some(&b'\n'))
+                        if req.has_bare_cr()
+                            && memchr::memchr_iter(b'\r', written)
+                                .any(|i| written.get(i + 1) != Some(&b'\n'))
                         {
                             let via = out.split_off(start);
                             push_line(out, &via);

@@ -1504,16 +1504,16 @@ fn deliver_with(
         env.destinations.report(dest, Report::Replied(status));
     }
     let request = Arc::clone(&txn.request);
-    let mut cx = Ctx::for_reply(msg, Some(&request), msg_source(txn))
-        .with_transport(env.identity.transport_of(txn.branches[index].socket))
-        .with_media_branch(txn.branches[index].media_via.as_deref())
-        .with_nat(crate::ctx::NatEnv {
+    let mut cx = Ctx::for_reply(msg, Some(&request), msg_source(txn));
+    cx.set_transport(env.identity.transport_of(txn.branches[index].socket))
+        .set_media_branch(txn.branches[index].media_via.as_deref())
+        .set_nat(crate::ctx::NatEnv {
             peer: Some(source),
             identity: Some(env.identity),
         });
     set_destination_vars(env, txn.branches[index].dest, &mut cx.edits);
     if let Some(memo) = memo {
-        cx = cx.with_memo(memo);
+        cx.set_memo(memo);
     }
     let _ = env.routes.reply(&mut cx);
     let now_unix = env.unix_time(now);
@@ -1710,8 +1710,8 @@ fn maybe_complete(
             None => reply::default_reason(status),
         };
         metrics::failure_route_run();
-        let mut cx =
-            Ctx::for_failure(&stored, status, reason, txn.source).with_transport(txn.transport);
+        let mut cx = Ctx::for_failure(&stored, status, reason, txn.source);
+        cx.set_transport(txn.transport);
         cx.edits = Edits {
             du: None,
             ..clone_edits(&txn.saved)

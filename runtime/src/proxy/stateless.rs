@@ -181,8 +181,10 @@ fn on_request(
     }
     let routes = route_set::process(msg, &core.identity);
     // §16.3 step 4: a request that went through us before, unchanged.
-    let loop_key = branch::loop_key(msg, routes.next_hop);
-    if branch::has_looped(msg, &core.identity, loop_key) {
+    // The key itself only when a branch of ours is in the message, or
+    // when the request is forwarded (below).
+    let loop_key = || branch::loop_key(msg, routes.next_hop);
+    if branch::has_looped_with(msg, &core.identity, loop_key) {
         metrics::loop_detected();
         tracing::debug!(
             call_id = msg.call_id().unwrap_or(""),
@@ -207,12 +209,12 @@ fn on_request(
     }
     let memo = replay.map(|(m, _)| m);
     let location = core.location(now, memo);
-    let mut cx = Ctx::for_request(msg, source)
-        .with_auth(core.auth_env(now))
-        .with_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
-        .with_transport(at.2);
+    let mut cx = Ctx::for_request(msg, source);
+    cx.set_auth(core.auth_env(now))
+        .set_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
+        .set_transport(at.2);
     if let Some(memo) = memo {
-        cx = cx.with_memo(memo);
+        cx.set_memo(memo);
     }
     if let Some(ruri) = routes.new_request_uri {
         cx.edits.ruri = Some(ruri.to_string());
@@ -247,7 +249,17 @@ fn on_request(
             let shard = core.shard_of(&key);
             let ((), t) = core.with_shard(shard, |s, env| {
                 s.relay(
-                    env, now, msg, source, socket, &routes, key, loop_key, to, edits, out,
+                    env,
+                    now,
+                    msg,
+                    source,
+                    socket,
+                    &routes,
+                    key,
+                    loop_key(),
+                    to,
+                    edits,
+                    out,
                 )
             });
             *touched = Some(t);
@@ -358,7 +370,7 @@ fn on_request(
     let mut branch = String::with_capacity(56);
     let transport = core.identity.transport_of(socket);
     let responses_to = reply_destination(&top, source, transport);
-    stateless_branch(msg, &core.identity, loop_key, responses_to, &mut branch);
+    stateless_branch(msg, &core.identity, loop_key(), responses_to, &mut branch);
     let via_edit = top_via_edit(&top, source, transport);
     let want = forward::next_hop_transport(msg, target, &edits, routes.next_hop)
         .or(routes.side)
@@ -793,14 +805,14 @@ fn on_response(
         tracing::debug!(%source, "response to a request this proxy sent itself: consumed");
         return;
     };
-    let mut cx = Ctx::for_reply(msg, None, source)
-        .with_transport(core.identity.transport_of(socket))
-        .with_nat(NatEnv {
+    let mut cx = Ctx::for_reply(msg, None, source);
+    cx.set_transport(core.identity.transport_of(socket))
+        .set_nat(NatEnv {
             peer: None,
             identity: Some(&core.identity),
         });
     if let Some((memo, _)) = replay {
-        cx = cx.with_memo(memo);
+        cx.set_memo(memo);
     }
     let _ = core.routes.reply(&mut cx);
     core.tell_media(now, &mut cx.tells);

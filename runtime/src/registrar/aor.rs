@@ -23,19 +23,26 @@ pub fn aor_of(uri: &str) -> Option<String> {
     if !parsed.is_sip() {
         return None;
     }
-    let scheme = parsed.scheme.to_ascii_lowercase();
+    // Written straight into the one String: the scheme and host
+    // lowercased in place, the port without the formatter.
     let mut out = String::with_capacity(uri.len());
-    out.push_str(&scheme);
+    out.push_str(parsed.scheme);
+    out.make_ascii_lowercase();
+    let sips = out == "sips";
     out.push(':');
     if let Some(user) = parsed.user {
-        out.push_str(&normalise_escapes(user));
+        push_normalised(&mut out, user);
         out.push('@');
     }
-    out.push_str(&parsed.host.to_ascii_lowercase());
-    let default_port = if scheme == "sips" { 5061 } else { 5060 };
+    let host_at = out.len();
+    out.push_str(parsed.host);
+    if let Some(host) = out.get_mut(host_at..) {
+        host.make_ascii_lowercase();
+    }
+    let default_port = if sips { 5061 } else { 5060 };
     if let Some(port) = parsed.port.filter(|&p| p != default_port) {
         out.push(':');
-        out.push_str(&port.to_string());
+        crate::digits::push_u64(&mut out, u64::from(port));
     }
     Some(out)
 }
@@ -44,8 +51,18 @@ pub fn aor_of(uri: &str) -> Option<String> {
 /// digits of the other escapes uppercased (§19.1.4: an escaped unreserved
 /// character equals the character).
 fn normalise_escapes(s: &str) -> String {
-    let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
+    push_normalised(&mut out, s);
+    out
+}
+
+/// [`normalise_escapes`] of `s` appended to `out` (without `%`, `s` itself).
+fn push_normalised(out: &mut String, s: &str) {
+    if !s.contains('%') {
+        out.push_str(s);
+        return;
+    }
+    let b = s.as_bytes();
     let mut i = 0;
     while let Some(&c) = b.get(i) {
         let hex = |k: usize| b.get(k).and_then(|&h| char::from(h).to_digit(16));
@@ -61,8 +78,10 @@ fn normalise_escapes(s: &str) -> String {
             {
                 out.push(char::from(byte));
             } else {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
                 out.push('%');
-                out.push_str(&format!("{byte:02X}"));
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 15)]));
             }
             i += 3;
             continue;
@@ -75,7 +94,15 @@ fn normalise_escapes(s: &str) -> String {
         out.push_str(s.get(i..i + len).unwrap_or(""));
         i += len;
     }
-    out
+}
+
+/// Whether `x` and `y` are equal after [`normalise_escapes`], allocating
+/// only when one has an escape.
+fn same_escaped(x: &str, y: &str) -> bool {
+    if !x.contains('%') && !y.contains('%') {
+        return x == y;
+    }
+    normalise_escapes(x) == normalise_escapes(y)
 }
 
 /// The `;name[=value]` parameters of `s` (a URI's or a header's parameter
@@ -130,6 +157,13 @@ const MUST_MATCH: [&str; 5] = ["user", "ttl", "method", "maddr", "transport"];
 /// when present in both, headers all present in both. URIs that do not
 /// parse are equal only when byte for byte the same.
 pub fn uri_equal(a: &str, b: &str) -> bool {
+    // The comparison is reflexive (see the test `equal_to_itself`): the
+    // same text needs no parse, which is what a refresh compares.
+    a == b || uri_equal_parsed(a, b)
+}
+
+/// [`uri_equal`] by the parts of the URIs.
+fn uri_equal_parsed(a: &str, b: &str) -> bool {
     let (Some(ua), Some(ub)) = (Uri::parse(a), Uri::parse(b)) else {
         return a == b;
     };
@@ -139,8 +173,10 @@ pub fn uri_equal(a: &str, b: &str) -> bool {
     if !ua.is_sip() {
         return ua.opaque == ub.opaque;
     }
-    let same_text =
-        |x: Option<&str>, y: Option<&str>| x.map(normalise_escapes) == y.map(normalise_escapes);
+    let same_text = |x: Option<&str>, y: Option<&str>| match (x, y) {
+        (Some(x), Some(y)) => same_escaped(x, y),
+        (x, y) => x.is_none() && y.is_none(),
+    };
     if !same_text(ua.user, ub.user)
         || !same_text(ua.password, ub.password)
         || !ua.host.eq_ignore_ascii_case(ub.host)
@@ -246,6 +282,130 @@ mod tests {
             ("sip:a@h", "sips:a@h"),
         ] {
             assert!(!uri_equal(a, b), "{a} {b}");
+        }
+    }
+
+    const URIS: [&str; 16] = [
+        "sip:%61lice@atlanta.com;transport=TCP",
+        "sip:alice@AtLanTa.CoM;Transport=tcp",
+        "sip:carol@chicago.com;newparam=5",
+        "sip:carol@chicago.com;security=on;security=off",
+        "sip:a@h?Subject=x&Priority=y",
+        "sip:a%3a%7e@h?priority=%79&subject=x",
+        "SIP:ALICE@AtLanTa.CoM;Transport=udp;maddr=1.2.3.4;ttl=1;method=INVITE;user=phone",
+        "sips:bob:pw@biloxi.com:5061;lr",
+        "sip:[2001:db8::1]:5070",
+        "sip:a@h;x=\"q;uoted\";y",
+        "tel:+15551234",
+        "mailto:a@b",
+        "sip:",
+        "<sip:a@b",
+        "x",
+        "",
+    ];
+
+    #[test]
+    fn equal_to_itself() {
+        // uri_equal's shortcut for identical text gives what the parse does.
+        for a in URIS {
+            assert!(uri_equal_parsed(a, a), "{a}");
+            for b in URIS {
+                assert_eq!(uri_equal(a, b), uri_equal_parsed(a, b), "{a} {b}");
+            }
+        }
+    }
+
+    /// The escapes normalised as before `push_normalised` (hex by the formatter).
+    fn normalise_escapes_formatted(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = String::with_capacity(s.len());
+        let mut i = 0;
+        while let Some(&c) = b.get(i) {
+            let hex = |k: usize| b.get(k).and_then(|&h| char::from(h).to_digit(16));
+            if c == b'%'
+                && let (Some(hi), Some(lo)) = (hex(i + 1), hex(i + 2))
+            {
+                let byte = (hi * 16 + lo) as u8;
+                if byte.is_ascii_alphanumeric()
+                    || matches!(
+                        byte,
+                        b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
+                    )
+                {
+                    out.push(char::from(byte));
+                } else {
+                    out.push('%');
+                    out.push_str(&format!("{byte:02X}"));
+                }
+                i += 3;
+                continue;
+            }
+            let len = s
+                .get(i..)
+                .and_then(|r| r.chars().next())
+                .map_or(1, char::len_utf8);
+            out.push_str(s.get(i..i + len).unwrap_or(""));
+            i += len;
+        }
+        out
+    }
+
+    #[test]
+    fn escapes_as_formatted() {
+        let mut inputs: Vec<String> = (0..=255u8).map(|b| format!("a%{b:02x}b%{b:02X}")).collect();
+        inputs.extend(
+            ["", "plain", "%", "%4", "%zz", "é%41ü", "%%41", "x%7E%7e%20"].map(String::from),
+        );
+        for s in &inputs {
+            assert_eq!(normalise_escapes(s), normalise_escapes_formatted(s), "{s}");
+            for t in &inputs {
+                assert_eq!(
+                    same_escaped(s, t),
+                    normalise_escapes_formatted(s) == normalise_escapes_formatted(t),
+                    "{s} {t}"
+                );
+            }
+        }
+    }
+
+    /// The AoR as built before (one String per part, the port formatted).
+    fn aor_of_parts(uri: &str) -> Option<String> {
+        let uri = uri.trim();
+        let parsed = match Uri::parse(uri) {
+            Some(u) => u,
+            None => Uri::parse(NameAddr::parse(uri)?.uri)?,
+        };
+        if !parsed.is_sip() {
+            return None;
+        }
+        let scheme = parsed.scheme.to_ascii_lowercase();
+        let mut out = String::new();
+        out.push_str(&scheme);
+        out.push(':');
+        if let Some(user) = parsed.user {
+            out.push_str(&normalise_escapes_formatted(user));
+            out.push('@');
+        }
+        out.push_str(&parsed.host.to_ascii_lowercase());
+        let default_port = if scheme == "sips" { 5061 } else { 5060 };
+        if let Some(port) = parsed.port.filter(|&p| p != default_port) {
+            out.push(':');
+            out.push_str(&port.to_string());
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn aor_as_built_before() {
+        let mut inputs: Vec<String> = URIS.iter().map(|u| u.to_string()).collect();
+        for port in ["", ":5060", ":5061", ":1", ":65535", ":0"] {
+            for scheme in ["sip", "SIPS", "Sip"] {
+                inputs.push(format!("{scheme}:U%41%2f@Ex.AMPLE.com{port};x=1"));
+                inputs.push(format!("\"N\" <{scheme}:H{port}>;tag=1"));
+            }
+        }
+        for u in &inputs {
+            assert_eq!(aor_of(u), aor_of_parts(u), "{u}");
         }
     }
 

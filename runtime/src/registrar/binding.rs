@@ -24,6 +24,7 @@ use std::fmt::Write as _;
 
 use super::request::{Change, ContactUpdate, RegisterRequest};
 use super::{Config, Received, Refusal, uri_equal};
+use crate::digits::{push_2, push_u64};
 
 /// One contact registered for an address-of-record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,11 +118,10 @@ pub fn apply(
     now_unix: u64,
     config: &Config,
 ) -> Result<Vec<Binding>, Refusal> {
-    let live = current.iter().filter(|b| b.is_live(now_unix)).cloned();
+    let mut live = current.iter().filter(|b| b.is_live(now_unix));
     let updates = match &req.change {
-        Change::Fetch => return Ok(live.collect()),
+        Change::Fetch => return Ok(live.cloned().collect()),
         Change::Star => {
-            let mut live = live;
             if live.any(|b| b.is_newer_than(req)) {
                 return Err(out_of_order());
             }
@@ -129,27 +129,50 @@ pub fn apply(
         }
         Change::Contacts(updates) => updates,
     };
-    // Each binding with whether this request wrote it (a contact listed
-    // twice replaces its own first binding: no ordering check then).
-    let mut next: Vec<(Binding, bool)> = live.map(|b| (b, false)).collect();
+    // The bindings kept from before (borrowed: cloned only if they
+    // survive) and the ones this request wrote (a contact listed twice
+    // replaces its own first binding: no ordering check then).
+    enum Slot<'a> {
+        Kept(&'a Binding),
+        Written(Binding),
+    }
+    let mut next: Vec<Slot<'_>> = current
+        .iter()
+        .filter(|b| b.is_live(now_unix))
+        .map(Slot::Kept)
+        .collect();
     let before = next.len();
     for u in updates {
-        if next
-            .iter()
-            .any(|(b, written)| !written && b.matches(u) && b.is_newer_than(req))
-        {
+        let mut out_of_order_seen = false;
+        next.retain(|slot| {
+            let (b, written) = match slot {
+                Slot::Kept(b) => (*b, false),
+                Slot::Written(b) => (b, true),
+            };
+            if !b.matches(u) {
+                return true;
+            }
+            out_of_order_seen |= !written && b.is_newer_than(req);
+            false
+        });
+        if out_of_order_seen {
             return Err(out_of_order());
         }
-        next.retain(|(b, _)| !b.matches(u));
         if u.expires > 0 {
-            next.push((Binding::new(u, req, now_unix), true));
+            next.push(Slot::Written(Binding::new(u, req, now_unix)));
         }
     }
     let limit = usize::try_from(config.max_contacts).unwrap_or(usize::MAX);
     if next.len() > limit && next.len() > before {
         return Err(Refusal::new(403, "Too Many Contacts"));
     }
-    Ok(next.into_iter().map(|(b, _)| b).collect())
+    Ok(next
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Kept(b) => b.clone(),
+            Slot::Written(b) => b,
+        })
+        .collect())
 }
 
 /// The live bindings to try for a lookup: highest `q` first, then the most
@@ -191,43 +214,61 @@ fn format_q(q: u16, out: &mut String) {
 /// ends in CRLF; "" when there is no binding.
 pub fn contact_lines(bindings: &[Binding], now_unix: u64) -> String {
     let mut out = String::new();
+    push_contact_lines(&mut out, bindings, now_unix);
+    out
+}
+
+/// [`contact_lines`] appended to `out` (written piece by piece, without
+/// the formatter).
+fn push_contact_lines(out: &mut String, bindings: &[Binding], now_unix: u64) {
     for b in targets(bindings, now_unix) {
-        let _ = write!(
-            out,
-            "Contact: <{}>;expires={}",
-            b.contact,
-            b.remaining(now_unix)
-        );
+        out.push_str("Contact: <");
+        out.push_str(&b.contact);
+        out.push_str(">;expires=");
+        push_u64(out, b.remaining(now_unix));
         if let Some(q) = b.q {
             out.push_str(";q=");
-            format_q(q, &mut out);
+            format_q(q, out);
         }
         if let Some(instance) = &b.instance {
-            let _ = write!(out, ";+sip.instance=\"{instance}\"");
+            out.push_str(";+sip.instance=\"");
+            out.push_str(instance);
+            out.push('"');
         }
         if let Some(reg_id) = b.reg_id {
-            let _ = write!(out, ";reg-id={reg_id}");
+            out.push_str(";reg-id=");
+            push_u64(out, u64::from(reg_id));
         }
         out.push_str("\r\n");
     }
-    out
 }
 
 /// The extra header lines of the 200 to `req` (each ending in CRLF):
 /// [`contact_lines`] of `bindings`, the Path of the request when the UA
 /// said `Supported: path` (RFC 3327 §5.3), and a Date (§10.3 step 8).
 pub fn ok_headers(req: &RegisterRequest, bindings: &[Binding], now_unix: u64) -> String {
-    let mut out = contact_lines(bindings, now_unix);
+    // Room for a binding's line and the Date without growing.
+    let mut out = String::with_capacity(128 + bindings.len() * 96);
+    push_contact_lines(&mut out, bindings, now_unix);
     if req.path_supported && !req.path.is_empty() {
         let _ = write!(out, "Path: {}\r\n", req.path.join(", "));
     }
-    let _ = write!(out, "Date: {}\r\n", http_date(now_unix));
+    out.push_str("Date: ");
+    push_http_date(&mut out, now_unix);
+    out.push_str("\r\n");
     out
 }
 
 /// `unix` seconds as an RFC 1123 date in GMT (`Sat, 13 Nov 2010 23:29:00
 /// GMT`), the form of the SIP Date header (RFC 3261 §20.17).
 pub fn http_date(unix: u64) -> String {
+    let mut out = String::with_capacity(29);
+    push_http_date(&mut out, unix);
+    out
+}
+
+/// [`http_date`] appended to `out`, written without the formatter.
+fn push_http_date(out: &mut String, unix: u64) {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -245,16 +286,20 @@ pub fn http_date(unix: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    format!(
-        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DAYS.get((days % 7) as usize).copied().unwrap_or("Thu"),
-        day,
-        MONTHS.get((month - 1) as usize).copied().unwrap_or("Jan"),
-        year,
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    out.push_str(DAYS.get((days % 7) as usize).copied().unwrap_or("Thu"));
+    out.push_str(", ");
+    push_2(out, day);
+    out.push(' ');
+    out.push_str(MONTHS.get((month - 1) as usize).copied().unwrap_or("Jan"));
+    out.push(' ');
+    push_u64(out, year);
+    out.push(' ');
+    push_2(out, secs / 3600);
+    out.push(':');
+    push_2(out, secs % 3600 / 60);
+    out.push(':');
+    push_2(out, secs % 60);
+    out.push_str(" GMT");
 }
 
 #[cfg(test)]
@@ -267,6 +312,119 @@ mod tests {
         assert_eq!(http_date(1_289_690_940), "Sat, 13 Nov 2010 23:29:00 GMT");
         assert_eq!(http_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 GMT");
         assert_eq!(http_date(4_102_444_799), "Thu, 31 Dec 2099 23:59:59 GMT");
+    }
+
+    /// The date as the formatter wrote it before `push_http_date`.
+    fn http_date_formatted(unix: u64) -> String {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let days = unix / 86_400;
+        let secs = unix % 86_400;
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z % 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + u64::from(month <= 2);
+        format!(
+            "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+            DAYS[(days % 7) as usize],
+            day,
+            MONTHS[(month - 1) as usize],
+            year,
+            secs / 3600,
+            secs % 3600 / 60,
+            secs % 60
+        )
+    }
+
+    #[test]
+    fn dates_as_formatted() {
+        let mut t = 0u64;
+        while t < 5_000_000_000 {
+            assert_eq!(http_date(t), http_date_formatted(t), "{t}");
+            t += 86_400 * 3 + 3_599;
+        }
+        for t in [
+            u64::MAX / 2,
+            253_402_300_799,
+            253_402_300_800,
+            1_700_000_000,
+        ] {
+            assert_eq!(http_date(t), http_date_formatted(t), "{t}");
+        }
+    }
+
+    /// The lines as `write!` wrote them before `push_contact_lines`.
+    fn contact_lines_formatted(bindings: &[Binding], now_unix: u64) -> String {
+        let mut out = String::new();
+        for b in targets(bindings, now_unix) {
+            let _ = write!(
+                out,
+                "Contact: <{}>;expires={}",
+                b.contact,
+                b.remaining(now_unix)
+            );
+            if let Some(q) = b.q {
+                out.push_str(";q=");
+                format_q(q, &mut out);
+            }
+            if let Some(instance) = &b.instance {
+                let _ = write!(out, ";+sip.instance=\"{instance}\"");
+            }
+            if let Some(reg_id) = b.reg_id {
+                let _ = write!(out, ";reg-id={reg_id}");
+            }
+            out.push_str("\r\n");
+        }
+        out
+    }
+
+    #[test]
+    fn contact_lines_as_formatted() {
+        let received = Received {
+            transport: crate::transport::Transport::Udp,
+            addr: "192.0.2.1:5060".parse().unwrap(),
+        };
+        let binding = |contact: &str, expires_at, q, instance: Option<&str>, reg_id| Binding {
+            contact: contact.into(),
+            expires_at,
+            q,
+            call_id: "c".into(),
+            cseq: 1,
+            instance: instance.map(str::to_owned),
+            reg_id,
+            path: Vec::new(),
+            received,
+            user_agent: None,
+            registered_at: 5,
+        };
+        let bindings = [
+            binding("sip:a@h", 3_600, None, None, None),
+            binding("sip:b@h;transport=tcp", 100, Some(500), None, None),
+            binding(
+                "sip:c@h",
+                4_000_000_000,
+                Some(1000),
+                Some("<urn:uuid:1>"),
+                Some(2),
+            ),
+            binding("sip:d@h", 10, Some(0), Some("<urn:uuid:2>"), Some(u32::MAX)),
+            binding("sip:gone@h", 9, None, None, None),
+        ];
+        for now in [0, 9, 10, 99, 3_599] {
+            for n in 0..=bindings.len() {
+                assert_eq!(
+                    contact_lines(&bindings[..n], now),
+                    contact_lines_formatted(&bindings[..n], now)
+                );
+            }
+        }
     }
 
     #[test]

@@ -88,6 +88,17 @@ pub trait Store: Send + Sync {
         now: u64,
         config: &Config,
     ) -> Result<Result<Vec<Binding>, Refusal>, StoreError>;
+    /// [`Store::register`], handing the bindings now registered to `then`
+    /// instead of returning them (a store may then skip copying them).
+    fn register_with(
+        &self,
+        req: &RegisterRequest,
+        now: u64,
+        config: &Config,
+        then: &mut dyn FnMut(&[Binding]),
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        Ok(self.register(req, now, config)?.map(|b| then(&b)))
+    }
 }
 
 /// A boxed future of a store operation (dyn-compatible, `Send`).
@@ -209,14 +220,46 @@ impl MemoryStore {
         aor: &str,
         f: impl FnOnce(&[Binding]) -> Result<Vec<Binding>, Refusal>,
     ) -> Result<Result<Vec<Binding>, Refusal>, StoreError> {
+        self.update_with(aor, f, <[Binding]>::to_vec)
+    }
+
+    /// [`MemoryStore::update`], giving `then` the new bindings (still
+    /// under the AoR's lock) instead of a copy of them: what `then`
+    /// returns, or the refusal of `f`.
+    pub fn update_with<R>(
+        &self,
+        aor: &str,
+        f: impl FnOnce(&[Binding]) -> Result<Vec<Binding>, Refusal>,
+        then: impl FnOnce(&[Binding]) -> R,
+    ) -> Result<Result<R, Refusal>, StoreError> {
         let mut map = lock(self.shard(aor));
-        let current = map.get(aor).map_or(&[][..], Vec::as_slice);
-        let next = match f(current) {
+        // One lookup for an AoR stored, one more to insert a new one.
+        if let Some(slot) = map.get_mut(aor) {
+            let next = match f(slot) {
+                Ok(next) => next,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let out = then(&next);
+            adjust(&self.contacts, next.len(), slot.len());
+            if next.is_empty() {
+                map.remove(aor);
+                adjust(&self.aors, 0, 1);
+            } else {
+                *slot = next;
+            }
+            return Ok(Ok(out));
+        }
+        let next = match f(&[]) {
             Ok(next) => next,
             Err(refusal) => return Ok(Err(refusal)),
         };
-        self.replace(&mut map, aor, next.clone());
-        Ok(Ok(next))
+        let out = then(&next);
+        if !next.is_empty() {
+            adjust(&self.contacts, next.len(), 0);
+            adjust(&self.aors, 1, 0);
+            map.insert(aor.to_owned(), next);
+        }
+        Ok(Ok(out))
     }
 }
 
@@ -271,6 +314,16 @@ impl Store for MemoryStore {
         config: &Config,
     ) -> Result<Result<Vec<Binding>, Refusal>, StoreError> {
         self.update(&req.aor, |current| apply(current, req, now, config))
+    }
+
+    fn register_with(
+        &self,
+        req: &RegisterRequest,
+        now: u64,
+        config: &Config,
+        then: &mut dyn FnMut(&[Binding]),
+    ) -> Result<Result<(), Refusal>, StoreError> {
+        self.update_with(&req.aor, |current| apply(current, req, now, config), then)
     }
 }
 
