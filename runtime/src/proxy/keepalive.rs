@@ -19,7 +19,6 @@
 //! REGISTER).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -212,24 +211,10 @@ fn ping(
         return None;
     }
     let branch = make_branch(identity, seq);
-    let (host, port) = (&listener.host, listener.port);
-    let mut s = String::with_capacity(400);
-    let _ = write!(
-        s,
-        "OPTIONS {contact} SIP/2.0\r\n\
-         {via}{branch}\r\n\
-         Max-Forwards: 70\r\n\
-         From: <sip:sipforge@{host}:{port}>;tag=sfk{seq:x}\r\n\
-         To: <{contact}>\r\n\
-         Call-ID: {branch}@{host}\r\n\
-         CSeq: {seq} OPTIONS\r\n\
-         User-Agent: sipforge\r\n\
-         Content-Length: 0\r\n\r\n",
-        via = listener.via_prefix,
-    );
+    let bytes = super::probe::options_request(listener, contact, &branch, "sfk", seq);
     Some(Outgoing {
         socket,
         to: NextHop::Addr(to),
-        bytes: Payload::Owned(s.into_bytes()),
+        bytes: Payload::Owned(bytes),
     })
 }

@@ -269,6 +269,20 @@ fn options(
 ) -> Option<(Vec<u8>, String)> {
     let listener = identity.listener(socket)?;
     let branch = make_branch(identity, id, seq);
+    let bytes = options_request(listener, uri, &branch, "sfp", seq);
+    Some((bytes, branch))
+}
+
+/// An OPTIONS of ours to `uri` from `listener` (health probes and NAT
+/// keep-alives): Via branch `branch`, From tag `tag` + `seq` in hex,
+/// Call-ID made of the branch. `uri` must hold no CR or LF.
+pub(super) fn options_request(
+    listener: &super::Listener,
+    uri: &str,
+    branch: &str,
+    tag: &str,
+    seq: u32,
+) -> Vec<u8> {
     let (host, port) = (&listener.host, listener.port);
     let mut s = String::with_capacity(400);
     let _ = write!(
@@ -276,7 +290,7 @@ fn options(
         "OPTIONS {uri} SIP/2.0\r\n\
          {via}{branch}\r\n\
          Max-Forwards: 70\r\n\
-         From: <sip:sipforge@{host}:{port}>;tag=sfp{seq:x}\r\n\
+         From: <sip:sipforge@{host}:{port}>;tag={tag}{seq:x}\r\n\
          To: <{uri}>\r\n\
          Call-ID: {branch}@{host}\r\n\
          CSeq: {seq} OPTIONS\r\n\
@@ -284,7 +298,7 @@ fn options(
          Content-Length: 0\r\n\r\n",
         via = listener.via_prefix,
     );
-    Some((s.into_bytes(), branch))
+    s.into_bytes()
 }
 
 #[cfg(test)]
