@@ -57,7 +57,7 @@ use tokio::task::JoinSet;
 
 use crate::api::Routes;
 use crate::proxy::{
-    Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing, Payload,
+    Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing, Payload, Touched,
 };
 use crate::target::NextHop;
 use crate::transport::{ListenAddr, Transport};
@@ -933,15 +933,17 @@ fn handle_at(
     asker::take_asks(shared);
 }
 
-/// A message for `to` that could not be sent from entry `index`: the
-/// core decides what it means (see [`Core::unsent`]); send what it sends.
-fn unsent(shared: &Shared, index: usize, bytes: &[u8], to: SocketAddr) {
+/// Hand the core something besides a received message (`f`), then send
+/// what it sent and carry out what it asked. A panic inside loses only
+/// that one thing, logged as `what`.
+fn guarded(
+    shared: &Shared,
+    what: std::fmt::Arguments<'_>,
+    f: impl FnOnce(&Core, &mut Vec<Outgoing>) -> Option<Touched>,
+) {
     let mut out = Vec::new();
-    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        shared
-            .core()
-            .unsent(Instant::now(), bytes, to, index, &mut out)
-    }));
+    let handled =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(shared.core(), &mut out)));
     match handled {
         Ok(touched) => {
             if let Some(t) = touched {
@@ -952,33 +954,29 @@ fn unsent(shared: &Shared, index: usize, bytes: &[u8], to: SocketAddr) {
             }
             asker::take_asks(shared);
         }
-        Err(_) => tracing::error!(%to, "internal error while handling an unsent message"),
+        Err(_) => tracing::error!("internal error while {what}: dropped"),
     }
+}
+
+/// A message for `to` that could not be sent from entry `index`: the
+/// core decides what it means (see [`Core::unsent`]); send what it sends.
+fn unsent(shared: &Shared, index: usize, bytes: &[u8], to: SocketAddr) {
+    guarded(
+        shared,
+        format_args!("handling a message unsent to {to}"),
+        |core, out| core.unsent(Instant::now(), bytes, to, index, out),
+    );
 }
 
 /// A message sent to a name before it was looked up, whose first target
 /// is over `transport`, not over entry `socket`'s: the core moves it (see
 /// [`Core::retarget`]); send what it sends.
 fn retarget(shared: &Shared, bytes: &[u8], socket: usize, transport: Transport, to: &NextHop) {
-    let mut out = Vec::new();
-    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        shared
-            .core()
-            .retarget(Instant::now(), bytes, socket, transport, to, &mut out)
-    }));
-    match handled {
-        Ok(touched) => {
-            if let Some(t) = touched {
-                shared.timer_hint(t.lane, t.next_deadline);
-            }
-            for outgoing in out.drain(..) {
-                send(shared, outgoing);
-            }
-        }
-        Err(_) => {
-            tracing::error!(%to, "internal error while moving a message to another transport")
-        }
-    }
+    guarded(
+        shared,
+        format_args!("moving a message for {to} to another transport"),
+        |core, out| core.retarget(Instant::now(), bytes, socket, transport, to, out),
+    );
 }
 
 /// When the timer task will wake next, rounded up to a grid of T1/50

@@ -70,7 +70,9 @@ impl<'a> Ctx<'a> {
             Some(Ok(new_sdp)) => {
                 let body = spliced_body(self.msg.body(), self.msg.body_start(), sdp, new_sdp);
                 self.edits.body = Some(body);
-                if self.section == Section::Request && initial_invite(self.msg) {
+                if self.section == Section::Request
+                    && manage::initial_invite(self.msg, &manage::Context::default())
+                {
                     // Kept for the forks: each gets this offer again with
                     // its own via-branch (the SDP as received).
                     self.edits.media_offer = Some(Box::new(ask));
@@ -156,11 +158,6 @@ impl<'a> Ctx<'a> {
         };
         Ok(Some((ask, decision.sdp)))
     }
-}
-
-/// Whether a request is an initial INVITE (no To tag).
-fn initial_invite(msg: &crate::sip::Message<'_>) -> bool {
-    msg.method() == Some("INVITE") && msg.to().is_some_and(|t| t.tag.is_none())
 }
 
 /// The body with `new_sdp` in place of the SDP at `sdp` (the whole body,

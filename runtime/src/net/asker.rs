@@ -110,24 +110,9 @@ async fn carry(shared: Arc<Shared>, servers: Servers, ask: Ask) {
         // A question nobody waits for (an rtpengine delete).
         return;
     }
-    let mut out = Vec::new();
-    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        shared
-            .core()
-            .answer(Instant::now(), ask.id, answer, &mut out)
-    }));
-    match answered {
-        Ok(touched) => {
-            if let Some(t) = touched {
-                shared.timer_hint(t.lane, t.next_deadline);
-            }
-            for outgoing in out.drain(..) {
-                super::send(&shared, outgoing);
-            }
-            take_asks(&shared);
-        }
-        Err(_) => tracing::error!("internal error while resuming a request: dropped"),
-    }
+    super::guarded(&shared, format_args!("resuming a request"), |core, out| {
+        core.answer(Instant::now(), ask.id, answer, out)
+    });
 }
 
 /// Ask the location store a [`Query::Bindings`] or [`Query::Save`].

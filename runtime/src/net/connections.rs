@@ -145,7 +145,6 @@ impl Direct {
                 Err(e) => return Err(e),
             }
         }
-        self.activity.touch();
         let mut pending = self.pending();
         *pending = pending.saturating_sub(1);
         Ok(())

@@ -416,28 +416,21 @@ impl Streams {
         let (read, write) = stream.halves();
         let activity = Arc::new(Activity::new());
         let limits = self.table.limits;
-        let (mut writer, direct) = match write {
-            Writing::Async(write) => {
-                let writer = tokio::spawn(write_loop(
-                    write,
-                    queued,
-                    Arc::clone(&activity),
-                    limits.write_timeout,
-                ));
-                (writer, None)
-            }
+        let (write, direct) = match write {
+            Writing::Async(write) => (Writer::Stream(write), None),
             Writing::Direct(half) => {
                 let direct = Arc::new(Direct::new(half, Arc::clone(&activity)));
                 self.table
                     .attach_direct(key, id, Arc::clone(&direct), &queue);
-                let writer = tokio::spawn(direct_write_loop(
-                    Arc::clone(&direct),
-                    queued,
-                    limits.write_timeout,
-                ));
-                (writer, Some(direct))
+                (Writer::Direct(Arc::clone(&direct)), Some(direct))
             }
         };
+        let mut writer = tokio::spawn(write_loop(
+            write,
+            queued,
+            Arc::clone(&activity),
+            limits.write_timeout,
+        ));
         let reason = {
             let mut reader = Reader {
                 shared: &shared,
@@ -501,6 +494,12 @@ enum Writing<W> {
     Direct(tokio::net::tcp::OwnedWriteHalf),
 }
 
+/// What a connection's writer task writes the queued messages with.
+enum Writer<W> {
+    Stream(W),
+    Direct(Arc<Direct>),
+}
+
 impl Stream for TcpStream {
     type Read = tokio::net::tcp::OwnedReadHalf;
     type Write = tokio::net::tcp::OwnedWriteHalf;
@@ -561,16 +560,21 @@ async fn open_from(from: Option<SocketAddr>, to: SocketAddr) -> io::Result<TcpSt
 /// Write what is queued for a connection until the queue closes or a
 /// write fails or takes longer than `timeout`.
 async fn write_loop<W: AsyncWrite + Unpin>(
-    mut write: W,
+    mut write: Writer<W>,
     mut queued: mpsc::Receiver<Payload>,
     activity: Arc<Activity>,
     timeout: Duration,
 ) {
     while let Some(bytes) = queued.recv().await {
-        // A TLS stream buffers what is written until flushed.
         let written = async {
-            write.write_all(bytes.as_ref()).await?;
-            write.flush().await
+            match &mut write {
+                // A TLS stream buffers what is written until flushed.
+                Writer::Stream(w) => {
+                    w.write_all(bytes.as_ref()).await?;
+                    w.flush().await
+                }
+                Writer::Direct(direct) => direct.write_queued(bytes.as_ref()).await,
+            }
         };
         match tokio::time::timeout(timeout, written).await {
             Ok(Ok(())) => activity.touch(),
@@ -584,30 +588,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
     }
-    let _ = write.shutdown().await;
-}
-
-/// [`write_loop`] for a connection senders also write to directly: the
-/// messages they could not write at once, in order.
-async fn direct_write_loop(
-    direct: Arc<Direct>,
-    mut queued: mpsc::Receiver<Payload>,
-    timeout: Duration,
-) {
-    while let Some(bytes) = queued.recv().await {
-        match tokio::time::timeout(timeout, direct.write_queued(bytes.as_ref())).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!("stream write failed: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("stream write timed out: the peer does not read");
-                return;
-            }
-        }
+    // A direct half shuts down when its last handle is dropped.
+    if let Writer::Stream(mut w) = write {
+        let _ = w.shutdown().await;
     }
-    // Dropping the last handle of the write half shuts it down.
 }
 
 /// The reading side of one connection.

@@ -48,7 +48,6 @@ pub(super) fn for_branch(
     now: Instant,
     held: HeldReply,
     shard: usize,
-    request: &Arc<[u8]>,
     source: SocketAddr,
     socket: usize,
     edits: &Edits,
@@ -71,7 +70,8 @@ pub(super) fn for_branch(
         now,
         env.unix_time(now),
         None,
-        request.to_vec(),
+        // The transaction keeps the request; the wait needs no copy.
+        Vec::new(),
         source,
         socket,
         Memo::default(),

@@ -1367,7 +1367,6 @@ fn add_branch(
         now,
         HeldReply { id, index },
         usize::from(txn.shard),
-        &txn.request,
         txn.source,
         txn.socket,
         edits,

@@ -420,6 +420,15 @@ pub(super) fn resume(
     out: &mut Vec<Outgoing>,
 ) -> Option<Touched> {
     let w = core.suspended.as_ref()?.take(id)?;
+    if let Resume::Fork { held, shard } = w.resume {
+        // A fork waits in its transaction: nothing of the request was kept.
+        let shard = shard % core.shards.len();
+        let answer = media_answer(answer);
+        let ((), t) = core.with_shard(shard, |s, env| {
+            s.resume_fork(env, now, id, held, answer, out)
+        });
+        return Some(t);
+    }
     let msg = match Message::parse(&w.datagram) {
         Ok(msg) => msg,
         // It parsed when it arrived: cannot happen.
@@ -460,22 +469,10 @@ pub(super) fn resume(
                 replay,
             );
         }
-        Resume::Fork { held, shard } => {
-            let result = match answer {
-                Answer::Media(result) => result,
-                _ => Err("a store answer to an rtpengine question".to_string()),
-            };
-            let shard = shard % core.shards.len();
-            let ((), t) = core.with_shard(shard, |s, env| {
-                s.resume_fork(env, now, id, held, result, out)
-            });
-            touched = Some(t);
-        }
+        // Handled above.
+        Resume::Fork { .. } => {}
         Resume::MediaRoute | Resume::Reply { .. } => {
-            memo.media.push(match answer {
-                Answer::Media(result) => result,
-                _ => Err("a store answer to an rtpengine question".to_string()),
-            });
+            memo.media.push(media_answer(answer));
             let replay = Some((&memo, w.rounds));
             match w.resume {
                 Resume::Reply {
@@ -514,6 +511,15 @@ pub(super) fn resume(
         }
     }
     touched
+}
+
+/// rtpengine's answer to a media question (another kind of answer to it
+/// is an error).
+fn media_answer(answer: Answer) -> Result<Vec<u8>, String> {
+    match answer {
+        Answer::Media(result) => result,
+        _ => Err("a store answer to an rtpengine question".to_string()),
+    }
 }
 
 /// Where our own replies to a request go: its source, over its socket.

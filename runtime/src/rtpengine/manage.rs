@@ -208,7 +208,7 @@ pub fn decide<'a>(msg: &Message<'a>, ctx: &Context<'a>) -> Result<Option<Decisio
 }
 
 /// Whether the message is an initial INVITE or a response to one.
-fn initial_invite(msg: &Message<'_>, ctx: &Context<'_>) -> bool {
+pub(crate) fn initial_invite(msg: &Message<'_>, ctx: &Context<'_>) -> bool {
     if msg.is_request() {
         msg.method() == Some("INVITE") && msg.to().is_some_and(|t| t.tag.is_none())
     } else {
