@@ -1,15 +1,16 @@
 //! The I/O layer: owns the UDP sockets, feeds received datagrams to the
 //! sans-IO core and sends what it returns.
 //!
-//! Each socket has `workers` receive threads that all block in
-//! `recvfrom(2)` on it, handle the datagram and send the results with
-//! blocking `sendto(2)` (the way Kamailio's UDP workers do): per message
-//! that is two system calls and one wake-up, where a readiness loop adds an
-//! `EAGAIN` read and an `epoll_wait`. The kernel hands each datagram to one
-//! waiting thread, so even a single peer (one carrier or SBC sending
-//! everything from one IP:port, which `SO_REUSEPORT` would pin to one
-//! socket) is spread over every worker. The core takes no process-wide
-//! lock (see [`crate::proxy::Core`]).
+//! Each UDP socket has `workers` receive threads ([`udp`]): one, the
+//! lead, blocks in `recvfrom(2)`, handles the datagram and sends the
+//! results with blocking `sendto(2)` (per message two system calls and one
+//! wake-up, where a readiness loop adds an `EAGAIN` read and an
+//! `epoll_wait`); the others sleep until the lead meets a backlog and
+//! calls them, so under load even a single peer (one carrier or SBC
+//! sending everything from one IP:port, which `SO_REUSEPORT` would pin to
+//! one socket) is spread over every worker, and under light load a message
+//! costs no wake-up of another core. The core takes no process-wide lock
+//! (see [`crate::proxy::Core`]).
 //!
 //! Timer threads (one per worker, at most one per lane) drive the core's
 //! timer lanes (a transaction shard each, and the probes): each sleeps until
@@ -43,6 +44,7 @@ mod sibling;
 mod takeover;
 mod tcp;
 pub mod tls;
+mod udp;
 mod ws;
 
 use std::io;
@@ -64,16 +66,6 @@ use crate::transport::{ListenAddr, Transport};
 
 /// Largest datagram accepted (RFC 3261 §18.1.1: up to 65,535 bytes).
 const MAX_DATAGRAM: usize = 65_535;
-/// Socket buffers: the 208 KiB default drops bursts at a few thousand cps.
-const SOCKET_BUFFER: usize = 4 << 20;
-/// How long a receive thread blocks without traffic before it writes its
-/// buffered log lines and looks whether the server stops.
-const IDLE: Duration = Duration::from_millis(25);
-/// Under steady traffic, buffered log lines are written at least this often.
-const FLUSH_EVERY: Duration = Duration::from_millis(20);
-/// A send that cannot complete in this time (a full socket buffer) is dropped,
-/// as the network would drop it: no thread ever hangs on a send.
-const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// How to run the proxy.
 #[derive(Debug, Clone)]
@@ -357,7 +349,7 @@ impl Server {
         });
         // The threads end by themselves (each sweep is bounded); this only
         // keeps a stuck one from holding the exit.
-        let _ = tokio::time::timeout(handover::TIME_LIMIT + IDLE, joined).await;
+        let _ = tokio::time::timeout(handover::TIME_LIMIT + udp::IDLE, joined).await;
         let ended = tokio::time::timeout(handover::TIME_LIMIT, async {
             while self.tasks.join_next().await.is_some() {}
         })
@@ -378,7 +370,7 @@ impl Server {
 
 impl Drop for Server {
     /// A server dropped without [`Server::shutdown`] still stops its
-    /// threads (within [`IDLE`] plus the hand-over).
+    /// threads (within [`udp::IDLE`] plus the hand-over).
     fn drop(&mut self) {
         self.signal_stop();
         self.streams.stop();
@@ -596,17 +588,20 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         if shared.sockets.udp(index).is_none() {
             continue;
         }
+        let crew = udp::Crew::new();
         for w in 0..workers {
             let for_thread = Arc::clone(&shared);
-            let worker = Worker {
+            let worker = udp::Worker {
                 socket: index,
                 id: index * workers + w,
-                sweeps: w == 0,
+                crew: Arc::clone(&crew),
             };
-            spawn(
-                format!("sf-udp{index}-w{w}"),
-                Box::new(move || receive_thread(worker, for_thread)),
-            )?;
+            let receive: Box<dyn FnOnce() + Send> = if w == 0 {
+                Box::new(move || udp::lead(worker, for_thread))
+            } else {
+                Box::new(move || udp::member(worker, for_thread))
+            };
+            spawn(format!("sf-udp{index}-w{w}"), receive)?;
         }
     }
     for t in 0..timer_threads {
@@ -772,7 +767,7 @@ fn bind_listen(addr: SocketAddr, takeover: bool) -> io::Result<(UdpSocket, bool)
     if held && !takeover {
         return Err(takeover::in_use(addr));
     }
-    let socket = bind_udp(addr).map_err(|e| takeover::naming(addr, e))?;
+    let socket = udp::bind(addr).map_err(|e| takeover::naming(addr, e))?;
     Ok((socket, held))
 }
 
@@ -809,79 +804,6 @@ fn on_takeover_request(shared: &Shared, request: &[u8]) {
         }
         None => tracing::debug!("a takeover request for ports that are not ours: ignored"),
     }
-}
-
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // SO_REUSEPORT lets a new binary start beside the old one during a
-    // rollout (`--takeover`; without it, `bind_listen` refuses a held port).
-    socket.set_reuse_port(true)?;
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_read_timeout(Some(IDLE))?;
-    socket.set_write_timeout(Some(SEND_TIMEOUT))?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
-}
-
-/// One receive thread: the socket it reads, its number among all workers
-/// (the `worker` label of its metric), and whether it is the one that
-/// hands the socket over when the server stops.
-#[derive(Clone, Copy)]
-struct Worker {
-    socket: usize,
-    id: usize,
-    sweeps: bool,
-}
-
-/// A receive thread of socket `worker.socket`: blocks for a datagram,
-/// handles it, sends the results; writes its log lines in batches (when
-/// idle, and at least every [`FLUSH_EVERY`]).
-fn receive_thread(worker: Worker, shared: Arc<Shared>) {
-    let index = worker.socket;
-    let Some(socket) = shared.sockets.udp(index).cloned() else {
-        return;
-    };
-    let messages = crate::metrics::worker_counter(worker.id);
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out: Vec<Outgoing> = Vec::with_capacity(4);
-    crate::logbuf::batch();
-    let mut flushed = Instant::now();
-    while !shared.stopping.load(Ordering::Relaxed) {
-        let (len, source) = match socket.recv_from(&mut buf) {
-            Ok(received) => received,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                crate::logbuf::flush();
-                flushed = Instant::now();
-                continue;
-            }
-            Err(e) => {
-                // ICMP errors from earlier sends surface here.
-                tracing::debug!("receive error on {:?}: {e}", socket.local_addr());
-                continue;
-            }
-        };
-        messages.inc();
-        if sibling::pass_on(&shared, index, &buf[..len], source) {
-            continue;
-        }
-        let now = Instant::now();
-        handle_guarded(&shared, now, index, &buf[..len], source, &mut out);
-        if now.duration_since(flushed) >= FLUSH_EVERY {
-            crate::logbuf::flush();
-            flushed = now;
-        }
-    }
-    if worker.sweeps {
-        handover::sweep(index, &shared, &mut buf, &mut out);
-    }
-    crate::logbuf::flush();
 }
 
 /// Handle one datagram and send what the core returns.

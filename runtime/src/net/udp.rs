@@ -1,0 +1,292 @@
+//! UDP: binding a listening socket, and the threads that receive on it.
+//!
+//! Each UDP socket has `workers` receive threads. They do not all block
+//! on the socket (the kernel would then wake them in turn, one per
+//! datagram, and every message would cost a wake-up on another core and
+//! its transaction's memory moving there). One thread, the lead, always
+//! receives. The others, its crew, sleep until the lead finds a datagram
+//! already waiting when it comes back for the next one: then there is a
+//! backlog, and one crew member is called. A called member takes datagrams
+//! without blocking until the socket is empty and goes back to sleep.
+//! Under light load the lead handles everything on one core; under load
+//! every worker receives, whatever the source address (a single carrier
+//! sending from one IP:port is spread too, which SO_REUSEPORT would not
+//! do). The crew only speeds things up: the lead never stops receiving, so
+//! a missed call loses nothing.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::{MAX_DATAGRAM, Shared, handle_guarded, handover, sibling};
+use crate::proxy::Outgoing;
+
+/// Socket buffers: the 208 KiB default drops bursts at a few thousand cps.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// How long a receive thread waits without traffic before it writes its
+/// buffered log lines and looks whether the server stops.
+pub(super) const IDLE: Duration = Duration::from_millis(25);
+/// Under steady traffic, buffered log lines are written at least this often.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// Datagrams the lead must find waiting in a row before it calls a crew
+/// member: a pair sent together (a 180 and a 200, an ACK and a BYE) is no
+/// backlog, and a member woken for it would find nothing left.
+const BACKLOG: u32 = 3;
+/// A blocking receive that returns sooner than this found its datagram
+/// already queued (a thread put to sleep and woken takes longer): asking
+/// the clock twice costs less than a second, non-blocking receive would.
+const ALREADY_THERE: Duration = Duration::from_micros(10);
+/// A send that cannot complete in this time (a full socket buffer) is dropped,
+/// as the network would drop it: no thread ever hangs on a send.
+const SEND_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Bind a UDP listening socket at `addr`, shared with other processes
+/// (SO_REUSEPORT) for rollouts.
+pub(super) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // SO_REUSEPORT lets a new binary start beside the old one during a
+    // rollout (`--takeover`; without it, `bind_listen` refuses a held port).
+    socket.set_reuse_port(true)?;
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_read_timeout(Some(IDLE))?;
+    socket.set_write_timeout(Some(SEND_TIMEOUT))?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// One receive thread: the socket it reads, its number among all workers
+/// (the `worker` label of its metric), and the crew of its socket.
+pub(super) struct Worker {
+    pub socket: usize,
+    pub id: usize,
+    pub crew: Arc<Crew>,
+}
+
+/// The sleeping workers of one socket, and the calls waiting for them.
+pub(super) struct Crew {
+    /// How many members sleep now (read without the lock by the caller).
+    sleeping: AtomicUsize,
+    /// Calls not yet taken (never more than the sleepers).
+    calls: Mutex<usize>,
+    woken: Condvar,
+}
+
+impl Crew {
+    /// The crew of one socket (empty until its members go to sleep).
+    pub(super) fn new() -> Arc<Crew> {
+        Arc::new(Crew {
+            sleeping: AtomicUsize::new(0),
+            calls: Mutex::new(0),
+            woken: Condvar::new(),
+        })
+    }
+
+    /// There is a backlog: wake one sleeping member, if any sleeps.
+    fn call(&self) {
+        if self.sleeping.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        if *calls < self.sleeping.load(Ordering::Relaxed) {
+            *calls += 1;
+            self.woken.notify_one();
+        }
+    }
+
+    /// Sleep until called (true) or `timeout` passed (false).
+    fn sleep(&self, timeout: Duration) -> bool {
+        let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        self.sleeping.fetch_add(1, Ordering::Relaxed);
+        if *calls == 0 {
+            calls = self
+                .woken
+                .wait_timeout_while(calls, timeout, |c| *c == 0)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        self.sleeping.fetch_sub(1, Ordering::Relaxed);
+        if *calls > 0 {
+            *calls -= 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What one receive thread keeps between datagrams.
+struct Receiver {
+    socket: Arc<UdpSocket>,
+    buf: Vec<u8>,
+    out: Vec<Outgoing>,
+    messages: prometheus_client::metrics::counter::Counter,
+    flushed: Instant,
+}
+
+impl Receiver {
+    fn new(shared: &Shared, worker: &Worker) -> Option<Receiver> {
+        Some(Receiver {
+            socket: shared.sockets.udp(worker.socket).cloned()?,
+            buf: vec![0u8; MAX_DATAGRAM],
+            out: Vec::with_capacity(4),
+            messages: crate::metrics::worker_counter(worker.id),
+            flushed: Instant::now(),
+        })
+    }
+
+    /// Take a datagram only if one waits.
+    fn take_waiting(&mut self) -> io::Result<(usize, SocketAddr)> {
+        // SAFETY: initialised bytes may be viewed as possibly uninitialised
+        // ones; the kernel only writes bytes into them.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.buf.as_mut_ptr().cast::<MaybeUninit<u8>>(),
+                self.buf.len(),
+            )
+        };
+        let (len, from) = socket2::SockRef::from(&*self.socket)
+            .recv_from_with_flags(buf, libc::MSG_DONTWAIT)?;
+        let source = from
+            .as_socket()
+            .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
+        Ok((len, source))
+    }
+
+    /// Handle the datagram in the buffer; write the logs when due.
+    fn handle(
+        &mut self,
+        shared: &Shared,
+        now: Instant,
+        index: usize,
+        len: usize,
+        source: SocketAddr,
+    ) {
+        self.messages.inc();
+        let datagram = &self.buf[..len];
+        if sibling::pass_on(shared, index, datagram, source) {
+            return;
+        }
+        handle_guarded(shared, now, index, datagram, source, &mut self.out);
+        if now.duration_since(self.flushed) >= FLUSH_EVERY {
+            self.flush(now);
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        crate::logbuf::flush();
+        self.flushed = now;
+    }
+}
+
+/// Whether a receive error only means "nothing came".
+fn nothing_came(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The lead of socket `worker.socket`: blocks for a datagram, calling a
+/// crew member when [`BACKLOG`] of them in a row were already there (see
+/// [`ALREADY_THERE`]); hands the socket over
+/// when the server stops.
+pub(super) fn lead(worker: Worker, shared: Arc<Shared>) {
+    let index = worker.socket;
+    let Some(mut rx) = Receiver::new(&shared, &worker) else {
+        return;
+    };
+    let crew = worker.crew;
+    crate::logbuf::batch();
+    // Datagrams found waiting in a row.
+    let mut streak = 0u32;
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let asked = Instant::now();
+        match rx.socket.recv_from(&mut rx.buf) {
+            Ok((len, source)) => {
+                let now = Instant::now();
+                if now.duration_since(asked) < ALREADY_THERE {
+                    streak += 1;
+                    if streak >= BACKLOG {
+                        crew.call();
+                        streak = 0;
+                    }
+                } else {
+                    streak = 0;
+                }
+                rx.handle(&shared, now, index, len, source);
+            }
+            Err(e) if nothing_came(&e) => rx.flush(Instant::now()),
+            // ICMP errors from earlier sends surface here.
+            Err(e) => tracing::debug!("receive error on {:?}: {e}", rx.socket.local_addr()),
+        }
+    }
+    handover::sweep(index, &shared, &mut rx.buf, &mut rx.out);
+    crate::logbuf::flush();
+}
+
+/// A crew member of socket `worker.socket`: sleeps until called, then
+/// takes the waiting datagrams until none is left.
+pub(super) fn member(worker: Worker, shared: Arc<Shared>) {
+    let index = worker.socket;
+    let Some(mut rx) = Receiver::new(&shared, &worker) else {
+        return;
+    };
+    let crew = worker.crew;
+    crate::logbuf::batch();
+    while !shared.stopping.load(Ordering::Relaxed) {
+        if !crew.sleep(IDLE) {
+            rx.flush(Instant::now());
+            continue;
+        }
+        let mut streak = 0u32;
+        loop {
+            match rx.take_waiting() {
+                Ok((len, source)) => {
+                    streak += 1;
+                    if streak >= BACKLOG {
+                        crew.call();
+                        streak = 0;
+                    }
+                    rx.handle(&shared, Instant::now(), index, len, source);
+                }
+                Err(e) if nothing_came(&e) => break,
+                Err(e) => {
+                    tracing::debug!("receive error on {:?}: {e}", rx.socket.local_addr());
+                }
+            }
+        }
+    }
+    crate::logbuf::flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_wakes_a_sleeper_and_is_taken_once() {
+        let crew = Crew::new();
+        let sleeper = {
+            let crew = Arc::clone(&crew);
+            std::thread::spawn(move || crew.sleep(Duration::from_secs(10)))
+        };
+        while crew.sleeping.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        crew.call();
+        assert!(sleeper.join().unwrap(), "the sleeper was called");
+        assert!(!crew.sleep(Duration::from_millis(1)), "the call was taken");
+    }
+
+    #[test]
+    fn a_call_with_nobody_asleep_is_not_kept() {
+        let crew = Crew::new();
+        crew.call();
+        assert!(!crew.sleep(Duration::from_millis(1)));
+    }
+}
