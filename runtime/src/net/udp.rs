@@ -149,8 +149,8 @@ impl Receiver {
                 self.buf.len(),
             )
         };
-        let (len, from) = socket2::SockRef::from(&*self.socket)
-            .recv_from_with_flags(buf, libc::MSG_DONTWAIT)?;
+        let (len, from) =
+            socket2::SockRef::from(&*self.socket).recv_from_with_flags(buf, libc::MSG_DONTWAIT)?;
         let source = from
             .as_socket()
             .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
