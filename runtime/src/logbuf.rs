@@ -1,45 +1,166 @@
-//! Log output without a writer thread: each thread formats its lines into
-//! a buffer of its own and writes them to stderr itself.
+//! Log output without a writer thread in the way: each thread formats
+//! its lines into a buffer of its own and hands them over to be written.
 //!
 //! A thread that handles messages in bursts (the UDP socket loops, the
-//! stream runtime's workers) marks itself with [`batch`] and calls
-//! [`flush`] when it runs out of work (a worker when it parks), so
-//! a burst of log lines costs one write(2) and no cross-thread wake-up;
-//! every other thread writes each line at once, like Kamailio's xlog to
-//! stderr. A full buffer is written whatever the mode, so memory stays
-//! bounded.
+//! stream runtime's workers) marks itself with [`batch`]. The UDP loops
+//! call [`flush`] every few milliseconds and when idle; a stream worker
+//! calls [`flush_when_due`] each time it parks, which writes only when the
+//! oldest line handed over has waited [`FLUSH_EVERY`] and otherwise leaves
+//! the lines to the `sf-log` thread, which writes them when they are due.
+//! So a burst of log lines costs one write(2), a worker that parks after
+//! every message does not write each time, and no line waits much longer
+//! than [`FLUSH_EVERY`]. Every other thread writes each line at once, like
+//! Kamailio's xlog to stderr. A full buffer is written whatever the mode,
+//! so memory stays bounded. Lines are written in the order they were
+//! handed over, so one thread's lines stay in order.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
 /// Buffered bytes after which a batching thread writes anyway.
 const FLUSH_AT: usize = 32 * 1024;
+/// The longest a line handed over by [`flush_when_due`] waits.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
     static BATCHING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Mark the current thread as one that calls [`flush`] when idle.
+/// Lines handed over and not yet written, and since when the oldest waits.
+struct Pending {
+    bytes: Vec<u8>,
+    since: Option<Instant>,
+}
+
+impl Pending {
+    fn write(&mut self) {
+        if !self.bytes.is_empty() {
+            // Logging must never take the proxy down: a failed write is lost.
+            let _ = io::stderr().lock().write_all(&self.bytes);
+            self.bytes.clear();
+        }
+        self.since = None;
+    }
+}
+
+static PENDING: Mutex<Pending> = Mutex::new(Pending {
+    bytes: Vec::new(),
+    since: None,
+});
+/// Whether the `sf-log` thread has lines to wait for.
+static ARMED: AtomicBool = AtomicBool::new(false);
+/// The `sf-log` thread (None: it could not be started).
+static WRITER: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
+
+fn pending() -> std::sync::MutexGuard<'static, Pending> {
+    PENDING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Mark the current thread as one that calls [`flush`] or
+/// [`flush_when_due`] when idle.
 pub fn batch() {
     BATCHING.with(|b| b.set(true));
 }
 
-/// Write what the current thread has buffered.
-pub fn flush() {
+/// Hand the current thread's lines over, under the lock of the pending
+/// ones (None when the thread's buffer is busy: re-entrant logging).
+fn hand_over() -> Option<std::sync::MutexGuard<'static, Pending>> {
     BUFFER.with(|buffer| {
-        let Ok(mut buffer) = buffer.try_borrow_mut() else {
-            return;
-        };
-        if buffer.is_empty() {
-            return;
+        let mut buffer = buffer.try_borrow_mut().ok()?;
+        let mut pending = pending();
+        if !buffer.is_empty() {
+            if pending.bytes.is_empty() {
+                std::mem::swap(&mut pending.bytes, &mut *buffer);
+            } else {
+                pending.bytes.extend_from_slice(&buffer);
+                buffer.clear();
+            }
         }
-        // Logging must never take the proxy down: a failed write is lost.
-        let _ = io::stderr().lock().write_all(&buffer);
-        buffer.clear();
-    });
+        Some(pending)
+    })
+}
+
+/// Write what the current thread has buffered (and every line handed
+/// over before it).
+pub fn flush() {
+    if let Some(mut pending) = hand_over() {
+        pending.write();
+    }
+}
+
+/// For a batching thread going idle: hand its lines over, and write them
+/// now only when the oldest line handed over waited [`FLUSH_EVERY`];
+/// otherwise the `sf-log` thread writes them when they are due.
+pub fn flush_when_due() {
+    let Some(mut pending) = hand_over() else {
+        return;
+    };
+    if pending.bytes.is_empty() {
+        return;
+    }
+    let now = Instant::now();
+    let since = *pending.since.get_or_insert(now);
+    if now.duration_since(since) >= FLUSH_EVERY {
+        pending.write();
+        return;
+    }
+    drop(pending);
+    if !ARMED.swap(true, Ordering::AcqRel) {
+        match WRITER.get_or_init(start_writer) {
+            Some(writer) => writer.unpark(),
+            None => flush(),
+        }
+    }
+}
+
+fn start_writer() -> Option<std::thread::Thread> {
+    std::thread::Builder::new()
+        .name("sf-log".into())
+        .spawn(write_when_due)
+        .map(|handle| handle.thread().clone())
+        .ok()
+}
+
+/// The `sf-log` thread: once armed, sleeps until the pending lines are
+/// due and writes them.
+fn write_when_due() {
+    loop {
+        std::thread::park();
+        if !ARMED.load(Ordering::Acquire) {
+            continue;
+        }
+        loop {
+            let wait = {
+                let mut pending = pending();
+                match pending.since {
+                    Some(since) if since.elapsed() < FLUSH_EVERY => {
+                        Some(FLUSH_EVERY - since.elapsed().min(FLUSH_EVERY))
+                    }
+                    _ => {
+                        pending.write();
+                        None
+                    }
+                }
+            };
+            match wait {
+                Some(wait) => std::thread::sleep(wait),
+                None => {
+                    ARMED.store(false, Ordering::Release);
+                    // Lines handed over after the write, by a thread that
+                    // saw us armed, are ours too.
+                    if pending().bytes.is_empty() || ARMED.swap(true, Ordering::AcqRel) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The `MakeWriter` handed to tracing-subscriber.

@@ -488,11 +488,12 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
                 .thread_name("sf-tcp")
-                // A worker's log lines are written when it runs out of work
-                // (one write for a burst, as the UDP receive loops do). Only
+                // A worker's log lines are handed over when it runs out of
+                // work and written at most every few milliseconds (one write
+                // for many messages, as the UDP receive loops do). Only
                 // workers park: blocking-pool threads write each line.
                 .on_thread_unpark(crate::logbuf::batch)
-                .on_thread_park(crate::logbuf::flush)
+                .on_thread_park(crate::logbuf::flush_when_due)
                 .enable_all()
                 .build()?,
         )

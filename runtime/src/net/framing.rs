@@ -157,7 +157,7 @@ impl Framer {
     /// The length of the header section including its empty line, once complete.
     fn header_end(&mut self) -> Option<usize> {
         let from = self.scanned.saturating_sub(3);
-        match memchr::memmem::find(&self.buf[from..], b"\r\n\r\n") {
+        match blank_line(&self.buf[from..]) {
             Some(at) => Some(from + at + 4),
             None => {
                 self.scanned = self.buf.len();
@@ -165,6 +165,15 @@ impl Framer {
             }
         }
     }
+}
+
+/// Where the first CRLF CRLF (the end of a header section) starts. The
+/// searcher is built once (`memmem::find` builds one per call, which costs
+/// more than the search in a SIP message).
+pub(crate) fn blank_line(bytes: &[u8]) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    FINDER.find(bytes)
 }
 
 /// The Content-Length of a header section (`Content-Length` or `l`), None

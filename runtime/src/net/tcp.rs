@@ -619,25 +619,29 @@ impl Reader<'_> {
         let mut buf = vec![0u8; READ_CHUNK];
         // When the first byte of the message being read arrived.
         let mut started: Option<Instant> = None;
+        // One timer for both limits. It is moved only when it fires before
+        // a limit is reached, or when a message starts that must end
+        // sooner: re-arming it on every read would cost a timer update
+        // per message.
+        let sleep = tokio::time::sleep_until(self.deadline(started).into());
+        tokio::pin!(sleep);
         loop {
-            let idle_at = self.activity.last() + self.limits.idle_timeout;
-            let deadline = started.map_or(idle_at, |s| idle_at.min(s + self.limits.header_timeout));
             tokio::select! {
-                read = tokio::time::timeout_at(deadline.into(), read.read(&mut buf)) => {
+                () = &mut sleep => {
+                    let now = Instant::now();
+                    if started.is_some_and(|s| now >= s + self.limits.header_timeout) {
+                        return CloseReason::SlowHeader;
+                    }
+                    if now >= self.activity.last() + self.limits.idle_timeout {
+                        return CloseReason::Idle;
+                    }
+                    sleep.as_mut().reset(self.deadline(started).into());
+                }
+                read = read.read(&mut buf) => {
                     let n = match read {
-                        Err(_) => {
-                            let now = Instant::now();
-                            if started.is_some_and(|s| now >= s + self.limits.header_timeout) {
-                                return CloseReason::SlowHeader;
-                            }
-                            if now >= self.activity.last() + self.limits.idle_timeout {
-                                return CloseReason::Idle;
-                            }
-                            continue;
-                        }
-                        Ok(Ok(0)) => return CloseReason::Peer,
-                        Ok(Ok(n)) => n,
-                        Ok(Err(e)) => {
+                        Ok(0) => return CloseReason::Peer,
+                        Ok(n) => n,
+                        Err(e) => {
                             tracing::debug!(peer = %self.peer, "{} read failed: {e}", self.transport);
                             return CloseReason::Error;
                         }
@@ -661,15 +665,29 @@ impl Reader<'_> {
                             Err(FrameError::BadContentLength) => return CloseReason::Malformed,
                         }
                     }
+                    let before = started;
                     started = match (framer.in_message(), started) {
                         (false, _) => None,
                         (true, Some(s)) if !completed => Some(s),
                         (true, _) => Some(now),
                     };
+                    if started.is_some() && started != before {
+                        let deadline = self.deadline(started);
+                        if deadline < sleep.deadline().into_std() {
+                            sleep.as_mut().reset(deadline.into());
+                        }
+                    }
                 }
                 _ = &mut *writer => return CloseReason::Error,
             }
         }
+    }
+
+    /// When the connection must close if nothing changes: idle since its
+    /// last activity, or the message `started` then not complete.
+    fn deadline(&self, started: Option<Instant>) -> Instant {
+        let idle_at = self.activity.last() + self.limits.idle_timeout;
+        started.map_or(idle_at, |s| idle_at.min(s + self.limits.header_timeout))
     }
 
     fn handle(&mut self, message: &[u8]) {

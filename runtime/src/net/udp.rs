@@ -32,9 +32,10 @@ pub(super) const IDLE: Duration = Duration::from_millis(25);
 /// Under steady traffic, buffered log lines are written at least this often.
 const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Datagrams the lead must find waiting in a row before it calls a crew
-/// member: a pair sent together (a 180 and a 200, an ACK and a BYE) is no
-/// backlog, and a member woken for it would find nothing left.
-const BACKLOG: u32 = 3;
+/// member: a pair sent together (a 180 and a 200, an ACK and a BYE), or a
+/// few calls' messages arriving close together, are no backlog, and a
+/// member woken for them costs two wake-ups and finds little left.
+const BACKLOG: u32 = 8;
 /// A blocking receive that returns sooner than this found its datagram
 /// already queued (a thread put to sleep and woken takes longer): asking
 /// the clock twice costs less than a second, non-blocking receive would.

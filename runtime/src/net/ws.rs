@@ -423,7 +423,7 @@ fn to_message(bytes: Payload) -> Message {
 /// header section (the body is the rest of the message, RFC 7118 §5).
 /// Blank lines alone (a keep-alive some clients send) are not.
 fn is_sip_message(data: &[u8]) -> bool {
-    !data.trim_ascii().is_empty() && memchr::memmem::find(data, b"\r\n\r\n").is_some()
+    !data.trim_ascii().is_empty() && super::framing::blank_line(data).is_some()
 }
 
 /// The `.invalid` hosts (lowercase) a request names in its top Via and its
@@ -433,7 +433,7 @@ fn invalid_hosts(message: &[u8]) -> Vec<String> {
     if message.starts_with(b"SIP/") {
         return hosts;
     }
-    let head_end = memchr::memmem::find(message, b"\r\n\r\n").unwrap_or(message.len());
+    let head_end = super::framing::blank_line(message).unwrap_or(message.len());
     let mut via_seen = false;
     let mut contact_seen = false;
     for line in message[..head_end].split(|&b| b == b'\n').skip(1) {
