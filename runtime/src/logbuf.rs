@@ -138,14 +138,12 @@ fn write_when_due() {
         loop {
             let wait = {
                 let mut pending = pending();
-                match pending.since {
-                    Some(since) if since.elapsed() < FLUSH_EVERY => {
-                        Some(FLUSH_EVERY - since.elapsed().min(FLUSH_EVERY))
-                    }
-                    _ => {
-                        pending.write();
-                        None
-                    }
+                let waited = pending.since.map_or(FLUSH_EVERY, |s| s.elapsed());
+                if waited < FLUSH_EVERY {
+                    Some(FLUSH_EVERY - waited)
+                } else {
+                    pending.write();
+                    None
                 }
             };
             match wait {
@@ -343,6 +341,23 @@ mod tests {
             "  WARN sipforge::routes: \"UA x line=999 call_id=\\\"forged\\\" \\u{1b}[2J\\u{2028}\\u{85}\\\\\\xff\" \
              line=3 call_id=\"c\\u{1b}1\"\n"
         );
+    }
+
+    #[test]
+    fn lines_handed_over_when_parking_are_written_when_due() {
+        let marker = b"logbuf test: a line handed over by a parking worker\n";
+        BUFFER.with(|b| b.borrow_mut().extend_from_slice(marker));
+        flush_when_due();
+        let contains = |bytes: &[u8]| bytes.windows(marker.len()).any(|w| w == marker);
+        assert!(BUFFER.with(|b| b.borrow().is_empty()), "handed over");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while contains(&pending().bytes) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the sf-log thread did not write the line"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     #[test]

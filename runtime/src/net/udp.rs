@@ -4,9 +4,9 @@
 //! on the socket (the kernel would then wake them in turn, one per
 //! datagram, and every message would cost a wake-up on another core and
 //! its transaction's memory moving there). One thread, the lead, always
-//! receives. The others, its crew, sleep until the lead finds a datagram
-//! already waiting when it comes back for the next one: then there is a
-//! backlog, and one crew member is called. A called member takes datagrams
+//! receives. The others, its crew, sleep until the lead finds
+//! [`BACKLOG`] datagrams in a row already queued when it comes back for
+//! the next one: then there is a backlog, and one crew member is called. A called member takes datagrams
 //! without blocking until the socket is empty and goes back to sleep.
 //! Under light load the lead handles everything on one core; under load
 //! every worker receives, whatever the source address (a single carrier
@@ -22,6 +22,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{MAX_DATAGRAM, Shared, handle_guarded, handover, sibling};
+use crate::logbuf::FLUSH_EVERY;
 use crate::proxy::Outgoing;
 
 /// Socket buffers: the 208 KiB default drops bursts at a few thousand cps.
@@ -29,8 +30,6 @@ const SOCKET_BUFFER: usize = 4 << 20;
 /// How long a receive thread waits without traffic before it writes its
 /// buffered log lines and looks whether the server stops.
 pub(super) const IDLE: Duration = Duration::from_millis(25);
-/// Under steady traffic, buffered log lines are written at least this often.
-const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// Datagrams the lead must find waiting in a row before it calls a crew
 /// member: a pair sent together (a 180 and a 200, an ACK and a BYE), or a
 /// few calls' messages arriving close together, are no backlog, and a
@@ -120,6 +119,27 @@ impl Crew {
     }
 }
 
+/// Datagrams found already queued in a row, and when that makes a backlog.
+#[derive(Default)]
+struct Streak(u32);
+
+impl Streak {
+    /// One more datagram, found queued or not; true when a crew member
+    /// is to be called.
+    fn count(&mut self, already_there: bool) -> bool {
+        if !already_there {
+            self.0 = 0;
+            return false;
+        }
+        self.0 += 1;
+        if self.0 < BACKLOG {
+            return false;
+        }
+        self.0 = 0;
+        true
+    }
+}
+
 /// What one receive thread keeps between datagrams.
 struct Receiver {
     socket: Arc<UdpSocket>,
@@ -194,8 +214,7 @@ fn nothing_came(e: &io::Error) -> bool {
 
 /// The lead of socket `worker.socket`: blocks for a datagram, calling a
 /// crew member when [`BACKLOG`] of them in a row were already there (see
-/// [`ALREADY_THERE`]); hands the socket over
-/// when the server stops.
+/// [`ALREADY_THERE`]); hands the socket over when the server stops.
 pub(super) fn lead(worker: Worker, shared: Arc<Shared>) {
     let index = worker.socket;
     let Some(mut rx) = Receiver::new(&shared, &worker) else {
@@ -203,21 +222,14 @@ pub(super) fn lead(worker: Worker, shared: Arc<Shared>) {
     };
     let crew = worker.crew;
     crate::logbuf::batch();
-    // Datagrams found waiting in a row.
-    let mut streak = 0u32;
+    let mut streak = Streak::default();
     while !shared.stopping.load(Ordering::Relaxed) {
         let asked = Instant::now();
         match rx.socket.recv_from(&mut rx.buf) {
             Ok((len, source)) => {
                 let now = Instant::now();
-                if now.duration_since(asked) < ALREADY_THERE {
-                    streak += 1;
-                    if streak >= BACKLOG {
-                        crew.call();
-                        streak = 0;
-                    }
-                } else {
-                    streak = 0;
+                if streak.count(now.duration_since(asked) < ALREADY_THERE) {
+                    crew.call();
                 }
                 rx.handle(&shared, now, index, len, source);
             }
@@ -244,14 +256,12 @@ pub(super) fn member(worker: Worker, shared: Arc<Shared>) {
             rx.flush(Instant::now());
             continue;
         }
-        let mut streak = 0u32;
+        let mut streak = Streak::default();
         loop {
             match rx.take_waiting() {
                 Ok((len, source)) => {
-                    streak += 1;
-                    if streak >= BACKLOG {
+                    if streak.count(true) {
                         crew.call();
-                        streak = 0;
                     }
                     rx.handle(&shared, Instant::now(), index, len, source);
                 }
@@ -282,6 +292,18 @@ mod tests {
         crew.call();
         assert!(sleeper.join().unwrap(), "the sleeper was called");
         assert!(!crew.sleep(Duration::from_millis(1)), "the call was taken");
+    }
+
+    #[test]
+    fn a_backlog_is_backlog_in_a_row_and_a_wait_ends_it() {
+        let mut streak = Streak::default();
+        for _ in 1..BACKLOG {
+            assert!(!streak.count(true));
+        }
+        assert!(!streak.count(false), "a datagram waited for breaks the row");
+        let calls: Vec<bool> = (0..2 * BACKLOG).map(|_| streak.count(true)).collect();
+        let at: Vec<usize> = (0..calls.len()).filter(|&i| calls[i]).collect();
+        assert_eq!(at, [BACKLOG as usize - 1, 2 * BACKLOG as usize - 1]);
     }
 
     #[test]
