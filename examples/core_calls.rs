@@ -107,10 +107,7 @@ fn text(o: &Outgoing) -> &str {
 }
 
 fn addr(hop: &NextHop) -> SocketAddr {
-    match hop {
-        NextHop::Addr(a) => *a,
-        NextHop::Name { .. } => panic!("the fixtures forward to IP literals"),
-    }
+    hop.addr().expect("the fixtures forward to IP literals")
 }
 
 /// Header lines named `name` (long or compact form) of `message`.

@@ -272,10 +272,7 @@ fn text(payload: &Payload) -> &str {
 }
 
 fn addr(hop: &NextHop) -> SocketAddr {
-    match hop {
-        NextHop::Addr(a) => *a,
-        NextHop::Name { .. } => panic!("the fixtures forward to IP literals"),
-    }
+    hop.addr().expect("the fixtures forward to IP literals")
 }
 
 /// Handle one datagram; keep what went to `keep_to`, if anything did.

@@ -623,3 +623,174 @@ async fn a_naptr_record_naming_tcp_sends_the_request_over_tcp() {
     assert_eq!(dns.queries("NAPTR", "relay.carrier.test"), 1);
     server.shutdown().await;
 }
+
+/// A TLS server for `name` only (no IP in its certificate): its PEM files
+/// and the CA that signed it, in `dir`.
+mod tls_peer {
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    /// (CA file, certificate file, key file) for `name`, written to `dir`.
+    pub fn files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+        std::fs::create_dir_all(dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let paths = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, leaf.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    /// A TLS acceptor presenting `cert` with `key`.
+    pub fn acceptor(cert: &Path, key: &Path) -> TlsAcceptor {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(key).unwrap();
+        let config = ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        TlsAcceptor::from(Arc::new(config))
+    }
+}
+
+/// The next TLS connection to `listener`, its handshake done.
+async fn accept_tls(
+    listener: &tokio::net::TcpListener,
+    tls: &tokio_rustls::TlsAcceptor,
+    what: &str,
+) -> tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    let (tcp, _) = tokio::time::timeout(Duration::from_secs(6), listener.accept())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not connected to"))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(3), tls.accept(tcp))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no handshake"))
+        .unwrap_or_else(|e| {
+            panic!("{what}: the proxy gave the handshake up (verified another name?): {e}")
+        })
+}
+
+/// One bodiless SIP message from a stream.
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, what: &str) -> Sip {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(6), stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: nothing within 6 s"))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(n > 0, "{what}: connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Sip(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// RFC 3263 §4.3 over TLS, with certificates as carriers have them (for
+/// the SIP domain, no IP address in them): a 503 from the first SRV target
+/// moves the request on to the second, and the connection to it is
+/// verified against the domain (RFC 5922 §4) like the first one, not
+/// against the address the core picked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_srv_target_after_a_503_is_verified_against_the_domain() {
+    use tokio::io::AsyncWriteExt;
+    let uac = Peer::bind().await;
+    let (first, second) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let (p1, p2) = (
+        first.local_addr().unwrap().port(),
+        second.local_addr().unwrap().port(),
+    );
+    let Some(dns) = Dnsmasq::start(
+        "tlsfo.test",
+        60,
+        &[
+            format!("--srv-host=_sips._tcp.tlsfo.test,one.tlsfo.test,{p1},10,10"),
+            format!("--srv-host=_sips._tcp.tlsfo.test,two.tlsfo.test,{p2},20,10"),
+            "--host-record=one.tlsfo.test,127.0.0.1".into(),
+            "--host-record=two.tlsfo.test,127.0.0.1".into(),
+        ],
+    ) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sipforge-dns-tls-{}", std::process::id()));
+    let (ca, cert, key) = tls_peer::files(&dir, "tlsfo.test");
+    let tls = tls_peer::acceptor(&cert, &key);
+    let mut options = common::options();
+    options.listen = vec![
+        sipforge_runtime::transport::ListenAddr::parse("udp:127.0.0.1:0").unwrap(),
+        sipforge_runtime::transport::ListenAddr::parse("tls:127.0.0.1:0").unwrap(),
+    ];
+    options.core = fast_timers();
+    options.dns_servers = Some(vec![dns.addr]);
+    // The proxy's own certificate does not matter here (it is the client).
+    options.tls = Some(sipforge_runtime::net::tls::TlsFiles {
+        certificate: cert.clone(),
+        key: key.clone(),
+        ca: Some(ca),
+        verify_client: false,
+        handshake_timeout: Duration::from_secs(2),
+    });
+    let server = sipforge_runtime::net::start(&common::relay::ROUTES, options)
+        .await
+        .expect("proxy starts");
+    let proxy = server.local_addrs()[0];
+    let via = format!("SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-tlsfo", uac.port());
+    let req = request(
+        "OPTIONS",
+        "sip:x@tlsfo.test;transport=tls",
+        &via,
+        "tlsfo-1",
+        "Max-Forwards: 70\r\n",
+    );
+    uac.send(proxy, &req).await;
+    let mut one = accept_tls(&first, &tls, "the first SRV target").await;
+    let got = read_head(&mut one, "the OPTIONS at the first target").await;
+    assert!(got.start_line().starts_with("OPTIONS "), "{}", got.0);
+    one.write_all(response_to(&got, "503 Service Unavailable", "").as_bytes())
+        .await
+        .unwrap();
+    let mut two = accept_tls(&second, &tls, "the second SRV target").await;
+    let again = read_head(&mut two, "the OPTIONS at the second target").await;
+    assert_eq!(again.header("Call-ID").as_deref(), Some("tlsfo-1"));
+    two.write_all(response_to(&again, "200 OK", "").as_bytes())
+        .await
+        .unwrap();
+    let answer = next_response(&uac, "tlsfo-1").await;
+    assert!(
+        answer.start_line().starts_with("SIP/2.0 200"),
+        "{}",
+        answer.0
+    );
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -860,7 +860,8 @@ fn feed(core: &mut Core, text: &str, from: &str) -> Vec<(String, String)> {
     out.into_iter()
         .map(|o| {
             let to = match o.to {
-                sipforge_runtime::target::NextHop::Addr(a) => a.to_string(),
+                sipforge_runtime::target::NextHop::Addr(a)
+                | sipforge_runtime::target::NextHop::Found { addr: a, .. } => a.to_string(),
                 sipforge_runtime::target::NextHop::Name { host, port, .. } => {
                     format!("{host}:{port}")
                 }

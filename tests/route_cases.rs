@@ -228,7 +228,7 @@ impl Sent {
 
 fn hop_text(hop: &NextHop) -> String {
     match hop {
-        NextHop::Addr(a) => a.to_string(),
+        NextHop::Addr(a) | NextHop::Found { addr: a, .. } => a.to_string(),
         NextHop::Name { host, port, .. } => format!("{host}:{port}"),
     }
 }
@@ -486,8 +486,7 @@ fn check(expect: &Expect, input: &str, got: &Outcome, errors: &mut Vec<String>) 
                     errors.push(format!("reply.reason: expected `{want}`, got `{reason}`"));
                 }
                 check_headers("reply", &reply.headers, &input_lines, &sent.text, errors);
-                if let NextHop::Addr(_) = sent.hop {
-                } else {
+                if sent.hop.addr().is_none() {
                     errors.push(format!("reply: sent to a name, {}", sent.to));
                 }
             }
@@ -711,10 +710,10 @@ fn run_cases(
                         "  answer: no request was sent on, so there is nothing to answer\n",
                     ),
                     Some(sent) => {
-                        let from = match sent.hop {
-                            NextHop::Addr(a) => a,
-                            NextHop::Name { .. } => "192.0.2.99:5060".parse().expect("an address"),
-                        };
+                        let from = sent
+                            .hop
+                            .addr()
+                            .unwrap_or_else(|| "192.0.2.99:5060".parse().expect("an address"));
                         let response = answer_to(&sent.text, answer);
                         let got2 = runner.handle(&response, from);
                         let mut errors = Vec::new();

@@ -25,7 +25,6 @@ use libfuzzer_sys::fuzz_target;
 use sipforge_runtime::api::Routes;
 use sipforge_runtime::proxy::{Core, CoreConfig, DrainMode, Identity, Listener, Outgoing};
 use sipforge_runtime::sip::{Message, expand_compact};
-use sipforge_runtime::target::NextHop;
 use sipforge_runtime::transaction::Timers;
 
 mod stateless {
@@ -375,7 +374,7 @@ impl Run {
                 "{phase}: socket {} of 2",
                 o.socket
             );
-            if let NextHop::Addr(to) = &o.to
+            if let Some(to) = &o.to.addr()
                 && checked("self_send")
             {
                 assert!(
@@ -477,7 +476,7 @@ fuzz_target!(|input: Input| {
                 else {
                     continue;
                 };
-                let (NextHop::Addr(from), socket) = (o.to.clone(), o.socket) else {
+                let (Some(from), socket) = (o.to.addr(), o.socket) else {
                     continue;
                 };
                 if let Some(bytes) = build_answer(o.bytes.as_ref(), answer) {
@@ -491,7 +490,7 @@ fuzz_target!(|input: Input| {
                 else {
                     continue;
                 };
-                let (NextHop::Addr(from), socket) = (o.to.clone(), o.socket) else {
+                let (Some(from), socket) = (o.to.addr(), o.socket) else {
                     continue;
                 };
                 let bytes = o.bytes.as_ref().to_vec();

@@ -1041,6 +1041,11 @@ fn dns_settings_servers(routes: &dyn Routes) -> Option<Vec<SocketAddr>> {
 fn send(shared: &Shared, outgoing: Outgoing) {
     match outgoing.to {
         NextHop::Addr(addr) => shared.sockets.send(outgoing.socket, outgoing.bytes, addr),
+        NextHop::Found { addr, ref name } => {
+            shared
+                .sockets
+                .send_named(outgoing.socket, outgoing.bytes, addr, Some(name));
+        }
         // A WebSocket client's own name (RFC 7118 §5.2): over its
         // connection; never looked up (RFC 6761 §6.4).
         NextHop::Name { ref host, .. } if host.ends_with(".invalid") => {

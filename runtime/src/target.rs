@@ -25,6 +25,14 @@ pub enum NextHop {
         port_given: bool,
         transport: Option<Transport>,
     },
+    /// An address the core picked among a name's RFC 3263 targets (the
+    /// next one after a failed target, §4.3). Sent to like `Addr`; a TLS
+    /// connection opened for it verifies the peer's certificate against
+    /// `name`, the URI's host, not the address (RFC 5922 §4).
+    Found {
+        addr: SocketAddr,
+        name: String,
+    },
 }
 
 /// `IP:PORT` or `host:port` (log lines, tests).
@@ -33,11 +41,20 @@ impl std::fmt::Display for NextHop {
         match self {
             NextHop::Addr(addr) => addr.fmt(f),
             NextHop::Name { host, port, .. } => write!(f, "{host}:{port}"),
+            NextHop::Found { addr, name } => write!(f, "{addr} ({name})"),
         }
     }
 }
 
 impl NextHop {
+    /// The address to send to, when known without a lookup.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self {
+            NextHop::Addr(addr) | NextHop::Found { addr, .. } => Some(*addr),
+            NextHop::Name { .. } => None,
+        }
+    }
+
     /// The next hop of a SIP URI: `maddr` wins over the host, `port` defaults
     /// to 5060. None for a URI without a host (tel:, unknown schemes).
     pub fn from_uri(text: &str) -> Option<NextHop> {

@@ -178,10 +178,7 @@ impl Identity {
         want: Option<Transport>,
         hop: &NextHop,
     ) -> Option<usize> {
-        let family_ok = |l: &Listener| match hop {
-            NextHop::Addr(a) => l.addr.is_ipv4() == a.is_ipv4(),
-            NextHop::Name { .. } => true,
-        };
+        let family_ok = |l: &Listener| hop.addr().is_none_or(|a| l.addr.is_ipv4() == a.is_ipv4());
         let pick = |t: Transport| {
             let of = |i: usize| self.listeners.get(i).filter(|l| l.transport == t);
             of(arrival)

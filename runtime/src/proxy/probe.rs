@@ -208,10 +208,7 @@ impl Prober {
                 && t.pending.as_ref().is_some_and(|p| {
                     p.seq == seq
                         && *p.branch == *branch
-                        && match p.to {
-                            NextHop::Addr(to) => to == source,
-                            NextHop::Name { .. } => true,
-                        }
+                        && p.to.addr().is_none_or(|to| to == source)
                 })
         }) else {
             return false;
@@ -224,13 +221,13 @@ impl Prober {
 
 /// The first listener of the target's address family (the first one for names).
 fn socket_for(identity: &Identity, to: &NextHop) -> usize {
-    match to {
-        NextHop::Addr(addr) => identity
+    match to.addr() {
+        Some(addr) => identity
             .listeners
             .iter()
             .position(|l| l.addr.is_ipv4() == addr.is_ipv4())
             .unwrap_or(0),
-        NextHop::Name { .. } => 0,
+        None => 0,
     }
 }
 

@@ -674,7 +674,9 @@ impl Stateful {
                 );
                 return ResponseMatch::Done;
             }
-            Some(NextHop::Addr(to)) if env.strict_response_source && to != source => {
+            Some(NextHop::Addr(to) | NextHop::Found { addr: to, .. })
+                if env.strict_response_source && to != source =>
+            {
                 metrics::dropped(DropReason::WrongSource);
                 tracing::debug!(
                     call_id = msg.call_id().unwrap_or(""),
@@ -1011,7 +1013,7 @@ fn relay_to(
                 .collect(),
         ],
         RelayTo::Default if !edits.fork.is_empty() => edits.fork.clone(),
-        _ => return add_branch(env, now, id, txn, request, to, edits, actions, out),
+        _ => return add_branch(env, now, id, txn, request, to, edits, None, actions, out),
     };
     txn.groups = groups;
     start_group(env, now, id, txn, request, edits, actions, out)
@@ -1053,6 +1055,7 @@ fn start_group(
                 request,
                 RelayTo::Default,
                 &branch_edits,
+                None,
                 actions,
                 out,
             );
@@ -1146,6 +1149,7 @@ fn next_target(
                 request,
                 RelayTo::Default,
                 &edits,
+                Some(&srv.host),
                 actions,
                 out,
             ) {
@@ -1199,7 +1203,9 @@ fn cancel_branches(
     }
 }
 
-/// Start a new branch towards `to` for the request.
+/// Start a new branch towards `to` for the request. `found_for`: the
+/// name whose RFC 3263 target the edits' `du` address is (what a TLS
+/// connection to it is verified against).
 #[allow(clippy::too_many_arguments)]
 fn add_branch(
     env: &Env<'_>,
@@ -1209,6 +1215,7 @@ fn add_branch(
     request: Request<'_, '_>,
     to: RelayTo,
     edits: &Edits,
+    found_for: Option<&str>,
     actions: &mut Vec<Action>,
     out: &mut Vec<Outgoing>,
 ) -> bool {
@@ -1275,6 +1282,13 @@ fn add_branch(
         );
         return false;
     };
+    let hop = match (hop, found_for) {
+        (NextHop::Addr(addr), Some(name)) => NextHop::Found {
+            addr,
+            name: name.to_owned(),
+        },
+        (hop, _) => hop,
+    };
     let target_key = {
         use std::hash::{DefaultHasher, Hash, Hasher};
         let mut h = crate::hashbuf::Buffered::new(DefaultHasher::new());
@@ -1298,7 +1312,7 @@ fn add_branch(
         );
         return false;
     }
-    if let NextHop::Addr(addr) = hop
+    if let Some(addr) = hop.addr()
         && env.identity.is_own_socket(addr)
     {
         metrics::loop_detected();

@@ -767,10 +767,9 @@ fn on_response(
         }
         return;
     }
-    let upstream = next.as_ref().and_then(|n| match response_destination(n) {
-        Some(NextHop::Addr(addr)) => Some(addr),
-        _ => None,
-    });
+    let upstream = next
+        .as_ref()
+        .and_then(|n| response_destination(n).and_then(|hop| hop.addr()));
     let branch = top.branch.unwrap_or("");
     // A shard we do not have (another instance's branch): any shard looks
     // it up in vain (the whole branch is compared), then its check decides.
@@ -922,7 +921,7 @@ fn on_response(
 /// caught by the network layer after resolution).
 fn is_self(identity: &super::Identity, hop: &NextHop) -> bool {
     match hop {
-        NextHop::Addr(addr) => identity.is_own_socket(*addr),
+        NextHop::Addr(addr) | NextHop::Found { addr, .. } => identity.is_own_socket(*addr),
         NextHop::Name { host, port, .. } => identity.is_us(host, Some(*port)),
     }
 }
