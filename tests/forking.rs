@@ -202,3 +202,94 @@ fn when_every_branch_fails_the_failure_route_runs_once_with_the_best() {
     // branch that answered first.
     assert_eq!(header(reply, "X-Best"), Some("404"));
 }
+
+/// The fork core, told that `carrier.test` resolves to two targets,
+/// 127.0.0.1:5091 then 127.0.0.1:5092 (RFC 3263).
+fn core_with_carrier() -> Core {
+    let core = core();
+    core.set_name_targets(Box::new(|host, port, transport| {
+        (host == "carrier.test" && port.is_none() && transport.is_none()).then(|| {
+            [5091, 5092]
+                .into_iter()
+                .map(|port| sipforge_runtime::resolve::Target {
+                    transport: sipforge_runtime::transport::Transport::Udp,
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    ttl: std::time::Duration::from_secs(60),
+                })
+                .collect()
+        })
+    }));
+    core
+}
+
+/// An INVITE to carol, whom the routes fork to `carrier.test` and to B:
+/// (the branch to the name, the branch to B).
+fn start_carol(core: &Core, id: &str) -> (String, String) {
+    let sent = feed(core, &invite(id).replace("sip:bob@", "sip:carol@"), CALLER);
+    let to = |dest: &str| {
+        sent.iter()
+            .find(|(to, t)| to == dest && t.starts_with("INVITE"))
+            .unwrap_or_else(|| panic!("an INVITE to {dest}: {sent:?}"))
+            .1
+            .clone()
+    };
+    (to("carrier.test:5060"), to(B))
+}
+
+/// RFC 3263 §4.3 inside a fork: the branch to a name whose first target
+/// answers 503 moves on to the name's next target at once, while the
+/// other branch still rings (not when that one ends); the new branch's
+/// 200 goes up and the ringing branch is cancelled.
+#[test]
+fn a_forked_branch_to_a_name_moves_to_its_next_target_while_the_other_rings() {
+    let core = core_with_carrier();
+    let (name, b) = start_carol(&core, "f6");
+    assert_eq!(
+        statuses_to_caller(&feed(&core, &answer(&b, "180 Ringing", "tb"), B)),
+        ["SIP/2.0 180 Ringing"]
+    );
+    let sent = feed(
+        &core,
+        &answer(&name, "503 Service Unavailable", "t1"),
+        "127.0.0.1:5091",
+    );
+    assert!(statuses_to_caller(&sent).is_empty(), "{sent:?}");
+    let (_, next) = sent
+        .iter()
+        .find(|(to, t)| to == "127.0.0.1:5092" && t.starts_with("INVITE"))
+        .unwrap_or_else(|| panic!("the name's next target at once: {sent:?}"));
+    assert!(next.starts_with("INVITE sip:carol@carrier.test SIP/2.0"));
+    assert_ne!(top_branch(next), top_branch(&name));
+    let sent = feed(&core, &answer(next, "200 OK", "t2"), "127.0.0.1:5092");
+    assert_eq!(statuses_to_caller(&sent), ["SIP/2.0 200 OK"]);
+    assert!(
+        sent.iter()
+            .any(|(to, t)| to == B && t.starts_with("CANCEL ")),
+        "the ringing branch is cancelled: {sent:?}"
+    );
+}
+
+/// After a 6xx no branch starts (§16.7 step 5), not even the next target
+/// of a name whose branch then fails.
+#[test]
+fn after_a_6xx_a_failed_name_does_not_move_on() {
+    let core = core_with_carrier();
+    let (name, b) = start_carol(&core, "f7");
+    let sent = feed(&core, &answer(&b, "603 Decline", "tb"), B);
+    assert!(statuses_to_caller(&sent).is_empty(), "{sent:?}");
+    let sent = feed(
+        &core,
+        &answer(&name, "503 Service Unavailable", "t1"),
+        "127.0.0.1:5091",
+    );
+    assert!(
+        !sent.iter().any(|(_, t)| t.starts_with("INVITE")),
+        "no new branch after the 603: {sent:?}"
+    );
+    let reply = &sent
+        .iter()
+        .find(|(to, t)| to == CALLER && t.starts_with("SIP/2.0"))
+        .unwrap_or_else(|| panic!("a final response upstream: {sent:?}"))
+        .1;
+    assert_eq!(header(reply, "X-Best"), Some("603"));
+}

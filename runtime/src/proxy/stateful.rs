@@ -1679,10 +1679,22 @@ fn maybe_complete(
     actions: &mut Vec<Action>,
     out: &mut Vec<Outgoing>,
 ) {
-    if txn.final_sent || txn.branches.iter().any(|b| b.held.is_none()) {
+    if txn.final_sent {
         return;
     }
-    if !txn.cancelled && next_target(env, now, id, txn, actions, out) {
+    // A branch to a name that failed goes on to the name's next target at
+    // once, while a fork's other branches still run (RFC 3263 §4.3); not
+    // after a CANCEL or a 6xx (§16.7 step 5: no new branches).
+    let search_over = txn.cancelled
+        || txn
+            .branches
+            .iter()
+            .any(|b| b.held.as_ref().is_some_and(|h| h.status >= 600));
+    let mut moved_on = false;
+    while !search_over && next_target(env, now, id, txn, actions, out) {
+        moved_on = true;
+    }
+    if moved_on || txn.branches.iter().any(|b| b.held.is_none()) {
         return;
     }
     if !txn.groups.is_empty() && !txn.cancelled && next_group(env, now, id, txn, actions, out) {
