@@ -481,6 +481,16 @@ fn the_next_target_of_a_name_is_tried_over_its_own_transport() {
             "<sip:127.0.0.1:5060;lr>"
         ]
     );
+    // Hostile: a 200 for that branch from another address than the
+    // target's is dropped (strict_response_source, as for an IP target);
+    // the target's own 200 goes up.
+    let ok = common::text::response(&next.text, "200 OK", "t2");
+    let sent = feed(&core, &ok, "127.0.0.1:6666", TCP);
+    assert!(sent.is_empty(), "a forged 200 is dropped: {:?}", sent.len());
+    let sent = feed(&core, &ok, "127.0.0.1:5080", TCP);
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].text.starts_with("SIP/2.0 200"), "{}", sent[0].text);
+    assert_eq!(sent[0].to, "127.0.0.1:5062");
 }
 
 #[test]
