@@ -490,9 +490,9 @@ async fn a_tcp_target_that_refuses_the_connection_moves_on_to_the_next_at_once()
     server.shutdown().await;
 }
 
-/// One SIP message without a body read from a TCP connection (`pending`
+/// One SIP message without a body read from a TCP or TLS stream (`pending`
 /// keeps what came after it).
-async fn read_message(conn: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Sip {
+async fn read_message<S: tokio::io::AsyncRead + Unpin>(conn: &mut S, pending: &mut Vec<u8>) -> Sip {
     use tokio::io::AsyncReadExt;
     let mut chunk = [0u8; 4096];
     loop {
@@ -697,22 +697,6 @@ async fn accept_tls(
         })
 }
 
-/// One bodiless SIP message from a stream.
-async fn read_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, what: &str) -> Sip {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(6), stream.read(&mut chunk))
-            .await
-            .unwrap_or_else(|_| panic!("{what}: nothing within 6 s"))
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        assert!(n > 0, "{what}: connection closed");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Sip(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// RFC 3263 §4.3 over TLS, with certificates as carriers have them (for
 /// the SIP domain, no IP address in them): a 503 from the first SRV target
 /// moves the request on to the second, and the connection to it is
@@ -774,13 +758,13 @@ async fn a_tls_srv_target_after_a_503_is_verified_against_the_domain() {
     );
     uac.send(proxy, &req).await;
     let mut one = accept_tls(&first, &tls, "the first SRV target").await;
-    let got = read_head(&mut one, "the OPTIONS at the first target").await;
+    let got = read_message(&mut one, &mut Vec::new()).await;
     assert!(got.start_line().starts_with("OPTIONS "), "{}", got.0);
     one.write_all(response_to(&got, "503 Service Unavailable", "").as_bytes())
         .await
         .unwrap();
     let mut two = accept_tls(&second, &tls, "the second SRV target").await;
-    let again = read_head(&mut two, "the OPTIONS at the second target").await;
+    let again = read_message(&mut two, &mut Vec::new()).await;
     assert_eq!(again.header("Call-ID").as_deref(), Some("tlsfo-1"));
     two.write_all(response_to(&again, "200 OK", "").as_bytes())
         .await
