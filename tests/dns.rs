@@ -624,61 +624,6 @@ async fn a_naptr_record_naming_tcp_sends_the_request_over_tcp() {
     server.shutdown().await;
 }
 
-/// A TLS server for `name` only (no IP in its certificate): its PEM files
-/// and the CA that signed it, in `dir`.
-mod tls_peer {
-    use std::path::{Path, PathBuf};
-    use std::sync::Arc;
-
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    use tokio_rustls::TlsAcceptor;
-    use tokio_rustls::rustls::ServerConfig;
-    use tokio_rustls::rustls::pki_types::pem::PemObject;
-    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    /// (CA file, certificate file, key file) for `name`, written to `dir`.
-    pub fn files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
-        std::fs::create_dir_all(dir).unwrap();
-        let ca_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(params, ca_key);
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec![name.to_string()])
-            .unwrap()
-            .signed_by(&key, &issuer)
-            .unwrap();
-        let paths = (
-            dir.join("ca.pem"),
-            dir.join("cert.pem"),
-            dir.join("key.pem"),
-        );
-        std::fs::write(&paths.0, ca.pem()).unwrap();
-        std::fs::write(&paths.1, leaf.pem()).unwrap();
-        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
-        paths
-    }
-
-    /// A TLS acceptor presenting `cert` with `key`.
-    pub fn acceptor(cert: &Path, key: &Path) -> TlsAcceptor {
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        let key = PrivateKeyDer::from_pem_file(key).unwrap();
-        let config = ServerConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        TlsAcceptor::from(Arc::new(config))
-    }
-}
-
 /// The next TLS connection to `listener`, its handshake done.
 async fn accept_tls(
     listener: &tokio::net::TcpListener,
@@ -726,9 +671,10 @@ async fn a_tls_srv_target_after_a_503_is_verified_against_the_domain() {
     ) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("sipforge-dns-tls-{}", std::process::id()));
-    let (ca, cert, key) = tls_peer::files(&dir, "tlsfo.test");
-    let tls = tls_peer::acceptor(&cert, &key);
+    // Certificates for the domain only, as carriers have them.
+    let pki = common::pki::Pki::new("tlsfo");
+    let (cert, key) = pki.leaf("tlsfo", &["tlsfo.test"]);
+    let tls = common::pki::acceptor((cert.clone(), key.clone()));
     let mut options = common::options();
     options.listen = vec![
         sipforge_runtime::transport::ListenAddr::parse("udp:127.0.0.1:0").unwrap(),
@@ -740,7 +686,7 @@ async fn a_tls_srv_target_after_a_503_is_verified_against_the_domain() {
     options.tls = Some(sipforge_runtime::net::tls::TlsFiles {
         certificate: cert.clone(),
         key: key.clone(),
-        ca: Some(ca),
+        ca: Some(pki.ca()),
         verify_client: false,
         handshake_timeout: Duration::from_secs(2),
     });
@@ -776,5 +722,4 @@ async fn a_tls_srv_target_after_a_503_is_verified_against_the_domain() {
         answer.0
     );
     server.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

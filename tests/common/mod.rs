@@ -10,6 +10,7 @@ use tokio::net::UdpSocket;
 include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 pub mod netns;
+pub mod pki;
 
 /// What a sans-IO core sent, as (destination, text) pairs.
 pub fn sent_texts(out: Vec<sipforge_runtime::proxy::Outgoing>) -> Vec<(String, String)> {
