@@ -74,6 +74,11 @@ pub struct Edits {
     /// received and no via-branch): when the transaction forks, each fork
     /// gets it again with its own via-branch (see `proxy::stateful`).
     pub media_offer: Option<Box<crate::proxy::suspend::MediaAsk>>,
+    /// Not set by a route: the request came from another instance of the
+    /// pool for a connection of ours (see [`crate::proxy::flow`]); the
+    /// routes do not run on it nor on its responses, whose Contact is
+    /// marked as `fix_contact` would.
+    pub pool_hop: bool,
 }
 
 /// What `lookup` and `registered` ask of the location service.

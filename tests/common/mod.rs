@@ -11,6 +11,7 @@ include!(concat!(env!("OUT_DIR"), "/fixtures.rs"));
 
 pub mod netns;
 pub mod pki;
+pub mod redis;
 
 /// What a sans-IO core sent, as (destination, text) pairs.
 pub fn sent_texts(out: Vec<sipforge_runtime::proxy::Outgoing>) -> Vec<(String, String)> {

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::flow::{self, Flow};
+use super::identity::Identity;
 use super::suspend::Memo;
 use crate::ctx::{BranchTarget, Located, Location};
 use crate::registrar::{
@@ -89,11 +91,15 @@ impl Registrar {
 
     /// `save`: handle the REGISTER that came over `transport` from
     /// `source`: the answer, or (with a shared store) what to store.
+    ///
+    /// `identity`: this instance, for the Path entry of a REGISTER that
+    /// came over a connection when the store is shared (see `flow`).
     pub fn save(
         &self,
         msg: &Message<'_>,
         source: SocketAddr,
         transport: Transport,
+        identity: &Identity,
         now: std::time::Instant,
         now_unix: u64,
     ) -> Saving {
@@ -106,6 +112,14 @@ impl Registrar {
             Err(refusal) => return self.answer(Ok(Err(refusal)), None, now_unix),
         };
         let Some(store) = &self.store else {
+            let mut req = req;
+            req.flow_path = flow::path_entry(
+                identity,
+                Flow {
+                    transport,
+                    addr: source,
+                },
+            );
             return Saving::Ask(Box::new(req));
         };
         self.sweep(store, now_unix);
@@ -211,9 +225,15 @@ impl Registrar {
     /// The location service at `now_unix`, for one route run (`memo`: what
     /// earlier runs of the route on this request learned from a shared
     /// store).
-    pub fn at<'a>(&'a self, now_unix: u64, memo: Option<&'a Memo>) -> LocationAt<'a> {
+    pub fn at<'a>(
+        &'a self,
+        identity: &'a Identity,
+        now_unix: u64,
+        memo: Option<&'a Memo>,
+    ) -> LocationAt<'a> {
         LocationAt {
             registrar: self,
+            identity,
             now_unix,
             memo,
         }
@@ -223,6 +243,8 @@ impl Registrar {
 /// The location service as `lookup` and `registered` see it at one time.
 pub struct LocationAt<'a> {
     registrar: &'a Registrar,
+    /// This instance: its own flow entries are left out of a Path.
+    identity: &'a Identity,
     now_unix: u64,
     memo: Option<&'a Memo>,
 }
@@ -272,7 +294,7 @@ impl Location for LocationAt<'_> {
         if bindings.is_empty() {
             return Located::Ready(None);
         }
-        Located::Ready(Some(groups(&bindings)))
+        Located::Ready(Some(groups(&bindings, self.identity)))
     }
 
     fn has(&self, uri: &str) -> Located<bool> {
@@ -283,7 +305,7 @@ impl Location for LocationAt<'_> {
     }
 }
 /// Bindings (highest q first) as fork groups, one per q-value.
-fn groups(bindings: &[Binding]) -> Vec<Vec<BranchTarget>> {
+fn groups(bindings: &[Binding], us: &Identity) -> Vec<Vec<BranchTarget>> {
     let mut out: Vec<Vec<BranchTarget>> = Vec::new();
     let mut last_q = None;
     for b in bindings {
@@ -293,7 +315,7 @@ fn groups(bindings: &[Binding]) -> Vec<Vec<BranchTarget>> {
             last_q = Some(q);
         }
         if let Some(group) = out.last_mut() {
-            group.push(branch_to(b));
+            group.push(branch_to(b, us));
         }
     }
     out
@@ -301,15 +323,15 @@ fn groups(bindings: &[Binding]) -> Vec<Vec<BranchTarget>> {
 
 /// The branch to one binding: its contact as Request-URI; along its Path
 /// when it has one, else to where its REGISTER came from (the NAT
-/// binding, or the connection for TCP), whatever the contact says.
-fn branch_to(b: &Binding) -> BranchTarget {
-    let du = b
-        .path
-        .is_empty()
-        .then(|| crate::target::uri_of(b.received.addr, b.received.transport));
+/// binding, or the connection for TCP), whatever the contact says. A
+/// Path that is only our own flow entry (the REGISTER came over a
+/// connection of ours, see `flow`) is left out: we hold the connection.
+fn branch_to(b: &Binding, us: &Identity) -> BranchTarget {
+    let own_flow = matches!(b.path.as_slice(), [only] if flow::is_own_entry(us, only));
+    let direct = b.path.is_empty() || own_flow;
     BranchTarget {
         ruri: b.contact.clone(),
-        du,
-        route: b.path.clone(),
+        du: direct.then(|| crate::target::uri_of(b.received.addr, b.received.transport)),
+        route: if own_flow { Vec::new() } else { b.path.clone() },
     }
 }

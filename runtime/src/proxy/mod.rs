@@ -14,6 +14,7 @@
 pub mod branch;
 pub mod destinations;
 pub mod drain;
+pub mod flow;
 mod fork_media;
 pub mod forward;
 pub mod identity;
@@ -269,7 +270,7 @@ impl Core {
         memo: Option<&'a suspend::Memo>,
     ) -> Option<location::LocationAt<'a>> {
         let registrar = self.registrar.as_ref()?;
-        Some(registrar.at(self.unix_time(now), memo))
+        Some(registrar.at(&self.identity, self.unix_time(now), memo))
     }
 
     /// `save`: the answer to a REGISTER received from `source` over
@@ -282,7 +283,14 @@ impl Core {
         now: Instant,
     ) -> location::Saving {
         match &self.registrar {
-            Some(r) => r.save(msg, source, transport, now, self.unix_time(now)),
+            Some(r) => r.save(
+                msg,
+                source,
+                transport,
+                &self.identity,
+                now,
+                self.unix_time(now),
+            ),
             None => location::Saving::Answer(500, Some("No Registrar"), Vec::new()),
         }
     }

@@ -22,6 +22,9 @@ pub struct RouteSet<'a> {
     /// entries (written when the transport changes, RFC 5658), the one
     /// facing where the request goes on.
     pub side: Option<crate::transport::Transport>,
+    /// A connection of ours named by a flow token in one of our removed
+    /// entries (see [`super::flow`]).
+    pub flow: Option<super::flow::Flow>,
 }
 
 struct Entry<'a> {
@@ -75,6 +78,14 @@ pub fn process<'a>(msg: &Message<'a>, us: &Identity) -> RouteSet<'a> {
         .take_while(|(_, r)| **r)
         .last()
         .and_then(|(e, _)| crate::target::uri_transport(e.uri));
+    // Most Route entries carry no token: one search before any parse.
+    result.flow = entries
+        .iter()
+        .take(2)
+        .zip(&remove)
+        .take_while(|(_, r)| **r)
+        .filter(|(e, _)| e.uri.contains(super::flow::PARAM))
+        .find_map(|(e, _)| Uri::parse(e.uri).and_then(|u| super::flow::verify(us, &u)));
     result.next_hop = entries
         .iter()
         .zip(&remove)

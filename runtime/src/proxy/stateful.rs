@@ -881,6 +881,7 @@ fn clone_edits(e: &Edits) -> Edits {
         contact: e.contact.clone(),
         body: e.body.clone(),
         media_offer: e.media_offer.clone(),
+        pool_hop: e.pool_hop,
     }
 }
 
@@ -1528,7 +1529,14 @@ fn deliver_with(
     if let Some(memo) = memo {
         cx.set_memo(memo);
     }
-    let _ = env.routes.reply(&mut cx);
+    if txn.saved.pool_hop {
+        // The instance that ran the routes runs its reply route; we only
+        // mark the phone's Contact with its connection (see `flow`).
+        let transport = env.identity.transport_of(txn.branches[index].socket);
+        cx.edits.contact = crate::nat::fix_contact(msg, source, transport).ok();
+    } else {
+        let _ = env.routes.reply(&mut cx);
+    }
     let now_unix = env.unix_time(now);
     if let Some(waiting) = env.suspended {
         for t in cx.tells.drain(..) {
@@ -1726,7 +1734,7 @@ fn maybe_complete(
     let Ok(stored) = Message::parse(&request) else {
         return;
     };
-    if env.routes.has_failure() && !txn.cancelled {
+    if env.routes.has_failure() && !txn.cancelled && !txn.saved.pool_hop {
         let held_bytes = best
             .and_then(|best| txn.branches[best].held.as_ref())
             .and_then(|h| h.bytes.as_deref());

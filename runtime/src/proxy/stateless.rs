@@ -207,34 +207,50 @@ fn on_request(
         );
         return;
     }
-    let memo = replay.map(|(m, _)| m);
-    let location = core.location(now, memo);
-    let mut cx = Ctx::for_request(msg, source);
-    cx.set_auth(core.auth_env(now))
-        .set_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
-        .set_transport(at.2);
-    if let Some(memo) = memo {
-        cx.set_memo(memo);
-    }
-    if let Some(ruri) = routes.new_request_uri {
-        cx.edits.ruri = Some(ruri.to_string());
-    }
-    super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
-    let _ = core.routes.request(&mut cx);
-    core.tell_media(now, &mut cx.tells);
-    if let Some(query) = cx.asked.take() {
-        // The route needs another server's answer: this run is thrown
-        // away and the request waits (see `suspend`).
-        let mut next = memo.cloned().unwrap_or_default();
-        next.accepted.append(&mut cx.accepted_now);
-        next.replay_until = cx.queries();
-        drop(cx);
-        let rounds = replay.map_or(0, |(_, r)| r) + 1;
-        let key = key.unwrap_or_else(|| server_key(msg));
-        suspend_route(core, now, msg, at, key, next, rounds, query, out, touched);
-        return;
-    }
-    let (decision, edits) = cx.finish();
+    // A request from the pool for a connection of ours: the instance
+    // that sent it ran the routes (see `flow`).
+    let pool_hop = routes.flow.filter(|_| {
+        !never_stateful && routes.next_hop.is_none() && routes.new_request_uri.is_none()
+    });
+    let (decision, edits) = if let Some(flow) = pool_hop {
+        tracing::debug!(
+            call_id = msg.call_id().unwrap_or(""),
+            method,
+            %source,
+            connection = %flow.addr,
+            "request from the pool for a connection of ours: relayed to it"
+        );
+        super::flow::pool_hop(msg, flow)
+    } else {
+        let memo = replay.map(|(m, _)| m);
+        let location = core.location(now, memo);
+        let mut cx = Ctx::for_request(msg, source);
+        cx.set_auth(core.auth_env(now))
+            .set_location(location.as_ref().map(|l| l as &dyn crate::ctx::Location))
+            .set_transport(at.2);
+        if let Some(memo) = memo {
+            cx.set_memo(memo);
+        }
+        if let Some(ruri) = routes.new_request_uri {
+            cx.edits.ruri = Some(ruri.to_string());
+        }
+        super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
+        let _ = core.routes.request(&mut cx);
+        core.tell_media(now, &mut cx.tells);
+        if let Some(query) = cx.asked.take() {
+            // The route needs another server's answer: this run is thrown
+            // away and the request waits (see `suspend`).
+            let mut next = memo.cloned().unwrap_or_default();
+            next.accepted.append(&mut cx.accepted_now);
+            next.replay_until = cx.queries();
+            drop(cx);
+            let rounds = replay.map_or(0, |(_, r)| r) + 1;
+            let key = key.unwrap_or_else(|| server_key(msg));
+            suspend_route(core, now, msg, at, key, next, rounds, query, out, touched);
+            return;
+        }
+        cx.finish()
+    };
     let target = match decision {
         Decision::Forward(target) => target,
         // An ACK or unmatched CANCEL never makes a transaction: relayed

@@ -91,7 +91,10 @@ impl Binding {
             cseq: req.cseq,
             instance: u.instance.clone(),
             reg_id: u.reg_id,
-            path: req.path.clone(),
+            path: match &req.flow_path {
+                Some(entry) if req.path.is_empty() => vec![entry.clone()],
+                _ => req.path.clone(),
+            },
             received: req.received,
             user_agent: req.user_agent.clone(),
             registered_at: now_unix,

@@ -54,6 +54,11 @@ pub struct RegisterRequest {
     pub path: Vec<String>,
     /// `Supported: path` was in the request: the 200 echoes Path (RFC 3327 §5.3).
     pub path_supported: bool,
+    /// Set by the proxy, not read from the request: with a shared store,
+    /// the Path entry that leads the pool's other instances to the
+    /// connection this REGISTER came over (see `proxy::flow`). Stored as
+    /// the binding's Path when the request has none; never echoed.
+    pub flow_path: Option<String>,
     pub received: Received,
     pub user_agent: Option<String>,
 }
@@ -90,6 +95,7 @@ pub fn parse_register(
             .all(HeaderName::Supported)
             .flat_map(|h| msg.value(h).split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("path")),
+        flow_path: None,
         received,
         user_agent: msg
             .first(HeaderName::UserAgent)

@@ -1,0 +1,244 @@
+//! Flow routes: how an instance of a pool reaches a phone whose TCP, TLS or
+//! WebSocket connection lives on another instance (issue 14).
+//!
+//! A connection belongs to the instance that accepted it; the location
+//! table is shared (Redis). When a REGISTER arrives over a connection and
+//! the bindings live in a shared store, the binding gets a Path of one
+//! entry naming this instance, with a flow token in a URI parameter (the
+//! edge proxy's part of RFC 5626 §5.3, played by the instance itself):
+//!
+//! ```text
+//! <sip:198.51.100.1:5060;lr;sf-flow=tcp~203.0.113.7~40312~9f3c0a1b2c3d4e5f>
+//! ```
+//!
+//! The token names the connection (transport, the phone's address) and
+//! carries a MAC under the pool's `--secret-file` key, so only a member of
+//! the pool can make one. Any instance's `lookup` turns the binding into a
+//! branch along that Path (as for any Path), so the request goes to the
+//! owner; the owner's own `lookup` leaves its entry out and uses the
+//! connection directly. The owner, receiving a request whose only Route is
+//! its own flow entry with a valid token, relays it to the connection
+//! without running the routes again (the instance that did the `lookup`
+//! ran them: authentication, media, the caller's policy); see
+//! `stateless::on_request` and [`crate::ctx::Edits::pool_hop`].
+//!
+//! The token is not shown to the phone nor to the caller: it travels in the
+//! store and on the hop between two instances only. The owner's
+//! Record-Route is the plain one, and in-dialog requests reach the phone
+//! through the `fix_contact` marker the owner writes into the phone's
+//! Contact (see [`crate::nat`]).
+
+use std::net::SocketAddr;
+
+use super::identity::Identity;
+use crate::api::RelayTo;
+use crate::ctx::{Decision, Edits};
+use crate::sip::{HeaderName, Message, Uri};
+use crate::target::parse_ip;
+use crate::transport::Transport;
+
+/// The URI parameter holding the token.
+pub const PARAM: &str = "sf-flow";
+
+/// A connection of this instance, as a flow token names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub transport: Transport,
+    /// The phone's address (the connection's remote end).
+    pub addr: SocketAddr,
+}
+
+impl Flow {
+    /// The next hop that sends over this connection (`$du`).
+    pub fn uri(&self) -> String {
+        crate::target::uri_of(self.addr, self.transport)
+    }
+}
+
+/// The MAC of a flow under the pool's key.
+fn mac(identity: &Identity, flow: Flow) -> u64 {
+    identity.mac((PARAM, flow.transport.name(), flow.addr))
+}
+
+/// The token's text: `transport~ip~port~mac` (the IPv6 address in brackets).
+fn token(identity: &Identity, flow: Flow) -> String {
+    let ip = match flow.addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    format!(
+        "{}~{ip}~{}~{:016x}",
+        flow.transport.name(),
+        flow.addr.port(),
+        mac(identity, flow)
+    )
+}
+
+/// The Path entry that sends requests for `flow` to this instance: its
+/// first UDP listener (what the pool's instances reach each other over),
+/// else its first listener. None for a flow that is not a connection, or
+/// without a listener.
+pub fn path_entry(identity: &Identity, flow: Flow) -> Option<String> {
+    if !flow.transport.is_stream() {
+        return None;
+    }
+    let listener = identity
+        .listeners
+        .iter()
+        .find(|l| l.transport == Transport::Udp)
+        .or_else(|| identity.listeners.first())?;
+    let transport = match listener.transport {
+        Transport::Udp => String::new(),
+        t => format!(";transport={}", t.name()),
+    };
+    Some(format!(
+        "<sip:{}:{}{transport};lr;{PARAM}={}>",
+        listener.host,
+        listener.port,
+        token(identity, flow)
+    ))
+}
+
+/// The flow a URI of ours names in a token that verifies; None when it
+/// has no token, or one that does not verify (made up, altered, or made
+/// by an instance with another key).
+pub fn verify(identity: &Identity, uri: &Uri<'_>) -> Option<Flow> {
+    let text = uri.param(PARAM)??;
+    let mut parts = text.split('~');
+    let (Some(transport), Some(ip), Some(port), Some(mac_hex), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let transport = Transport::parse(transport).filter(|t| t.is_stream())?;
+    let ip = parse_ip(ip)?;
+    let port: u16 = port.parse().ok()?;
+    if mac_hex.len() != 16 {
+        return None;
+    }
+    let given = u64::from_str_radix(mac_hex, 16).ok()?;
+    let flow = Flow {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    };
+    (given == mac(identity, flow)).then_some(flow)
+}
+
+/// Whether `entry` (a Path element as stored) is this instance's entry for
+/// a flow: then the owner sends over the connection itself.
+pub fn is_own_entry(identity: &Identity, entry: &str) -> bool {
+    let uri = crate::sip::NameAddr::parse(entry).map_or(entry, |na| na.uri);
+    Uri::parse(uri)
+        .is_some_and(|u| identity.is_us(u.host, u.port) && verify(identity, &u).is_some())
+}
+
+/// What the owner does with a request from the pool for `flow`, instead
+/// of running the routes: relay it (statefully) to the connection, and
+/// record-route when an instance before us did (in-dialog requests must
+/// come through us to reach the connection).
+pub(crate) fn pool_hop(msg: &Message<'_>, flow: Flow) -> (Decision, Edits) {
+    let edits = Edits {
+        du: Some(flow.uri()),
+        record_route: msg.first(HeaderName::RecordRoute).is_some(),
+        pool_hop: true,
+        ..Edits::default()
+    };
+    (Decision::Relay(RelayTo::Default), edits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::Listener;
+
+    fn pool_member(addr: &str) -> Identity {
+        let l = Listener::new(addr.parse().unwrap(), None).unwrap();
+        let tcp = Listener::with_transport(addr.parse().unwrap(), Transport::Tcp, None).unwrap();
+        Identity::with_secret(vec![tcp, l], b"a secret shared by the whole pool")
+    }
+
+    fn phone() -> Flow {
+        Flow {
+            transport: Transport::Tcp,
+            addr: "203.0.113.7:40312".parse().unwrap(),
+        }
+    }
+
+    fn uri_of(entry: &str) -> String {
+        crate::sip::NameAddr::parse(entry).unwrap().uri.to_string()
+    }
+
+    #[test]
+    fn an_entry_names_the_udp_listener_and_verifies_on_every_member() {
+        let a = pool_member("198.51.100.1:5060");
+        let entry = path_entry(&a, phone()).unwrap();
+        assert!(
+            entry.starts_with("<sip:198.51.100.1:5060;lr;sf-flow=tcp~203.0.113.7~40312~"),
+            "{entry}"
+        );
+        let uri = uri_of(&entry);
+        assert_eq!(verify(&a, &Uri::parse(&uri).unwrap()), Some(phone()));
+        // Another member with the same key verifies it too (the token is
+        // the pool's), but it is not its own entry.
+        let b = pool_member("198.51.100.2:5060");
+        assert_eq!(verify(&b, &Uri::parse(&uri).unwrap()), Some(phone()));
+        assert!(is_own_entry(&a, &entry));
+        assert!(!is_own_entry(&b, &entry));
+    }
+
+    #[test]
+    fn ipv6_and_tls_flows_round_trip() {
+        let a = pool_member("198.51.100.1:5060");
+        let flow = Flow {
+            transport: Transport::Tls,
+            addr: "[2001:db8::7]:5061".parse().unwrap(),
+        };
+        let uri = uri_of(&path_entry(&a, flow).unwrap());
+        assert!(uri.contains("sf-flow=tls~[2001:db8::7]~5061~"), "{uri}");
+        assert_eq!(verify(&a, &Uri::parse(&uri).unwrap()), Some(flow));
+        assert_eq!(flow.uri(), "sip:[2001:db8::7]:5061;transport=tls");
+    }
+
+    #[test]
+    fn udp_has_no_flow() {
+        let a = pool_member("198.51.100.1:5060");
+        let flow = Flow {
+            transport: Transport::Udp,
+            ..phone()
+        };
+        assert_eq!(path_entry(&a, flow), None);
+    }
+
+    #[test]
+    fn forged_altered_and_foreign_tokens_do_not_verify() {
+        let a = pool_member("198.51.100.1:5060");
+        let uri = uri_of(&path_entry(&a, phone()).unwrap());
+        let mac = uri.rsplit('~').next().unwrap().to_string();
+        let forged = [
+            // Another connection with the MAC of the first.
+            uri.replace("40312", "40313"),
+            uri.replace("~203.0.113.7~", "~203.0.113.8~"),
+            uri.replace("tcp~", "tls~"),
+            uri.replace("tcp~", "udp~"),
+            // Made up, short, missing or extra parts.
+            uri.replace(&mac, "0000000000000000"),
+            uri.replace(&mac, &mac[..15]),
+            uri.replace(&mac, &format!("{mac}~1")),
+            uri.replace(&format!("~{mac}"), ""),
+            "sip:198.51.100.1:5060;lr;sf-flow".to_string(),
+            "sip:198.51.100.1:5060;lr;sf-flow=".to_string(),
+            "sip:198.51.100.1:5060;lr".to_string(),
+        ];
+        for f in &forged {
+            let parsed = Uri::parse(f).unwrap();
+            assert_eq!(verify(&a, &parsed), None, "{f}");
+        }
+        // A process with another key (no --secret-file) rejects the pool's.
+        let stranger = Identity::new(a.listeners.clone());
+        assert_eq!(verify(&stranger, &Uri::parse(&uri).unwrap()), None);
+    }
+}
