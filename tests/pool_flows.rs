@@ -15,6 +15,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::netns::in_private_netns;
 use common::redis::Redis;
 use common::{Peer, Sip};
 use sipforge_runtime::net::framing::{Frame, Framer};
@@ -33,10 +34,20 @@ async fn instance(
     redis: &Redis,
     secret: &[u8],
 ) -> (sipforge_runtime::net::Server, SocketAddr, SocketAddr) {
+    instance_on(redis, secret, "127.0.0.1:0", "127.0.0.1:0").await
+}
+
+/// The same on given addresses.
+async fn instance_on(
+    redis: &Redis,
+    secret: &[u8],
+    udp: &str,
+    tcp: &str,
+) -> (sipforge_runtime::net::Server, SocketAddr, SocketAddr) {
     let mut options = common::options();
     options.listen = vec![
-        ListenAddr::parse("udp:127.0.0.1:0").unwrap(),
-        ListenAddr::parse("tcp:127.0.0.1:0").unwrap(),
+        ListenAddr::parse(&format!("udp:{udp}")).unwrap(),
+        ListenAddr::parse(&format!("tcp:{tcp}")).unwrap(),
     ];
     options.registrar_store = Some(redis.url());
     options.secret = Some(secret.to_vec());
@@ -215,6 +226,11 @@ async fn final_response(peer: &Peer, what: &str) -> Sip {
     }
 }
 
+fn pool_hops() -> f64 {
+    let text = sipforge_runtime::metrics::encode();
+    sipforge_runtime::metrics::sample(&text, "sipforge_pool_hops_total").unwrap_or(0.0)
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -227,8 +243,37 @@ async fn a_tcp_phone_on_one_instance_is_called_through_another() {
     let Some(redis) = Redis::start() else {
         return;
     };
-    let (_a, a_udp, a_tcp) = instance(&redis, SECRET).await;
-    let (_b, b_udp, _) = instance(&redis, SECRET).await;
+    let a = instance(&redis, SECRET).await;
+    let b = instance(&redis, SECRET).await;
+    called_through_another(&redis, (a.1, a.2), b.1).await;
+}
+
+/// The same in a private network namespace: both instances on port 5060
+/// (UDP and TCP), told apart by their addresses only.
+#[test]
+fn a_tcp_phone_called_through_another_in_a_private_network_namespace() {
+    if !in_private_netns("a_tcp_phone_called_through_another_in_a_private_network_namespace") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let Some(redis) = Redis::start_at("127.0.0.1:6379".parse().unwrap()) else {
+            return;
+        };
+        let a = instance_on(&redis, SECRET, "127.0.0.2:5060", "127.0.0.2:5060").await;
+        let b = instance_on(&redis, SECRET, "127.0.0.3:5060", "127.0.0.3:5060").await;
+        called_through_another(&redis, (a.1, a.2), b.1).await;
+    });
+}
+
+/// The phone registers over TCP at A (`a`: its UDP and TCP addresses);
+/// calls through B (`b_udp`) and A reach it.
+async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_udp: SocketAddr) {
+    let (a_udp, a_tcp) = a;
     let mut phone = TcpPhone::connect(a_tcp).await;
     let caller = Peer::bind().await;
 
@@ -254,6 +299,7 @@ async fn a_tcp_phone_on_one_instance_is_called_through_another() {
     );
 
     // A call through B reaches the phone over its connection to A.
+    let hops = pool_hops();
     caller
         .send(
             b_udp,
@@ -279,6 +325,7 @@ async fn a_tcp_phone_on_one_instance_is_called_through_another() {
     );
     let vias = inv.headers("Via");
     assert_eq!(vias.len(), 3, "caller, B, A: {vias:?}");
+    assert!(pool_hops() > hops, "counted");
     assert!(vias[0].starts_with("SIP/2.0/TCP"), "{vias:?}");
     let rr = inv.headers("Record-Route").join(",");
     assert!(rr.contains(&a_tcp.to_string()), "A record-routes: {rr}");

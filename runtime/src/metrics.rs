@@ -245,6 +245,7 @@ struct Metrics {
     sibling: [Counter; 2],
     route_step_errors: Counter,
     loops: Counter,
+    pool_hops: Counter,
     branches_refused: [Counter; BranchRefusal::ALL.len()],
     log_lines_suppressed: Counter,
     name_lookups: [Counter; 2],
@@ -408,6 +409,11 @@ impl Metrics {
                 &mut r,
                 "sipforge_loops_detected",
                 "Requests answered 482 Loop Detected: they came back carrying a Via of ours for the same request (RFC 3261 §16.3 step 4), or their next hop was one of our own sockets",
+            ),
+            pool_hops: counter(
+                &mut r,
+                "sipforge_pool_hops",
+                "Requests another instance of the pool sent us for a connection of ours (a valid flow token), relayed to it without running the routes",
             ),
             branches_refused: family(
                 &mut r,
@@ -822,6 +828,11 @@ pub fn route_step_error() {
 /// A request was answered 482 Loop Detected.
 pub fn loop_detected() {
     METRICS.loops.inc();
+}
+
+/// A request from the pool for a connection of ours was relayed to it.
+pub fn pool_hop() {
+    METRICS.pool_hops.inc();
 }
 
 /// A transaction refused to make a new branch.

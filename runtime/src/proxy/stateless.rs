@@ -220,6 +220,7 @@ fn on_request(
             connection = %flow.addr,
             "request from the pool for a connection of ours: relayed to it"
         );
+        metrics::pool_hop();
         super::flow::pool_hop(msg, flow)
     } else {
         let memo = replay.map(|(m, _)| m);
@@ -235,6 +236,11 @@ fn on_request(
             cx.edits.ruri = Some(ruri.to_string());
         }
         super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
+        // An ACK or CANCEL from the pool that matched no transaction
+        // of ours goes to the connection too (the routes still run).
+        if let Some(flow) = routes.flow.filter(|_| routes.next_hop.is_none()) {
+            cx.edits.du = Some(flow.uri());
+        }
         let _ = core.routes.request(&mut cx);
         core.tell_media(now, &mut cx.tells);
         if let Some(query) = cx.asked.take() {
