@@ -255,12 +255,7 @@ fn a_tcp_phone_called_through_another_in_a_private_network_namespace() {
     if !in_private_netns("a_tcp_phone_called_through_another_in_a_private_network_namespace") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::netns::runtime().block_on(async {
         let Some(redis) = Redis::start_at("127.0.0.1:6379".parse().unwrap()) else {
             return;
         };

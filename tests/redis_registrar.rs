@@ -166,12 +166,7 @@ fn scale_out_in_a_private_network_namespace() {
     if !in_private_netns("scale_out_in_a_private_network_namespace") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::netns::runtime().block_on(async {
         // Standard ports, one address per instance: only in a namespace
         // of our own.
         let Some(redis) = Redis::start_at("127.0.0.1:6379".parse().unwrap()) else {

@@ -63,3 +63,13 @@ pub fn in_private_netns(name: &str) -> bool {
     println!("{name}: passed in a private network namespace");
     false
 }
+
+/// The runtime a test that runs in a namespace drives itself with (a
+/// plain `#[test]`: the re-run must not start inside a tokio runtime).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
