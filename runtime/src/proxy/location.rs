@@ -335,3 +335,63 @@ fn branch_to(b: &Binding, us: &Identity) -> BranchTarget {
         route: if own_flow { Vec::new() } else { b.path.clone() },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::Listener;
+
+    fn member(addr: &str) -> Identity {
+        Identity::with_secret(
+            vec![Listener::new(addr.parse().unwrap(), None).unwrap()],
+            b"a secret shared by the whole pool",
+        )
+    }
+
+    fn binding(path: Vec<String>) -> Binding {
+        Binding {
+            contact: "sip:a@192.168.1.2:5060;transport=tcp".into(),
+            expires_at: 100,
+            q: None,
+            call_id: "c".into(),
+            cseq: 1,
+            instance: None,
+            reg_id: None,
+            path,
+            received: Received {
+                transport: Transport::Tcp,
+                addr: "203.0.113.7:40312".parse().unwrap(),
+            },
+            user_agent: None,
+            registered_at: 0,
+        }
+    }
+
+    #[test]
+    fn the_owner_sends_to_its_connection_the_others_along_the_flow_entry() {
+        let a = member("198.51.100.1:5060");
+        let b = member("198.51.100.2:5060");
+        let flow = Flow {
+            transport: Transport::Tcp,
+            addr: "203.0.113.7:40312".parse().unwrap(),
+        };
+        let entry = flow::path_entry(&a, flow).unwrap();
+        let stored = binding(vec![entry.clone()]);
+        let at_a = branch_to(&stored, &a);
+        assert_eq!(
+            at_a.du.as_deref(),
+            Some("sip:203.0.113.7:40312;transport=tcp")
+        );
+        assert!(at_a.route.is_empty());
+        let at_b = branch_to(&stored, &b);
+        assert_eq!(at_b.du, None);
+        assert_eq!(at_b.route, [entry.clone()]);
+        assert_eq!(at_b.ruri, stored.contact);
+        // Our entry behind an edge's is not left out (it is not alone),
+        // nor is one whose token does not verify.
+        let two = binding(vec!["<sip:edge.example.net;lr>".into(), entry.clone()]);
+        assert_eq!(branch_to(&two, &a).route.len(), 2);
+        let forged = binding(vec![entry.replace("40312", "40313")]);
+        assert_eq!(branch_to(&forged, &a).du, None);
+    }
+}

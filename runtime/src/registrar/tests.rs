@@ -594,6 +594,49 @@ fn path_and_source_are_kept() {
 }
 
 #[test]
+fn a_flow_path_is_stored_only_without_a_path_and_never_echoed() {
+    let tcp = Received {
+        transport: Transport::Tcp,
+        addr: "203.0.113.7:40312".parse().unwrap(),
+    };
+    let config = Config::default();
+    let flow = "<sip:198.51.100.1:5060;lr;sf-flow=tcp~203.0.113.7~40312~0123456789abcdef>";
+    let raw = text(
+        "c1",
+        1,
+        "Supported: path\r\nContact: <sip:a@192.168.1.2:5060;transport=tcp>\r\n",
+    );
+    let mut req = parse_with(&raw, tcp, &config).unwrap();
+    assert_eq!(req.flow_path, None, "never read from the request");
+    req.flow_path = Some(flow.to_string());
+    let bindings = apply(&[], &req, T0, &config).unwrap();
+    assert_eq!(bindings[0].path, [flow]);
+    assert!(!ok_headers(&req, &bindings, T0).contains("Path:"));
+    // A refresh over a new connection replaces it.
+    let raw2 = text(
+        "c1",
+        2,
+        "Contact: <sip:a@192.168.1.2:5060;transport=tcp>\r\n",
+    );
+    let mut req2 = parse_with(&raw2, tcp, &config).unwrap();
+    let moved = flow.replace("40312", "40999");
+    req2.flow_path = Some(moved.clone());
+    let bindings = apply(&bindings, &req2, T0 + 10, &config).unwrap();
+    assert_eq!(bindings.len(), 1);
+    assert_eq!(bindings[0].path, [moved.as_str()]);
+    // A REGISTER that came with a Path (an edge in front) keeps its own.
+    let raw3 = text(
+        "c1",
+        3,
+        "Path: <sip:edge.example.net;lr>\r\nContact: <sip:a@192.168.1.2:5060;transport=tcp>\r\n",
+    );
+    let mut req3 = parse_with(&raw3, tcp, &config).unwrap();
+    req3.flow_path = Some(flow.to_string());
+    let bindings = apply(&bindings, &req3, T0 + 20, &config).unwrap();
+    assert_eq!(bindings[0].path, ["<sip:edge.example.net;lr>"]);
+}
+
+#[test]
 fn expired_bindings_are_invisible_and_swept() {
     let store = MemoryStore::with_shards(4);
     let config = Config::default();
