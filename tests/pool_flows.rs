@@ -1,11 +1,12 @@
-//! A phone on a TCP connection to one instance of a pool, called through
-//! another (issue 14, `proxy::flow`): two instances sharing a real
-//! redis-server and a secret; the phone registers over TCP through A; a
-//! call through B goes to A along the stored flow entry and reaches the
-//! phone over its own connection; the caller's in-dialog ACK and BYE do
-//! too (A record-routes and marks the phone's Contact); a call through A
-//! itself goes straight to the connection; a forged flow token is not
-//! followed.
+//! A phone on a TCP or WebSocket connection to one instance of a pool,
+//! called through another (issue 14, `proxy::flow`): two instances sharing
+//! a real redis-server and a secret; the phone registers through A; a call
+//! through B goes to A along the stored flow entry and reaches the phone
+//! over its own connection; the caller's in-dialog ACK and BYE do too (A
+//! record-routes and marks the phone's Contact); a call through A itself
+//! goes straight to the connection; a forged flow token is not followed.
+//! The TCP case runs again in a private network namespace, both instances
+//! on port 5060.
 //!
 //! redis-server missing: the tests say so loudly and pass; under CI=true
 //! they fail (`.ci/run` installs Debian's redis-server).
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::netns::in_private_netns;
 use common::redis::Redis;
 use common::{Peer, Sip};
+use futures_util::{SinkExt, StreamExt};
 use sipforge_runtime::net::framing::{Frame, Framer};
 use sipforge_runtime::proxy::flow;
 use sipforge_runtime::proxy::{Identity, Listener};
@@ -25,29 +27,42 @@ use sipforge_runtime::registrar::{AsyncStore, RedisStore};
 use sipforge_runtime::transport::{ListenAddr, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SECRET: &[u8] = b"the pool's secret, shared by every instance";
 
-/// One instance of the pool: the shared-registrar routes on a UDP and a
-/// TCP socket; (server, UDP address, TCP address).
-async fn instance(
-    redis: &Redis,
-    secret: &[u8],
-) -> (sipforge_runtime::net::Server, SocketAddr, SocketAddr) {
-    instance_on(redis, secret, "127.0.0.1:0", "127.0.0.1:0").await
+/// One instance of the pool: the shared-registrar routes on a UDP, a TCP
+/// and a WebSocket socket.
+struct Instance {
+    _server: sipforge_runtime::net::Server,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    ws: SocketAddr,
+}
+
+impl Instance {
+    /// Where a phone of `transport` connects.
+    fn stream(&self, transport: Transport) -> SocketAddr {
+        match transport {
+            Transport::Ws => self.ws,
+            _ => self.tcp,
+        }
+    }
+}
+
+async fn instance(redis: &Redis, secret: &[u8]) -> Instance {
+    instance_on(redis, secret, "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0").await
 }
 
 /// The same on given addresses.
-async fn instance_on(
-    redis: &Redis,
-    secret: &[u8],
-    udp: &str,
-    tcp: &str,
-) -> (sipforge_runtime::net::Server, SocketAddr, SocketAddr) {
+async fn instance_on(redis: &Redis, secret: &[u8], udp: &str, tcp: &str, ws: &str) -> Instance {
     let mut options = common::options();
     options.listen = vec![
         ListenAddr::parse(&format!("udp:{udp}")).unwrap(),
         ListenAddr::parse(&format!("tcp:{tcp}")).unwrap(),
+        ListenAddr::parse(&format!("ws:{ws}")).unwrap(),
     ];
     options.registrar_store = Some(redis.url());
     options.secret = Some(secret.to_vec());
@@ -55,33 +70,65 @@ async fn instance_on(
     let server = sipforge_runtime::net::start(&common::registrar_shared::ROUTES, options)
         .await
         .expect("proxy starts");
-    let (udp, tcp) = (server.local_addrs()[0], server.local_addrs()[1]);
-    (server, udp, tcp)
+    let a = server.local_addrs().to_vec();
+    Instance {
+        _server: server,
+        udp: a[0],
+        tcp: a[1],
+        ws: a[2],
+    }
 }
 
-/// A phone on a TCP connection it opened (as phones behind NAT do: the
-/// proxy cannot connect back to it).
-struct TcpPhone {
-    stream: TcpStream,
-    framer: Framer,
+/// A phone on a TCP or WebSocket connection it opened (as phones behind
+/// NAT and browsers do: the proxy cannot connect back to it).
+struct Phone {
+    link: Link,
     local: SocketAddr,
+    transport: Transport,
+    contact: String,
 }
 
-const CONTACT: &str = "sip:alice@192.168.1.10:5060;transport=tcp";
+enum Link {
+    Tcp(TcpStream, Framer),
+    Ws(Box<WebSocketStream<TcpStream>>),
+}
 
-impl TcpPhone {
-    async fn connect(to: SocketAddr) -> TcpPhone {
+impl Phone {
+    async fn connect(to: SocketAddr, transport: Transport) -> Phone {
         let stream = TcpStream::connect(to).await.expect("connect");
         let local = stream.local_addr().unwrap();
-        TcpPhone {
-            stream,
-            framer: Framer::new(1 << 20),
+        let (link, contact) = match transport {
+            Transport::Ws => {
+                let mut request = format!("ws://{to}/").into_client_request().unwrap();
+                request
+                    .headers_mut()
+                    .insert("Sec-WebSocket-Protocol", "sip".parse().unwrap());
+                let (ws, _) = tokio_tungstenite::client_async(request, stream)
+                    .await
+                    .expect("upgrade");
+                (
+                    Link::Ws(Box::new(ws)),
+                    "sip:alice@df7jal23ls0d.invalid;transport=ws".to_string(),
+                )
+            }
+            _ => (
+                Link::Tcp(stream, Framer::new(1 << 20)),
+                "sip:alice@192.168.1.10:5060;transport=tcp".to_string(),
+            ),
+        };
+        Phone {
+            link,
             local,
+            transport,
+            contact,
         }
     }
 
     async fn send(&mut self, text: &str) {
-        self.stream.write_all(text.as_bytes()).await.unwrap();
+        match &mut self.link {
+            Link::Tcp(stream, _) => stream.write_all(text.as_bytes()).await.unwrap(),
+            Link::Ws(ws) => ws.send(WsMessage::text(text)).await.expect("ws send"),
+        }
     }
 
     /// The next message within `ms`, None when nothing came.
@@ -89,15 +136,29 @@ impl TcpPhone {
         let deadline = Instant::now() + Duration::from_millis(ms);
         let mut buf = vec![0u8; 65_536];
         loop {
-            if let Some(Frame::Message(m)) = self.framer.next_frame().expect("framing") {
-                return Some(Sip(String::from_utf8_lossy(&m).into_owned()));
-            }
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.stream.read(&mut buf)).await {
-                Ok(Ok(0)) => panic!("the proxy closed the phone's connection"),
-                Ok(Ok(n)) => self.framer.push(&buf[..n]),
-                Ok(Err(e)) => panic!("phone: {e}"),
-                Err(_) => return None,
+            match &mut self.link {
+                Link::Tcp(stream, framer) => {
+                    if let Some(Frame::Message(m)) = framer.next_frame().expect("framing") {
+                        return Some(Sip(String::from_utf8_lossy(&m).into_owned()));
+                    }
+                    match tokio::time::timeout(left, stream.read(&mut buf)).await {
+                        Ok(Ok(0)) => panic!("the proxy closed the phone's connection"),
+                        Ok(Ok(n)) => framer.push(&buf[..n]),
+                        Ok(Err(e)) => panic!("phone: {e}"),
+                        Err(_) => return None,
+                    }
+                }
+                Link::Ws(ws) => match tokio::time::timeout(left, ws.next()).await {
+                    Ok(Some(Ok(WsMessage::Text(t)))) => return Some(Sip(t.to_string())),
+                    Ok(Some(Ok(WsMessage::Binary(b)))) => {
+                        return Some(Sip(String::from_utf8_lossy(&b).into_owned()));
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(e))) => panic!("phone: {e}"),
+                    Ok(None) => panic!("the proxy closed the phone's connection"),
+                    Err(_) => return None,
+                },
             }
         }
     }
@@ -121,18 +182,20 @@ impl TcpPhone {
     async fn register(&mut self, cseq: u32) -> Sip {
         let text = format!(
             "REGISTER sip:example.com SIP/2.0\r\n\
-             Via: SIP/2.0/TCP {};branch=z9hG4bK-treg-{cseq}\r\n\
+             Via: SIP/2.0/{} {};branch=z9hG4bK-treg-{cseq}\r\n\
              Max-Forwards: 70\r\n\
              From: <sip:alice@example.com>;tag=treg\r\n\
              To: <sip:alice@example.com>\r\n\
              Call-ID: treg-{}\r\n\
              CSeq: {cseq} REGISTER\r\n\
              Supported: path\r\n\
-             Contact: <{CONTACT}>\r\n\
+             Contact: <{}>\r\n\
              Expires: 600\r\n\
              Content-Length: 0\r\n\r\n",
+            self.transport.via_name(),
             self.local,
-            self.local.port()
+            self.local.port(),
+            self.contact
         );
         self.send(&text).await;
         loop {
@@ -160,10 +223,11 @@ impl TcpPhone {
             format!("{to};tag=phone")
         };
         text.push_str(&format!(
-            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <{CONTACT}>\r\nContent-Length: 0\r\n\r\n",
+            "From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <{}>\r\nContent-Length: 0\r\n\r\n",
             req.header("From").unwrap(),
             req.header("Call-ID").unwrap(),
             req.header("CSeq").unwrap(),
+            self.contact,
         ));
         self.send(&text).await;
     }
@@ -245,7 +309,17 @@ async fn a_tcp_phone_on_one_instance_is_called_through_another() {
     };
     let a = instance(&redis, SECRET).await;
     let b = instance(&redis, SECRET).await;
-    called_through_another(&redis, (a.1, a.2), b.1).await;
+    called_through_another(&redis, &a, &b, Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_phone_on_one_instance_is_called_through_another() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = instance(&redis, SECRET).await;
+    let b = instance(&redis, SECRET).await;
+    called_through_another(&redis, &a, &b, Transport::Ws).await;
 }
 
 /// The same in a private network namespace: both instances on port 5060
@@ -259,17 +333,34 @@ fn a_tcp_phone_called_through_another_in_a_private_network_namespace() {
         let Some(redis) = Redis::start_at("127.0.0.1:6379".parse().unwrap()) else {
             return;
         };
-        let a = instance_on(&redis, SECRET, "127.0.0.2:5060", "127.0.0.2:5060").await;
-        let b = instance_on(&redis, SECRET, "127.0.0.3:5060", "127.0.0.3:5060").await;
-        called_through_another(&redis, (a.1, a.2), b.1).await;
+        let (a, b) = ("127.0.0.2", "127.0.0.3");
+        let a = instance_on(
+            &redis,
+            SECRET,
+            &format!("{a}:5060"),
+            &format!("{a}:5060"),
+            &format!("{a}:8080"),
+        )
+        .await;
+        let b = instance_on(
+            &redis,
+            SECRET,
+            &format!("{b}:5060"),
+            &format!("{b}:5060"),
+            &format!("{b}:8080"),
+        )
+        .await;
+        called_through_another(&redis, &a, &b, Transport::Tcp).await;
     });
 }
 
-/// The phone registers over TCP at A (`a`: its UDP and TCP addresses);
-/// calls through B (`b_udp`) and A reach it.
-async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_udp: SocketAddr) {
-    let (a_udp, a_tcp) = a;
-    let mut phone = TcpPhone::connect(a_tcp).await;
+/// The phone registers over `transport` at A; calls through B and A
+/// reach it.
+async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, transport: Transport) {
+    let (a_udp, a_stream, b_udp) = (a.udp, a.stream(transport), b.udp);
+    let mut phone = Phone::connect(a_stream, transport).await;
+    let contact = phone.contact.clone();
+    let t = transport.name();
     let caller = Peer::bind().await;
 
     let ok = phone.register(1).await;
@@ -287,7 +378,7 @@ async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_ud
     assert_eq!(stored.len(), 1, "{stored:?}");
     let path = &stored[0].path;
     assert_eq!(path.len(), 1, "{path:?}");
-    let flow = format!("sf-flow=tcp~127.0.0.1~{}~", phone.local.port());
+    let flow = format!("sf-flow={t}~127.0.0.1~{}~", phone.local.port());
     assert!(
         path[0].starts_with(&format!("<sip:{a_udp};lr;{flow}")),
         "{path:?}"
@@ -304,7 +395,7 @@ async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_ud
     let inv = phone.recv_request("the INVITE from B at the phone").await;
     assert!(
         inv.start_line()
-            .starts_with(&format!("INVITE {CONTACT} SIP/2.0")),
+            .starts_with(&format!("INVITE {contact} SIP/2.0")),
         "{}",
         inv.0
     );
@@ -321,9 +412,12 @@ async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_ud
     let vias = inv.headers("Via");
     assert_eq!(vias.len(), 3, "caller, B, A: {vias:?}");
     assert!(pool_hops() > hops, "counted");
-    assert!(vias[0].starts_with("SIP/2.0/TCP"), "{vias:?}");
+    assert!(
+        vias[0].starts_with(&format!("SIP/2.0/{} ", transport.via_name())),
+        "{vias:?}"
+    );
     let rr = inv.headers("Record-Route").join(",");
-    assert!(rr.contains(&a_tcp.to_string()), "A record-routes: {rr}");
+    assert!(rr.contains(&a_stream.to_string()), "A record-routes: {rr}");
     assert!(rr.contains(&b_udp.to_string()), "B record-routed: {rr}");
 
     phone.answer(&inv, "180 Ringing").await;
@@ -332,13 +426,13 @@ async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_ud
     assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
     assert_eq!(ok.headers("Via").len(), 1, "{}", ok.0);
     // A marked the phone's Contact with its connection.
-    let contact = ok.header("Contact").unwrap();
+    let marked = ok.header("Contact").unwrap();
     assert!(
-        contact.contains(&format!(
-            "@127.0.0.1:{};transport=tcp;sfnat=192.168.1.10~5060~tcp",
+        marked.contains(&format!(
+            "@127.0.0.1:{};transport={t};sfnat=",
             phone.local.port()
         )),
-        "{contact}"
+        "{marked}"
     );
 
     // The caller's ACK and BYE go B, A, then over the phone's connection,
@@ -349,7 +443,7 @@ async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_ud
     let ack = phone.recv_request("the ACK at the phone").await;
     assert!(
         ack.start_line()
-            .starts_with(&format!("ACK {CONTACT} SIP/2.0")),
+            .starts_with(&format!("ACK {contact} SIP/2.0")),
         "{}",
         ack.0
     );
@@ -359,7 +453,7 @@ async fn called_through_another(redis: &Redis, a: (SocketAddr, SocketAddr), b_ud
     let bye = phone.recv_request("the BYE at the phone").await;
     assert!(
         bye.start_line()
-            .starts_with(&format!("BYE {CONTACT} SIP/2.0")),
+            .starts_with(&format!("BYE {contact} SIP/2.0")),
         "{}",
         bye.0
     );
@@ -397,8 +491,10 @@ async fn a_forged_flow_token_is_not_followed() {
     let Some(redis) = Redis::start() else {
         return;
     };
-    let (_a, a_udp, a_tcp) = instance(&redis, SECRET).await;
-    let mut phone = TcpPhone::connect(a_tcp).await;
+    let a = instance(&redis, SECRET).await;
+    let a_udp = a.udp;
+    let mut phone = Phone::connect(a.tcp, Transport::Tcp).await;
+    let contact = phone.contact.clone();
     let ok = phone.register(1).await;
     assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
     let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
@@ -428,7 +524,7 @@ async fn a_forged_flow_token_is_not_followed() {
         attacker
             .send(
                 a_udp,
-                &invite(&attacker, &id, CONTACT, &format!("Route: {forged}\r\n")),
+                &invite(&attacker, &id, &contact, &format!("Route: {forged}\r\n")),
             )
             .await;
         let resp = final_response(&attacker, "the answer to a forged flow").await;
@@ -458,7 +554,7 @@ async fn a_forged_flow_token_is_not_followed() {
             &invite(
                 &attacker,
                 "foreign",
-                CONTACT,
+                &contact,
                 &format!("Route: {foreign}\r\n"),
             ),
         )
