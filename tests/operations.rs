@@ -861,7 +861,8 @@ fn feed(core: &mut Core, text: &str, from: &str) -> Vec<(String, String)> {
         .map(|o| {
             let to = match o.to {
                 sipforge_runtime::target::NextHop::Addr(a)
-                | sipforge_runtime::target::NextHop::Found { addr: a, .. } => a.to_string(),
+                | sipforge_runtime::target::NextHop::Found { addr: a, .. }
+                | sipforge_runtime::target::NextHop::Flow(a) => a.to_string(),
                 sipforge_runtime::target::NextHop::Name { host, port, .. } => {
                     format!("{host}:{port}")
                 }

@@ -484,6 +484,30 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
     phone.answer(&inv, "486 Busy Here").await;
     let busy = final_response(&caller, "the 486 at the caller").await;
     assert!(busy.start_line().starts_with("SIP/2.0 486"), "{}", busy.0);
+
+    // The phone's connection is gone (the binding is not): A opens no
+    // connection to the phone's source port; the call fails at once with
+    // 430 Flow Failed at A, which the caller gets as 480 (RFC 5626 §11.5),
+    // through B and through A.
+    drop(phone);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (via, id) in [(b_udp, "pool-3"), (a_udp, "pool-4")] {
+        let started = Instant::now();
+        caller
+            .send(via, &invite(&caller, id, "sip:alice@example.com", ""))
+            .await;
+        let gone = final_response(&caller, "the answer for a closed connection").await;
+        assert!(
+            gone.start_line().starts_with("SIP/2.0 480"),
+            "{id}: {}",
+            gone.0
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{id}: no connect attempt: {:?}",
+            started.elapsed()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

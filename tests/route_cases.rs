@@ -228,7 +228,7 @@ impl Sent {
 
 fn hop_text(hop: &NextHop) -> String {
     match hop {
-        NextHop::Addr(a) | NextHop::Found { addr: a, .. } => a.to_string(),
+        NextHop::Addr(a) | NextHop::Found { addr: a, .. } | NextHop::Flow(a) => a.to_string(),
         NextHop::Name { host, port, .. } => format!("{host}:{port}"),
     }
 }

@@ -37,7 +37,9 @@ fn sent(out: Vec<Outgoing>) -> Vec<(String, String)> {
     out.into_iter()
         .map(|o| {
             let to = match o.to {
-                NextHop::Addr(a) | NextHop::Found { addr: a, .. } => a.to_string(),
+                NextHop::Addr(a) | NextHop::Found { addr: a, .. } | NextHop::Flow(a) => {
+                    a.to_string()
+                }
                 NextHop::Name { host, port, .. } => format!("{host}:{port}"),
             };
             (to, String::from_utf8_lossy(o.bytes.as_ref()).into_owned())

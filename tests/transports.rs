@@ -53,6 +53,7 @@ fn feed(core: &Core, text: &str, from: &str, socket: usize) -> Vec<Sent> {
                 NextHop::Addr(a) => a.to_string(),
                 NextHop::Name { host, port, .. } => format!("{host}:{port}"),
                 NextHop::Found { addr, name } => format!("{addr} for {name}"),
+                NextHop::Flow(a) => format!("{a} (connection)"),
             },
             text: String::from_utf8_lossy(o.bytes.as_ref()).into_owned(),
         })

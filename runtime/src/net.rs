@@ -58,8 +58,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::Routes;
+use crate::metrics::{self, DropReason};
 use crate::proxy::{
     Core, CoreConfig, DestinationState, DrainMode, Identity, Listener, Outgoing, Payload, Touched,
+    Unsent,
 };
 use crate::target::NextHop;
 use crate::transport::{ListenAddr, Transport};
@@ -169,6 +171,21 @@ impl Sockets {
                 );
             }
         }
+    }
+
+    /// Whether entry `index` may send to `addr` without opening a
+    /// connection: a UDP socket, or a stream one with a connection to it.
+    fn has_connection(&self, index: usize, addr: SocketAddr) -> bool {
+        let table = self.streams.as_ref().map(|s| s.table());
+        let key = match self.entries.get(index) {
+            Some(Socket::Udp(_)) => return true,
+            Some(Socket::Tcp) => (Transport::Tcp, addr),
+            Some(Socket::Tls) => (Transport::Tls, addr),
+            Some(Socket::Ws) => (Transport::Ws, addr),
+            Some(Socket::Wss) => (Transport::Wss, addr),
+            None => return false,
+        };
+        table.is_some_and(|t| t.has(key))
     }
 
     /// Send `bytes` to `addr` the way of entry `index`: a datagram, or over
@@ -887,7 +904,7 @@ fn unsent(shared: &Shared, index: usize, bytes: &[u8], to: SocketAddr) {
     guarded(
         shared,
         format_args!("handling a message unsent to {to}"),
-        |core, out| core.unsent(Instant::now(), bytes, to, index, out),
+        |core, out| core.unsent(Instant::now(), bytes, to, index, Unsent::Failed, out),
     );
 }
 
@@ -1045,6 +1062,30 @@ fn send(shared: &Shared, outgoing: Outgoing) {
             shared
                 .sockets
                 .send_named(outgoing.socket, outgoing.bytes, addr, Some(name));
+        }
+        // A phone's connection, never a new one: without it the request
+        // fails at once (430 Flow Failed).
+        NextHop::Flow(addr) => {
+            if shared.sockets.has_connection(outgoing.socket, addr) {
+                shared.sockets.send(outgoing.socket, outgoing.bytes, addr);
+            } else {
+                metrics::dropped(DropReason::Unsent);
+                tracing::debug!(%addr, "no open connection from {addr}: the request fails (430)");
+                guarded(
+                    shared,
+                    format_args!("handling a request for a closed connection from {addr}"),
+                    |core, out| {
+                        core.unsent(
+                            Instant::now(),
+                            outgoing.bytes.as_ref(),
+                            addr,
+                            outgoing.socket,
+                            Unsent::FlowFailed,
+                            out,
+                        )
+                    },
+                );
+            }
         }
         // A WebSocket client's own name (RFC 7118 §5.2): over its
         // connection; never looked up (RFC 6761 §6.4).

@@ -33,6 +33,12 @@ pub enum NextHop {
         addr: SocketAddr,
         name: String,
     },
+    /// The open connection from `addr` only (a registered phone's
+    /// connection, its flow): never a new connection to it, since the
+    /// phone's source port does not accept one (RFC 5626 §5.3). Without
+    /// the connection the request fails at once as `430 Flow Failed`.
+    /// Written `;sf-conn` in a `$du` ([`flow_uri`]). Over UDP, as `Addr`.
+    Flow(SocketAddr),
 }
 
 /// `IP:PORT` or `host:port` (log lines, tests).
@@ -42,6 +48,7 @@ impl std::fmt::Display for NextHop {
             NextHop::Addr(addr) => addr.fmt(f),
             NextHop::Name { host, port, .. } => write!(f, "{host}:{port}"),
             NextHop::Found { addr, name } => write!(f, "{addr} ({name})"),
+            NextHop::Flow(addr) => write!(f, "{addr} (its connection)"),
         }
     }
 }
@@ -50,7 +57,7 @@ impl NextHop {
     /// The address to send to, when known without a lookup.
     pub fn addr(&self) -> Option<SocketAddr> {
         match self {
-            NextHop::Addr(addr) | NextHop::Found { addr, .. } => Some(*addr),
+            NextHop::Addr(addr) | NextHop::Found { addr, .. } | NextHop::Flow(addr) => Some(*addr),
             NextHop::Name { .. } => None,
         }
     }
@@ -76,6 +83,7 @@ impl NextHop {
                 port_given,
                 transport: uri_transport(text),
             },
+            NextHop::Addr(addr) if uri.param(FLOW_PARAM) == Some(None) => NextHop::Flow(addr),
             addr => addr,
         })
     }
@@ -132,6 +140,19 @@ pub fn uri_transport(text: &str) -> Option<Transport> {
     uri.scheme
         .eq_ignore_ascii_case("sips")
         .then_some(Transport::Tls)
+}
+
+/// The URI parameter (without a value) of a `$du` that is a connection
+/// only ([`NextHop::Flow`]).
+pub const FLOW_PARAM: &str = "sf-conn";
+
+/// A `$du` for the open connection from `addr` over `transport` only
+/// (`sip:203.0.113.7:40312;transport=tcp;sf-conn`): see [`NextHop::Flow`].
+pub fn flow_uri(addr: SocketAddr, transport: Transport) -> String {
+    let mut uri = uri_of(addr, transport);
+    uri.push(';');
+    uri.push_str(FLOW_PARAM);
+    uri
 }
 
 /// A SIP URI naming `addr` over `transport` (`sip:10.0.0.1:5060`, with

@@ -271,6 +271,11 @@ impl Connections {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether a connection for `key` is registered (open, or opening).
+    pub fn has(&self, key: Key) -> bool {
+        self.shard(&key).contains_key(&key)
+    }
+
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)

@@ -49,9 +49,9 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// The next hop that sends over this connection (`$du`).
+    /// The next hop that sends over this connection only (`$du`).
     pub fn uri(&self) -> String {
-        crate::target::uri_of(self.addr, self.transport)
+        crate::target::flow_uri(self.addr, self.transport)
     }
 }
 
@@ -200,7 +200,7 @@ mod tests {
         let uri = uri_of(&path_entry(&a, flow).unwrap());
         assert!(uri.contains("sf-flow=tls~[2001:db8::7]~5061~"), "{uri}");
         assert_eq!(verify(&a, &Uri::parse(&uri).unwrap()), Some(flow));
-        assert_eq!(flow.uri(), "sip:[2001:db8::7]:5061;transport=tls");
+        assert_eq!(flow.uri(), "sip:[2001:db8::7]:5061;transport=tls;sf-conn");
     }
 
     #[test]

@@ -329,9 +329,15 @@ fn groups(bindings: &[Binding], us: &Identity) -> Vec<Vec<BranchTarget>> {
 fn branch_to(b: &Binding, us: &Identity) -> BranchTarget {
     let own_flow = matches!(b.path.as_slice(), [only] if flow::is_own_entry(us, only));
     let direct = b.path.is_empty() || own_flow;
+    let (addr, transport) = (b.received.addr, b.received.transport);
     BranchTarget {
         ruri: b.contact.clone(),
-        du: direct.then(|| crate::target::uri_of(b.received.addr, b.received.transport)),
+        // Over a connection: that one only (the phone's source port takes
+        // no new connection).
+        du: direct.then(|| match transport.is_stream() {
+            true => crate::target::flow_uri(addr, transport),
+            false => crate::target::uri_of(addr, transport),
+        }),
         route: if own_flow { Vec::new() } else { b.path.clone() },
     }
 }
@@ -380,7 +386,7 @@ mod tests {
         let at_a = branch_to(&stored, &a);
         assert_eq!(
             at_a.du.as_deref(),
-            Some("sip:203.0.113.7:40312;transport=tcp")
+            Some("sip:203.0.113.7:40312;transport=tcp;sf-conn")
         );
         assert!(at_a.route.is_empty());
         let at_b = branch_to(&stored, &b);

@@ -73,6 +73,33 @@ pub struct Outgoing {
     pub bytes: Payload,
 }
 
+/// Why the network layer could not send a request (see [`Core::unsent`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsent {
+    /// A connection could not be opened, or its TLS handshake failed: 503.
+    Failed,
+    /// A next hop that is a phone's connection only
+    /// ([`NextHop::Flow`](crate::target::NextHop::Flow)), and the
+    /// connection is gone: 430 Flow Failed.
+    FlowFailed,
+}
+
+impl Unsent {
+    fn code(self) -> u16 {
+        match self {
+            Unsent::Failed => 503,
+            Unsent::FlowFailed => 430,
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Unsent::Failed => "Transport Error",
+            Unsent::FlowFailed => "Flow Failed",
+        }
+    }
+}
+
 /// Settings of the core that are not in the routes file.
 #[derive(Debug, Clone, Copy)]
 pub struct CoreConfig {
@@ -484,18 +511,19 @@ impl Core {
     }
 
     /// A request the network layer could not send to `to` from socket
-    /// `socket` (a connection to it could not be opened, or its TLS
-    /// handshake failed). For a branch of a relayed request this is a 503
-    /// from that next hop (RFC 3261 §8.1.3.1), so its transaction goes on
-    /// at once as for a 503 (the next RFC 3263 target, the next branch,
-    /// `failure`) instead of waiting for its timeout. Anything else is
-    /// left alone (lost, as a lost datagram would be).
+    /// `socket` (`why`). For a branch of a relayed request this is a 503
+    /// from that next hop (RFC 3261 §8.1.3.1), or a 430 for a phone's
+    /// connection that is gone (RFC 5626 §5.3), so its transaction goes
+    /// on at once (the next RFC 3263 target, the next branch, `failure`)
+    /// instead of waiting for its timeout. Anything else is left alone
+    /// (lost, as a lost datagram would be).
     pub fn unsent(
         &self,
         now: Instant,
         bytes: &[u8],
         to: SocketAddr,
         socket: usize,
+        why: Unsent,
         out: &mut Vec<Outgoing>,
     ) -> Option<Touched> {
         let msg = crate::sip::Message::parse(bytes).ok()?;
@@ -510,8 +538,8 @@ impl Core {
             &msg,
             to,
             transport,
-            503,
-            Some("Transport Error"),
+            why.code(),
+            Some(why.reason()),
             b"",
             &mut response,
         )?;
@@ -519,7 +547,8 @@ impl Core {
         tracing::debug!(
             call_id = msg.call_id().unwrap_or(""),
             %to,
-            "request could not be sent: handled as a 503 from its next hop"
+            "request could not be sent: handled as a {} from its next hop",
+            why.code()
         );
         self.handle(now, &response, to, socket, out)
     }

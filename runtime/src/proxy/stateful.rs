@@ -674,7 +674,7 @@ impl Stateful {
                 );
                 return ResponseMatch::Done;
             }
-            Some(NextHop::Addr(to) | NextHop::Found { addr: to, .. })
+            Some(NextHop::Addr(to) | NextHop::Found { addr: to, .. } | NextHop::Flow(to))
                 if env.strict_response_source && to != source =>
             {
                 metrics::dropped(DropReason::WrongSource);
@@ -1787,20 +1787,23 @@ fn maybe_complete(
         let Some(mut bytes) = held else {
             return;
         };
-        if status == 503 {
+        let status = match status {
             // §16.7 step 6: a 503 goes upstream as 500.
-            bytes = rewrite_status_line(&bytes, "SIP/2.0 500 Server Internal Error");
-        }
+            503 => {
+                bytes = rewrite_status_line(&bytes, "SIP/2.0 500 Server Internal Error");
+                500
+            }
+            // RFC 5626 §11.5: a UA never gets a 430 (a phone's connection
+            // was gone): it is unavailable for now.
+            430 => {
+                bytes = rewrite_status_line(&bytes, "SIP/2.0 480 Temporarily Unavailable");
+                480
+            }
+            s => s,
+        };
         txn.final_sent = true;
         txn.timer_c = None;
-        send_upstream(
-            txn,
-            now,
-            if status == 503 { 500 } else { status },
-            bytes,
-            actions,
-            out,
-        );
+        send_upstream(txn, now, status, bytes, actions, out);
     } else if stored.method() == Some("INVITE") || status != 408 {
         local_final(txn, now, status, None, b"", actions, out);
     } else {

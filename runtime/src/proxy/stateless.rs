@@ -943,7 +943,9 @@ fn on_response(
 /// caught by the network layer after resolution).
 fn is_self(identity: &super::Identity, hop: &NextHop) -> bool {
     match hop {
-        NextHop::Addr(addr) | NextHop::Found { addr, .. } => identity.is_own_socket(*addr),
+        NextHop::Addr(addr) | NextHop::Found { addr, .. } | NextHop::Flow(addr) => {
+            identity.is_own_socket(*addr)
+        }
         NextHop::Name { host, port, .. } => identity.is_us(host, Some(*port)),
     }
 }
