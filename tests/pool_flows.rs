@@ -290,6 +290,22 @@ async fn final_response(peer: &Peer, what: &str) -> Sip {
     }
 }
 
+/// An SDP offer of about `size` bytes.
+fn offer(size: usize) -> String {
+    let mut sdp = String::from(
+        "v=0\r\no=- 1 1 IN IP4 192.168.1.10\r\ns=-\r\nc=IN IP4 192.168.1.10\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+    );
+    let mut i = 0;
+    while sdp.len() < size {
+        sdp.push_str(&format!(
+            "a=candidate:{i} 1 udp 2122260223 192.168.1.10 {} typ host\r\n",
+            50000 + i
+        ));
+        i += 1;
+    }
+    sdp
+}
+
 fn pool_hops() -> f64 {
     let text = sipforge_runtime::metrics::encode();
     sipforge_runtime::metrics::sample(&text, "sipforge_pool_hops_total").unwrap_or(0.0)
@@ -368,7 +384,7 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
     // The phone sent no Path: the flow entry is ours, never echoed.
     assert!(ok.header("Path").is_none(), "{}", ok.0);
 
-    // The stored binding leads to A's UDP socket, with a token for the
+    // The stored binding leads to A's TCP socket, with a token for the
     // phone's connection.
     let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
     let stored = store
@@ -380,18 +396,23 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
     assert_eq!(path.len(), 1, "{path:?}");
     let flow = format!("sf-flow={t}~127.0.0.1~{}~", phone.local.port());
     assert!(
-        path[0].starts_with(&format!("<sip:{a_udp};lr;{flow}")),
+        path[0].starts_with(&format!("<sip:{};transport=tcp;lr;{flow}", a.tcp)),
         "{path:?}"
     );
 
-    // A call through B reaches the phone over its connection to A.
+    // A call through B reaches the phone over its connection to A, with
+    // an offer the size of a WebRTC one (over the 1,300 bytes of a
+    // datagram: B reaches A over TCP, as the entry says).
     let hops = pool_hops();
-    caller
-        .send(
-            b_udp,
-            &invite(&caller, "pool-1", "sip:alice@example.com", ""),
-        )
-        .await;
+    let sdp = offer(3000);
+    let big = invite(&caller, "pool-1", "sip:alice@example.com", "").replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ),
+    );
+    caller.send(b_udp, &big).await;
     let inv = phone.recv_request("the INVITE from B at the phone").await;
     assert!(
         inv.start_line()
@@ -409,8 +430,13 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
         "the token stays in the pool: {}",
         inv.0
     );
+    assert_eq!(inv.body(), sdp, "the offer intact");
     let vias = inv.headers("Via");
     assert_eq!(vias.len(), 3, "caller, B, A: {vias:?}");
+    assert!(
+        vias[1].starts_with("SIP/2.0/TCP "),
+        "B to A over TCP: {vias:?}"
+    );
     assert!(pool_hops() > hops, "counted");
     assert!(
         vias[0].starts_with(&format!("SIP/2.0/{} ", transport.via_name())),

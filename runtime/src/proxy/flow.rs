@@ -75,26 +75,24 @@ fn token(identity: &Identity, flow: Flow) -> String {
 }
 
 /// The Path entry that sends requests for `flow` to this instance: its
-/// first UDP listener (what the pool's instances reach each other over),
-/// else its first listener. None for a flow that is not a connection, or
-/// without a listener.
+/// first TCP listener (no size limit: a WebRTC offer is often over the
+/// 1,300 bytes that RFC 3261 §18.1.1 allows a datagram), else its first
+/// UDP one, else its first listener; the transport always written, so
+/// that the other instances never pick another one. None for a flow that
+/// is not a connection, or without a listener.
 pub fn path_entry(identity: &Identity, flow: Flow) -> Option<String> {
     if !flow.transport.is_stream() {
         return None;
     }
-    let listener = identity
-        .listeners
-        .iter()
-        .find(|l| l.transport == Transport::Udp)
+    let of = |t: Transport| identity.listeners.iter().find(|l| l.transport == t);
+    let listener = of(Transport::Tcp)
+        .or_else(|| of(Transport::Udp))
         .or_else(|| identity.listeners.first())?;
-    let transport = match listener.transport {
-        Transport::Udp => String::new(),
-        t => format!(";transport={}", t.name()),
-    };
     Some(format!(
-        "<sip:{}:{}{transport};lr;{PARAM}={}>",
+        "<sip:{}:{};transport={};lr;{PARAM}={}>",
         listener.host,
         listener.port,
+        listener.transport.name(),
         token(identity, flow)
     ))
 }
@@ -156,9 +154,9 @@ mod tests {
     use crate::proxy::Listener;
 
     fn pool_member(addr: &str) -> Identity {
-        let l = Listener::new(addr.parse().unwrap(), None).unwrap();
-        let tcp = Listener::with_transport(addr.parse().unwrap(), Transport::Tcp, None).unwrap();
-        Identity::with_secret(vec![tcp, l], b"a secret shared by the whole pool")
+        let udp = Listener::new(addr.parse().unwrap(), None).unwrap();
+        let ws = Listener::with_transport(addr.parse().unwrap(), Transport::Ws, None).unwrap();
+        Identity::with_secret(vec![ws, udp], b"a secret shared by the whole pool")
     }
 
     fn phone() -> Flow {
@@ -173,12 +171,25 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_names_the_udp_listener_and_verifies_on_every_member() {
+    fn an_entry_names_a_listener_and_verifies_on_every_member() {
         let a = pool_member("198.51.100.1:5060");
         let entry = path_entry(&a, phone()).unwrap();
+        // No TCP listener: the UDP one, its transport written.
         assert!(
-            entry.starts_with("<sip:198.51.100.1:5060;lr;sf-flow=tcp~203.0.113.7~40312~"),
+            entry.starts_with(
+                "<sip:198.51.100.1:5060;transport=udp;lr;sf-flow=tcp~203.0.113.7~40312~"
+            ),
             "{entry}"
+        );
+        let mut with_tcp = a.clone();
+        with_tcp.listeners.push(
+            Listener::with_transport("198.51.100.1:5070".parse().unwrap(), Transport::Tcp, None)
+                .unwrap(),
+        );
+        let tcp_entry = path_entry(&with_tcp, phone()).unwrap();
+        assert!(
+            tcp_entry.starts_with("<sip:198.51.100.1:5070;transport=tcp;lr;sf-flow=tcp~"),
+            "{tcp_entry}"
         );
         let uri = uri_of(&entry);
         assert_eq!(verify(&a, &Uri::parse(&uri).unwrap()), Some(phone()));
