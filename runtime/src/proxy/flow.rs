@@ -55,6 +55,15 @@ impl Flow {
     }
 }
 
+/// Whether `uri` may carry a token: a search that costs less than a
+/// parse (`str::contains` builds a searcher per call, which costs more
+/// than the search in a short URI).
+pub fn may_carry_token(uri: &str) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(PARAM));
+    FINDER.find(uri.as_bytes()).is_some()
+}
+
 /// The MAC of a flow under the pool's key.
 fn mac(identity: &Identity, flow: Flow) -> u64 {
     identity.mac((PARAM, flow.transport.name(), flow.addr))

@@ -84,7 +84,7 @@ pub fn process<'a>(msg: &Message<'a>, us: &Identity) -> RouteSet<'a> {
         .take(2)
         .zip(&remove)
         .take_while(|(_, r)| **r)
-        .filter(|(e, _)| e.uri.contains(super::flow::PARAM))
+        .filter(|(e, _)| super::flow::may_carry_token(e.uri))
         .find_map(|(e, _)| Uri::parse(e.uri).and_then(|u| super::flow::verify(us, &u)));
     result.next_hop = entries
         .iter()
