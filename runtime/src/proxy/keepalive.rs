@@ -187,7 +187,9 @@ fn parse_branch(identity: &Identity, branch: &str) -> Option<u32> {
 }
 
 /// The ping of one binding: an OPTIONS over UDP, CRLF CRLF over a
-/// connection; from the first listener of its transport and family.
+/// connection (that one only: a closed one is not opened again to the
+/// phone's source port); from the first listener of its transport and
+/// family.
 fn ping(
     identity: &Identity,
     transport: Transport,
@@ -202,7 +204,7 @@ fn ping(
     if transport != Transport::Udp {
         return Some(Outgoing {
             socket,
-            to: NextHop::Addr(to),
+            to: NextHop::Flow(to),
             bytes: Payload::Owned(b"\r\n\r\n".to_vec()),
         });
     }
