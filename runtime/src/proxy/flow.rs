@@ -136,11 +136,13 @@ pub fn verify(identity: &Identity, uri: &Uri<'_>) -> Option<Flow> {
 }
 
 /// Whether `entry` (a Path element as stored) is this instance's entry for
-/// a flow: then the owner sends over the connection itself.
+/// a flow: then the owner sends to the binding's source itself. The
+/// token is not checked: the entry comes from the store, not from a
+/// request, and a restarted instance without `--secret-file` has another
+/// key than the one that wrote it.
 pub fn is_own_entry(identity: &Identity, entry: &str) -> bool {
     let uri = crate::sip::NameAddr::parse(entry).map_or(entry, |na| na.uri);
-    Uri::parse(uri)
-        .is_some_and(|u| identity.is_us(u.host, u.port) && verify(identity, &u).is_some())
+    Uri::parse(uri).is_some_and(|u| identity.is_us(u.host, u.port) && u.param(PARAM).is_some())
 }
 
 /// What the owner does with a request from the pool for `flow`, instead
