@@ -6,7 +6,9 @@
 //! record-routes and marks the phone's Contact); a call through A itself
 //! goes straight to the connection; a forged flow token is not followed.
 //! The TCP case runs again in a private network namespace, both instances
-//! on port 5060.
+//! on port 5060. A UDP phone behind NAT is called from the instance it
+//! registered with (its NAT lets in nothing else), one reachable at its
+//! Contact from whichever instance handles the call.
 //!
 //! redis-server missing: the tests say so loudly and pass; under CI=true
 //! they fail (`.ci/run` installs Debian's redis-server).
@@ -619,4 +621,96 @@ async fn a_forged_flow_token_is_not_followed() {
         phone.recv_within(500).await.is_none(),
         "a forged token reached the phone"
     );
+}
+
+/// A REGISTER over UDP from `phone`, with `contact`.
+fn udp_register(phone: &Peer, user: &str, contact: &str) -> String {
+    format!(
+        "REGISTER sip:example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {};rport;branch=z9hG4bK-ureg-{user}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@example.com>;tag=ureg\r\n\
+         To: <sip:{user}@example.com>\r\n\
+         Call-ID: ureg-{user}-{}\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <{contact}>\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n",
+        phone.addr,
+        phone.port()
+    )
+}
+
+/// A UDP phone behind a NAT (its Contact is not where its REGISTER came
+/// from) is called from the instance it registered with, the only address
+/// its NAT lets in; one reachable where its Contact says is called
+/// directly by the instance that handles the call. Both over UDP with an
+/// offer too big for a datagram under RFC 3261 §18.1.1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_phone_is_called_from_where_it_registered_when_behind_nat() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let a = instance(&redis, SECRET).await;
+    let b = instance(&redis, SECRET).await;
+    let caller = Peer::bind().await;
+    let natted = Peer::bind().await;
+    let public = Peer::bind().await;
+    let public_contact = format!("sip:frank@{}", public.addr);
+    for (phone, user, contact) in [
+        (&natted, "erin", "sip:erin@192.168.1.10:5060"),
+        (&public, "frank", public_contact.as_str()),
+    ] {
+        phone.send(a.udp, &udp_register(phone, user, contact)).await;
+        let ok = final_response(phone, "the REGISTER's answer").await;
+        assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
+    }
+    let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();
+    let erin = store
+        .lookup("sip:erin@example.com", unix_now())
+        .await
+        .unwrap();
+    assert!(erin[0].path[0].contains(";sf-flow=udp~"), "{erin:?}");
+    let frank = store
+        .lookup("sip:frank@example.com", unix_now())
+        .await
+        .unwrap();
+    assert!(frank[0].path.is_empty(), "{frank:?}");
+
+    // Each with an offer over 1,300 bytes: a phone's NAT binding is UDP
+    // whatever the size (no move to TCP, RFC 3261 §18.1.1, where nobody
+    // listens on the phone's side).
+    let sdp = offer(3000);
+    for (phone, user, id, through, expected) in [
+        (&natted, "erin", "udp-1", b.udp, a.udp),
+        (&natted, "erin", "udp-2", a.udp, a.udp),
+        (&public, "frank", "udp-3", b.udp, b.udp),
+    ] {
+        let hops = pool_hops();
+        let big = invite(&caller, id, &format!("sip:{user}@example.com"), "").replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+        );
+        caller.send(through, &big).await;
+        let Ok((inv, from)) =
+            tokio::time::timeout(Duration::from_millis(1500), phone.recv(user)).await
+        else {
+            let mut got = Vec::new();
+            while let Ok((resp, _)) =
+                tokio::time::timeout(Duration::from_millis(300), caller.recv("")).await
+            {
+                got.push(resp.0);
+            }
+            panic!("{user}: no INVITE; the caller got {got:?}");
+        };
+        assert!(inv.start_line().starts_with("INVITE "), "{}", inv.0);
+        assert_eq!(inv.body(), sdp, "{id}: the offer intact");
+        assert_eq!(from, expected, "{id}: sent from {from}: {}", inv.0);
+        if through != expected {
+            assert!(pool_hops() > hops, "{id}: counted");
+        }
+    }
 }

@@ -98,10 +98,16 @@ async fn registers(proxy: SocketAddr, phone: &Peer, user: &str, cseq: u32) {
 }
 
 /// A call to `user` through `proxy` reaches the phone (at the address its
-/// REGISTER came from, the contact as Request-URI).
-async fn call_reaches(proxy: SocketAddr, caller: &Peer, phone: &Peer, user: &str, id: &str) {
+/// REGISTER came from, the contact as Request-URI); where it came from.
+async fn call_reaches(
+    proxy: SocketAddr,
+    caller: &Peer,
+    phone: &Peer,
+    user: &str,
+    id: &str,
+) -> SocketAddr {
     caller.send(proxy, &invite(caller, user, id)).await;
-    let (inv, _) = phone.recv("the INVITE at the phone").await;
+    let (inv, from) = phone.recv("the INVITE at the phone").await;
     assert!(
         inv.start_line()
             .starts_with(&format!("INVITE sip:{user}@192.168.1.10:5060 SIP/2.0")),
@@ -109,6 +115,7 @@ async fn call_reaches(proxy: SocketAddr, caller: &Peer, phone: &Peer, user: &str
         inv.0
     );
     assert!(inv.header("Record-Route").is_some());
+    from
 }
 
 /// What both the test on free ports and the one in the namespace check.
@@ -134,7 +141,14 @@ async fn shared_between_instances_and_kept_over_a_restart(
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert_eq!(stored[0].received.addr, phone.addr);
 
-    call_reaches(b_addr, &caller, &phone, "alice", "shared-1").await;
+    // Through B, the call leaves from A, where the phone registered: a
+    // NAT in front of the phone lets in only that address (see
+    // `proxy::flow`).
+    let from = call_reaches(b_addr, &caller, &phone, "alice", "shared-1").await;
+    assert_eq!(
+        from, a_addr,
+        "sent by the instance the phone registered with"
+    );
 
     // Instance A restarts (same address): the binding is still there.
     a.shutdown().await;

@@ -203,6 +203,18 @@ fn same_ip(a: IpAddr, b: IpAddr) -> bool {
     a.to_canonical() == b.to_canonical()
 }
 
+/// Whether the Contact URI `contact` names `source` (IP and port): the
+/// sender is reachable where it says, no NAT between us.
+pub fn names_source(contact: &str, source: SocketAddr) -> bool {
+    Uri::parse(contact).is_some_and(|uri| names(&uri, contact, source))
+}
+
+/// [`names_source`] of a parsed URI (`text`: the URI as written).
+fn names(uri: &Uri<'_>, text: &str, source: SocketAddr) -> bool {
+    parse_ip(uri.host).is_some_and(|ip| same_ip(ip, source.ip()))
+        && uri.port.unwrap_or_else(|| default_port(text)) == source.port()
+}
+
 /// The port a SIP URI without one means: 5061 when it asks for TLS.
 fn default_port(uri: &str) -> u16 {
     crate::target::uri_transport(uri).map_or(5060, Transport::default_port)
@@ -311,9 +323,7 @@ pub fn fix_contact(
     if uri.param(MARKER).is_some() {
         return Err(Unfixed::AlreadyMarked);
     }
-    let reachable = parse_ip(uri.host).is_some_and(|ip| same_ip(ip, source.ip()))
-        && uri.port.unwrap_or_else(|| default_port(contact.uri)) == source.port();
-    if reachable {
+    if names(&uri, contact.uri, source) {
         return Err(Unfixed::AlreadyReachable);
     }
     let mut text = String::with_capacity(contact.uri.len() + 64);
@@ -432,7 +442,7 @@ pub fn restore(ruri: &str) -> Option<Restored> {
         return None;
     }
     Some(Restored {
-        du: crate::target::uri_of(binding, transport),
+        du: crate::target::binding_uri(binding, transport),
         ruri: out,
     })
 }

@@ -155,6 +155,17 @@ pub fn flow_uri(addr: SocketAddr, transport: Transport) -> String {
     uri
 }
 
+/// A `$du` for a phone's NAT binding or connection: over UDP its address
+/// with `;transport=udp` written (a request over 1,300 bytes must not move
+/// to TCP, RFC 3261 §18.1.1: nobody listens there on the phone's side);
+/// over a connection, that connection only ([`flow_uri`]).
+pub fn binding_uri(addr: SocketAddr, transport: Transport) -> String {
+    match transport {
+        Transport::Udp => format!("sip:{addr};transport=udp"),
+        t => flow_uri(addr, t),
+    }
+}
+
 /// A SIP URI naming `addr` over `transport` (`sip:10.0.0.1:5060`, with
 /// `;transport=` unless UDP): a next hop (`$du`) to an address we know.
 pub fn uri_of(addr: SocketAddr, transport: Transport) -> String {

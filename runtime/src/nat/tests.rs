@@ -405,27 +405,27 @@ fn the_marker_round_trips() {
         (
             "sip:phone@192.168.1.10:5060",
             Transport::Udp,
-            "sip:203.0.113.7:40312",
+            "sip:203.0.113.7:40312;transport=udp",
         ),
         (
             "sip:phone@192.168.1.10;transport=tcp;ob",
             Transport::Tcp,
-            "sip:203.0.113.7:40312;transport=tcp",
+            "sip:203.0.113.7:40312;transport=tcp;sf-conn",
         ),
         (
             "sip:[fe80::1]:5080;lr",
             Transport::Udp,
-            "sip:203.0.113.7:40312",
+            "sip:203.0.113.7:40312;transport=udp",
         ),
         (
             "sip:a@x.invalid;transport=ws",
             Transport::Ws,
-            "sip:203.0.113.7:40312;transport=ws",
+            "sip:203.0.113.7:40312;transport=ws;sf-conn",
         ),
         (
             "sips:phone@10.0.0.9:5061?Subject=hi",
             Transport::Tls,
-            "sip:203.0.113.7:40312;transport=tls",
+            "sip:203.0.113.7:40312;transport=tls;sf-conn",
         ),
     ] {
         let text = request("192.168.1.10", &format!("Contact: <{original}>\r\n"));
@@ -440,7 +440,7 @@ fn the_marker_round_trips() {
     let fixed = fix(&text, "[2001:db8::7]:5060", Transport::Udp).unwrap();
     let back = restore(fixed.trim_matches(['<', '>'])).unwrap();
     assert_eq!(back.ruri, "sip:p@192.168.1.10:5060");
-    assert_eq!(back.du, "sip:[2001:db8::7]:5060");
+    assert_eq!(back.du, "sip:[2001:db8::7]:5060;transport=udp");
 }
 
 #[test]
@@ -467,5 +467,5 @@ fn a_marker_that_is_not_well_formed_is_left_alone() {
     // Case does not matter for the name; other parameters stay in order.
     let back = restore("sip:p@203.0.113.7:1;a=1;SFNAT=10.0.0.1~~udp;lr").unwrap();
     assert_eq!(back.ruri, "sip:p@10.0.0.1;a=1;lr");
-    assert_eq!(back.du, "sip:203.0.113.7:1");
+    assert_eq!(back.du, "sip:203.0.113.7:1;transport=udp");
 }

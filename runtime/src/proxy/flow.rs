@@ -1,25 +1,30 @@
-//! Flow routes: how an instance of a pool reaches a phone whose TCP, TLS or
-//! WebSocket connection lives on another instance (issue 14).
+//! Flow routes: how every instance of a pool reaches a phone through the
+//! instance it registered with (issue 14).
 //!
-//! A connection belongs to the instance that accepted it; the location
-//! table is shared (Redis). When a REGISTER arrives over a connection and
-//! the bindings live in a shared store, the binding gets a Path of one
-//! entry naming this instance, with a flow token in a URI parameter (the
-//! edge proxy's part of RFC 5626 §5.3, played by the instance itself):
+//! A TCP, TLS or WebSocket connection belongs to the instance that
+//! accepted it, and a phone behind NAT lets UDP in only from the address
+//! it registered with; the location table is shared (Redis). So when a
+//! REGISTER arrives over a connection, or over UDP from behind a NAT (a
+//! Contact that is not where it came from), and the bindings live in a
+//! shared store, the binding gets a Path of one entry naming this
+//! instance, with a flow token in a
+//! URI parameter (the edge proxy's part of RFC 5626 §5.3, played by the
+//! instance itself):
 //!
 //! ```text
-//! <sip:198.51.100.1:5060;lr;sf-flow=tcp~203.0.113.7~40312~9f3c0a1b2c3d4e5f>
+//! <sip:198.51.100.1:5060;transport=tcp;lr;sf-flow=tcp~203.0.113.7~40312~9f3c0a1b2c3d4e5f>
 //! ```
 //!
-//! The token names the connection (transport, the phone's address) and
-//! carries a MAC under the pool's `--secret-file` key, so only a member of
-//! the pool can make one. Any instance's `lookup` turns the binding into a
+//! The token names the flow (transport, the phone's address) and carries
+//! a MAC under the pool's `--secret-file` key, so only a member of the
+//! pool can make one. Any instance's `lookup` turns the binding into a
 //! branch along that Path (as for any Path), so the request goes to the
-//! owner; the owner's own `lookup` leaves its entry out and uses the
-//! connection directly. The owner, receiving a request whose only Route is
-//! its own flow entry with a valid token, relays it to the connection
-//! without running the routes again (the instance that did the `lookup`
-//! ran them: authentication, media, the caller's policy); see
+//! owner; the owner's own `lookup` leaves its entry out and sends to the
+//! phone directly. The owner, receiving a request whose only Route is its
+//! own flow entry with a valid token, relays it to the phone (over the
+//! connection, never a new one: [`crate::target::NextHop::Flow`]) without
+//! running the routes again (the instance that did the `lookup` ran them:
+//! authentication, media, the caller's policy); see
 //! `stateless::on_request` and [`crate::ctx::Edits::pool_hop`].
 //!
 //! The token is not shown to the phone nor to the caller: it travels in the
@@ -49,9 +54,11 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// The next hop that sends over this connection only (`$du`).
+    /// The next hop that sends over this connection only (`$du`); over
+    /// UDP, to the address (from our socket: the phone's NAT binding
+    /// lets in the address it registered with).
     pub fn uri(&self) -> String {
-        crate::target::flow_uri(self.addr, self.transport)
+        crate::target::binding_uri(self.addr, self.transport)
     }
 }
 
@@ -87,12 +94,9 @@ fn token(identity: &Identity, flow: Flow) -> String {
 /// first TCP listener (no size limit: a WebRTC offer is often over the
 /// 1,300 bytes that RFC 3261 §18.1.1 allows a datagram), else its first
 /// UDP one, else its first listener; the transport always written, so
-/// that the other instances never pick another one. None for a flow that
-/// is not a connection, or without a listener.
+/// that the other instances never pick another one. None without a
+/// listener.
 pub fn path_entry(identity: &Identity, flow: Flow) -> Option<String> {
-    if !flow.transport.is_stream() {
-        return None;
-    }
     let of = |t: Transport| identity.listeners.iter().find(|l| l.transport == t);
     let listener = of(Transport::Tcp)
         .or_else(|| of(Transport::Udp))
@@ -121,7 +125,7 @@ pub fn verify(identity: &Identity, uri: &Uri<'_>) -> Option<Flow> {
     ) else {
         return None;
     };
-    let transport = Transport::parse(transport).filter(|t| t.is_stream())?;
+    let transport = Transport::parse(transport)?;
     let ip = parse_ip(ip)?;
     let port: u16 = port.parse().ok()?;
     if mac_hex.len() != 16 {
@@ -226,13 +230,16 @@ mod tests {
     }
 
     #[test]
-    fn udp_has_no_flow() {
+    fn a_udp_flow_is_the_phones_nat_binding() {
         let a = pool_member("198.51.100.1:5060");
         let flow = Flow {
             transport: Transport::Udp,
             ..phone()
         };
-        assert_eq!(path_entry(&a, flow), None);
+        let uri = uri_of(&path_entry(&a, flow).unwrap());
+        assert!(uri.contains(";sf-flow=udp~203.0.113.7~40312~"), "{uri}");
+        assert_eq!(verify(&a, &Uri::parse(&uri).unwrap()), Some(flow));
+        assert_eq!(flow.uri(), "sip:203.0.113.7:40312;transport=udp");
     }
 
     #[test]
@@ -246,6 +253,7 @@ mod tests {
             uri.replace("~203.0.113.7~", "~203.0.113.8~"),
             uri.replace("tcp~", "tls~"),
             uri.replace("tcp~", "udp~"),
+            uri.replace("tcp~", "sctp~"),
             // Made up, short, missing or extra parts.
             uri.replace(&mac, "0000000000000000"),
             uri.replace(&mac, &mac[..15]),

@@ -13,7 +13,7 @@ use super::identity::Identity;
 use super::suspend::Memo;
 use crate::ctx::{BranchTarget, Located, Location};
 use crate::registrar::{
-    self, Binding, Config, Received, Refusal, RegisterRequest, Store, StoreError,
+    self, Binding, Change, Config, Received, Refusal, RegisterRequest, Store, StoreError,
 };
 use crate::sip::Message;
 use crate::transport::Transport;
@@ -113,13 +113,26 @@ impl Registrar {
         };
         let Some(store) = &self.store else {
             let mut req = req;
-            req.flow_path = flow::path_entry(
-                identity,
-                Flow {
-                    transport,
-                    addr: source,
-                },
-            );
+            // Calls to the phone leave from here (see `flow`): over its
+            // connection, or to a phone on UDP behind a NAT, which lets
+            // in only the address it registered with. A UDP phone
+            // reachable where its Contact says is called directly by
+            // every instance (and still when this one is down).
+            let behind_nat = || match &req.change {
+                Change::Contacts(updates) => updates
+                    .iter()
+                    .any(|u| !crate::nat::names_source(&u.contact, source)),
+                Change::Star | Change::Fetch => false,
+            };
+            if transport.is_stream() || behind_nat() {
+                req.flow_path = flow::path_entry(
+                    identity,
+                    Flow {
+                        transport,
+                        addr: source,
+                    },
+                );
+            }
             return Saving::Ask(Box::new(req));
         };
         self.sweep(store, now_unix);
@@ -333,11 +346,8 @@ fn branch_to(b: &Binding, us: &Identity) -> BranchTarget {
     BranchTarget {
         ruri: b.contact.clone(),
         // Over a connection: that one only (the phone's source port takes
-        // no new connection).
-        du: direct.then(|| match transport.is_stream() {
-            true => crate::target::flow_uri(addr, transport),
-            false => crate::target::uri_of(addr, transport),
-        }),
+        // no new connection); over UDP, UDP whatever the size.
+        du: direct.then(|| crate::target::binding_uri(addr, transport)),
         route: if own_flow { Vec::new() } else { b.path.clone() },
     }
 }

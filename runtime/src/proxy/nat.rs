@@ -92,7 +92,7 @@ mod tests {
     fn an_in_dialog_request_to_a_fixed_contact_goes_to_the_binding() {
         let e = edits_for(&bye(FIXED, "Route: <sip:198.51.100.1;lr>\r\n", ";tag=p"));
         assert_eq!(e.ruri.as_deref(), Some("sip:phone@192.168.1.10:5060"));
-        assert_eq!(e.du.as_deref(), Some("sip:203.0.113.7:40312"));
+        assert_eq!(e.du.as_deref(), Some("sip:203.0.113.7:40312;transport=udp"));
         // Without any Route (we were the outbound proxy): the same.
         let e = edits_for(&bye(FIXED, "", ";tag=p"));
         assert_eq!(e.ruri.as_deref(), Some("sip:phone@192.168.1.10:5060"));
@@ -101,7 +101,7 @@ mod tests {
         let strict = format!("Route: <{FIXED}>\r\n");
         let e = edits_for(&bye("sip:198.51.100.1", &strict, ";tag=p"));
         assert_eq!(e.ruri.as_deref(), Some("sip:phone@192.168.1.10:5060"));
-        assert_eq!(e.du.as_deref(), Some("sip:203.0.113.7:40312"));
+        assert_eq!(e.du.as_deref(), Some("sip:203.0.113.7:40312;transport=udp"));
     }
 
     #[test]
