@@ -16,9 +16,9 @@ mod common;
 #[path = "sipp/harness.rs"]
 mod harness;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::{Sipp, sipp_or_skip, work_dir};
+use harness::{Sipp, sipp_or_skip, wait_registered, work_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_behind_nat_takes_a_call_and_its_dialog_through_the_binding() {
@@ -32,15 +32,7 @@ async fn a_phone_behind_nat_takes_a_call_and_its_dialog_through_the_binding() {
     // 200 ms between the 180 and the 200: two workers could swap them.
     let options = ["-s", "phone", "-cid_str", &cid, "-d", "200", "-trace_msg"];
     let uas = Sipp::uac_with(&dir, "phone", "nat_uas.xml", proxy, 1, 1, &[], &options);
-    let marker = dir.join("nat_uas.registered");
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the phone did not register within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_registered(&dir, "nat_uas.xml").await;
     let options = ["-s", "phone", "-cid_str", &cid, "-trace_msg"];
     let uac = Sipp::uac_with(
         &dir,

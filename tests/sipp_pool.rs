@@ -16,10 +16,10 @@ mod common;
 mod harness;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::redis::Redis;
-use harness::{Over, Sipp, sipp_or_skip, work_dir};
+use harness::{Over, Sipp, sipp_or_skip, wait_registered, work_dir};
 use sipforge_runtime::transport::ListenAddr;
 
 /// One instance of the pool on free loopback ports: (server, UDP, TCP).
@@ -67,15 +67,7 @@ async fn a_sipp_phone_on_tcp_at_one_instance_takes_a_call_through_the_other() {
         &["-s", "dave", "-cid_str", &cid, "-d", "200", "-trace_msg"],
         Over::Tcp,
     );
-    let marker = dir.join("reg_uas_ok.registered");
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "the phone did not register within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_registered(&dir, "reg_uas_ok.xml").await;
     let caller = Sipp::uac_with(
         &dir,
         "caller",

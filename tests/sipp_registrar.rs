@@ -29,9 +29,9 @@ mod harness;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use harness::{Outcome, Sipp, sipp_or_skip, work_dir};
+use harness::{Outcome, Sipp, sipp_or_skip, wait_registered, work_dir};
 use sipforge_runtime::api::Routes;
 
 const UAC_LIMIT: Duration = Duration::from_secs(22);
@@ -71,21 +71,6 @@ fn phone(
         &[],
         &["-s", user, "-cid_str", cid, "-d", &delay, "-trace_msg"],
     )
-}
-
-/// Wait until the phone running `scenario` in `dir` got the 200 for its
-/// REGISTER (it leaves `<scenario stem>.registered`).
-async fn wait_registered(dir: &Path, scenario: &str) {
-    let marker = dir.join(scenario.replace(".xml", ".registered"));
-    let start = Instant::now();
-    while !marker.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{scenario} did not register within 10 s (no {})",
-            marker.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A caller (`scenario`, one of reg_call_*.xml) calling `user` once.

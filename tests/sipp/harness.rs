@@ -110,6 +110,21 @@ impl Over {
     }
 }
 
+/// Wait until the phone running `scenario` in `dir` got the 200 for its
+/// REGISTER (the registrar scenarios leave `<scenario stem>.registered`).
+pub async fn wait_registered(dir: &Path, scenario: &str) {
+    let marker = dir.join(scenario.replace(".xml", ".registered"));
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{scenario} did not register within 10 s (no {})",
+            marker.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A directory for one test's sipp files, under cargo's target tmp dir.
 pub fn work_dir(test: &str) -> PathBuf {
     static SEQ: AtomicUsize = AtomicUsize::new(0);
