@@ -401,7 +401,7 @@ mod tests {
         assert!(at_a.route.is_empty());
         let at_b = branch_to(&stored, &b);
         assert_eq!(at_b.du, None);
-        assert_eq!(at_b.route, [entry.clone()]);
+        assert_eq!(at_b.route, std::slice::from_ref(&entry));
         assert_eq!(at_b.ruri, stored.contact);
         // Our entry behind an edge's is not left out (it is not alone).
         let two = binding(vec!["<sip:edge.example.net;lr>".into(), entry.clone()]);
