@@ -207,8 +207,9 @@ fn on_request(
         );
         return;
     }
-    // A request from the pool for a connection of ours: the instance
-    // that sent it ran the routes (see `flow`).
+    // A request from the pool for a phone registered here (over one of
+    // our connections, or behind a NAT that lets in only us): the
+    // instance that sent it ran the routes (see `flow`).
     let pool_hop = routes.flow.filter(|_| {
         !never_stateful && routes.next_hop.is_none() && routes.new_request_uri.is_none()
     });
@@ -217,8 +218,8 @@ fn on_request(
             call_id = msg.call_id().unwrap_or(""),
             method,
             %source,
-            connection = %flow.addr,
-            "request from the pool for a connection of ours: relayed to it"
+            phone = %flow.addr,
+            "request from the pool for a phone registered here: relayed to it"
         );
         metrics::pool_hop();
         super::flow::pool_hop(msg, flow)
@@ -237,7 +238,7 @@ fn on_request(
         }
         super::nat::restore_marked_ruri(msg, &routes, &mut cx.edits);
         // An ACK or CANCEL from the pool that matched no transaction
-        // of ours goes to the connection too (the routes still run).
+        // of ours goes to the phone too (the routes still run).
         if let Some(flow) = routes.flow.filter(|_| routes.next_hop.is_none()) {
             cx.edits.du = Some(flow.uri());
         }
