@@ -75,7 +75,7 @@ pub struct Edits {
     /// gets it again with its own via-branch (see `proxy::stateful`).
     pub media_offer: Option<Box<crate::proxy::suspend::MediaAsk>>,
     /// Not set by a route: the request came from another instance of the
-    /// pool for a connection of ours (see [`crate::proxy::flow`]); the
+    /// pool for a phone registered here (see [`crate::proxy::flow`]); the
     /// routes do not run on it nor on its responses, whose Contact is
     /// marked as `fix_contact` would.
     pub pool_hop: bool,

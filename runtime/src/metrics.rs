@@ -413,7 +413,7 @@ impl Metrics {
             pool_hops: counter(
                 &mut r,
                 "sipforge_pool_hops",
-                "Requests another instance of the pool sent us for a connection of ours (a valid flow token), relayed to it without running the routes",
+                "Requests another instance of the pool sent us for a phone registered here (a valid flow token), relayed to it without running the routes",
             ),
             branches_refused: family(
                 &mut r,
@@ -830,7 +830,7 @@ pub fn loop_detected() {
     METRICS.loops.inc();
 }
 
-/// A request from the pool for a connection of ours was relayed to it.
+/// A request from the pool for a phone registered here was relayed to it.
 pub fn pool_hop() {
     METRICS.pool_hops.inc();
 }

@@ -337,8 +337,8 @@ fn groups(bindings: &[Binding], us: &Identity) -> Vec<Vec<BranchTarget>> {
 /// The branch to one binding: its contact as Request-URI; along its Path
 /// when it has one, else to where its REGISTER came from (the NAT
 /// binding, or the connection for TCP), whatever the contact says. A
-/// Path that is only our own flow entry (the REGISTER came over a
-/// connection of ours, see `flow`) is left out: we hold the connection.
+/// Path that is only our own flow entry (the phone registered here, see
+/// `flow`) is left out: we send to it ourselves.
 fn branch_to(b: &Binding, us: &Identity) -> BranchTarget {
     let own_flow = matches!(b.path.as_slice(), [only] if flow::is_own_entry(us, only));
     let direct = b.path.is_empty() || own_flow;

@@ -22,8 +22,8 @@ pub struct RouteSet<'a> {
     /// entries (written when the transport changes, RFC 5658), the one
     /// facing where the request goes on.
     pub side: Option<crate::transport::Transport>,
-    /// A connection of ours named by a flow token in one of our removed
-    /// entries (see [`super::flow`]).
+    /// A phone registered here (its connection or NAT binding) named by a
+    /// flow token in one of our removed entries (see [`super::flow`]).
     pub flow: Option<super::flow::Flow>,
 }
 
