@@ -282,16 +282,6 @@ fn in_dialog(caller: &Peer, ok: &Sip, method: &str, cseq: u32, id: &str) -> Stri
     )
 }
 
-/// The next final response the caller gets.
-async fn final_response(peer: &Peer, what: &str) -> Sip {
-    loop {
-        let (resp, _) = peer.recv(what).await;
-        if !resp.start_line().starts_with("SIP/2.0 1") {
-            return resp;
-        }
-    }
-}
-
 /// An SDP offer of about `size` bytes.
 fn offer(size: usize) -> String {
     let mut sdp = String::from(
@@ -450,7 +440,7 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
 
     phone.answer(&inv, "180 Ringing").await;
     phone.answer(&inv, "200 OK").await;
-    let ok = final_response(&caller, "the 200 at the caller").await;
+    let ok = caller.recv_final("the 200 at the caller").await;
     assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
     assert_eq!(ok.headers("Via").len(), 1, "{}", ok.0);
     // A marked the phone's Contact with its connection.
@@ -486,7 +476,7 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
         bye.0
     );
     phone.answer(&bye, "200 OK").await;
-    let ok_bye = final_response(&caller, "the BYE's 200 at the caller").await;
+    let ok_bye = caller.recv_final("the BYE's 200 at the caller").await;
     assert!(
         ok_bye.start_line().starts_with("SIP/2.0 200"),
         "{}",
@@ -510,7 +500,7 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
     assert!(inv.header("Route").is_none(), "{}", inv.0);
     assert_eq!(inv.headers("Via").len(), 2, "caller, A: {}", inv.0);
     phone.answer(&inv, "486 Busy Here").await;
-    let busy = final_response(&caller, "the 486 at the caller").await;
+    let busy = caller.recv_final("the 486 at the caller").await;
     assert!(busy.start_line().starts_with("SIP/2.0 486"), "{}", busy.0);
 
     // The phone's connection is gone (the binding is not): A opens no
@@ -524,7 +514,9 @@ async fn called_through_another(redis: &Redis, a: &Instance, b: &Instance, trans
         caller
             .send(via, &invite(&caller, id, "sip:alice@example.com", ""))
             .await;
-        let gone = final_response(&caller, "the answer for a closed connection").await;
+        let gone = caller
+            .recv_final("the answer for a closed connection")
+            .await;
         assert!(
             gone.start_line().starts_with("SIP/2.0 480"),
             "{id}: {}",
@@ -579,7 +571,7 @@ async fn a_forged_flow_token_is_not_followed() {
                 &invite(&attacker, &id, &contact, &format!("Route: {forged}\r\n")),
             )
             .await;
-        let resp = final_response(&attacker, "the answer to a forged flow").await;
+        let resp = attacker.recv_final("the answer to a forged flow").await;
         assert!(
             resp.start_line().starts_with("SIP/2.0 404"),
             "{forged}: {}",
@@ -611,7 +603,7 @@ async fn a_forged_flow_token_is_not_followed() {
             ),
         )
         .await;
-    let resp = final_response(&attacker, "the answer to a foreign token").await;
+    let resp = attacker.recv_final("the answer to a foreign token").await;
     assert!(
         resp.start_line().starts_with("SIP/2.0 404"),
         "{foreign}: {}",
@@ -662,7 +654,7 @@ async fn a_udp_phone_is_called_from_where_it_registered_when_behind_nat() {
         (&public, "frank", public_contact.as_str()),
     ] {
         phone.send(a.udp, &udp_register(phone, user, contact)).await;
-        let ok = final_response(phone, "the REGISTER's answer").await;
+        let ok = phone.recv_final("the REGISTER's answer").await;
         assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
     }
     let store = RedisStore::new(&redis.url(), Duration::from_secs(2)).unwrap();

@@ -16,9 +16,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::Peer;
 use common::netns::in_private_netns;
 use common::redis::Redis;
-use common::{Peer, Sip};
 use sipforge_runtime::registrar::{AsyncStore, RedisStore};
 use sipforge_runtime::transport::ListenAddr;
 
@@ -73,20 +73,10 @@ fn invite(caller: &Peer, user: &str, id: &str) -> String {
     )
 }
 
-/// The next final response `peer` gets (provisional ones skipped).
-async fn final_response(peer: &Peer, what: &str) -> Sip {
-    loop {
-        let (resp, _) = peer.recv(what).await;
-        if !resp.start_line().starts_with("SIP/2.0 1") {
-            return resp;
-        }
-    }
-}
-
 /// The phone registers through `proxy` and gets 200 listing its contact.
 async fn registers(proxy: SocketAddr, phone: &Peer, user: &str, cseq: u32) {
     phone.send(proxy, &register(phone, user, cseq, 600)).await;
-    let resp = final_response(phone, "the REGISTER's answer").await;
+    let resp = phone.recv_final("the REGISTER's answer").await;
     assert!(resp.start_line().starts_with("SIP/2.0 200"), "{}", resp.0);
     let contacts = resp.headers("Contact");
     assert!(
@@ -157,12 +147,12 @@ async fn shared_between_instances_and_kept_over_a_restart(
 
     // Unregistered through B: A finds nothing.
     phone.send(b_addr, &register(&phone, "alice", 2, 0)).await;
-    let resp = final_response(&phone, "the unregister's answer").await;
+    let resp = phone.recv_final("the unregister's answer").await;
     assert!(resp.start_line().starts_with("SIP/2.0 200"), "{}", resp.0);
     caller
         .send(a_addr, &invite(&caller, "alice", "shared-3"))
         .await;
-    let resp = final_response(&caller, "the answer to a call to nobody").await;
+    let resp = caller.recv_final("the answer to a call to nobody").await;
     assert!(resp.start_line().starts_with("SIP/2.0 404"), "{}", resp.0);
 }
 
@@ -211,7 +201,9 @@ async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
     redis.stop();
     let started = Instant::now();
     phone.send(proxy, &register(&phone, "bob", 2, 600)).await;
-    let resp = final_response(&phone, "the REGISTER's answer with Redis down").await;
+    let resp = phone
+        .recv_final("the REGISTER's answer with Redis down")
+        .await;
     assert!(resp.start_line().starts_with("SIP/2.0 500"), "{}", resp.0);
     assert_eq!(
         resp.header("Retry-After").as_deref(),
@@ -222,7 +214,7 @@ async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
     caller
         .send(proxy, &invite(&caller, "bob", "outage-2"))
         .await;
-    let resp = final_response(&caller, "the call's answer with Redis down").await;
+    let resp = caller.recv_final("the call's answer with Redis down").await;
     assert!(
         resp.start_line().starts_with("SIP/2.0 404"),
         "the not_found path: {}",
@@ -241,7 +233,7 @@ async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
     let mut cseq = 3;
     loop {
         phone.send(proxy, &register(&phone, "bob", cseq, 600)).await;
-        let resp = final_response(&phone, "a REGISTER after Redis came back").await;
+        let resp = phone.recv_final("a REGISTER after Redis came back").await;
         if resp.start_line().starts_with("SIP/2.0 200") {
             break;
         }

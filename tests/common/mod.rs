@@ -154,6 +154,16 @@ impl Peer {
         }
     }
 
+    /// The next final response (provisional ones skipped), each within 2 s.
+    pub async fn recv_final(&self, what: &str) -> Sip {
+        loop {
+            let (resp, _) = self.recv(what).await;
+            if !resp.start_line().starts_with("SIP/2.0 1") {
+                return resp;
+            }
+        }
+    }
+
     /// Assert that nothing arrives within `ms` milliseconds.
     pub async fn expect_silence(&self, ms: u64, what: &str) {
         let mut buf = vec![0u8; 65_535];

@@ -45,11 +45,13 @@ use crate::transport::Transport;
 /// The URI parameter holding the token.
 pub const PARAM: &str = "sf-flow";
 
-/// A connection of this instance, as a flow token names it.
+/// How this instance reaches a phone registered here, as a flow token
+/// names it: a connection, or a NAT binding over UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Flow {
     pub transport: Transport,
-    /// The phone's address (the connection's remote end).
+    /// The phone's address (the connection's remote end, or the NAT
+    /// binding its REGISTER came from).
     pub addr: SocketAddr,
 }
 
