@@ -602,6 +602,61 @@ fn metrics_count_a_call_and_survive_bad_scrapes() {
     });
 }
 
+// ---- an idle proxy --------------------------------------------------------------
+
+/// Context switches (voluntary and not) of each thread of process `pid`
+/// whose name starts with `prefix`, by thread name.
+fn switches(pid: u32, prefix: &str) -> HashMap<String, u64> {
+    let mut out = HashMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc") {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let name = name.trim();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let total: u64 = status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.insert(name.to_string(), total);
+    }
+    out
+}
+
+/// An idle proxy leaves the machine alone: its UDP receive threads sleep
+/// (before, each woke 40 times a second to look for a stop; with one
+/// thread per core on a big machine that is thousands of wake-ups a
+/// second for nothing), and a SIGTERM still stops it at once.
+#[test]
+fn an_idle_proxy_sleeps_and_still_stops_at_once() {
+    runtime().block_on(async {
+        let mut proxy =
+            Proxy::start("idle", &["--listen", "udp:127.0.0.1:0", "--workers", "2"]).await;
+        let pid = proxy.child.id().expect("running");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = switches(pid, "sf-udp");
+        assert_eq!(before.len(), 2, "two receive threads: {before:?}");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = switches(pid, "sf-udp");
+        for (name, n) in &after {
+            let woke = n - before.get(name).copied().unwrap_or(0);
+            // One wake-up a second (the backstop), with room for a stray one.
+            assert!(woke <= 8, "{name} woke {woke} times in 3 s of idleness");
+        }
+        proxy.signal("-TERM");
+        assert_eq!(proxy.exit_code(Duration::from_secs(5)).await, 0);
+        let lines = proxy.lines();
+        assert!(
+            lines.iter().any(|l| l.contains("socket handed over")),
+            "the receive thread saw the stop and handed over:\n{}",
+            lines.join("\n")
+        );
+    });
+}
+
 // ---- port sharing and zero-downtime rollout --------------------------------------
 
 /// Run the binary and wait (at most `within`) for it to exit by itself:

@@ -249,6 +249,9 @@ struct Shared {
     timers: Box<[TimerThread]>,
     /// Becomes true when the server stops: the receive threads hand over and end.
     stopping: AtomicBool,
+    /// The crew of UDP receive threads of each listen entry (unused for
+    /// other transports), woken when the server stops.
+    crews: Box<[Arc<udp::Crew>]>,
     /// The same, for the runtime's tasks.
     stop: watch::Receiver<bool>,
     /// Where instances sharing our ports pass us our responses.
@@ -345,6 +348,11 @@ impl Server {
 
     fn signal_stop(&self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
+        for (index, crew) in self.shared.crews.iter().enumerate() {
+            if let Some(socket) = self.shared.sockets.udp(index) {
+                udp::wake_for_stop(socket, crew);
+            }
+        }
         let _ = self.stop.send(true);
         for t in self.shared.timers.iter() {
             if let Some(thread) = t.thread.get() {
@@ -366,7 +374,7 @@ impl Server {
         });
         // The threads end by themselves (each sweep is bounded); this only
         // keeps a stuck one from holding the exit.
-        let _ = tokio::time::timeout(handover::TIME_LIMIT + udp::IDLE, joined).await;
+        let _ = tokio::time::timeout(handover::TIME_LIMIT + udp::REST, joined).await;
         let ended = tokio::time::timeout(handover::TIME_LIMIT, async {
             while self.tasks.join_next().await.is_some() {}
         })
@@ -387,7 +395,7 @@ impl Server {
 
 impl Drop for Server {
     /// A server dropped without [`Server::shutdown`] still stops its
-    /// threads (within [`udp::IDLE`] plus the hand-over).
+    /// threads (at once, [`udp::REST`] at worst, plus the hand-over).
     fn drop(&mut self) {
         self.signal_stop();
         self.streams.stop();
@@ -573,6 +581,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     } else {
         (None, None)
     };
+    let crews = (0..sockets.len()).map(|_| udp::Crew::new()).collect();
     let shared = Arc::new(Shared {
         core,
         sockets,
@@ -583,6 +592,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
             })
             .collect(),
         stopping: AtomicBool::new(false),
+        crews,
         stop: stopped,
         sibling,
         resolver,
@@ -606,13 +616,13 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
         if shared.sockets.udp(index).is_none() {
             continue;
         }
-        let crew = udp::Crew::new();
+        let crew = &shared.crews[index];
         for w in 0..workers {
             let for_thread = Arc::clone(&shared);
             let worker = udp::Worker {
                 socket: index,
                 id: index * workers + w,
-                crew: Arc::clone(&crew),
+                crew: Arc::clone(crew),
             };
             let receive: Box<dyn FnOnce() + Send> = if w == 0 {
                 Box::new(move || udp::lead(worker, for_thread))

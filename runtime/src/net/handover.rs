@@ -10,10 +10,10 @@
 //! Without another process on the port, the new datagrams are simply
 //! refused, as they would be after the exit.
 
-use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use super::udp::Received;
 use super::{MAX_DATAGRAM, Shared, handle_one};
 use crate::proxy::Outgoing;
 
@@ -52,23 +52,18 @@ pub(super) fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &mut Vec
     let len = MAX_DATAGRAM.min(buf.len());
     let buf = &mut buf[..len];
     for _ in 0..100_000 {
-        match socket.recv_from(buf) {
-            Ok((len, source)) => {
+        match super::udp::receive(socket, buf, 0) {
+            Received::Datagram(len, source) => {
                 handled += 1;
                 if !super::sibling::pass_on(shared, index, &buf[..len], source) {
                     handle_one(shared, index, &buf[..len], source, out);
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                break;
-            }
+            // Empty: quiet for QUIET, or at once when the stop shut the
+            // socket for reading (see udp::wake_for_stop).
+            Received::Nothing | Received::ShutDown => break,
             // An error queued by an earlier send (ICMP): consumed, go on.
-            Err(_) => continue,
+            Received::Failed(_) => continue,
         }
     }
     tracing::info!(%local, handled, "socket handed over");

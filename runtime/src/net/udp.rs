@@ -13,11 +13,20 @@
 //! sending from one IP:port is spread too, which SO_REUSEPORT would not
 //! do). The crew only speeds things up: the lead never stops receiving, so
 //! a missed call loses nothing.
+//!
+//! An idle proxy costs next to nothing: the lead waits [`IDLE`] for the
+//! next datagram only while it holds log lines to write, then up to
+//! [`REST`]; the crew sleeps until called. Every wake-up of an idle thread
+//! is CPU taken from the machine (a proxy with 64 workers waking 40 times a
+//! second each would take a core's worth of interrupts for nothing). A
+//! stop does not wait for a timeout: [`wake_for_stop`] shuts the socket for
+//! reading, which ends a blocked receive at once (the datagrams already
+//! queued stay readable for the hand-over), and wakes the crew.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,9 +36,13 @@ use crate::proxy::Outgoing;
 
 /// Socket buffers: the 208 KiB default drops bursts at a few thousand cps.
 const SOCKET_BUFFER: usize = 4 << 20;
-/// How long a receive thread waits without traffic before it writes its
-/// buffered log lines and looks whether the server stops.
-pub(super) const IDLE: Duration = Duration::from_millis(25);
+/// How long the lead waits without traffic before it writes the log lines
+/// it buffered.
+const IDLE: Duration = Duration::from_millis(25);
+/// How long an idle receive thread with nothing to write sleeps before it
+/// looks whether the server stops (a backstop: a stop wakes it at once, see
+/// [`wake_for_stop`]).
+pub(super) const REST: Duration = Duration::from_secs(1);
 /// Datagrams the lead must find waiting in a row before it calls a crew
 /// member: a pair sent together (a 180 and a 200, an ACK and a BYE), or a
 /// few calls' messages arriving close together, are no backlog, and a
@@ -74,6 +87,8 @@ pub(super) struct Crew {
     /// Calls not yet taken (never more than the sleepers).
     calls: Mutex<usize>,
     woken: Condvar,
+    /// Set when the server stops: sleepers wake and do not sleep again.
+    stopped: AtomicBool,
 }
 
 impl Crew {
@@ -83,7 +98,16 @@ impl Crew {
             sleeping: AtomicUsize::new(0),
             calls: Mutex::new(0),
             woken: Condvar::new(),
+            stopped: AtomicBool::new(false),
         })
+    }
+
+    /// The server stops: wake every sleeping member (each then sees the
+    /// stop flag).
+    pub(super) fn wake_all(&self) {
+        let _calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+        self.stopped.store(true, Ordering::Relaxed);
+        self.woken.notify_all();
     }
 
     /// There is a backlog: wake one sleeping member, if any sleeps.
@@ -98,14 +122,17 @@ impl Crew {
         }
     }
 
-    /// Sleep until called (true) or `timeout` passed (false).
+    /// Sleep until called (true), or until `timeout` passed or the server
+    /// stops (false).
     fn sleep(&self, timeout: Duration) -> bool {
         let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
         self.sleeping.fetch_add(1, Ordering::Relaxed);
-        if *calls == 0 {
+        if *calls == 0 && !self.stopped.load(Ordering::Relaxed) {
             calls = self
                 .woken
-                .wait_timeout_while(calls, timeout, |c| *c == 0)
+                .wait_timeout_while(calls, timeout, |c| {
+                    *c == 0 && !self.stopped.load(Ordering::Relaxed)
+                })
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -140,6 +167,51 @@ impl Streak {
     }
 }
 
+/// What one receive call gave.
+pub(super) enum Received {
+    /// A datagram of this length from this address.
+    Datagram(usize, SocketAddr),
+    /// Nothing within the socket's read timeout (or, without waiting,
+    /// nothing queued).
+    Nothing,
+    /// The socket is shut for reading and nothing is queued: the server
+    /// stops (see [`wake_for_stop`]).
+    ShutDown,
+    /// Another error (an ICMP error of an earlier send surfaces here).
+    Failed(io::Error),
+}
+
+/// Receive one datagram into `buf` (`flags`: 0 waits up to the socket's
+/// read timeout, `MSG_DONTWAIT` does not wait).
+pub(super) fn receive(socket: &UdpSocket, buf: &mut [u8], flags: libc::c_int) -> Received {
+    // SAFETY: initialised bytes may be viewed as possibly uninitialised
+    // ones; the kernel only writes bytes into them.
+    let uninit = unsafe {
+        std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<MaybeUninit<u8>>(), buf.len())
+    };
+    match socket2::SockRef::from(socket).recv_from_with_flags(uninit, flags) {
+        Ok((len, from)) => match from.as_socket() {
+            Some(source) => Received::Datagram(len, source),
+            // A socket shut for reading returns 0 bytes from nobody once
+            // its queue is empty (a real empty datagram names its sender).
+            None if len == 0 => Received::ShutDown,
+            None => Received::Failed(io::Error::other("a datagram from a non-IP address")),
+        },
+        Err(e) if nothing_came(&e) => Received::Nothing,
+        Err(e) => Received::Failed(e),
+    }
+}
+
+/// The server stops: end the blocked receives on `socket` at once by
+/// shutting it for reading (Linux wakes the readers of an unconnected UDP
+/// socket and answers "not connected", which is expected here; datagrams
+/// already queued, and any still arriving, stay readable until the
+/// hand-over detaches the socket), and wake its sleeping `crew`.
+pub(super) fn wake_for_stop(socket: &UdpSocket, crew: &Crew) {
+    let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read);
+    crew.wake_all();
+}
+
 /// What one receive thread keeps between datagrams.
 struct Receiver {
     socket: Arc<UdpSocket>,
@@ -158,24 +230,6 @@ impl Receiver {
             messages: crate::metrics::worker_counter(worker.id),
             flushed: Instant::now(),
         })
-    }
-
-    /// Take a datagram only if one waits.
-    fn take_waiting(&mut self) -> io::Result<(usize, SocketAddr)> {
-        // SAFETY: initialised bytes may be viewed as possibly uninitialised
-        // ones; the kernel only writes bytes into them.
-        let buf = unsafe {
-            std::slice::from_raw_parts_mut(
-                self.buf.as_mut_ptr().cast::<MaybeUninit<u8>>(),
-                self.buf.len(),
-            )
-        };
-        let (len, from) =
-            socket2::SockRef::from(&*self.socket).recv_from_with_flags(buf, libc::MSG_DONTWAIT)?;
-        let source = from
-            .as_socket()
-            .ok_or_else(|| io::Error::other("a datagram from a non-IP address"))?;
-        Ok((len, source))
     }
 
     /// Handle the datagram in the buffer; write the logs when due.
@@ -202,6 +256,13 @@ impl Receiver {
         crate::logbuf::flush();
         self.flushed = now;
     }
+
+    /// Set how long a blocking receive waits.
+    fn wait_up_to(&self, timeout: Duration) {
+        if let Err(e) = self.socket.set_read_timeout(Some(timeout)) {
+            tracing::debug!("cannot set the receive timeout: {e}");
+        }
+    }
 }
 
 /// Whether a receive error only means "nothing came".
@@ -215,6 +276,11 @@ fn nothing_came(e: &io::Error) -> bool {
 /// The lead of socket `worker.socket`: blocks for a datagram, calling a
 /// crew member when [`BACKLOG`] of them in a row were already there (see
 /// [`ALREADY_THERE`]); hands the socket over when the server stops.
+///
+/// After traffic it waits [`IDLE`] at most, so that the log lines of the
+/// last messages are written soon; once they are written, up to [`REST`]
+/// (one change of the socket's timeout per pause in the traffic, none
+/// under steady load).
 pub(super) fn lead(worker: Worker, shared: Arc<Shared>) {
     let index = worker.socket;
     let Some(mut rx) = Receiver::new(&shared, &worker) else {
@@ -223,19 +289,33 @@ pub(super) fn lead(worker: Worker, shared: Arc<Shared>) {
     let crew = worker.crew;
     crate::logbuf::batch();
     let mut streak = Streak::default();
+    let mut resting = false;
+    rx.wait_up_to(IDLE);
     while !shared.stopping.load(Ordering::Relaxed) {
         let asked = Instant::now();
-        match rx.socket.recv_from(&mut rx.buf) {
-            Ok((len, source)) => {
+        match receive(&rx.socket, &mut rx.buf, 0) {
+            Received::Datagram(len, source) => {
                 let now = Instant::now();
+                if resting {
+                    rx.wait_up_to(IDLE);
+                    resting = false;
+                }
                 if streak.count(now.duration_since(asked) < ALREADY_THERE) {
                     crew.call();
                 }
                 rx.handle(&shared, now, index, len, source);
             }
-            Err(e) if nothing_came(&e) => rx.flush(Instant::now()),
-            // ICMP errors from earlier sends surface here.
-            Err(e) => tracing::debug!("receive error on {:?}: {e}", rx.socket.local_addr()),
+            Received::Nothing => {
+                rx.flush(Instant::now());
+                if !resting {
+                    rx.wait_up_to(REST);
+                    resting = true;
+                }
+            }
+            Received::ShutDown => break,
+            Received::Failed(e) => {
+                tracing::debug!("receive error on {:?}: {e}", rx.socket.local_addr());
+            }
         }
     }
     handover::sweep(index, &shared, &mut rx.buf, &mut rx.out);
@@ -243,7 +323,8 @@ pub(super) fn lead(worker: Worker, shared: Arc<Shared>) {
 }
 
 /// A crew member of socket `worker.socket`: sleeps until called, then
-/// takes the waiting datagrams until none is left.
+/// takes the waiting datagrams until none is left, writes its log lines
+/// and sleeps again.
 pub(super) fn member(worker: Worker, shared: Arc<Shared>) {
     let index = worker.socket;
     let Some(mut rx) = Receiver::new(&shared, &worker) else {
@@ -252,25 +333,25 @@ pub(super) fn member(worker: Worker, shared: Arc<Shared>) {
     let crew = worker.crew;
     crate::logbuf::batch();
     while !shared.stopping.load(Ordering::Relaxed) {
-        if !crew.sleep(IDLE) {
-            rx.flush(Instant::now());
+        if !crew.sleep(REST) {
             continue;
         }
         let mut streak = Streak::default();
         loop {
-            match rx.take_waiting() {
-                Ok((len, source)) => {
+            match receive(&rx.socket, &mut rx.buf, libc::MSG_DONTWAIT) {
+                Received::Datagram(len, source) => {
                     if streak.count(true) {
                         crew.call();
                     }
                     rx.handle(&shared, Instant::now(), index, len, source);
                 }
-                Err(e) if nothing_came(&e) => break,
-                Err(e) => {
+                Received::Nothing | Received::ShutDown => break,
+                Received::Failed(e) => {
                     tracing::debug!("receive error on {:?}: {e}", rx.socket.local_addr());
                 }
             }
         }
+        rx.flush(Instant::now());
     }
     crate::logbuf::flush();
 }
@@ -304,6 +385,75 @@ mod tests {
         let calls: Vec<bool> = (0..2 * BACKLOG).map(|_| streak.count(true)).collect();
         let at: Vec<usize> = (0..calls.len()).filter(|&i| calls[i]).collect();
         assert_eq!(at, [BACKLOG as usize - 1, 2 * BACKLOG as usize - 1]);
+    }
+
+    #[test]
+    fn a_stop_ends_a_blocked_receive_at_once_and_keeps_what_was_queued() {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let crew = Crew::new();
+        let reader = {
+            let socket = Arc::clone(&socket);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 64];
+                let asked = Instant::now();
+                let got = receive(&socket, &mut buf, 0);
+                (matches!(got, Received::ShutDown), asked.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        wake_for_stop(&socket, &crew);
+        let (shut, waited) = reader.join().unwrap();
+        assert!(shut, "the blocked receive saw the stop");
+        assert!(waited < Duration::from_secs(10), "woken, not timed out");
+        // A datagram that still arrives is read, then the empty queue says
+        // "shut down" at once.
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender
+            .send_to(b"OPTIONS", socket.local_addr().unwrap())
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let from = sender.local_addr().unwrap();
+        assert!(matches!(receive(&socket, &mut buf, 0), Received::Datagram(7, a) if a == from));
+        assert!(matches!(receive(&socket, &mut buf, 0), Received::ShutDown));
+        // An empty datagram before the stop is a datagram, not a stop.
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        sender.send_to(b"", other.local_addr().unwrap()).unwrap();
+        assert!(matches!(receive(&other, &mut buf, 0), Received::Datagram(0, a) if a == from));
+        assert!(matches!(
+            receive(&other, &mut buf, libc::MSG_DONTWAIT),
+            Received::Nothing
+        ));
+    }
+
+    #[test]
+    fn a_stop_wakes_the_crew_and_keeps_it_awake() {
+        let crew = Crew::new();
+        let sleeper = {
+            let crew = Arc::clone(&crew);
+            std::thread::spawn(move || {
+                let asked = Instant::now();
+                (crew.sleep(Duration::from_secs(30)), asked.elapsed())
+            })
+        };
+        while crew.sleeping.load(Ordering::Relaxed) == 0 {
+            std::thread::yield_now();
+        }
+        crew.wake_all();
+        let (called, waited) = sleeper.join().unwrap();
+        assert!(!called, "a stop is not a call");
+        assert!(waited < Duration::from_secs(10), "woken, not timed out");
+        let asked = Instant::now();
+        assert!(!crew.sleep(Duration::from_secs(30)));
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "no sleep after a stop"
+        );
     }
 
     #[test]
