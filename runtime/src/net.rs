@@ -977,9 +977,11 @@ impl TimerClock {
     }
 }
 
-/// The longest a timer thread sleeps without a deadline (it looks whether
-/// the server stops; a stop also wakes it).
-const TIMER_IDLE: Duration = Duration::from_millis(250);
+/// The longest a timer thread sleeps without a deadline: a backstop, since
+/// a stop wakes it and so does a receive thread that adds an earlier
+/// deadline (see [`Shared::timer_hint`]); every wake-up of an idle thread
+/// is CPU taken for nothing.
+const TIMER_IDLE: Duration = Duration::from_secs(1);
 
 /// Timer thread `t`: drives the lanes `l` with `l % timer threads == t`.
 /// Fires what is due, then sleeps until the earliest deadline of its lanes
