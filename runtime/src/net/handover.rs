@@ -11,7 +11,7 @@
 //! refused, as they would be after the exit.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::udp::Received;
 use super::{MAX_DATAGRAM, Shared, handle_one};
@@ -51,17 +51,28 @@ pub(super) fn sweep(index: usize, shared: &Shared, buf: &mut [u8], out: &mut Vec
     // Bounded: the queue is finite, and so is this loop.
     let len = MAX_DATAGRAM.min(buf.len());
     let buf = &mut buf[..len];
+    let mut last = Instant::now();
     for _ in 0..100_000 {
         match super::udp::receive(socket, buf, 0) {
             Received::Datagram(len, source) => {
                 handled += 1;
+                last = Instant::now();
                 if !super::sibling::pass_on(shared, index, &buf[..len], source) {
                     handle_one(shared, index, &buf[..len], source, out);
                 }
             }
-            // Empty: quiet for QUIET, or at once when the stop shut the
-            // socket for reading (see udp::wake_for_stop).
-            Received::Nothing | Received::ShutDown => break,
+            // Quiet for QUIET: empty.
+            Received::Nothing => break,
+            // A socket shut for reading (the stop, see udp::wake_for_stop)
+            // says "empty" without waiting: wait out QUIET here, so a
+            // datagram the kernel was queueing as we connected is read.
+            Received::ShutDown => {
+                let quiet_for = last.elapsed();
+                if quiet_for >= QUIET {
+                    break;
+                }
+                std::thread::sleep(QUIET - quiet_for);
+            }
             // An error queued by an earlier send (ICMP): consumed, go on.
             Received::Failed(_) => continue,
         }
