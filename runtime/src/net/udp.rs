@@ -16,9 +16,11 @@
 //!
 //! An idle proxy costs next to nothing: the lead waits [`IDLE`] for the
 //! next datagram only while it holds log lines to write, then up to
-//! [`REST`]; the crew sleeps until called. Every wake-up of an idle thread
-//! is CPU taken from the machine (a proxy with 64 workers waking 40 times a
-//! second each would take a core's worth of interrupts for nothing). A
+//! [`REST`]; a crew member writes its lines when it has emptied the socket
+//! and sleeps until called. Every wake-up of an idle thread is CPU taken
+//! from the machine: 64 workers waking 40 times a second each, at the
+//! 40-70 µs a wake-up costs on the bench's VM, would spend an eighth of a
+//! core on nothing (see bench/README.md, "an idle proxy stops waking up"). A
 //! stop does not wait for a timeout: [`wake_for_stop`] shuts the socket for
 //! reading, which ends a blocked receive at once (the datagrams already
 //! queued stay readable for the hand-over), and wakes the crew.
