@@ -151,7 +151,8 @@ SCENARIOS = {
     },
 }
 SYSTEMS = ["naive", "kamailio", "sipforge"]
-SYSTEM_TITLES = {"naive": "naive relay", "kamailio": "Kamailio 5.6", "sipforge": "sipforge"}
+SYSTEM_TITLES = {"naive": "naive relay", "kamailio": "Kamailio 5.6", "sipforge": "sipforge",
+                 "baseline": "sipforge at the baseline"}   # retitled by --baseline REV
 LOG_MARKERS = ("Received ", "Got a reply")
 
 # Goals from the issue (sipforge against Kamailio, tuned).
@@ -541,6 +542,45 @@ def build_sipforge(scenarios: list[str], out: Path) -> dict[str, Path]:
     return built
 
 
+def build_baseline(rev: str, scenarios: list[str], out: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    """sipforge as it was at git revision `rev`, built with today's bench
+    routes files: the binaries per scenario, and why a scenario has none
+    (its routes use what `rev` did not have yet). The source is exported
+    with `git archive` (no worktree left behind) into
+    TARGET/baseline-SHA/, which also holds the build and the binaries, so a
+    second run with the same revision builds nothing."""
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+                         capture_output=True, text=True)
+    if sha.returncode != 0:
+        fail(f"--baseline {rev}: not a commit of this repository: {sha.stderr.strip()}")
+    sha = sha.stdout.strip()
+    home = TARGET / f"baseline-{sha[:12]}"
+    src, bins = home / "src", home / "bin"
+    if not (src / "Cargo.toml").exists():
+        src.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", sha], stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(src)], stdin=archive.stdout, check=True)
+        if archive.wait() != 0:
+            fail(f"--baseline {rev}: git archive failed")
+    bins.mkdir(parents=True, exist_ok=True)
+    built, missing = {}, {}
+    for scenario in scenarios:
+        name = routes_of(scenario)
+        binary = bins / f"sipforge-{name}"
+        if not binary.exists() and name not in missing.values():
+            log = out / f"build-baseline-{name}.log"
+            env = dict(os.environ, SIPFORGE_ROUTES=str(BENCH / "routes" / f"{name}.yaml"),
+                       CARGO_TARGET_DIR=str(home / "target"))
+            say(f"bench: building sipforge at {sha[:12]} (release) with bench/routes/{name}.yaml")
+            if run_logged(["cargo", "build", "--release", "--bin", "sipforge"], log, env=env, cwd=src) == 0:
+                shutil.copy2(home / "target" / "release" / "sipforge", binary)
+        if binary.exists():
+            built[scenario] = binary
+        else:
+            missing[scenario] = f"does not build at {sha[:12]} with bench/routes/{name}.yaml"
+    return built, missing
+
+
 # --------------------------------------------------------------------------
 # Proxies and sipp
 
@@ -571,10 +611,11 @@ class Proxy:
                 cmd += ["-N", str(ctx.args.kamailio_children)]   # TCP workers, as -n
             if not logging_on:
                 cmd += ["-A", "LOG_OFF"]
-        elif system == "sipforge":
-            binary = ctx.sipforge_bins.get(scenario)
+        elif system in ("sipforge", "baseline"):
+            bins = ctx.sipforge_bins if system == "sipforge" else ctx.baseline_bins
+            binary = bins.get(scenario)
             if binary is None:
-                raise Unavailable(ctx.sipforge_reason or "sipforge was not built")
+                raise Unavailable(ctx.sipforge_reason or f"{system} was not built")
             cmd = [binary, "--log-level", "info" if logging_on else "warn"]
             if scenario == "auth":
                 cmd += ["--credentials", ctx.credentials()]
@@ -728,6 +769,9 @@ class Context:
         self.naive_bin: Path | None = None
         self.sipforge_bins: dict[str, Path] = {}
         self.sipforge_reason: str | None = None
+        # --baseline: sipforge at an earlier revision, per scenario.
+        self.baseline_bins: dict[str, Path] = {}
+        self.baseline_reasons: dict[str, str] = {}
         self.run_seq = 0
         self.broken: dict[tuple[str, str], str] = {}
         # CPU runs measured again because the host stole too much (--max-steal).
@@ -1021,6 +1065,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name in systems:
         if name not in SYSTEMS:
             fail(f"unknown system {name} (have {', '.join(SYSTEMS)})")
+    if args.baseline:
+        systems.append("baseline")
 
     out = make_out_dir(args)
     ctx = Context(args, out)
@@ -1038,6 +1084,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"rate search {args.search_duration:g} s runs x {args.search_reps} reps")
 
     active = [s for s in systems if s != "sipforge" or ctx.sipforge_bins]
+    if args.baseline:
+        for scenario in scenarios:
+            if scenario not in ctx.baseline_bins:
+                ctx.broken[(scenario, "baseline")] = ctx.baseline_reasons[scenario]
     cpu_runs: dict[tuple[str, str], list[dict]] = {}
     rates: dict[tuple[str, str], list[dict]] = {}
     started = time.monotonic()
@@ -1046,6 +1096,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     # that fails it is left out (and shown as n/a) instead of wasting runs.
     for scenario in scenarios:
         for system in systems_for(scenario, active):
+            if (scenario, system) in ctx.broken:
+                continue
             r = measure(ctx, system, scenario, 50, 50, tail=0.2, purpose="smoke", rep=0)
             say("bench: smoke " + describe(r))
             if not r["clean"]:
@@ -1149,7 +1201,7 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 if not_stateful(scenario, system, runs):
                     cell += " (no 100 Trying: not stateful?)"
                 if (scenario, system) in ctx.broken:
-                    cell = "n/a (smoke test failed)"
+                    cell = "n/a (not built)" if ctx.broken[(scenario, system)].startswith("does not build") else "n/a (smoke test failed)"
                 cells.append(cell)
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + f" | {clean}/{total} |")
         kept = [r for runs in cpu_runs.values() for r in runs if "steal_pct" in r]
@@ -1208,7 +1260,7 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 if not_stateful(scenario, system, [r for f in found for r in f["runs"]]):
                     cell += " (no 100 Trying: not stateful?)"
                 if (scenario, system) in ctx.broken:
-                    cell = "n/a (smoke test failed)"
+                    cell = "n/a (not built)" if ctx.broken[(scenario, system)].startswith("does not build") else "n/a (smoke test failed)"
                 cells.append(cell)
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -1256,7 +1308,36 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                     verdict = f", goal >= {goal}: {'meets' if sf['median'] >= goal else 'MISSES'}"
                 lines.append(f"  {title}: max clean rate sipforge {fmt_spread(sf)} cps = {ratio}{verdict}")
     lines.append("")
+    if args.baseline and not args.no_cpu:
+        lines.extend(baseline_ratios(ctx, scenarios, cpu_runs))
     return "\n".join(lines)
+
+
+def baseline_ratios(ctx: Context, scenarios, cpu_runs) -> list[str]:
+    """sipforge / sipforge at --baseline REV, and each against Kamailio, per
+    repetition pair: on a host whose speed moves between runs, a change is
+    judged against the code before it measured beside it."""
+    rev = ctx.args.baseline
+    lines = [f"sipforge / sipforge at {rev} (CPU per call, per repetition pair; below 1: cheaper now):"]
+    for scenario in scenarios:
+        title = SCENARIOS[scenario]["title"]
+        if (scenario, "baseline") in ctx.broken:
+            lines.append(f"  {title}: n/a: {ctx.broken[(scenario, 'baseline')]}")
+            continue
+        per_rep: dict[int, dict[str, float]] = {}
+        for system in ("sipforge", "baseline", "kamailio"):
+            for r in cpu_runs.get((scenario, system), []):
+                if r["clean"]:
+                    per_rep.setdefault(r["rep"], {})[system] = r["us_per_call"]
+
+        def ratio(a: str, b: str) -> str:
+            return fmt_spread(spread([p[a] / p[b] for p in per_rep.values()
+                                      if p.get(a) and p.get(b)]), 3)
+        lines.append(f"  {title}: sipforge / {rev} {ratio('sipforge', 'baseline')}; "
+                     f"against Kamailio: sipforge {ratio('sipforge', 'kamailio')}, "
+                     f"{rev} {ratio('baseline', 'kamailio')}")
+    lines.append("")
+    return lines
 
 
 def cpu_budget_at_max(scenarios, systems, rates, cores: int) -> list[str]:
@@ -1469,6 +1550,9 @@ def setup(ctx: Context, scenarios: list[str], systems: list[str]) -> None:
     ensure_tools(not args.no_install)
     if "naive" in systems:
         ctx.naive_bin = build_naive(ctx.out)
+    if "baseline" in systems:
+        ctx.baseline_bins, ctx.baseline_reasons = build_baseline(args.baseline, scenarios, ctx.out)
+        SYSTEM_TITLES["baseline"] = f"sipforge at {args.baseline}"
     if "sipforge" in systems:
         try:
             if args.no_build:
@@ -1546,6 +1630,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                                   "(default per scenario: 2 where no proxy "
                                                   "keeps a transaction, 34 stateful)")
         p.add_argument("--no-cpu", action="store_true", help="skip the CPU runs")
+        p.add_argument("--baseline", metavar="REV",
+                       help="also measure sipforge as it was at git revision REV (built with "
+                            "today's bench routes, in target/bench/baseline-SHA/), interleaved "
+                            "with the others, and print sipforge / REV per repetition pair: "
+                            "whether a change made the proxy cheaper or dearer, on this host, "
+                            "in this run")
         p.add_argument("--max-steal", type=float, default=2.0,
                        help="a CPU run during which the host's steal time was over this share "
                             "of the machine (%%) is measured again (default 2)")
