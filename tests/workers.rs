@@ -19,9 +19,11 @@ mod common;
 use common::text::{header, response};
 
 const CALLS: usize = 2_000;
-/// Calls in progress at once: enough to keep both workers busy, few enough
-/// that the loopback never drops a burst.
-const WINDOW: usize = 16;
+/// Calls in progress at once: enough that the lead cannot keep up and
+/// finds a backlog (`BACKLOG` in runtime/src/net/udp.rs: 64 datagrams
+/// waiting in a row) to call the other worker, few enough that the
+/// loopback never drops a burst.
+const WINDOW: usize = 64;
 
 fn worker_messages(worker: usize) -> f64 {
     sipforge_runtime::metrics::sample(

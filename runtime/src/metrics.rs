@@ -5,16 +5,24 @@
 //! Every series exists from the start (labels come from fixed sets, the
 //! method label falls back to `other`), so recording is one relaxed atomic
 //! add on a counter picked by index: no lock, no hashing, no allocation.
+//! The add goes to the calling thread's own slot of the counter
+//! ([`per_thread`]), summed when the metrics are encoded, so that workers
+//! on different cores do not write one cache line in turn.
 //! The counters are process-wide, like Kamailio's statistics: one proxy
 //! core per process in production; tests that run several cores in one
 //! process compare deltas.
 
 pub mod http;
+mod per_thread;
 
-use std::sync::{LazyLock, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-use prometheus_client::metrics::counter::Counter;
+/// The hot-path counters: each thread adds in its own cache line.
+type Counter = prometheus_client::metrics::counter::Counter<u64, per_thread::PerThread>;
+/// A counter that one thread writes (a worker's own).
+type OwnCounter = prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -273,7 +281,7 @@ struct Metrics {
     tls_handshake_failures: Counter,
     transport_errors: Counter,
     /// Per worker thread: a series is made when the worker starts.
-    workers: Family<Vec<(&'static str, String)>, Counter>,
+    workers: Family<Vec<(&'static str, String)>, OwnCounter>,
 }
 
 /// A labelled counter family with one series per label value, registered
@@ -592,7 +600,7 @@ impl Metrics {
                 "Relayed requests that could not be sent (no connection, failed TLS handshake), handled as a 503 from the next hop (RFC 3261 §8.1.3.1)",
             ),
             workers: {
-                let family = Family::<Vec<(&'static str, String)>, Counter>::default();
+                let family = Family::<Vec<(&'static str, String)>, OwnCounter>::default();
                 r.register(
                     "sipforge_worker_messages",
                     "Datagrams received by each worker thread (workers share a socket; the kernel hands each datagram to one of them)",
@@ -852,18 +860,37 @@ pub fn name_lookup(resolved: bool) {
 
 /// The message counter of worker `id` (its series appears now): the
 /// worker keeps it and adds one per datagram, an atomic add.
-pub fn worker_counter(id: usize) -> Counter {
+pub fn worker_counter(id: usize) -> OwnCounter {
     METRICS
         .workers
         .get_or_create(&vec![("worker", id.to_string())])
         .clone()
 }
 
-/// The number of transactions in the table.
-pub fn set_active_transactions(n: usize) {
+/// The live transaction counts of every core in the process, read when
+/// the metrics are encoded (a core that is gone drops out).
+static TRANSACTION_COUNTS: Mutex<Vec<Weak<AtomicUsize>>> = Mutex::new(Vec::new());
+
+/// Let `sipforge_transactions_active` count the transactions in `live`
+/// (a core's count; the gauge is the sum over the cores alive).
+pub fn count_transactions_from(live: &Arc<AtomicUsize>) {
+    let mut counts = TRANSACTION_COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    counts.retain(|c| c.strong_count() > 0);
+    counts.push(Arc::downgrade(live));
+}
+
+/// Set the transactions gauge from the cores' counts.
+fn refresh_transactions() {
+    let mut counts = TRANSACTION_COUNTS.lock().unwrap_or_else(|e| e.into_inner());
+    counts.retain(|c| c.strong_count() > 0);
+    let live: usize = counts
+        .iter()
+        .filter_map(Weak::upgrade)
+        .map(|c| c.load(Ordering::Relaxed))
+        .sum();
     METRICS
         .transactions
-        .set(i64::try_from(n).unwrap_or(i64::MAX));
+        .set(i64::try_from(live).unwrap_or(i64::MAX));
 }
 
 /// The instance started (true) or stopped (false) draining.
@@ -891,6 +918,7 @@ pub fn set_build_info(version: &str, commit: Option<&str>, routes: &str, routes_
 
 /// The whole exposition in the OpenMetrics text format ([`CONTENT_TYPE`]).
 pub fn encode() -> String {
+    refresh_transactions();
     let mut out = String::with_capacity(8 * 1024);
     // Writing into a String cannot fail.
     let _ = encode_registry(&mut out, &METRICS.registry);

@@ -133,17 +133,20 @@ impl Default for CoreConfig {
 }
 
 /// The transactions, counted across shards (the bound is on the total).
+/// The `sipforge_transactions_active` gauge reads the count when the
+/// metrics are scraped ([`crate::metrics::count_transactions_from`]): a
+/// gauge stored on every message would be one more cache line that every
+/// worker writes.
 pub struct Capacity {
-    live: AtomicUsize,
+    live: Arc<AtomicUsize>,
     max: usize,
 }
 
 impl Capacity {
     fn new(max: usize) -> Capacity {
-        Capacity {
-            live: AtomicUsize::new(0),
-            max,
-        }
+        let live = Arc::new(AtomicUsize::new(0));
+        crate::metrics::count_transactions_from(&live);
+        Capacity { live, max }
     }
 
     /// Live transactions in every shard.
@@ -385,9 +388,7 @@ impl Core {
         answer: suspend::Answer,
         out: &mut Vec<Outgoing>,
     ) -> Option<Touched> {
-        let touched = stateless::resume(self, now, id, answer, out);
-        crate::metrics::set_active_transactions(self.capacity.live());
-        touched
+        stateless::resume(self, now, id, answer, out)
     }
 
     /// The credentials and nonce key `authenticate` checks against (set
@@ -505,9 +506,7 @@ impl Core {
         socket: usize,
         out: &mut Vec<Outgoing>,
     ) -> Option<Touched> {
-        let touched = stateless::handle(self, now, datagram, source, socket, out);
-        crate::metrics::set_active_transactions(self.capacity.live());
-        touched
+        stateless::handle(self, now, datagram, source, socket, out)
     }
 
     /// A request the network layer could not send to `to` from socket
@@ -665,7 +664,6 @@ impl Core {
     pub fn on_timeout_in(&self, lane: usize, now: Instant, out: &mut Vec<Outgoing>) {
         if lane < self.shards.len() {
             self.with_shard(lane, |shard, env| shard.on_timeout(env, now, out));
-            crate::metrics::set_active_transactions(self.capacity.live());
         } else {
             lock(&self.probes).on_timeout(
                 now,
