@@ -563,17 +563,19 @@ def build_baseline(rev: str, scenarios: list[str], out: Path) -> tuple[dict[str,
         if archive.wait() != 0:
             fail(f"--baseline {rev}: git archive failed")
     bins.mkdir(parents=True, exist_ok=True)
-    built, missing = {}, {}
+    built, missing, failed = {}, {}, set()
     for scenario in scenarios:
         name = routes_of(scenario)
         binary = bins / f"sipforge-{name}"
-        if not binary.exists() and name not in missing.values():
+        if not binary.exists() and name not in failed:
             log = out / f"build-baseline-{name}.log"
             env = dict(os.environ, SIPFORGE_ROUTES=str(BENCH / "routes" / f"{name}.yaml"),
                        CARGO_TARGET_DIR=str(home / "target"))
             say(f"bench: building sipforge at {sha[:12]} (release) with bench/routes/{name}.yaml")
             if run_logged(["cargo", "build", "--release", "--bin", "sipforge"], log, env=env, cwd=src) == 0:
                 shutil.copy2(home / "target" / "release" / "sipforge", binary)
+            else:
+                failed.add(name)
         if binary.exists():
             built[scenario] = binary
         else:
@@ -1201,7 +1203,7 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 if not_stateful(scenario, system, runs):
                     cell += " (no 100 Trying: not stateful?)"
                 if (scenario, system) in ctx.broken:
-                    cell = "n/a (not built)" if ctx.broken[(scenario, system)].startswith("does not build") else "n/a (smoke test failed)"
+                    cell = left_out_cell(ctx, scenario, system)
                 cells.append(cell)
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + f" | {clean}/{total} |")
         kept = [r for runs in cpu_runs.values() for r in runs if "steal_pct" in r]
@@ -1260,7 +1262,7 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
                 if not_stateful(scenario, system, [r for f in found for r in f["runs"]]):
                     cell += " (no 100 Trying: not stateful?)"
                 if (scenario, system) in ctx.broken:
-                    cell = "n/a (not built)" if ctx.broken[(scenario, system)].startswith("does not build") else "n/a (smoke test failed)"
+                    cell = left_out_cell(ctx, scenario, system)
                 cells.append(cell)
             lines.append(f"| {SCENARIOS[scenario]['title']} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -1311,6 +1313,12 @@ def summarize(ctx: Context, scenarios, systems, cpu_runs, rates, env_info, elaps
     if args.baseline and not args.no_cpu:
         lines.extend(baseline_ratios(ctx, scenarios, cpu_runs))
     return "\n".join(lines)
+
+
+def left_out_cell(ctx: Context, scenario: str, system: str) -> str:
+    """The table cell of a system left out of a scenario."""
+    why = ctx.broken[(scenario, system)]
+    return "n/a (not built)" if why.startswith("does not build") else "n/a (smoke test failed)"
 
 
 def baseline_ratios(ctx: Context, scenarios, cpu_runs) -> list[str]:

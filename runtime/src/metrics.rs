@@ -19,15 +19,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock, Weak};
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
-/// The hot-path counters: each thread adds in its own cache line.
-type Counter = prometheus_client::metrics::counter::Counter<u64, per_thread::PerThread>;
-/// A counter that one thread writes (a worker's own).
-type OwnCounter = prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+/// The hot-path counters: each thread adds in its own cache line.
+type Counter = prometheus_client::metrics::counter::Counter<u64, per_thread::PerThread>;
+/// A counter that one thread writes (a worker's own).
+type OwnCounter = prometheus_client::metrics::counter::Counter;
 
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -943,6 +944,35 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_transactions_gauge_sums_the_live_cores_when_scraped() {
+        // Other tests' cores may hold a few transactions meanwhile (far
+        // fewer than OTHERS): counts of millions tell ours apart.
+        const OTHERS: f64 = 1e5;
+        let scraped = || sample(&encode(), "sipforge_transactions_active").unwrap_or(-1.0);
+        let a = Arc::new(AtomicUsize::new(1_000_000));
+        let b = Arc::new(AtomicUsize::new(1_000_000));
+        count_transactions_from(&a);
+        count_transactions_from(&b);
+        let both = scraped();
+        assert!((2e6..2e6 + OTHERS).contains(&both), "{both}");
+        a.store(2_000_000, Ordering::Relaxed);
+        let more = scraped();
+        assert!(
+            (3e6..3e6 + OTHERS).contains(&more),
+            "read at scrape time: {more}"
+        );
+        drop(b);
+        let one = scraped();
+        assert!(
+            (2e6..2e6 + OTHERS).contains(&one),
+            "a core that is gone drops out: {one}"
+        );
+        drop(a);
+        let none = scraped();
+        assert!((0.0..OTHERS).contains(&none), "{none}");
+    }
 
     #[test]
     fn labels_come_from_fixed_sets() {
