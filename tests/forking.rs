@@ -17,12 +17,12 @@ const A: &str = "127.0.0.1:5081";
 const B: &str = "127.0.0.1:5082";
 
 fn core() -> Core {
+    core_of(&common::fork::ROUTES)
+}
+
+fn core_of(routes: &'static dyn sipforge_runtime::api::Routes) -> Core {
     let listener = Listener::new("127.0.0.1:5060".parse().unwrap(), None).unwrap();
-    Core::new(
-        &common::fork::ROUTES,
-        Identity::new(vec![listener]),
-        CoreConfig::default(),
-    )
+    Core::new(routes, Identity::new(vec![listener]), CoreConfig::default())
 }
 
 /// (destination, text) of what the core sent.
@@ -208,7 +208,10 @@ fn when_every_branch_fails_the_failure_route_runs_once_with_the_best() {
 /// The fork core, told that `carrier.test` resolves to two targets,
 /// 127.0.0.1:5091 then 127.0.0.1:5092 (RFC 3263).
 fn core_with_carrier() -> Core {
-    let core = core();
+    with_carrier(core())
+}
+
+fn with_carrier(core: Core) -> Core {
     core.set_name_targets(Box::new(|host, port, transport| {
         (host == "carrier.test" && port.is_none() && transport.is_none()).then(|| {
             [5091, 5092]
@@ -294,4 +297,38 @@ fn after_a_6xx_a_failed_name_does_not_move_on() {
         .unwrap_or_else(|| panic!("a final response upstream: {sent:?}"))
         .1;
     assert_eq!(header(reply, "X-Best"), Some("603"));
+}
+
+/// Without a failure route the transaction keeps no copy of the request
+/// route's edits unless it may need them: a branch to a name may, so the
+/// branch to the name's next target still carries the Record-Route and
+/// the appended header, as the first one did; when every branch has
+/// failed, the best response goes up.
+#[test]
+fn a_retried_name_keeps_the_request_route_edits_without_a_failure_route() {
+    let core = with_carrier(core_of(&common::fork_no_failure::ROUTES));
+    let (name, b) = start_carol(&core, "f8");
+    for first in [&name, &b] {
+        assert!(header(first, "Record-Route").is_some(), "{first}");
+        assert_eq!(header(first, "X-Edited"), Some("by the request route"));
+    }
+    let sent = feed(&core, &answer(&b, "486 Busy Here", "tb"), B);
+    assert!(statuses_to_caller(&sent).is_empty(), "{sent:?}");
+    let sent = feed(
+        &core,
+        &answer(&name, "503 Service Unavailable", "t1"),
+        "127.0.0.1:5091",
+    );
+    let (_, next) = sent
+        .iter()
+        .find(|(to, t)| to == "127.0.0.1:5092" && t.starts_with("INVITE"))
+        .unwrap_or_else(|| panic!("the name's next target: {sent:?}"));
+    assert_eq!(header(next, "Record-Route"), header(&name, "Record-Route"));
+    assert_eq!(header(next, "X-Edited"), Some("by the request route"));
+    let sent = feed(
+        &core,
+        &answer(next, "404 Not Found", "t2"),
+        "127.0.0.1:5092",
+    );
+    assert_eq!(statuses_to_caller(&sent), ["SIP/2.0 486 Busy Here"]);
 }

@@ -160,7 +160,8 @@ struct Branch {
     client: Client,
     provisional: bool,
     cancel_pending: bool,
-    cancel: Option<ClientNonInvite>,
+    /// The CANCEL sent down this branch (boxed: few branches have one).
+    cancel: Option<Box<ClientNonInvite>>,
     /// 64*T1 after a CANCEL went down this branch: if the INVITE has no
     /// final response by then, the branch is given up as if it had got a
     /// 487 (§9.1), so the caller gets a final response and the transaction
@@ -204,8 +205,15 @@ pub struct ProxyTxn {
     upstream: SocketAddr,
     server: Server,
     branches: Vec<Branch>,
-    /// The request route's edits, applied again to branches the failure route makes.
-    saved: Edits,
+    /// The request route's edits, applied again to branches made later
+    /// (by the failure route, the next fork group or an SRV retry). Kept
+    /// only when the transaction may make such branches (see
+    /// [`keeps_edits`]): most relays never do, and the transaction is
+    /// smaller without them.
+    saved: Option<Box<Edits>>,
+    /// The request came from another instance of the pool
+    /// ([`Edits::pool_hop`]): no reply or failure route runs on it.
+    pool_hop: bool,
     timer_c: Option<Instant>,
     final_sent: bool,
     cancelled: bool,
@@ -576,7 +584,7 @@ impl Stateful {
         };
         transmit(&mut self.actions, socket, &NextHop::Addr(upstream), out);
         let mut saved = edits;
-        let target = saved.du.take();
+        let pool_hop = saved.pool_hop;
         let txn = ProxyTxn {
             request: Arc::from(&msg.buf()[..msg.len()]),
             source,
@@ -586,10 +594,8 @@ impl Stateful {
             upstream,
             server,
             branches: Vec::with_capacity(1),
-            saved: Edits {
-                du: None,
-                ..clone_edits(&saved)
-            },
+            saved: None,
+            pool_hop,
             timer_c: None,
             final_sent: false,
             cancelled: false,
@@ -609,12 +615,17 @@ impl Stateful {
             }
         };
         metrics::relayed();
-        saved.du = target;
         let actions = &mut self.actions;
         // The stored request holds the same bytes as `msg`: no second parse.
         let request = Request { msg, routes };
         self.table.update(id, |txn| {
             relay_to(env, now, id, txn, request, to, &saved, actions, out);
+            if keeps_edits(env, txn, &saved) {
+                // Later branches take their next hop from their own target.
+                saved.du = None;
+                saved.fork = Vec::new();
+                txn.saved = Some(Box::new(saved));
+            }
             maybe_complete(env, now, id, txn, actions, out);
         });
     }
@@ -802,8 +813,8 @@ impl Stateful {
         self.table.update(id, |txn| {
             let shared_via = txn
                 .saved
-                .media_offer
                 .as_ref()
+                .and_then(|s| s.media_offer.as_ref())
                 .and_then(|o| o.via_branch.clone());
             let Some(b) = txn.branches.get_mut(index) else {
                 return;
@@ -866,6 +877,22 @@ impl Stateful {
         });
         self.actions = actions;
     }
+}
+
+/// Whether a new transaction keeps the request route's edits: only when
+/// it may make branches after the first ones (a failure route, fork groups
+/// still to try, a branch to a name whose next target may be tried) or
+/// must make the media offer again for each fork.
+fn keeps_edits(env: &Env<'_>, txn: &ProxyTxn, edits: &Edits) -> bool {
+    env.routes.has_failure()
+        || !txn.groups.is_empty()
+        || edits.media_offer.is_some()
+        || txn.branches.iter().any(|b| b.srv.is_some())
+}
+
+/// A copy of the saved edits for a new branch (none saved: no edits).
+fn saved_edits(txn: &ProxyTxn) -> Edits {
+    txn.saved.as_deref().map(clone_edits).unwrap_or_default()
 }
 
 fn clone_edits(e: &Edits) -> Edits {
@@ -1086,7 +1113,7 @@ fn next_group(
         msg: &stored,
         routes: &routes,
     };
-    let edits = clone_edits(&txn.saved);
+    let edits = saved_edits(txn);
     start_group(env, now, id, txn, request, &edits, actions, out)
 }
 
@@ -1134,7 +1161,7 @@ fn next_target(
             continue;
         };
         for (i, target) in targets.iter().enumerate().skip(srv.next) {
-            let mut edits = clone_edits(&txn.saved);
+            let mut edits = saved_edits(txn);
             edits.ruri = srv.ruri.clone();
             edits.du = Some(crate::target::uri_of(target.addr, target.transport));
             tracing::debug!(
@@ -1529,7 +1556,7 @@ fn deliver_with(
     if let Some(memo) = memo {
         cx.set_memo(memo);
     }
-    if txn.saved.pool_hop {
+    if txn.pool_hop {
         // The instance that ran the routes runs its reply route; we only
         // mark the phone's Contact with its connection (see `flow`).
         let transport = env.identity.transport_of(txn.branches[index].socket);
@@ -1734,7 +1761,7 @@ fn maybe_complete(
     let Ok(stored) = Message::parse(&request) else {
         return;
     };
-    if env.routes.has_failure() && !txn.cancelled && !txn.saved.pool_hop {
+    if env.routes.has_failure() && !txn.cancelled && !txn.pool_hop {
         let held_bytes = best
             .and_then(|best| txn.branches[best].held.as_ref())
             .and_then(|h| h.bytes.as_deref());
@@ -1745,10 +1772,7 @@ fn maybe_complete(
         metrics::failure_route_run();
         let mut cx = Ctx::for_failure(&stored, status, reason, txn.source);
         cx.set_transport(txn.transport);
-        cx.edits = Edits {
-            du: None,
-            ..clone_edits(&txn.saved)
-        };
+        cx.edits = saved_edits(txn);
         // The last branch's target: a bare `relay` retries it (t_relay).
         let last = txn.branches.last().and_then(|b| b.dest);
         set_destination_vars(env, last, &mut cx.edits);
@@ -1995,9 +2019,9 @@ fn send_cancel(
     };
     actions.clear();
     let reliable = env.identity.transport_of(socket).is_stream();
-    b.cancel = Some(ClientNonInvite::new(
+    b.cancel = Some(Box::new(ClientNonInvite::new(
         now, env.timers, reliable, cancel, actions,
-    ));
+    )));
     b.give_up_at = Some(now + env.timers.t1 * 64);
     transmit(actions, socket, &b.to, out);
 }
