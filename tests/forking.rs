@@ -241,6 +241,16 @@ fn start_carol(core: &Core, id: &str) -> (String, String) {
     (to("carrier.test:5060"), to(B))
 }
 
+/// The name's first target (127.0.0.1:5091) answers `invite` with 503:
+/// what the core sent then.
+fn first_target_503(core: &Core, invite: &str) -> Vec<(String, String)> {
+    feed(
+        core,
+        &answer(invite, "503 Service Unavailable", "t1"),
+        "127.0.0.1:5091",
+    )
+}
+
 /// RFC 3263 §4.3 inside a fork: the branch to a name whose first target
 /// answers 503 moves on to the name's next target at once, while the
 /// other branch still rings (not when that one ends); the new branch's
@@ -253,11 +263,7 @@ fn a_forked_branch_to_a_name_moves_to_its_next_target_while_the_other_rings() {
         statuses_to_caller(&feed(&core, &answer(&b, "180 Ringing", "tb"), B)),
         ["SIP/2.0 180 Ringing"]
     );
-    let sent = feed(
-        &core,
-        &answer(&name, "503 Service Unavailable", "t1"),
-        "127.0.0.1:5091",
-    );
+    let sent = first_target_503(&core, &name);
     assert!(statuses_to_caller(&sent).is_empty(), "{sent:?}");
     let (_, next) = sent
         .iter()
@@ -282,11 +288,7 @@ fn after_a_6xx_a_failed_name_does_not_move_on() {
     let (name, b) = start_carol(&core, "f7");
     let sent = feed(&core, &answer(&b, "603 Decline", "tb"), B);
     assert!(statuses_to_caller(&sent).is_empty(), "{sent:?}");
-    let sent = feed(
-        &core,
-        &answer(&name, "503 Service Unavailable", "t1"),
-        "127.0.0.1:5091",
-    );
+    let sent = first_target_503(&core, &name);
     assert!(
         !sent.iter().any(|(_, t)| t.starts_with("INVITE")),
         "no new branch after the 603: {sent:?}"
@@ -314,11 +316,7 @@ fn a_retried_name_keeps_the_request_route_edits_without_a_failure_route() {
     }
     let sent = feed(&core, &answer(&b, "486 Busy Here", "tb"), B);
     assert!(statuses_to_caller(&sent).is_empty(), "{sent:?}");
-    let sent = feed(
-        &core,
-        &answer(&name, "503 Service Unavailable", "t1"),
-        "127.0.0.1:5091",
-    );
+    let sent = first_target_503(&core, &name);
     let (_, next) = sent
         .iter()
         .find(|(to, t)| to == "127.0.0.1:5092" && t.starts_with("INVITE"))
