@@ -376,18 +376,9 @@ fn split_host_port<'t>(text: &'t str, uri: &Uri<'t>) -> (&'t str, &'t str, &'t s
     (&text[..host_at], &text[host_at..end], &text[end..])
 }
 
-/// `IP:PORT`, IPv6 in brackets.
+/// `IP:PORT`, IPv6 in brackets, an IPv4-mapped IPv6 address as IPv4.
 fn push_addr(out: &mut String, addr: SocketAddr) {
-    match addr.ip().to_canonical() {
-        IpAddr::V4(v4) => out.push_str(&v4.to_string()),
-        IpAddr::V6(v6) => {
-            out.push('[');
-            out.push_str(&v6.to_string());
-            out.push(']');
-        }
-    }
-    out.push(':');
-    out.push_str(&addr.port().to_string());
+    crate::target::push_addr(out, SocketAddr::new(addr.ip().to_canonical(), addr.port()));
 }
 
 /// A Request-URI carrying the marker, undone: the URI as the phone wrote

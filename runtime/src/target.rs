@@ -161,7 +161,13 @@ pub fn flow_uri(addr: SocketAddr, transport: Transport) -> String {
 /// over a connection, that connection only ([`flow_uri`]).
 pub fn binding_uri(addr: SocketAddr, transport: Transport) -> String {
     match transport {
-        Transport::Udp => format!("sip:{addr};transport=udp"),
+        Transport::Udp => {
+            let mut uri = String::with_capacity(40);
+            uri.push_str("sip:");
+            push_addr(&mut uri, addr);
+            uri.push_str(";transport=udp");
+            uri
+        }
         t => flow_uri(addr, t),
     }
 }
@@ -169,9 +175,37 @@ pub fn binding_uri(addr: SocketAddr, transport: Transport) -> String {
 /// A SIP URI naming `addr` over `transport` (`sip:10.0.0.1:5060`, with
 /// `;transport=` unless UDP): a next hop (`$du`) to an address we know.
 pub fn uri_of(addr: SocketAddr, transport: Transport) -> String {
-    match transport {
-        Transport::Udp => format!("sip:{addr}"),
-        t => format!("sip:{addr};transport={}", t.name()),
+    let mut uri = String::with_capacity(48);
+    uri.push_str("sip:");
+    push_addr(&mut uri, addr);
+    if transport != Transport::Udp {
+        uri.push_str(";transport=");
+        uri.push_str(transport.name());
+    }
+    uri
+}
+
+/// `addr` as `Display` writes it (`IP:PORT`, IPv6 in brackets), IPv4
+/// without the formatter: this is on the path of every call to a
+/// registered phone.
+pub(crate) fn push_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let [a, b, c, d] = v4.ip().octets();
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                crate::digits::push_u64(out, u64::from(octet));
+            }
+            out.push(':');
+            crate::digits::push_u64(out, u64::from(v4.port()));
+        }
+        SocketAddr::V6(_) => {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{addr}");
+        }
     }
 }
 
@@ -237,6 +271,34 @@ pub fn write_host(out: &mut Vec<u8>, ip: IpAddr) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_written_as_display_writes_them() {
+        for text in [
+            "127.0.0.1:5060",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.3.40:7",
+            "[::1]:5060",
+            "[2001:db8::7]:40312",
+            "[::ffff:192.0.2.1]:5062",
+        ] {
+            let addr: SocketAddr = text.parse().unwrap();
+            assert_eq!(uri_of(addr, Transport::Udp), format!("sip:{addr}"));
+            assert_eq!(
+                uri_of(addr, Transport::Tls),
+                format!("sip:{addr};transport=tls")
+            );
+            assert_eq!(
+                binding_uri(addr, Transport::Udp),
+                format!("sip:{addr};transport=udp")
+            );
+            assert_eq!(
+                binding_uri(addr, Transport::Tcp),
+                format!("sip:{addr};transport=tcp;sf-conn")
+            );
+        }
+    }
 
     #[test]
     fn uri_transport_without_a_parse_when_nothing_can_say_one() {

@@ -263,62 +263,50 @@ pub struct LocationAt<'a> {
 }
 
 impl LocationAt<'_> {
-    /// The live bindings of `uri`'s AoR in the order to try them: from the
-    /// memory store, or from the shared store's answer in the memo (none
-    /// yet: ask it). A store error is logged and counted, and reads as
-    /// no binding.
-    fn bindings(&self, uri: &str) -> Located<Vec<Binding>> {
+    /// `then` applied to the live bindings of `uri`'s AoR in the order to
+    /// try them ([`registrar::targets`]): from the memory store (under its
+    /// lock, nothing copied), or from the shared store's answer in the memo
+    /// (none yet: ask it). A store error is logged and counted, and reads
+    /// as no binding.
+    fn with_targets<T>(&self, uri: &str, mut then: impl FnMut(&[&Binding]) -> T) -> Located<T> {
         let found = match &self.registrar.store {
-            Some(store) => registrar::lookup(&**store, uri, self.now_unix),
+            Some(store) => registrar::lookup_with(&**store, uri, self.now_unix, &mut then),
             None => {
                 let Some(aor) = registrar::aor_of(uri) else {
-                    return Located::Ready(Vec::new());
+                    return Located::Ready(then(&[]));
                 };
                 match self.memo.and_then(|m| m.bindings_of(&aor)) {
-                    Some(Ok(b)) => Ok(registrar::targets(b, self.now_unix)
-                        .into_iter()
-                        .cloned()
-                        .collect()),
+                    Some(Ok(b)) => Ok(then(&registrar::targets(b, self.now_unix))),
                     Some(Err(e)) => Err(e.clone()),
                     None => return Located::Ask(aor),
                 }
             }
         };
-        match found {
-            Ok(b) => Located::Ready(b),
-            Err(e) => {
-                crate::metrics::registrar_store_error();
-                crate::warn_limited!("lookup: registrar store: {}", e.message);
-                Located::Ready(Vec::new())
-            }
-        }
+        Located::Ready(found.unwrap_or_else(|e| {
+            crate::metrics::registrar_store_error();
+            crate::warn_limited!("lookup: registrar store: {}", e.message);
+            then(&[])
+        }))
     }
 }
 
 impl Location for LocationAt<'_> {
     fn fork(&self, uri: &str) -> Located<Option<Vec<Vec<BranchTarget>>>> {
-        let bindings = match self.bindings(uri) {
-            Located::Ready(b) => b,
-            Located::Ask(aor) => return Located::Ask(aor),
-        };
-        if self.registrar.store.is_some() {
-            crate::metrics::lookup_done(!bindings.is_empty());
+        let found = self.with_targets(uri, |targets| {
+            (!targets.is_empty()).then(|| groups(targets, self.identity))
+        });
+        if let (Located::Ready(groups), Some(_)) = (&found, &self.registrar.store) {
+            crate::metrics::lookup_done(groups.is_some());
         }
-        if bindings.is_empty() {
-            return Located::Ready(None);
-        }
-        Located::Ready(Some(groups(&bindings, self.identity)))
+        found
     }
 
     fn has(&self, uri: &str) -> Located<bool> {
-        match self.bindings(uri) {
-            Located::Ready(b) => Located::Ready(!b.is_empty()),
-            Located::Ask(aor) => Located::Ask(aor),
-        }
+        self.with_targets(uri, |targets| !targets.is_empty())
     }
 }
 /// Bindings (highest q first) as fork groups, one per q-value.
-fn groups(bindings: &[Binding], us: &Identity) -> Vec<Vec<BranchTarget>> {
+fn groups(bindings: &[&Binding], us: &Identity) -> Vec<Vec<BranchTarget>> {
     let mut out: Vec<Vec<BranchTarget>> = Vec::new();
     let mut last_q = None;
     for b in bindings {

@@ -182,18 +182,19 @@ pub fn apply(
 /// recent registration first (later in `bindings` wins a tie); expired
 /// ones left out.
 pub fn targets(bindings: &[Binding], now_unix: u64) -> Vec<&Binding> {
-    let mut out: Vec<(usize, &Binding)> = bindings
+    // Taken last to first, so that the stable sort leaves equal ones with
+    // the later first.
+    let mut out: Vec<&Binding> = bindings
         .iter()
-        .enumerate()
-        .filter(|(_, b)| b.is_live(now_unix))
+        .rev()
+        .filter(|b| b.is_live(now_unix))
         .collect();
-    out.sort_by(|(ia, a), (ib, b)| {
+    out.sort_by(|a, b| {
         b.q_or_default()
             .cmp(&a.q_or_default())
             .then(b.registered_at.cmp(&a.registered_at))
-            .then(ib.cmp(ia))
     });
-    out.into_iter().map(|(_, b)| b).collect()
+    out
 }
 
 /// `q` as a qvalue: 1000 is `1`, 500 is `0.5`, 5 is `0.005`.

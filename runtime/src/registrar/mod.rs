@@ -63,6 +63,29 @@ pub fn lookup(store: &dyn Store, uri: &str, now_unix: u64) -> Result<Vec<Binding
     Ok(targets(&bindings, now_unix).into_iter().cloned().collect())
 }
 
+/// [`lookup`] without copying a binding: `then` gets the targets in order
+/// (none when nothing is registered or `uri` has no AoR), read under the
+/// store's lock, so it should be quick.
+pub fn lookup_with<T>(
+    store: &dyn Store,
+    uri: &str,
+    now_unix: u64,
+    mut then: impl FnMut(&[&Binding]) -> T,
+) -> Result<T, StoreError> {
+    let Some(aor) = aor_of(uri) else {
+        return Ok(then(&[]));
+    };
+    let mut out = None;
+    store.get_with(&aor, now_unix, &mut |bindings| {
+        out = Some(then(&targets(bindings, now_unix)));
+    })?;
+    // A store that did not call back found nothing.
+    Ok(match out {
+        Some(found) => found,
+        None => then(&[]),
+    })
+}
+
 /// The `registered` condition: whether the AoR of `uri` has a live binding.
 pub fn is_registered(store: &dyn Store, uri: &str, now_unix: u64) -> Result<bool, StoreError> {
     let Some(aor) = aor_of(uri) else {

@@ -88,6 +88,19 @@ pub trait Store: Send + Sync {
         now: u64,
         config: &Config,
     ) -> Result<Result<Vec<Binding>, Refusal>, StoreError>;
+    /// [`Store::get`], handing the AoR's bindings to `then` instead of
+    /// returning copies (expired ones may be among them: check
+    /// [`Binding::is_live`]). `then` is called once, with nothing when the
+    /// AoR has no binding.
+    fn get_with(
+        &self,
+        aor: &str,
+        now: u64,
+        then: &mut dyn FnMut(&[Binding]),
+    ) -> Result<(), StoreError> {
+        then(&self.get(aor, now)?);
+        Ok(())
+    }
     /// [`Store::register`], handing the bindings now registered to `then`
     /// instead of returning them (a store may then skip copying them).
     fn register_with(
@@ -273,6 +286,17 @@ impl Store for MemoryStore {
                 .cloned()
                 .collect()
         }))
+    }
+
+    fn get_with(
+        &self,
+        aor: &str,
+        _now: u64,
+        then: &mut dyn FnMut(&[Binding]),
+    ) -> Result<(), StoreError> {
+        let map = lock(self.shard(aor));
+        then(map.get(aor).map_or(&[], Vec::as_slice));
+        Ok(())
     }
 
     fn put(&self, aor: &str, mut bindings: Vec<Binding>, now: u64) -> Result<(), StoreError> {
