@@ -162,9 +162,7 @@ pub fn flow_uri(addr: SocketAddr, transport: Transport) -> String {
 pub fn binding_uri(addr: SocketAddr, transport: Transport) -> String {
     match transport {
         Transport::Udp => {
-            let mut uri = String::with_capacity(40);
-            uri.push_str("sip:");
-            push_addr(&mut uri, addr);
+            let mut uri = uri_of(addr, Transport::Udp);
             uri.push_str(";transport=udp");
             uri
         }
@@ -191,13 +189,11 @@ pub fn uri_of(addr: SocketAddr, transport: Transport) -> String {
 pub(crate) fn push_addr(out: &mut String, addr: SocketAddr) {
     match addr {
         SocketAddr::V4(v4) => {
-            let [a, b, c, d] = v4.ip().octets();
-            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
+            for octet in v4.ip().octets() {
                 crate::digits::push_u64(out, u64::from(octet));
+                out.push('.');
             }
+            out.pop();
             out.push(':');
             crate::digits::push_u64(out, u64::from(v4.port()));
         }
@@ -257,15 +253,6 @@ fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
     }
     octets[3] = value as u8;
     Some(std::net::Ipv4Addr::from(octets))
-}
-
-/// Write an IP the way SIP headers want it (IPv6 in brackets).
-pub fn write_host(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    let _ = match ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => write!(out, "[{v6}]"),
-    };
 }
 
 #[cfg(test)]

@@ -56,11 +56,9 @@ pub use store::{AsyncStore, MemoryStore, RETRY_AFTER, Store, StoreError, StoreFu
 /// to try them ([`targets`]). Empty when nothing is registered or `uri`
 /// has no AoR ([`aor_of`]: not `sip:`/`sips:`).
 pub fn lookup(store: &dyn Store, uri: &str, now_unix: u64) -> Result<Vec<Binding>, StoreError> {
-    let Some(aor) = aor_of(uri) else {
-        return Ok(Vec::new());
-    };
-    let bindings = store.get(&aor, now_unix)?;
-    Ok(targets(&bindings, now_unix).into_iter().cloned().collect())
+    lookup_with(store, uri, now_unix, |targets| {
+        targets.iter().map(|&b| b.clone()).collect()
+    })
 }
 
 /// [`lookup`] without copying a binding: `then` gets the targets in order
@@ -88,10 +86,7 @@ pub fn lookup_with<T>(
 
 /// The `registered` condition: whether the AoR of `uri` has a live binding.
 pub fn is_registered(store: &dyn Store, uri: &str, now_unix: u64) -> Result<bool, StoreError> {
-    let Some(aor) = aor_of(uri) else {
-        return Ok(false);
-    };
-    Ok(!store.get(&aor, now_unix)?.is_empty())
+    lookup_with(store, uri, now_unix, |targets| !targets.is_empty())
 }
 
 /// The `registrar:` block of the routes file.
