@@ -185,6 +185,18 @@ fn scale_out_in_a_private_network_namespace() {
     });
 }
 
+/// The phone's next answer is the store's refusal: 500 with Retry-After: 5.
+async fn refused_for_now(phone: &Peer, what: &str) {
+    let resp = phone.recv_final(what).await;
+    assert!(resp.start_line().starts_with("SIP/2.0 500"), "{}", resp.0);
+    assert_eq!(
+        resp.header("Retry-After").as_deref(),
+        Some("5"),
+        "{}",
+        resp.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
     let Some(mut redis) = Redis::start() else {
@@ -201,16 +213,7 @@ async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
     redis.stop();
     let started = Instant::now();
     phone.send(proxy, &register(&phone, "bob", 2, 600)).await;
-    let resp = phone
-        .recv_final("the REGISTER's answer with Redis down")
-        .await;
-    assert!(resp.start_line().starts_with("SIP/2.0 500"), "{}", resp.0);
-    assert_eq!(
-        resp.header("Retry-After").as_deref(),
-        Some("5"),
-        "{}",
-        resp.0
-    );
+    refused_for_now(&phone, "the REGISTER's answer with Redis down").await;
     caller
         .send(proxy, &invite(&caller, "bob", "outage-2"))
         .await;
@@ -246,6 +249,31 @@ async fn a_redis_outage_answers_quickly_and_the_proxy_reconnects_by_itself() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     call_reaches(proxy, &caller, &phone, "bob", "outage-3").await;
+}
+
+/// A Redis out of memory (`maxmemory` reached, `noeviction`) refuses
+/// writes: a REGISTER gets 500 with Retry-After, while calls still find
+/// the phones registered before (a lookup only reads); once the server has
+/// room again, REGISTERs pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_registers_and_still_serves_lookups() {
+    let Some(redis) = Redis::start() else {
+        return;
+    };
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let (_server, proxy) = instance(any, &redis, Duration::from_secs(2)).await;
+    let phone = Peer::bind().await;
+    let caller = Peer::bind().await;
+    registers(proxy, &phone, "bob", 1).await;
+    let ok = |answer: String| assert_eq!(answer, "+OK");
+    ok(redis.command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]));
+    ok(redis.command(&["CONFIG", "SET", "maxmemory", "1"]));
+    phone.send(proxy, &register(&phone, "alice", 1, 600)).await;
+    refused_for_now(&phone, "the REGISTER's answer, Redis full").await;
+    call_reaches(proxy, &caller, &phone, "bob", "full-1").await;
+    ok(redis.command(&["CONFIG", "SET", "maxmemory", "0"]));
+    registers(proxy, &phone, "alice", 2).await;
+    call_reaches(proxy, &caller, &phone, "alice", "full-2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

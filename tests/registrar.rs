@@ -262,3 +262,49 @@ async fn registered_tells_whether_an_aor_has_a_binding() {
         resp.0
     );
 }
+
+/// What a binding may hold is bounded (tests/routes/registrar_bounds.yaml:
+/// Contact URIs of at most 64 bytes, 2 bindings in all): a long Contact
+/// URI gets 400; once the table is full a REGISTER that adds a binding
+/// gets 503 with Retry-After while refreshes and removals still pass, and
+/// a removal makes room again.
+#[tokio::test]
+async fn the_location_table_and_its_bindings_are_bounded() {
+    let (_server, proxy) = common::start_proxy(&common::registrar_bounds::ROUTES).await;
+    let phone = Peer::bind().await;
+    let answer = |resp: &Sip| resp.start_line().to_string();
+    // 65 bytes of Contact URI: refused, nothing stored.
+    let long = format!(
+        "<sip:{}@{}>",
+        "a".repeat(65 - "sip:@".len() - phone.addr.to_string().len()),
+        phone.addr
+    );
+    assert_eq!(long.len(), 65 + 2);
+    let resp = registered(proxy, &phone, "long", &long, "").await;
+    assert_eq!(answer(&resp), "SIP/2.0 400 Contact URI Too Long");
+    let contact = |user: &str| format!("<sip:{user}@{}>", phone.addr);
+    for user in ["alice", "bob"] {
+        let resp = registered(proxy, &phone, user, &contact(user), "").await;
+        assert!(answer(&resp).starts_with("SIP/2.0 200"), "{}", resp.0);
+    }
+    let resp = registered(proxy, &phone, "carol", &contact("carol"), "").await;
+    assert_eq!(answer(&resp), "SIP/2.0 503 Location Table Full");
+    assert_eq!(resp.header("Retry-After").as_deref(), Some("60"));
+    // A refresh adds nothing: it passes.
+    phone
+        .send(
+            proxy,
+            &register(&phone, "alice", &contact("alice"), 2, "Expires: 600\r\n"),
+        )
+        .await;
+    let (resp, _) = phone.recv("the refresh's answer").await;
+    assert!(answer(&resp).starts_with("SIP/2.0 200"), "{}", resp.0);
+    // Removing bob's binding makes room for carol's.
+    phone
+        .send(proxy, &register(&phone, "bob", "*", 2, "Expires: 0\r\n"))
+        .await;
+    let (resp, _) = phone.recv("the removal's answer").await;
+    assert!(answer(&resp).starts_with("SIP/2.0 200"), "{}", resp.0);
+    let resp = registered(proxy, &phone, "carol", &contact("carol"), "").await;
+    assert!(answer(&resp).starts_with("SIP/2.0 200"), "{}", resp.0);
+}

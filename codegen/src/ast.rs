@@ -168,6 +168,10 @@ pub struct RegistrarSpec {
     pub max_expires: Option<Sp<i64>>,
     pub default_expires: Option<Sp<i64>>,
     pub max_contacts: Option<Sp<i64>>,
+    /// Longest Contact URI kept, in bytes (Kamailio's `contact_max_size`).
+    pub contact_max_size: Option<Sp<i64>>,
+    /// Most bindings the memory store keeps in all.
+    pub max_bindings: Option<Sp<i64>>,
     /// `keepalive: { interval: 30s }`: OPTIONS to contacts behind NAT,
     /// every this many milliseconds.
     pub keepalive_ms: Option<u64>,
@@ -178,6 +182,8 @@ impl RegistrarSpec {
     pub const DEFAULT_MAX_EXPIRES: u32 = 3600;
     pub const DEFAULT_EXPIRES: u32 = 3600;
     pub const DEFAULT_MAX_CONTACTS: u32 = 10;
+    pub const DEFAULT_CONTACT_MAX_SIZE: u32 = 512;
+    pub const DEFAULT_MAX_BINDINGS: u32 = 1_000_000;
 }
 
 /// `dns:`.

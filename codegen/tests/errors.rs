@@ -601,6 +601,22 @@ fn registrar_lookup_save_and_forks() {
         "registrar: { min_expires: 600, max_expires: 60 }\nrequest: [ save ]\n",
         "routes.yaml:1:27: `min_expires` (600) is larger than `max_expires` (60)",
     );
+    assert!(
+        errors("registrar: { contact_max_size: 1024, max_bindings: 50000 }\nrequest: [ save ]\n")
+            .is_empty()
+    );
+    one(
+        "registrar: { contact_max_size: 0 }\nrequest: [ save ]\n",
+        "routes.yaml:1:32: `contact_max_size` must be a positive whole number",
+    );
+    one(
+        "registrar: { max_bindings: lots }\nrequest: [ save ]\n",
+        "routes.yaml:1:28: expected a whole number, found a string",
+    );
+    one(
+        "registrar: { store: \"redis://127.0.0.1:6379/0\", max_bindings: 10 }\nrequest: [ save ]\n",
+        "routes.yaml:1:63: `max_bindings` bounds the `memory` store only",
+    );
     one(
         "request: [ relay ]\nreply: [ lookup ]\n",
         "routes.yaml:2:10: `lookup` cannot be used in `reply`",

@@ -144,6 +144,11 @@ pub struct RegistrarSettings {
     pub default_expires: u32,
     /// Most bindings per address-of-record; more get 403.
     pub max_contacts: u32,
+    /// Longest Contact URI a binding keeps (bytes); longer get 400.
+    pub contact_max_size: u32,
+    /// Most bindings the memory store keeps; a REGISTER adding more gets
+    /// 503 with Retry-After.
+    pub max_bindings: u32,
     /// `keepalive.interval`: OPTIONS (or a CRLF ping over a connection)
     /// to contacts registered from behind NAT this often; 0: none.
     pub keepalive_ms: u64,

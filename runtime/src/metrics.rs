@@ -232,7 +232,7 @@ impl CloseReason {
 }
 
 /// Answers to REGISTER counted by code (`other` for the rest).
-const REGISTER_CODES: [&str; 7] = ["200", "400", "403", "423", "500", "401", "other"];
+const REGISTER_CODES: [&str; 8] = ["200", "400", "403", "423", "500", "503", "401", "other"];
 
 type Label = [(&'static str, &'static str); 1];
 

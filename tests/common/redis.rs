@@ -110,6 +110,25 @@ impl Redis {
         matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
     }
 
+    /// Send one command (RESP) and return its answer's first line, e.g.
+    /// `+OK` or `-ERR ...`.
+    pub fn command(&self, args: &[&str]) -> String {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(2))
+            .expect("connect to redis-server");
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(out.as_bytes()).expect("send to redis-server");
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .expect("redis-server answers");
+        line.trim_end().to_owned()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

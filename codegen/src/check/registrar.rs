@@ -31,6 +31,8 @@ impl Checker<'_> {
             ("max_expires", &r.max_expires),
             ("default_expires", &r.default_expires),
             ("max_contacts", &r.max_contacts),
+            ("contact_max_size", &r.contact_max_size),
+            ("max_bindings", &r.max_bindings),
         ] {
             if let Some(v) = v
                 && !(1..=u32::MAX as i64).contains(&v.node)
@@ -40,9 +42,19 @@ impl Checker<'_> {
                     v.len,
                     format!("`{name}` must be a positive whole number"),
                     "",
-                    "expires are seconds, e.g. `min_expires: 60`; `max_contacts: 10`",
+                    "expires are seconds, e.g. `min_expires: 60`; `max_contacts: 10`; `contact_max_size: 512`",
                 );
             }
+        }
+        let shared = r.store.as_ref().is_some_and(|s| s.node != "memory");
+        if shared && let Some(m) = &r.max_bindings {
+            self.err(
+                m.pos,
+                m.len,
+                "`max_bindings` bounds the `memory` store only",
+                "a shared store keeps its bindings in its server, which bounds them itself",
+                "remove `max_bindings` and set `maxmemory` on the Redis server, or use `store: memory`",
+            );
         }
         if min > max {
             let at = r

@@ -28,6 +28,11 @@ impl Emitter {
         let max = num(|r| &r.max_expires, RegistrarSpec::DEFAULT_MAX_EXPIRES);
         let def = num(|r| &r.default_expires, RegistrarSpec::DEFAULT_EXPIRES);
         let contacts = num(|r| &r.max_contacts, RegistrarSpec::DEFAULT_MAX_CONTACTS);
+        let contact_size = num(
+            |r| &r.contact_max_size,
+            RegistrarSpec::DEFAULT_CONTACT_MAX_SIZE,
+        );
+        let bindings = num(|r| &r.max_bindings, RegistrarSpec::DEFAULT_MAX_BINDINGS);
         let keepalive = Literal::u64_unsuffixed(r.and_then(|r| r.keepalive_ms).unwrap_or(0));
         quote! {
             Some(RegistrarSettings {
@@ -36,6 +41,8 @@ impl Emitter {
                 max_expires: #max,
                 default_expires: #def,
                 max_contacts: #contacts,
+                contact_max_size: #contact_size,
+                max_bindings: #bindings,
                 keepalive_ms: #keepalive,
             })
         }

@@ -11,11 +11,14 @@ const REGISTRAR_KEYS: &[&str] = &[
     "max_expires",
     "default_expires",
     "max_contacts",
+    "contact_max_size",
+    "max_bindings",
     "keepalive",
 ];
 
 impl Parser<'_> {
-    /// `registrar: { store, min_expires, max_expires, default_expires, max_contacts }`
+    /// `registrar: { store, min_expires, max_expires, default_expires,
+    /// max_contacts, contact_max_size, max_bindings, keepalive }`
     pub(super) fn registrar(&mut self, k: &Node, v: &Node) -> Option<RegistrarSpec> {
         let mut spec = RegistrarSpec {
             pos: k.pos,
@@ -24,6 +27,8 @@ impl Parser<'_> {
             max_expires: None,
             default_expires: None,
             max_contacts: None,
+            contact_max_size: None,
+            max_bindings: None,
             keepalive_ms: None,
         };
         match &v.value {
@@ -48,14 +53,15 @@ impl Parser<'_> {
                         "e.g. `store: redis://127.0.0.1:6379/0`",
                     ),
                 },
-                "min_expires" | "max_expires" | "default_expires" | "max_contacts" => {
+                "min_expires" | "max_expires" | "default_expires" | "max_contacts"
+                | "contact_max_size" | "max_bindings" => {
                     let n = match val.value {
                         Value::Int(n) => Some(Sp::new(n, val.pos, self.len(val))),
                         _ => {
                             self.expected(
                                 val,
                                 "a whole number",
-                                "expires are seconds, e.g. `min_expires: 60`",
+                                "expires are seconds, e.g. `min_expires: 60`; sizes are bytes, e.g. `contact_max_size: 1024`",
                             );
                             None
                         }
@@ -64,6 +70,8 @@ impl Parser<'_> {
                         "min_expires" => spec.min_expires = n,
                         "max_expires" => spec.max_expires = n,
                         "default_expires" => spec.default_expires = n,
+                        "contact_max_size" => spec.contact_max_size = n,
+                        "max_bindings" => spec.max_bindings = n,
                         _ => spec.max_contacts = n,
                     }
                 }

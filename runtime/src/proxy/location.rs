@@ -61,6 +61,8 @@ impl Registrar {
                 max_expires: s.max_expires,
                 default_expires: s.default_expires,
                 max_contacts: s.max_contacts,
+                contact_max_size: s.contact_max_size,
+                max_bindings: s.max_bindings,
             },
             store,
             last_sweep: AtomicU64::new(0),
@@ -207,7 +209,16 @@ impl Registrar {
     fn answer_with(&self, result: Result<Result<String, Refusal>, Option<StoreError>>) -> Saving {
         let answer = match result {
             Ok(Ok(headers)) => Ok(headers),
-            Ok(Err(refusal)) => Err(refusal),
+            Ok(Err(refusal)) => {
+                if refusal.code == 503 && refusal.reason == registrar::TABLE_FULL {
+                    crate::warn_limited!(
+                        "registrar: the location table is full ({} bindings, max_bindings {}): REGISTERs adding bindings get 503",
+                        self.store.as_ref().map_or(0, |s| s.contacts()),
+                        self.config.max_bindings
+                    );
+                }
+                Err(refusal)
+            }
             Err(Some(e)) => {
                 crate::metrics::registrar_store_error();
                 crate::warn_limited!("registrar store: {}", e.message);

@@ -49,7 +49,10 @@ pub use aor::{aor_of, uri_equal};
 pub use binding::{Binding, apply, contact_lines, http_date, ok_headers, targets};
 pub use redis_store::RedisStore;
 pub use request::{Change, ContactUpdate, RegisterRequest, parse_register};
-pub use store::{AsyncStore, MemoryStore, RETRY_AFTER, Store, StoreError, StoreFuture};
+pub use store::{
+    AsyncStore, FULL_RETRY_AFTER, MemoryStore, RETRY_AFTER, Store, StoreError, StoreFuture,
+    TABLE_FULL, table_full,
+};
 
 /// The `- lookup` step: the live bindings of the AoR of `uri` (the
 /// Request-URI, or any SIP URI or name-addr) at `now_unix`, in the order
@@ -101,16 +104,37 @@ pub struct Config {
     /// Bindings per address-of-record; a REGISTER that would leave more
     /// (and more than before it) is refused with 403.
     pub max_contacts: u32,
+    /// Longest Contact URI kept, in bytes (Kamailio's `contact_max_size`):
+    /// a REGISTER with a longer one is refused with 400.
+    pub contact_max_size: u32,
+    /// Most bindings the `memory` store keeps in all: a REGISTER that
+    /// would add bindings past it is refused with 503 and `Retry-After`
+    /// (refreshes and removals still pass). A shared store is bounded by
+    /// its server (Redis `maxmemory`).
+    pub max_bindings: u32,
 }
 
+/// Longest address-of-record (the canonical To URI), Call-ID and
+/// `+sip.instance` a REGISTER may carry, in bytes: longer ones get 400.
+pub const MAX_FIELD: usize = 256;
+/// Most bytes of Path a REGISTER may carry (all its entries together):
+/// more get 400.
+pub const MAX_PATH: usize = 2048;
+/// Bytes of User-Agent kept with a binding; a longer one is cut (it is
+/// only shown, never matched).
+pub const MAX_USER_AGENT: usize = 256;
+
 impl Default for Config {
-    /// `min_expires: 60, max_expires: 3600, default_expires: 3600, max_contacts: 10`.
+    /// `min_expires: 60, max_expires: 3600, default_expires: 3600,
+    /// max_contacts: 10, contact_max_size: 512, max_bindings: 1000000`.
     fn default() -> Config {
         Config {
             min_expires: 60,
             max_expires: 3600,
             default_expires: 3600,
             max_contacts: 10,
+            contact_max_size: 512,
+            max_bindings: 1_000_000,
         }
     }
 }
@@ -136,6 +160,9 @@ impl Config {
         }
         if self.max_contacts == 0 {
             return Err("registrar: max_contacts must be at least 1".into());
+        }
+        if self.contact_max_size == 0 || self.max_bindings == 0 {
+            return Err("registrar: contact_max_size and max_bindings must be at least 1".into());
         }
         Ok(())
     }

@@ -10,7 +10,7 @@
 use crate::sip::{HeaderName, Message, NameAddr, Uri, split_list};
 
 use super::aor::{aor_of, params};
-use super::{Config, Received, Refusal};
+use super::{Config, MAX_FIELD, MAX_PATH, MAX_USER_AGENT, Received, Refusal};
 
 /// One Contact of a REGISTER, after the expiry rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +65,10 @@ pub struct RegisterRequest {
 
 /// Reads a REGISTER. Err is the answer to send instead: 400 for a request
 /// that is not a well-formed REGISTER (the reason phrase says what is
-/// wrong), 423 with `Min-Expires` for a contact asking for less than
+/// wrong) or carries more than a binding keeps (a Contact URI over
+/// `contact_max_size`, an AoR, Call-ID or `+sip.instance` over
+/// [`MAX_FIELD`], a Path over [`MAX_PATH`]: what a binding holds stays
+/// small whatever the sender writes), 423 with `Min-Expires` for a contact asking for less than
 /// `min_expires` seconds (but not 0), 403 for more than twice
 /// `max_contacts` contacts (more than any request could remove and add).
 pub fn parse_register(
@@ -78,7 +81,13 @@ pub fn parse_register(
     }
     let to = msg.to().ok_or(Refusal::bad("Missing or Bad To"))?;
     let aor = aor_of(to.uri).ok_or(Refusal::bad("To Is Not a SIP URI"))?;
+    if aor.len() > MAX_FIELD {
+        return Err(Refusal::bad("Address-of-Record Too Long"));
+    }
     let call_id = msg.call_id().ok_or(Refusal::bad("Missing Call-ID"))?;
+    if call_id.len() > MAX_FIELD {
+        return Err(Refusal::bad("Call-ID Too Long"));
+    }
     let cseq = match msg.cseq() {
         Some((n, "REGISTER")) => n,
         _ => return Err(Refusal::bad("Bad CSeq")),
@@ -101,8 +110,20 @@ pub fn parse_register(
             .first(HeaderName::UserAgent)
             .map(|h| msg.value(h))
             .filter(|v| !v.is_empty())
-            .map(str::to_owned),
+            .map(|v| cut(v, MAX_USER_AGENT).to_owned()),
     })
+}
+
+/// `s` cut to at most `most` bytes, on a character boundary.
+fn cut(s: &str, most: usize) -> &str {
+    if s.len() <= most {
+        return s;
+    }
+    let mut end = most;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// The Expires header's value; Err for more than one or a malformed one.
@@ -210,6 +231,9 @@ fn contact(
     if !Uri::parse(na.uri).is_some_and(|u| u.is_sip()) {
         return Err(Refusal::bad("Contact Is Not a SIP URI"));
     }
+    if na.uri.len() > usize::try_from(config.contact_max_size).unwrap_or(usize::MAX) {
+        return Err(Refusal::bad("Contact URI Too Long"));
+    }
     let mut update = ContactUpdate {
         contact: na.uri.to_owned(),
         expires: 0,
@@ -231,6 +255,9 @@ fn contact(
                 .unwrap_or(value);
             if inner.is_empty() {
                 return Err(Refusal::bad("Bad Contact +sip.instance"));
+            }
+            if inner.len() > MAX_FIELD {
+                return Err(Refusal::bad("Contact +sip.instance Too Long"));
             }
             update.instance = Some(inner.to_owned());
         } else if name.eq_ignore_ascii_case("reg-id") && update.reg_id.is_none() {
@@ -259,15 +286,21 @@ fn contact(
     Ok((update, brief))
 }
 
-/// The Path header elements, in order; Err when one is not a SIP name-addr.
+/// The Path header elements, in order; Err when one is not a SIP
+/// name-addr, or when they add up to more than [`MAX_PATH`] bytes.
 fn path(msg: &Message<'_>) -> Result<Vec<String>, Refusal> {
     let mut out = Vec::new();
+    let mut bytes = 0usize;
     for h in msg.find("Path") {
         let before = out.len();
         for (_, element) in split_list(msg.value(h)) {
             let uri = NameAddr::parse(element).map(|na| na.uri);
             if !uri.and_then(Uri::parse).is_some_and(|u| u.is_sip()) {
                 return Err(Refusal::bad("Bad Path"));
+            }
+            bytes += element.len();
+            if bytes > MAX_PATH {
+                return Err(Refusal::bad("Path Too Long"));
             }
             out.push(element.to_owned());
         }
@@ -298,6 +331,14 @@ mod tests {
         for s in ["", "1.5", "1.001", "2", "0.1234", "-0", ".5", "0.a", "01"] {
             assert_eq!(qvalue(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn cut_keeps_whole_characters() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "abc");
+        assert_eq!(cut("aé", 2), "a");
+        assert_eq!(cut("aéb", 3), "aé");
     }
 
     #[test]

@@ -31,6 +31,22 @@ use super::{Config, Refusal};
 /// could not be reached (RFC 3261 §20.33 allows Retry-After on a 500).
 pub const RETRY_AFTER: u32 = 5;
 
+/// Seconds a UA is asked to wait when the memory store is full
+/// ([`Config::max_bindings`]): bindings have to expire first.
+pub const FULL_RETRY_AFTER: u32 = 60;
+
+/// The reason phrase of the 503 for a full memory store.
+pub const TABLE_FULL: &str = "Location Table Full";
+
+/// The answer to a REGISTER that would add bindings to a full store.
+pub fn table_full() -> Refusal {
+    Refusal {
+        code: 503,
+        reason: TABLE_FULL,
+        headers: format!("Retry-After: {FULL_RETRY_AFTER}\r\n"),
+    }
+}
+
 /// A store that could not answer (connection lost, timeout, bad data).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreError {
@@ -218,6 +234,26 @@ impl MemoryStore {
         adjust(&self.contacts, added, removed);
     }
 
+    /// [`apply`], refused with [`table_full`] when it would add bindings
+    /// past `config.max_bindings` (counting expired ones not swept yet).
+    /// The count is read outside the other shards' locks, so concurrent
+    /// REGISTERs may pass the bound by a few bindings.
+    fn bounded_apply(
+        &self,
+        current: &[Binding],
+        req: &RegisterRequest,
+        now: u64,
+        config: &Config,
+    ) -> Result<Vec<Binding>, Refusal> {
+        let next = apply(current, req, now, config)?;
+        let growth = next.len().saturating_sub(current.len());
+        let most = usize::try_from(config.max_bindings).unwrap_or(usize::MAX);
+        if growth > 0 && self.contacts().saturating_add(growth) > most {
+            return Err(table_full());
+        }
+        Ok(next)
+    }
+
     fn shard(&self, aor: &str) -> &Shard {
         let i = self.hasher.hash_one(aor) as usize % self.shards.len();
         // `i` is in range: the modulo of the (non-zero) length.
@@ -337,7 +373,9 @@ impl Store for MemoryStore {
         now: u64,
         config: &Config,
     ) -> Result<Result<Vec<Binding>, Refusal>, StoreError> {
-        self.update(&req.aor, |current| apply(current, req, now, config))
+        self.update(&req.aor, |current| {
+            self.bounded_apply(current, req, now, config)
+        })
     }
 
     fn register_with(
@@ -347,7 +385,11 @@ impl Store for MemoryStore {
         config: &Config,
         then: &mut dyn FnMut(&[Binding]),
     ) -> Result<Result<(), Refusal>, StoreError> {
-        self.update_with(&req.aor, |current| apply(current, req, now, config), then)
+        self.update_with(
+            &req.aor,
+            |current| self.bounded_apply(current, req, now, config),
+            then,
+        )
     }
 }
 

@@ -952,3 +952,127 @@ fn config_checks() {
         assert!(bad.check().is_err(), "{bad:?}");
     }
 }
+
+/// A REGISTER for `sip:{user}@example.com` with these extra header lines.
+fn text_for(user: &str, call_id: &str, cseq: u32, headers: &str) -> String {
+    text(call_id, cseq, headers)
+        .replace("sip:Alice@example.com", &format!("sip:{user}@example.com"))
+}
+
+#[test]
+fn a_binding_keeps_only_bounded_fields() {
+    let refused = |raw: &str, config: &Config| parse_with(raw, src(), config).unwrap_err();
+    let config = Config::default();
+    // The Contact URI: up to contact_max_size (512) bytes.
+    let uri = |len: usize| format!("sip:{}@h", "a".repeat(len - "sip:@h".len()));
+    assert_eq!(uri(512).len(), 512);
+    let at_most = text("c1", 1, &format!("Contact: <{}>\r\n", uri(512)));
+    assert!(parse(&at_most).is_ok());
+    let over = text("c1", 1, &format!("Contact: <{}>\r\n", uri(513)));
+    let r = refused(&over, &config);
+    assert_eq!((r.code, r.reason), (400, "Contact URI Too Long"));
+    let roomy = Config {
+        contact_max_size: 1024,
+        ..Config::default()
+    };
+    assert!(parse_with(&over, src(), &roomy).is_ok());
+    // The AoR, the Call-ID and +sip.instance: up to MAX_FIELD bytes.
+    let long = "x".repeat(MAX_FIELD);
+    let r = refused(&text_for(&long, "c1", 1, ""), &config);
+    assert_eq!((r.code, r.reason), (400, "Address-of-Record Too Long"));
+    assert!(parse(&text(&long, 1, "")).is_ok());
+    let r = refused(&text(&format!("{long}y"), 1, ""), &config);
+    assert_eq!((r.code, r.reason), (400, "Call-ID Too Long"));
+    let instance = |len: usize| {
+        text(
+            "c1",
+            1,
+            &format!(
+                "Contact: <sip:a@h>;+sip.instance=\"<urn:{}>\"\r\n",
+                "u".repeat(len - 6)
+            ),
+        )
+    };
+    assert!(parse(&instance(MAX_FIELD)).is_ok());
+    let r = refused(&instance(MAX_FIELD + 1), &config);
+    assert_eq!((r.code, r.reason), (400, "Contact +sip.instance Too Long"));
+    // Path: up to MAX_PATH bytes in all, however many headers carry it.
+    let entry = format!("<sip:{}.example.com;lr>", "p".repeat(90));
+    let path = |n: usize| {
+        (0..n)
+            .map(|_| format!("Path: {entry}\r\n"))
+            .collect::<String>()
+    };
+    let fits = MAX_PATH / entry.len();
+    assert!(
+        parse(&text(
+            "c1",
+            1,
+            &format!("{}Contact: <sip:a@h>\r\n", path(fits))
+        ))
+        .is_ok()
+    );
+    let r = refused(
+        &text(
+            "c1",
+            1,
+            &format!("{}Contact: <sip:a@h>\r\n", path(fits + 1)),
+        ),
+        &config,
+    );
+    assert_eq!((r.code, r.reason), (400, "Path Too Long"));
+    // User-Agent is only shown: a long one is cut, on a character boundary.
+    let ua = format!("{}é{}", "u".repeat(MAX_USER_AGENT - 1), "v".repeat(500));
+    let req = parse(&text(
+        "c1",
+        1,
+        &format!("Contact: <sip:a@h>\r\nUser-Agent: {ua}\r\n"),
+    ))
+    .unwrap();
+    assert_eq!(
+        req.user_agent.as_deref(),
+        Some("u".repeat(MAX_USER_AGENT - 1).as_str())
+    );
+}
+
+#[test]
+fn a_full_memory_store_refuses_new_bindings_not_refreshes_or_removals() {
+    let store = MemoryStore::with_shards(4);
+    let config = Config {
+        max_bindings: 3,
+        ..Config::default()
+    };
+    let register = |user: &str, cseq: u32, headers: &str, now: u64| {
+        let req = parse_with(&text_for(user, user, cseq, headers), src(), &config).unwrap();
+        store.register(&req, now, &config).unwrap()
+    };
+    for user in ["a", "b", "c"] {
+        register(user, 1, "Contact: <sip:x@h>\r\n", T0).unwrap();
+    }
+    assert_eq!(store.contacts(), 3);
+    // A new AoR, or a second contact of a stored one: 503, nothing stored.
+    let r = register("d", 1, "Contact: <sip:x@h>\r\n", T0).unwrap_err();
+    assert_eq!((r.code, r.reason), (503, TABLE_FULL));
+    assert_eq!(r.headers, format!("Retry-After: {FULL_RETRY_AFTER}\r\n"));
+    let r = register("a", 2, "Contact: <sip:x@h>, <sip:y@h>\r\n", T0).unwrap_err();
+    assert_eq!(r.code, 503);
+    assert_eq!((store.aors(), store.contacts()), (3, 3));
+    // A refresh, a replacement and a fetch add nothing: they pass.
+    register("a", 3, "Contact: <sip:x@h>;expires=600\r\n", T0).unwrap();
+    register("b", 2, "Contact: <sip:x@h>;expires=0, <sip:z@h>\r\n", T0).unwrap();
+    assert_eq!(register("c", 2, "", T0).unwrap().len(), 1);
+    // A removal makes room.
+    register("c", 3, "Contact: *\r\nExpires: 0\r\n", T0).unwrap();
+    register("d", 2, "Contact: <sip:x@h>\r\n", T0).unwrap();
+    assert_eq!((store.aors(), store.contacts()), (3, 3));
+    // So does expiry, once swept: `a` expires at T0 + 600, the others later.
+    assert_eq!(
+        register("e", 1, "Contact: <sip:x@h>\r\n", T0 + 601)
+            .unwrap_err()
+            .code,
+        503
+    );
+    store.sweep(T0 + 601);
+    register("e", 2, "Contact: <sip:x@h>\r\n", T0 + 601).unwrap();
+    assert_eq!(store.contacts(), 3);
+}
