@@ -6,7 +6,7 @@ use std::path::PathBuf;
 fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("under cargo"));
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("under cargo"));
-    for name in ["stateless", "stateful"] {
+    for name in ["stateless", "stateful", "registrar"] {
         let path = manifest.join("routes").join(format!("{name}.yaml"));
         println!("cargo::rerun-if-changed={}", path.display());
         let text = std::fs::read_to_string(&path).expect("the fuzz routes file");

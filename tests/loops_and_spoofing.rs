@@ -953,3 +953,48 @@ async fn a_request_that_our_headers_would_push_past_a_udp_datagram_gets_513() {
     }
     assert_grew(&drops("too_large"), before, 3.0).await;
 }
+
+/// A peer on the proxy's own address that sends a request back verbatim,
+/// adding no Via (a broken element, or a forgery): the request's top Via
+/// is ours and, without `rport`, an answer would go to the sent-by port,
+/// our own socket. Old: the proxy answered itself (its 482 arrived as a
+/// response, and a stateless proxy passed it on). Now the bounced request
+/// is dropped with one log line (`drops{reason="self_loop"}`), in both
+/// modes, and nothing is sent for it.
+#[tokio::test]
+async fn a_request_bounced_back_without_a_via_is_dropped_not_answered_to_ourselves() {
+    let (_server, proxy) = start_proxy(loops()).await;
+    let (uac, mirror) = (Peer::bind().await, Peer::bind().await);
+    for mode in ["", "X-Mode: relay\r\n"] {
+        let self_before = metric(&drops("self_loop"));
+        let call_id = format!("bounce-{}", mode.len());
+        let extra = format!("{mode}X-Du: sip:127.0.0.1:{}\r\n", mirror.port());
+        uac.send(
+            proxy,
+            &invite(&uac, "sip:bob@192.0.2.1:5060", &call_id, &extra),
+        )
+        .await;
+        let (at_mirror, _) = mirror.recv("the forwarded INVITE").await;
+        assert!(
+            at_mirror
+                .header("Via")
+                .is_some_and(|v| v.contains(&format!("127.0.0.1:{}", proxy.port()))),
+            "{}",
+            at_mirror.0
+        );
+        mirror.send(proxy, &at_mirror.0).await;
+        assert_grew(&drops("self_loop"), self_before, 1.0).await;
+        let at_uac: Vec<Sip> = collect(&uac, 300, 10)
+            .await
+            .into_iter()
+            .filter(|m| !m.start_line().starts_with("SIP/2.0 100"))
+            .collect();
+        assert!(
+            at_uac.is_empty(),
+            "{mode:?}: nothing answers the bounce: {:?}",
+            start_lines(&at_uac)
+        );
+        let more = collect(&mirror, 100, 10).await;
+        assert!(more.is_empty(), "{mode:?}: {:?}", start_lines(&more));
+    }
+}

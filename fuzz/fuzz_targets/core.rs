@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use sipforge_runtime::api::Routes;
+use sipforge_runtime::auth::{Algorithm, AuthConfig, Authenticator, Credentials, NonceKey, digest};
 use sipforge_runtime::proxy::{Core, CoreConfig, DrainMode, Identity, Listener, Outgoing};
 use sipforge_runtime::sip::{Message, expand_compact};
 use sipforge_runtime::transaction::Timers;
@@ -32,6 +33,9 @@ mod stateless {
 }
 mod stateful {
     include!(concat!(env!("OUT_DIR"), "/routes_stateful.rs"));
+}
+mod registrar {
+    include!(concat!(env!("OUT_DIR"), "/routes_registrar.rs"));
 }
 
 const MAX_TRANSACTIONS: usize = 8;
@@ -49,7 +53,7 @@ const SOURCES: [&str; 5] = [
 const METHODS: [&str; 9] = [
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "PRACK", "INFO",
 ];
-const URIS: [&str; 9] = [
+const URIS: [&str; 11] = [
     "sip:bob@192.0.2.20:5080",
     "sip:bob@192.0.2.20:5080;transport=udp",
     "sip:bob@[2001:db8::2]:5062",
@@ -59,6 +63,8 @@ const URIS: [&str; 9] = [
     "sip:[::1]:5060",
     "sip:127.0.0.1;lr",
     "tel:+15551234567",
+    "sip:bob@example.com",
+    "sip:fork@example.com",
 ];
 const BRANCHES: [&str; 5] = [
     "z9hG4bK-a1",
@@ -67,7 +73,7 @@ const BRANCHES: [&str; 5] = [
     "1234",
     "z9hG4bK-a1;received=192.0.2.99;rport",
 ];
-const HEADER_NAMES: [&str; 18] = [
+const HEADER_NAMES: [&str; 20] = [
     "Route",
     "Record-Route",
     "X-Second",
@@ -86,8 +92,10 @@ const HEADER_NAMES: [&str; 18] = [
     "CSeq",
     "X-Other",
     "Reason",
+    "Expires",
+    "Path",
 ];
-const HEADER_VALUES: [&str; 12] = [
+const HEADER_VALUES: [&str; 16] = [
     "<sip:127.0.0.1:5060;lr>",
     "<sip:[::1]:5060;lr>",
     "<sip:192.0.2.20:5080;lr>",
@@ -100,6 +108,10 @@ const HEADER_VALUES: [&str; 12] = [
     "70",
     "",
     "1 INVITE",
+    "<sip:bob@192.0.2.41:5091>;q=0.5;expires=30",
+    "<sip:bob@192.0.2.42:5092>;+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:bob@[2001:db8::3]>;q=1",
+    "*",
+    "<sip:bob@192.0.2.43:5093;transport=tcp>;expires=0",
 ];
 /// Invariants to leave unchecked while a known defect is being fixed
 /// elsewhere, so that the fuzzer can look further: a comma-separated list
@@ -113,7 +125,7 @@ fn checked(invariant: &str) -> bool {
 }
 
 /// Header names the proxy writes itself, or the fuzz routes add.
-const ADDED: [&str; 15] = [
+const ADDED: [&str; 19] = [
     "server",
     "via",
     "record-route",
@@ -129,11 +141,16 @@ const ADDED: [&str; 15] = [
     "x-fuzz-request",
     "x-fuzz-reply",
     "x-fuzz-rerouted",
+    "date",
+    "min-expires",
+    "www-authenticate",
+    "proxy-authenticate",
 ];
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    stateful: bool,
+    /// The routes: stateless, stateful or registrar (modulo 3).
+    routes: u8,
     ops: Vec<Op>,
 }
 
@@ -144,6 +161,14 @@ enum Op {
         source: u8,
         socket: bool,
         request: Request,
+    },
+    /// A request built from parts with credentials for the last challenge
+    /// the core sent (right, or spoiled as `tweak` says).
+    Authorized {
+        source: u8,
+        socket: bool,
+        request: Request,
+        tweak: u8,
     },
     /// Raw bytes from one of `SOURCES`.
     Raw {
@@ -204,6 +229,107 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn build_request(r: &Request, source: SocketAddr) -> Vec<u8> {
+    build_request_with(r, source, "")
+}
+
+/// The realm, users and password of `routes/registrar.yaml`'s `auth:`.
+const REALM: &str = "fuzz.example";
+const PASSWORD: &str = "secret";
+
+/// The credentials file of the registrar routes: alice and bob, both
+/// algorithms.
+fn credentials() -> Credentials {
+    let mut text = String::new();
+    for user in ["alice", "bob"] {
+        for alg in [Algorithm::Md5, Algorithm::Sha256] {
+            text += &format!(
+                "{user}:{REALM}:{}\n",
+                digest::ha1(alg, user, REALM, PASSWORD)
+            );
+        }
+    }
+    Credentials::parse(&text, "fuzz").expect("the fuzz credentials")
+}
+
+/// A parameter of a challenge (`name="value"` or `name=value`).
+fn challenge_param<'a>(challenge: &'a str, name: &str) -> Option<&'a str> {
+    let at = challenge.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &challenge[at..];
+    match rest.strip_prefix('"') {
+        Some(quoted) => quoted.split('"').next(),
+        None => rest.split([',', ' ']).next(),
+    }
+}
+
+/// The credentials header for request `r` answering the newest challenge
+/// in `history`, spoiled by the bits of `tweak`: 1 a wrong password, 2 the
+/// other user, 4 the last challenge of several instead of the first, 8
+/// the other header name, 16 no qop, 32 a digest URI that is not the
+/// Request-URI, 64 nonce-count 1 whatever was used before. Empty when no
+/// challenge was sent yet.
+fn credentials_for(history: &[Outgoing], r: &Request, tweak: u8, nc: u32) -> String {
+    let Some(challenge) = history.iter().rev().find_map(|o| {
+        let text = String::from_utf8_lossy(o.bytes.as_ref()).into_owned();
+        (text.starts_with("SIP/2.0 401") || text.starts_with("SIP/2.0 407")).then_some(text)
+    }) else {
+        return String::new();
+    };
+    let mut offers = challenge
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().ends_with("-Authenticate"))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()));
+    let offer = if tweak & 4 != 0 {
+        offers.last()
+    } else {
+        offers.next()
+    };
+    let Some((name, value)) = offer else {
+        return String::new();
+    };
+    let (Some(nonce), Some(realm)) = (
+        challenge_param(&value, "nonce"),
+        challenge_param(&value, "realm"),
+    ) else {
+        return String::new();
+    };
+    let alg = challenge_param(&value, "algorithm")
+        .and_then(Algorithm::parse)
+        .unwrap_or(Algorithm::Md5);
+    let method = pick(&METHODS, r.method);
+    let user = match (method == "REGISTER") ^ (tweak & 2 != 0) {
+        true => "bob",
+        false => "alice",
+    };
+    let password = if tweak & 1 != 0 { "wrong" } else { PASSWORD };
+    let uri = if tweak & 32 != 0 {
+        "sip:other@example.com"
+    } else {
+        pick(&URIS, r.uri)
+    };
+    let ha1 = digest::ha1(alg, user, realm, password);
+    let nc = format!("{:08x}", if tweak & 64 != 0 { 1 } else { nc });
+    let qop = (tweak & 16 == 0).then_some(("auth", nc.as_str(), "c0ffee"));
+    let response = digest::response(alg, ha1.as_bytes(), nonce, qop, method, uri);
+    let header = match (name.starts_with("Proxy"), tweak & 8 != 0) {
+        (true, false) | (false, true) => "Proxy-Authorization",
+        _ => "Authorization",
+    };
+    let mut line = format!(
+        "{header}: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm={}",
+        alg.name()
+    );
+    if let Some(opaque) = challenge_param(&value, "opaque") {
+        line += &format!(", opaque=\"{opaque}\"");
+    }
+    if qop.is_some() {
+        line += &format!(", qop=auth, nc={nc}, cnonce=\"c0ffee\"");
+    }
+    line + "\r\n"
+}
+
+/// [`build_request`] with `extra` header lines before Content-Length.
+fn build_request_with(r: &Request, source: SocketAddr, extra: &str) -> Vec<u8> {
     let method = pick(&METHODS, r.method);
     let mut m = format!("{method} {} SIP/2.0\r\n", pick(&URIS, r.uri));
     let host = match source {
@@ -245,6 +371,7 @@ fn build_request(r: &Request, source: SocketAddr) -> Vec<u8> {
             pick(&HEADER_VALUES, v)
         );
     }
+    m += extra;
     let length = r.content_length.map_or(r.body.len(), usize::from);
     m += &format!("Content-Length: {length}\r\n\r\n");
     let mut bytes = m.into_bytes();
@@ -309,6 +436,8 @@ struct Run {
     /// The latest outputs, for `Answer` and `Echo`.
     history: Vec<Outgoing>,
     out: Vec<Outgoing>,
+    /// The nonce-count of the next `Authorized` request.
+    nc: u32,
 }
 
 impl Run {
@@ -422,10 +551,10 @@ impl Run {
 }
 
 fuzz_target!(|input: Input| {
-    let routes: &'static dyn Routes = if input.stateful {
-        &stateful::ROUTES
-    } else {
-        &stateless::ROUTES
+    let routes: &'static dyn Routes = match input.routes % 3 {
+        0 => &stateless::ROUTES,
+        1 => &stateful::ROUTES,
+        _ => &registrar::ROUTES,
     };
     let listen = LISTEN.map(addr);
     let listeners = listen
@@ -440,6 +569,13 @@ fuzz_target!(|input: Input| {
         ..CoreConfig::default()
     };
     let core = Core::new(routes, Identity::new(listeners), config);
+    if routes.settings().auth.is_some() {
+        core.set_authenticator(std::sync::Arc::new(Authenticator::new(
+            AuthConfig::from_settings(routes.settings().auth.as_ref().expect("auth settings")),
+            NonceKey::from_bytes(b"a fixed key for the fuzz target").expect("a nonce key"),
+            credentials(),
+        )));
+    }
     let now = Instant::now();
     core.start(now);
     let mut run = Run {
@@ -449,6 +585,7 @@ fuzz_target!(|input: Input| {
         seen: BTreeSet::new(),
         history: Vec::new(),
         out: Vec::new(),
+        nc: 1,
     };
     for op in input.ops.iter().take(64) {
         match op {
@@ -459,6 +596,18 @@ fuzz_target!(|input: Input| {
             } => {
                 let source = addr(pick(&SOURCES, *source));
                 let bytes = build_request(request, source);
+                run.receive(&bytes, source, usize::from(*socket));
+            }
+            Op::Authorized {
+                source,
+                socket,
+                request,
+                tweak,
+            } => {
+                let source = addr(pick(&SOURCES, *source));
+                let extra = credentials_for(&run.history, request, *tweak, run.nc);
+                run.nc += 1;
+                let bytes = build_request_with(request, source, &extra);
                 run.receive(&bytes, source, usize::from(*socket));
             }
             Op::Raw {

@@ -76,7 +76,7 @@ pub enum DropReason {
     /// one the branch was sent to (`strict_response_source`).
     WrongSource,
     /// A request whose next hop is one of our own sockets (answered 482
-    /// unless it is an ACK).
+    /// unless it is an ACK), or whose answer would go to one (dropped).
     SelfLoop,
     /// A message larger than a UDP datagram can carry (answered 513 when a request).
     TooLarge,

@@ -155,6 +155,14 @@ impl Identity {
             && self.listeners.iter().any(|l| l.addr.port() == addr.port())
     }
 
+    /// Whether `ip` is the address of one of our sockets (for some port
+    /// of ours): a datagram from there may be ours, come back.
+    pub fn is_own_ip(&self, ip: std::net::IpAddr) -> bool {
+        self.listeners
+            .iter()
+            .any(|l| self.is_own_socket(SocketAddr::new(ip, l.addr.port())))
+    }
+
     /// Whether `host:port` (as written in a Via sent-by or a URI) names this proxy.
     pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
         let port = port.unwrap_or(DEFAULT_PORT);

@@ -104,6 +104,26 @@ fn is_ack_to_own_reply(msg: &Message<'_>) -> bool {
     ours == tag
 }
 
+/// Whether an answer to this datagram request would be sent to one of our
+/// own sockets: it came from an address of ours, and its top Via names one
+/// of our sockets there without `rport` (§18.2.2 sends to the sent-by
+/// port). We never send a request to ourselves, so that is our own
+/// request bounced back by something that added no Via (or a forgery):
+/// answering it would only talk to ourselves. Cheap for the usual request
+/// from elsewhere: the source address decides first.
+fn answer_comes_back(
+    core: &Core,
+    msg: &Message<'_>,
+    (source, _, transport): (SocketAddr, usize, crate::transport::Transport),
+) -> bool {
+    !transport.is_stream()
+        && core.identity.is_own_ip(source.ip())
+        && msg.top_via().is_some_and(|top| {
+            core.identity
+                .is_own_socket(reply_destination(&top, source, transport))
+        })
+}
+
 /// `touched` gets the transaction shard the request went to, if any.
 /// `replay`: the request waited for a shared store (see `suspend`), with
 /// what its route runs learned so far and how many ran.
@@ -126,6 +146,15 @@ fn on_request(
     // none (§16.10): both are forwarded statelessly.
     let never_stateful = is_ack || method == "CANCEL";
     metrics::request_received(method);
+    if answer_comes_back(core, msg, at) {
+        metrics::dropped(DropReason::SelfLoop);
+        crate::warn_limited!(
+            %source,
+            call_id = msg.call_id().unwrap_or(""),
+            "request whose answer would go to our own socket (its top Via names it, without rport): dropped"
+        );
+        return;
+    }
     if let Err(invalid) = msg.validate() {
         if is_ack {
             metrics::dropped(DropReason::Malformed);
