@@ -131,6 +131,11 @@ impl Framer {
                 }
                 return Ok(None);
             };
+            // A header section over the limit is too large whatever it
+            // says (and whether it all arrived at once or not).
+            if end > self.max {
+                return Err(FrameError::TooLarge);
+            }
             let body = content_length(&self.buf[..end])?.unwrap_or(0);
             let total = end.checked_add(body).ok_or(FrameError::TooLarge)?;
             if total > self.max {
@@ -331,6 +336,27 @@ mod tests {
         let mut f = Framer::new(1024);
         f.push(&sized(1025));
         assert_eq!(f.next_frame(), Err(FrameError::TooLarge));
+        // A header section over the limit is too large even when its
+        // Content-Length is invalid, and whether it arrives at once or in
+        // pieces (found by the framing fuzz target: at once it used to be
+        // BadContentLength, in pieces TooLarge).
+        let long = format!(
+            "BYE sip:x SIP/2.0\r\nX-Pad: {}\r\nContent-Length: x\r\n\r\n",
+            "p".repeat(1100)
+        );
+        let mut f = Framer::new(1024);
+        f.push(long.as_bytes());
+        assert_eq!(f.next_frame(), Err(FrameError::TooLarge));
+        let mut f = Framer::new(1024);
+        let mut got = Ok(None);
+        for piece in long.as_bytes().chunks(100) {
+            f.push(piece);
+            got = f.next_frame();
+            if got != Ok(None) {
+                break;
+            }
+        }
+        assert_eq!(got, Err(FrameError::TooLarge));
     }
 
     #[test]
