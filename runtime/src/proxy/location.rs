@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::flow::{self, Flow};
 use super::identity::Identity;
@@ -18,9 +17,6 @@ use crate::registrar::{
 use crate::sip::Message;
 use crate::transport::Transport;
 
-/// How often (seconds) expired bindings are swept, on the way of a REGISTER.
-const SWEEP_EVERY: u64 = 10;
-
 /// The registrar of a core: its rules and, for the `memory` store, its
 /// store. A shared store (`redis://`) is not the core's: the core asks the
 /// network layer (see [`crate::proxy::suspend`]), which holds it.
@@ -28,7 +24,6 @@ pub struct Registrar {
     config: Config,
     /// None: a shared store, asked through the network layer.
     store: Option<Arc<dyn Store>>,
-    last_sweep: AtomicU64,
     /// `keepalive:`: the bindings behind NAT registered here, pinged.
     pub(crate) keepalives: Option<std::sync::Mutex<super::keepalive::Keepalives>>,
 }
@@ -65,7 +60,6 @@ impl Registrar {
                 max_bindings: s.max_bindings,
             },
             store,
-            last_sweep: AtomicU64::new(0),
             keepalives: (s.keepalive_ms > 0).then(|| {
                 std::sync::Mutex::new(super::keepalive::Keepalives::new(
                     std::time::Duration::from_millis(s.keepalive_ms),
@@ -137,7 +131,8 @@ impl Registrar {
             }
             return Saving::Ask(Box::new(req));
         };
-        self.sweep(store, now_unix);
+        // (The memory store sweeps expired bindings itself, a shard at a
+        // time, on the way of REGISTERs: `SHARD_SWEEP_EVERY`.)
         // The 200's header lines are written from the bindings as the
         // store keeps them (no copy of them for the answer); a copy only
         // for the keepalives, which are not the store's.
@@ -232,18 +227,6 @@ impl Registrar {
         };
         crate::metrics::register_answered(code);
         Saving::Answer(code, reason, headers.into_bytes())
-    }
-
-    fn sweep(&self, store: &Arc<dyn Store>, now_unix: u64) {
-        let last = self.last_sweep.load(Ordering::Relaxed);
-        if now_unix >= last + SWEEP_EVERY
-            && self
-                .last_sweep
-                .compare_exchange(last, now_unix, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            store.sweep(now_unix);
-        }
     }
 
     /// The location service at `now_unix`, for one route run (`memo`: what

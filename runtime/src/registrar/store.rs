@@ -20,7 +20,7 @@ use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::binding::{Binding, apply};
@@ -166,7 +166,20 @@ pub struct MemoryStore {
     /// of every shard each time).
     aors: AtomicUsize,
     contacts: AtomicUsize,
+    /// When each shard was last swept of expired bindings (unix seconds):
+    /// a REGISTER sweeps its own shard and the next one in turn when
+    /// [`SHARD_SWEEP_EVERY`] passed, so expiry costs one or two
+    /// sixty-fourths of the table at a time, never a walk of every shard
+    /// on one request.
+    swept: Box<[AtomicU64]>,
+    /// The shard a REGISTER sweeps besides its own (round robin), so that
+    /// shards no REGISTER lands in are swept too.
+    cursor: AtomicUsize,
 }
+
+/// How often (seconds) a shard of the memory store is swept, on the way
+/// of a REGISTER to one of its AoRs.
+pub const SHARD_SWEEP_EVERY: u64 = 10;
 
 impl Default for MemoryStore {
     fn default() -> MemoryStore {
@@ -211,6 +224,8 @@ impl MemoryStore {
             hasher: RandomState::new(),
             aors: AtomicUsize::new(0),
             contacts: AtomicUsize::new(0),
+            swept: (0..n.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            cursor: AtomicUsize::new(0),
         }
     }
 
@@ -255,9 +270,68 @@ impl MemoryStore {
     }
 
     fn shard(&self, aor: &str) -> &Shard {
-        let i = self.hasher.hash_one(aor) as usize % self.shards.len();
-        // `i` is in range: the modulo of the (non-zero) length.
-        &self.shards[i]
+        &self.shards[self.shard_index(aor)]
+    }
+
+    fn shard_index(&self, aor: &str) -> usize {
+        // In range: the modulo of the (non-zero) length.
+        self.hasher.hash_one(aor) as usize % self.shards.len()
+    }
+
+    /// Drop the expired bindings (and the AoRs left empty) of one shard's
+    /// map, keeping the counts; how many bindings went.
+    fn sweep_map(&self, map: &mut HashMap<String, Vec<Binding>>, now: u64) -> usize {
+        let mut removed = 0;
+        let aors_before = map.len();
+        map.retain(|_, bindings| {
+            let before = bindings.len();
+            bindings.retain(|b| b.is_live(now));
+            removed += before - bindings.len();
+            !bindings.is_empty()
+        });
+        adjust(&self.aors, 0, aors_before - map.len());
+        adjust(&self.contacts, 0, removed);
+        removed
+    }
+
+    /// Whether shard `i` is due for a sweep at `now`; if so it counts as
+    /// swept from now on (the caller sweeps it).
+    fn sweep_due(&self, i: usize, now: u64) -> bool {
+        let last = self.swept[i].load(Ordering::Relaxed);
+        now >= last.saturating_add(SHARD_SWEEP_EVERY)
+            && self.swept[i]
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// [`MemoryStore::update_with`] for a REGISTER at `now`: first sweeps
+    /// the next shard in turn and the AoR's own, each when it was not
+    /// swept for [`SHARD_SWEEP_EVERY`].
+    fn register_at<R>(
+        &self,
+        req: &RegisterRequest,
+        now: u64,
+        config: &Config,
+        then: impl FnOnce(&[Binding]) -> R,
+    ) -> Result<Result<R, Refusal>, StoreError> {
+        let i = self.shard_index(&req.aor);
+        // The next shard in turn, under its own lock and before this
+        // REGISTER's (never two locks at once).
+        let j = self.cursor.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        if j != i && self.sweep_due(j, now) {
+            self.sweep_map(&mut lock(&self.shards[j]), now);
+        }
+        let mut map = lock(&self.shards[i]);
+        if self.sweep_due(i, now) {
+            self.sweep_map(&mut map, now);
+        }
+        Ok(Self::update_map(
+            &mut map,
+            &req.aor,
+            (&self.aors, &self.contacts),
+            |current| self.bounded_apply(current, req, now, config),
+            then,
+        ))
     }
 
     /// Atomically reads the AoR's bindings (expired ones possibly
@@ -282,33 +356,45 @@ impl MemoryStore {
         then: impl FnOnce(&[Binding]) -> R,
     ) -> Result<Result<R, Refusal>, StoreError> {
         let mut map = lock(self.shard(aor));
+        Ok(Self::update_map(
+            &mut map,
+            aor,
+            (&self.aors, &self.contacts),
+            f,
+            then,
+        ))
+    }
+
+    /// The body of [`MemoryStore::update_with`] on a locked shard map
+    /// (`counts`: the store's AoR and binding counters).
+    fn update_map<R>(
+        map: &mut HashMap<String, Vec<Binding>>,
+        aor: &str,
+        (aors, contacts): (&AtomicUsize, &AtomicUsize),
+        f: impl FnOnce(&[Binding]) -> Result<Vec<Binding>, Refusal>,
+        then: impl FnOnce(&[Binding]) -> R,
+    ) -> Result<R, Refusal> {
         // One lookup for an AoR stored, one more to insert a new one.
         if let Some(slot) = map.get_mut(aor) {
-            let next = match f(slot) {
-                Ok(next) => next,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
+            let next = f(slot)?;
             let out = then(&next);
-            adjust(&self.contacts, next.len(), slot.len());
+            adjust(contacts, next.len(), slot.len());
             if next.is_empty() {
                 map.remove(aor);
-                adjust(&self.aors, 0, 1);
+                adjust(aors, 0, 1);
             } else {
                 *slot = next;
             }
-            return Ok(Ok(out));
+            return Ok(out);
         }
-        let next = match f(&[]) {
-            Ok(next) => next,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
+        let next = f(&[])?;
         let out = then(&next);
         if !next.is_empty() {
-            adjust(&self.contacts, next.len(), 0);
-            adjust(&self.aors, 1, 0);
+            adjust(contacts, next.len(), 0);
+            adjust(aors, 1, 0);
             map.insert(aor.to_owned(), next);
         }
-        Ok(Ok(out))
+        Ok(out)
     }
 }
 
@@ -352,18 +438,11 @@ impl Store for MemoryStore {
 
     fn sweep(&self, now: u64) -> usize {
         let mut removed = 0;
-        for shard in &self.shards {
+        for (shard, swept) in self.shards.iter().zip(self.swept.iter()) {
             let mut map = lock(shard);
-            let aors_before = map.len();
-            map.retain(|_, bindings| {
-                let before = bindings.len();
-                bindings.retain(|b| b.is_live(now));
-                removed += before - bindings.len();
-                !bindings.is_empty()
-            });
-            adjust(&self.aors, 0, aors_before - map.len());
+            removed += self.sweep_map(&mut map, now);
+            swept.store(now, Ordering::Relaxed);
         }
-        adjust(&self.contacts, 0, removed);
         removed
     }
 
@@ -373,9 +452,7 @@ impl Store for MemoryStore {
         now: u64,
         config: &Config,
     ) -> Result<Result<Vec<Binding>, Refusal>, StoreError> {
-        self.update(&req.aor, |current| {
-            self.bounded_apply(current, req, now, config)
-        })
+        self.register_at(req, now, config, <[Binding]>::to_vec)
     }
 
     fn register_with(
@@ -385,11 +462,7 @@ impl Store for MemoryStore {
         config: &Config,
         then: &mut dyn FnMut(&[Binding]),
     ) -> Result<Result<(), Refusal>, StoreError> {
-        self.update_with(
-            &req.aor,
-            |current| self.bounded_apply(current, req, now, config),
-            then,
-        )
+        self.register_at(req, now, config, then)
     }
 }
 

@@ -1065,9 +1065,12 @@ fn a_full_memory_store_refuses_new_bindings_not_refreshes_or_removals() {
     register("c", 3, "Contact: *\r\nExpires: 0\r\n", T0).unwrap();
     register("d", 2, "Contact: <sip:x@h>\r\n", T0).unwrap();
     assert_eq!((store.aors(), store.contacts()), (3, 3));
-    // So does expiry, once swept: `a` expires at T0 + 600, the others later.
+    // So does expiry, once swept: `a` expires at T0 + 600, the others
+    // later. (A REGISTER sweeps its own shard and one more in turn; with
+    // four shards, whether those hold `a` depends on the hash, so the
+    // whole store is swept here.)
     assert_eq!(
-        register("e", 1, "Contact: <sip:x@h>\r\n", T0 + 601)
+        register("e", 1, "Contact: <sip:x@h>\r\n", T0 + 599)
             .unwrap_err()
             .code,
         503
@@ -1075,4 +1078,50 @@ fn a_full_memory_store_refuses_new_bindings_not_refreshes_or_removals() {
     store.sweep(T0 + 601);
     register("e", 2, "Contact: <sip:x@h>\r\n", T0 + 601).unwrap();
     assert_eq!(store.contacts(), 3);
+}
+
+#[test]
+fn a_register_sweeps_its_shard_of_expired_bindings_every_ten_seconds() {
+    // One shard: every REGISTER lands in it.
+    let store = MemoryStore::with_shards(1);
+    let config = Config::default();
+    let register = |user: &str, headers: &str, now: u64| {
+        let req = parse_with(&text_for(user, user, 1, headers), src(), &config).unwrap();
+        store.register(&req, now, &config).unwrap().unwrap();
+    };
+    register("a", "Contact: <sip:x@h>;expires=60\r\n", T0);
+    register("b", "Contact: <sip:x@h>;expires=60\r\n", T0 + 5);
+    register("c", "Contact: <sip:x@h>;expires=3600\r\n", T0 + 5);
+    assert_eq!((store.aors(), store.contacts()), (3, 3));
+    // `a` expired at T0 + 60: the next REGISTER frees it (the last sweep
+    // was at T0), and `b`, expired at T0 + 65, only after 10 s more.
+    register("d", "Contact: <sip:x@h>\r\n", T0 + 61);
+    assert_eq!((store.aors(), store.contacts()), (3, 3), "a gone, d in");
+    assert!(store.get("sip:a@example.com", T0 + 61).unwrap().is_empty());
+    register("e", "Contact: <sip:x@h>\r\n", T0 + 66);
+    assert_eq!(
+        store.contacts(),
+        4,
+        "b expired but not swept yet: within 10 s"
+    );
+    register("f", "Contact: <sip:x@h>\r\n", T0 + 71);
+    assert_eq!(store.contacts(), 4, "b swept, f in");
+}
+
+#[test]
+fn registers_sweep_the_other_shards_in_turn() {
+    // Two shards: two REGISTERs sweep both, wherever their AoRs land.
+    let store = MemoryStore::with_shards(2);
+    let config = Config::default();
+    let register = |user: &str, headers: &str, now: u64| {
+        let req = parse_with(&text_for(user, user, 1, headers), src(), &config).unwrap();
+        store.register(&req, now, &config).unwrap().unwrap();
+    };
+    for user in ["a", "b", "c", "d", "e", "f"] {
+        register(user, "Contact: <sip:x@h>;expires=60\r\n", T0);
+    }
+    assert_eq!(store.contacts(), 6);
+    register("x", "Contact: <sip:x@h>\r\n", T0 + 100);
+    register("y", "Contact: <sip:x@h>\r\n", T0 + 100);
+    assert_eq!((store.aors(), store.contacts()), (2, 2));
 }
