@@ -125,7 +125,7 @@ fn checked(invariant: &str) -> bool {
 }
 
 /// Header names the proxy writes itself, or the fuzz routes add.
-const ADDED: [&str; 19] = [
+const ADDED: [&str; 20] = [
     "server",
     "via",
     "record-route",
@@ -145,6 +145,9 @@ const ADDED: [&str; 19] = [
     "min-expires",
     "www-authenticate",
     "proxy-authenticate",
+    // A binding's Path (RFC 3327), stored from a REGISTER's `Path`, is
+    // the Route set of requests to it.
+    "route",
 ];
 
 #[derive(Arbitrary, Debug)]
