@@ -959,6 +959,19 @@ fn text_for(user: &str, call_id: &str, cseq: u32, headers: &str) -> String {
         .replace("sip:Alice@example.com", &format!("sip:{user}@example.com"))
 }
 
+/// A REGISTER of `sip:{user}@example.com` (Call-ID `user`, CSeq `cseq`)
+/// with these header lines, through `store` at `now`.
+fn store_register(
+    store: &MemoryStore,
+    config: &Config,
+    (user, cseq): (&str, u32),
+    headers: &str,
+    now: u64,
+) -> Result<Vec<Binding>, Refusal> {
+    let req = parse_with(&text_for(user, user, cseq, headers), src(), config).unwrap();
+    store.register(&req, now, config).unwrap()
+}
+
 #[test]
 fn a_binding_keeps_only_bounded_fields() {
     let refused = |raw: &str, config: &Config| parse_with(raw, src(), config).unwrap_err();
@@ -1043,8 +1056,7 @@ fn a_full_memory_store_refuses_new_bindings_not_refreshes_or_removals() {
         ..Config::default()
     };
     let register = |user: &str, cseq: u32, headers: &str, now: u64| {
-        let req = parse_with(&text_for(user, user, cseq, headers), src(), &config).unwrap();
-        store.register(&req, now, &config).unwrap()
+        store_register(&store, &config, (user, cseq), headers, now)
     };
     for user in ["a", "b", "c"] {
         register(user, 1, "Contact: <sip:x@h>\r\n", T0).unwrap();
@@ -1086,8 +1098,7 @@ fn a_register_sweeps_its_shard_of_expired_bindings_every_ten_seconds() {
     let store = MemoryStore::with_shards(1);
     let config = Config::default();
     let register = |user: &str, headers: &str, now: u64| {
-        let req = parse_with(&text_for(user, user, 1, headers), src(), &config).unwrap();
-        store.register(&req, now, &config).unwrap().unwrap();
+        store_register(&store, &config, (user, 1), headers, now).unwrap();
     };
     register("a", "Contact: <sip:x@h>;expires=60\r\n", T0);
     register("b", "Contact: <sip:x@h>;expires=60\r\n", T0 + 5);
@@ -1114,8 +1125,7 @@ fn registers_sweep_the_other_shards_in_turn() {
     let store = MemoryStore::with_shards(2);
     let config = Config::default();
     let register = |user: &str, headers: &str, now: u64| {
-        let req = parse_with(&text_for(user, user, 1, headers), src(), &config).unwrap();
-        store.register(&req, now, &config).unwrap().unwrap();
+        store_register(&store, &config, (user, 1), headers, now).unwrap();
     };
     for user in ["a", "b", "c", "d", "e", "f"] {
         register(user, "Contact: <sip:x@h>;expires=60\r\n", T0);
