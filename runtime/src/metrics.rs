@@ -538,12 +538,12 @@ impl Metrics {
             aors: gauge(
                 &mut r,
                 "sipforge_registered_aors",
-                "Addresses-of-record with bindings (expired ones count until swept, at most 10 s)",
+                "Addresses-of-record with bindings (expired ones count until swept, within 20 s)",
             ),
             contacts: gauge(
                 &mut r,
                 "sipforge_registered_contacts",
-                "Bindings in the location store",
+                "Bindings in the location store (expired ones count until swept, within 20 s)",
             ),
             transactions: gauge(
                 &mut r,

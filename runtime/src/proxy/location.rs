@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::flow::{self, Flow};
 use super::identity::Identity;
@@ -26,7 +27,15 @@ pub struct Registrar {
     store: Option<Arc<dyn Store>>,
     /// `keepalive:`: the bindings behind NAT registered here, pinged.
     pub(crate) keepalives: Option<std::sync::Mutex<super::keepalive::Keepalives>>,
+    /// When the timer lane next sweeps part of the memory store (see
+    /// [`Registrar::next_sweep`]); None until the first REGISTER saved.
+    sweep_at: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How often the timer lane sweeps part of the memory store
+/// ([`Store::sweep_some`]): as often as the timer threads wake anyway
+/// when idle, so it adds no wake-up.
+pub const SWEEP_TICK: Duration = Duration::from_secs(1);
 
 /// What `save` does with a REGISTER.
 pub enum Saving {
@@ -65,7 +74,47 @@ impl Registrar {
                     std::time::Duration::from_millis(s.keepalive_ms),
                 ))
             }),
+            sweep_at: std::sync::Mutex::new(None),
         })
+    }
+
+    /// When the timer lane must call [`Registrar::on_sweep_timer`]: while
+    /// the memory store holds bindings (expired ones included), every
+    /// [`SWEEP_TICK`]. A registrar no REGISTER comes to any more (every
+    /// phone gone at once) still frees its expired bindings and brings the
+    /// `sipforge_registered_*` gauges down.
+    pub(crate) fn next_sweep(&self) -> Option<Instant> {
+        let store = self.store.as_ref()?;
+        if store.contacts() == 0 {
+            return None;
+        }
+        *super::lock(&self.sweep_at)
+    }
+
+    /// The sweep timer at `now`: sweeps the part of the memory store due
+    /// (see [`Store::sweep_some`]) and sets the gauges.
+    pub(crate) fn on_sweep_timer(&self, now: Instant, now_unix: u64) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        {
+            let mut at = super::lock(&self.sweep_at);
+            if at.is_none_or(|at| at > now) {
+                return;
+            }
+            *at = Some(now + SWEEP_TICK);
+        }
+        if store.sweep_some(now_unix) > 0 {
+            crate::metrics::set_registrations(store.aors(), store.contacts());
+        }
+    }
+
+    /// A REGISTER was saved at `now`: the sweep timer runs from then on.
+    fn arm_sweep(&self, now: Instant) {
+        let mut at = super::lock(&self.sweep_at);
+        if at.is_none() {
+            *at = Some(now + SWEEP_TICK);
+        }
     }
 
     /// A REGISTER from `source` left `bindings` for its AoR at `now`.
@@ -73,6 +122,11 @@ impl Registrar {
         if let Some(k) = &self.keepalives {
             super::lock(k).saved(now, bindings, (source.transport, source.addr));
         }
+    }
+
+    /// The `memory` store (None: the store is shared).
+    pub(crate) fn memory_store(&self) -> Option<&dyn Store> {
+        self.store.as_deref()
     }
 
     /// Whether the bindings live in a shared store the network layer asks.
@@ -132,7 +186,9 @@ impl Registrar {
             return Saving::Ask(Box::new(req));
         };
         // (The memory store sweeps expired bindings itself, a shard at a
-        // time, on the way of REGISTERs: `SHARD_SWEEP_EVERY`.)
+        // time, on the way of REGISTERs: `SHARD_SWEEP_EVERY`; and the
+        // timer lane sweeps the rest: `next_sweep`.)
+        self.arm_sweep(now);
         // The 200's header lines are written from the bindings as the
         // store keeps them (no copy of them for the answer); a copy only
         // for the keepalives, which are not the store's.

@@ -175,7 +175,8 @@ impl Capacity {
 }
 
 /// A timer lane the network layer drives: a shard of the transaction
-/// table, or the health probes (the last lane). What a message touched,
+/// table, or (the last lane) the health probes, the registrar's
+/// keep-alives and the sweep of its memory store. What a message touched,
 /// with that lane's next deadline, is returned by [`Core::handle`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Touched {
@@ -490,7 +491,15 @@ impl Core {
         }
     }
 
-    /// The number of timer lanes: one per shard, then the probes'.
+    /// AoRs and bindings in the `memory` location store (expired ones
+    /// count until they are swept); None without one.
+    pub fn registrations(&self) -> Option<(usize, usize)> {
+        let store = self.registrar.as_ref()?.memory_store()?;
+        Some((store.aors(), store.contacts()))
+    }
+
+    /// The number of timer lanes: one per shard, then the probes'
+    /// (health probes, keep-alives and the location store's sweep).
     pub fn lanes(&self) -> usize {
         self.shards.len() + 1
     }
@@ -647,10 +656,8 @@ impl Core {
             None => {
                 let probes = lock(&self.probes).next_deadline();
                 let pings = self.keepalives().and_then(|k| lock(k).next_deadline());
-                match (probes, pings) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let sweep = self.registrar.as_ref().and_then(|r| r.next_sweep());
+                [probes, pings, sweep].into_iter().flatten().min()
             }
         }
     }
@@ -674,6 +681,9 @@ impl Core {
             );
             if let Some(k) = self.keepalives() {
                 lock(k).on_timeout(now, self.unix_time(now), &self.identity, out);
+            }
+            if let Some(r) = &self.registrar {
+                r.on_sweep_timer(now, self.unix_time(now));
             }
         }
     }

@@ -95,6 +95,12 @@ pub trait Store: Send + Sync {
     /// Removes the bindings expired at `now` and the AoRs left empty;
     /// returns how many bindings it removed.
     fn sweep(&self, now: u64) -> usize;
+    /// [`Store::sweep`] of a part of the store, for a timer that calls it
+    /// every second: called [`SHARD_SWEEP_EVERY`] times, it sweeps every
+    /// part not swept (by a REGISTER or by it) in that long, so a store
+    /// that no REGISTER comes to still frees its expired bindings. Returns
+    /// how many bindings it removed.
+    fn sweep_some(&self, now: u64) -> usize;
     /// Atomically: the bindings of `req.aor`, [`apply`] `req` to them,
     /// store the result. Ok(Err) is the refusal to answer (nothing stored),
     /// Ok(Ok) the bindings now registered, for the 200.
@@ -157,7 +163,8 @@ type Shard = Mutex<HashMap<String, Vec<Binding>>>;
 /// The in-memory store: AoRs spread over shards by a keyed hash, each a
 /// `Mutex<HashMap<aor, bindings>>`, so REGISTERs for different AoRs rarely
 /// wait for each other. Expired bindings are invisible at once and freed
-/// by [`Store::sweep`] (run it from a timer, e.g. every few seconds).
+/// a shard at a time: on the way of REGISTERs, and by
+/// [`Store::sweep_some`] from the core's timers.
 pub struct MemoryStore {
     shards: Box<[Shard]>,
     hasher: RandomState,
@@ -172,13 +179,15 @@ pub struct MemoryStore {
     /// sixty-fourths of the table at a time, never a walk of every shard
     /// on one request.
     swept: Box<[AtomicU64]>,
-    /// The shard a REGISTER sweeps besides its own (round robin), so that
-    /// shards no REGISTER lands in are swept too.
+    /// The next shard in turn (round robin) that a REGISTER sweeps besides
+    /// its own, or the timer's [`Store::sweep_some`] sweeps, so that shards
+    /// no REGISTER lands in are swept too.
     cursor: AtomicUsize,
 }
 
-/// How often (seconds) a shard of the memory store is swept, on the way
-/// of a REGISTER to one of its AoRs.
+/// How often (seconds) a shard of the memory store is swept: on the way
+/// of a REGISTER to one of its AoRs, or by the timer's
+/// [`Store::sweep_some`].
 pub const SHARD_SWEEP_EVERY: u64 = 10;
 
 impl Default for MemoryStore {
@@ -442,6 +451,21 @@ impl Store for MemoryStore {
             let mut map = lock(shard);
             removed += self.sweep_map(&mut map, now);
             swept.store(now, Ordering::Relaxed);
+        }
+        removed
+    }
+
+    fn sweep_some(&self, now: u64) -> usize {
+        // A tenth of the shards per call (rounded up), each when due: ten
+        // calls, one a second, come round every shard.
+        let n = self.shards.len();
+        let per_call = n.div_ceil(SHARD_SWEEP_EVERY as usize);
+        let mut removed = 0;
+        for _ in 0..per_call {
+            let j = self.cursor.fetch_add(1, Ordering::Relaxed) % n;
+            if self.sweep_due(j, now) {
+                removed += self.sweep_map(&mut lock(&self.shards[j]), now);
+            }
         }
         removed
     }

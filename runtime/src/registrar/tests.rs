@@ -1135,3 +1135,67 @@ fn registers_sweep_the_other_shards_in_turn() {
     register("y", "Contact: <sip:x@h>\r\n", T0 + 100);
     assert_eq!((store.aors(), store.contacts()), (2, 2));
 }
+
+#[test]
+fn the_timer_sweeps_a_tenth_of_the_shards_a_call_when_no_register_comes() {
+    // 20 shards: each call looks at the next 2 in turn; ten calls, one a
+    // second, come round all of them.
+    let store = MemoryStore::with_shards(20);
+    let config = Config::default();
+    for i in 0..200 {
+        let user = format!("u{i}");
+        store_register(
+            &store,
+            &config,
+            (&user, 1),
+            "Contact: <sip:x@h>;expires=60\r\n",
+            T0,
+        )
+        .unwrap();
+    }
+    assert_eq!((store.aors(), store.contacts()), (200, 200));
+    // Expired at T0 + 60; no REGISTER comes any more.
+    let removed = store.sweep_some(T0 + 100);
+    assert!(removed > 0, "the first call frees some");
+    assert!(
+        store.contacts() > 0,
+        "two shards of twenty, not all: {removed}"
+    );
+    for _ in 1..10 {
+        store.sweep_some(T0 + 100);
+    }
+    assert_eq!(
+        (store.aors(), store.contacts()),
+        (0, 0),
+        "ten calls: every shard"
+    );
+
+    // A shard swept is not swept again within 10 s: bindings that expire
+    // at T0 + 105 stay until the calls from T0 + 110 on.
+    for i in 0..50 {
+        let user = format!("v{i}");
+        store_register(
+            &store,
+            &config,
+            (&user, 1),
+            "Contact: <sip:x@h>;expires=60\r\n",
+            T0 + 45,
+        )
+        .unwrap();
+    }
+    let live = "Contact: <sip:x@h>;expires=3600\r\n";
+    store_register(&store, &config, ("w", 1), live, T0 + 45).unwrap();
+    assert_eq!(store.contacts(), 51);
+    for _ in 0..10 {
+        assert_eq!(store.sweep_some(T0 + 106), 0, "swept at T0 + 100");
+    }
+    for _ in 0..10 {
+        store.sweep_some(T0 + 111);
+    }
+    assert_eq!(
+        (store.aors(), store.contacts()),
+        (1, 1),
+        "only the live one left"
+    );
+    assert_eq!(store.get("sip:w@example.com", T0 + 111).unwrap().len(), 1);
+}
