@@ -1142,17 +1142,15 @@ fn the_timer_sweeps_a_tenth_of_the_shards_a_call_when_no_register_comes() {
     // second, come round all of them.
     let store = MemoryStore::with_shards(20);
     let config = Config::default();
-    for i in 0..200 {
-        let user = format!("u{i}");
-        store_register(
-            &store,
-            &config,
-            (&user, 1),
-            "Contact: <sip:x@h>;expires=60\r\n",
-            T0,
-        )
-        .unwrap();
-    }
+    // `count` AoRs named `prefix`N, registered at `now` for 60 s.
+    let fill = |prefix: &str, count: usize, now: u64| {
+        for i in 0..count {
+            let user = format!("{prefix}{i}");
+            let brief = "Contact: <sip:x@h>;expires=60\r\n";
+            store_register(&store, &config, (&user, 1), brief, now).unwrap();
+        }
+    };
+    fill("u", 200, T0);
     assert_eq!((store.aors(), store.contacts()), (200, 200));
     // Expired at T0 + 60; no REGISTER comes any more.
     let removed = store.sweep_some(T0 + 100);
@@ -1172,17 +1170,7 @@ fn the_timer_sweeps_a_tenth_of_the_shards_a_call_when_no_register_comes() {
 
     // A shard swept is not swept again within 10 s: bindings that expire
     // at T0 + 105 stay until the calls from T0 + 110 on.
-    for i in 0..50 {
-        let user = format!("v{i}");
-        store_register(
-            &store,
-            &config,
-            (&user, 1),
-            "Contact: <sip:x@h>;expires=60\r\n",
-            T0 + 45,
-        )
-        .unwrap();
-    }
+    fill("v", 50, T0 + 45);
     let live = "Contact: <sip:x@h>;expires=3600\r\n";
     store_register(&store, &config, ("w", 1), live, T0 + 45).unwrap();
     assert_eq!(store.contacts(), 51);
