@@ -1092,14 +1092,17 @@ fn a_full_memory_store_refuses_new_bindings_not_refreshes_or_removals() {
     assert_eq!(store.contacts(), 3);
 }
 
+/// [`store_register`] of `user`'s first REGISTER (CSeq 1) with the
+/// default rules, which must be accepted.
+fn register_first(store: &MemoryStore, user: &str, headers: &str, now: u64) {
+    store_register(store, &Config::default(), (user, 1), headers, now).unwrap();
+}
+
 #[test]
 fn a_register_sweeps_its_shard_of_expired_bindings_every_ten_seconds() {
     // One shard: every REGISTER lands in it.
     let store = MemoryStore::with_shards(1);
-    let config = Config::default();
-    let register = |user: &str, headers: &str, now: u64| {
-        store_register(&store, &config, (user, 1), headers, now).unwrap();
-    };
+    let register = |user: &str, headers: &str, now: u64| register_first(&store, user, headers, now);
     register("a", "Contact: <sip:x@h>;expires=60\r\n", T0);
     register("b", "Contact: <sip:x@h>;expires=60\r\n", T0 + 5);
     register("c", "Contact: <sip:x@h>;expires=3600\r\n", T0 + 5);
@@ -1123,10 +1126,7 @@ fn a_register_sweeps_its_shard_of_expired_bindings_every_ten_seconds() {
 fn registers_sweep_the_other_shards_in_turn() {
     // Two shards: two REGISTERs sweep both, wherever their AoRs land.
     let store = MemoryStore::with_shards(2);
-    let config = Config::default();
-    let register = |user: &str, headers: &str, now: u64| {
-        store_register(&store, &config, (user, 1), headers, now).unwrap();
-    };
+    let register = |user: &str, headers: &str, now: u64| register_first(&store, user, headers, now);
     for user in ["a", "b", "c", "d", "e", "f"] {
         register(user, "Contact: <sip:x@h>;expires=60\r\n", T0);
     }
@@ -1141,13 +1141,11 @@ fn the_timer_sweeps_a_tenth_of_the_shards_a_call_when_no_register_comes() {
     // 20 shards: each call looks at the next 2 in turn; ten calls, one a
     // second, come round all of them.
     let store = MemoryStore::with_shards(20);
-    let config = Config::default();
     // `count` AoRs named `prefix`N, registered at `now` for 60 s.
     let fill = |prefix: &str, count: usize, now: u64| {
         for i in 0..count {
-            let user = format!("{prefix}{i}");
             let brief = "Contact: <sip:x@h>;expires=60\r\n";
-            store_register(&store, &config, (&user, 1), brief, now).unwrap();
+            register_first(&store, &format!("{prefix}{i}"), brief, now);
         }
     };
     fill("u", 200, T0);
@@ -1159,31 +1157,23 @@ fn the_timer_sweeps_a_tenth_of_the_shards_a_call_when_no_register_comes() {
         store.contacts() > 0,
         "two shards of twenty, not all: {removed}"
     );
-    for _ in 1..10 {
-        store.sweep_some(T0 + 100);
-    }
-    assert_eq!(
-        (store.aors(), store.contacts()),
-        (0, 0),
-        "ten calls: every shard"
-    );
+    // (AoRs, bindings) after `calls` more sweeps at `now`.
+    let after = |calls: usize, now: u64| {
+        for _ in 0..calls {
+            store.sweep_some(now);
+        }
+        (store.aors(), store.contacts())
+    };
+    assert_eq!(after(9, T0 + 100), (0, 0), "ten calls: every shard");
 
     // A shard swept is not swept again within 10 s: bindings that expire
     // at T0 + 105 stay until the calls from T0 + 110 on.
     fill("v", 50, T0 + 45);
-    let live = "Contact: <sip:x@h>;expires=3600\r\n";
-    store_register(&store, &config, ("w", 1), live, T0 + 45).unwrap();
+    register_first(&store, "w", "Contact: <sip:x@h>;expires=3600\r\n", T0 + 45);
     assert_eq!(store.contacts(), 51);
     for _ in 0..10 {
         assert_eq!(store.sweep_some(T0 + 106), 0, "swept at T0 + 100");
     }
-    for _ in 0..10 {
-        store.sweep_some(T0 + 111);
-    }
-    assert_eq!(
-        (store.aors(), store.contacts()),
-        (1, 1),
-        "only the live one left"
-    );
+    assert_eq!(after(10, T0 + 111), (1, 1), "only the live one left");
     assert_eq!(store.get("sip:w@example.com", T0 + 111).unwrap().len(), 1);
 }
