@@ -941,15 +941,15 @@ fn on_response(
         })
         .unwrap_or(socket);
     // §18.2.2: the response goes back over the transport of the request
-    // (the next Via's), which need not be the one it was relayed over.
-    let wanted = crate::transport::Transport::parse(next.transport);
-    let from_socket = match wanted {
-        Some(t) if core.identity().transport_of(from_socket) != t => core
-            .identity()
-            .sending_socket(from_socket, Some(t), &hop)
-            .unwrap_or(from_socket),
-        _ => from_socket,
-    };
+    // (the next Via's), which need not be the one it was relayed over,
+    // and from a socket of the address family of where it goes: a
+    // request from IPv4 forwarded to IPv6 has our IPv6 socket in its Via.
+    let transport = crate::transport::Transport::parse(next.transport)
+        .unwrap_or_else(|| core.identity().transport_of(from_socket));
+    let from_socket = core
+        .identity()
+        .sending_socket(from_socket, Some(transport), &hop)
+        .unwrap_or(from_socket);
     let Some(bytes) = forward::response(msg, &edits, None) else {
         return;
     };
