@@ -497,25 +497,6 @@ async fn a_tcp_target_that_refuses_the_connection_moves_on_to_the_next_at_once()
     server.shutdown().await;
 }
 
-/// One SIP message without a body read from a TCP or TLS stream (`pending`
-/// keeps what came after it).
-async fn read_message<S: tokio::io::AsyncRead + Unpin>(conn: &mut S, pending: &mut Vec<u8>) -> Sip {
-    use tokio::io::AsyncReadExt;
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let message: Vec<u8> = pending.drain(..end + 4).collect();
-            return Sip(String::from_utf8_lossy(&message).into_owned());
-        }
-        let n = tokio::time::timeout(Duration::from_secs(6), conn.read(&mut chunk))
-            .await
-            .expect("a request over TCP")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        pending.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// The request `call_id` at the TCP peer (retransmissions of earlier
 /// requests skipped).
 async fn request_over_tcp(
@@ -524,7 +505,7 @@ async fn request_over_tcp(
     call_id: &str,
 ) -> Sip {
     loop {
-        let got = read_message(conn, pending).await;
+        let got = common::read_message(conn, pending).await;
         if got.header("Call-ID").as_deref() == Some(call_id) {
             return got;
         }
@@ -711,13 +692,13 @@ async fn a_tls_srv_target_after_a_503_is_verified_against_the_domain() {
     );
     uac.send(proxy, &req).await;
     let mut one = accept_tls(&first, &tls, "the first SRV target").await;
-    let got = read_message(&mut one, &mut Vec::new()).await;
+    let got = common::read_message(&mut one, &mut Vec::new()).await;
     assert!(got.start_line().starts_with("OPTIONS "), "{}", got.0);
     one.write_all(response_to(&got, "503 Service Unavailable", "").as_bytes())
         .await
         .unwrap();
     let mut two = accept_tls(&second, &tls, "the second SRV target").await;
-    let again = read_message(&mut two, &mut Vec::new()).await;
+    let again = common::read_message(&mut two, &mut Vec::new()).await;
     assert_eq!(again.header("Call-ID").as_deref(), Some("tlsfo-1"));
     two.write_all(response_to(&again, "200 OK", "").as_bytes())
         .await

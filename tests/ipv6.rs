@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use common::{Peer, Sip, response_to};
 use sipforge_runtime::transport::ListenAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
 
 /// A UDP peer on `[::1]:0`; None (after a loud line) when this machine has
@@ -229,24 +229,6 @@ async fn a_call_between_an_ipv6_caller_and_an_ipv4_callee_both_ways() {
     server.shutdown().await;
 }
 
-/// One SIP message without a body from a stream (`pending` keeps what
-/// came after it).
-async fn read_message(conn: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Sip {
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-            let message: Vec<u8> = pending.drain(..end + 4).collect();
-            return Sip(String::from_utf8_lossy(&message).into_owned());
-        }
-        let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut chunk))
-            .await
-            .expect("a message over TCP")
-            .unwrap();
-        assert!(n > 0, "connection closed");
-        pending.extend_from_slice(&chunk[..n]);
-    }
-}
-
 #[tokio::test]
 async fn udp_over_ipv4_in_and_tcp_over_ipv6_out() {
     let test = "udp_over_ipv4_in_and_tcp_over_ipv6_out";
@@ -280,7 +262,7 @@ async fn udp_over_ipv4_in_and_tcp_over_ipv6_out() {
         .unwrap();
     assert_eq!(from.ip(), tcp6.ip(), "from the listener's address");
     let mut pending = Vec::new();
-    let got = read_message(&mut conn, &mut pending).await;
+    let got = common::read_message(&mut conn, &mut pending).await;
     assert!(
         got.start_line().starts_with("INVITE sip:bob@[::1]"),
         "{}",

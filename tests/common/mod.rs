@@ -228,6 +228,28 @@ impl Sip {
     }
 }
 
+/// One SIP message without a body read from a TCP or TLS stream (`pending`
+/// keeps what came after it).
+pub async fn read_message<S: tokio::io::AsyncRead + Unpin>(
+    conn: &mut S,
+    pending: &mut Vec<u8>,
+) -> Sip {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let message: Vec<u8> = pending.drain(..end + 4).collect();
+            return Sip(String::from_utf8_lossy(&message).into_owned());
+        }
+        let n = tokio::time::timeout(Duration::from_secs(6), conn.read(&mut chunk))
+            .await
+            .expect("a request over TCP")
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        pending.extend_from_slice(&chunk[..n]);
+    }
+}
+
 /// A request as text. `extra` lines end with CRLF each.
 pub fn request(method: &str, ruri: &str, via: &str, call_id: &str, extra: &str) -> String {
     let to_tag = if extra.starts_with("To:") || extra.contains("\nTo:") {
