@@ -208,6 +208,8 @@ pub struct PerSourceSpec {
     pub requests: u32,
     pub per_ms: u64,
     pub ban_ms: u64,
+    /// `ipv6_prefix:` (None: the runtime's default, /64).
+    pub ipv6_prefix: Option<u8>,
 }
 
 /// A `destinations:` entry.

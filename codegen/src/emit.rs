@@ -340,6 +340,7 @@ impl Emitter {
             "Algorithm",
             "AuthSettings",
             "Ctx",
+            "DEFAULT_IPV6_PREFIX",
             "Destination",
             "DestinationSet",
             "DigestAlgorithm",

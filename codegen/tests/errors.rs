@@ -546,6 +546,14 @@ fn limits_and_network_lists() {
         "routes.yaml:1:35: `requests` must be a whole number from 1 to 1000000",
     );
     one(
+        "limits: { per_source: { requests: 5, per: 1s, ban: 1m, ipv6_prefix: 129 } }\nrequest: [ relay ]\n",
+        "routes.yaml:1:69: `ipv6_prefix` must be a prefix length from 1 to 128",
+    );
+    assert!(
+        errors("limits: { per_source: { requests: 5, per: 1s, ban: 1m, ipv6_prefix: 48 } }\nrequest: [ relay ]\n")
+            .is_empty()
+    );
+    one(
         "request:\n  - if: $si in [10.0.0.0/8, \"office\"]\n    then: [ relay ]\n  - drop\n",
         "routes.yaml:2:29: invalid network in the list: `office` is not an IP address or network",
     );

@@ -26,7 +26,7 @@
 use std::sync::OnceLock;
 
 pub use crate::ctx::Ctx;
-pub use crate::limits::{NetList, NetRange, PerSource};
+pub use crate::limits::{DEFAULT_IPV6_PREFIX, NetList, NetRange, PerSource};
 
 /// What a block of steps did: ran to its end, or stopped the processing
 /// (an ending action or `exit`).

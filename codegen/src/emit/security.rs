@@ -133,7 +133,19 @@ impl Emitter {
                 let requests = Literal::u32_unsuffixed(p.requests);
                 let per = Literal::u64_unsuffixed(p.per_ms);
                 let ban = Literal::u64_unsuffixed(p.ban_ms);
-                quote!(Some(PerSource { requests: #requests, per_ms: #per, ban_ms: #ban }))
+                let prefix = match p.ipv6_prefix {
+                    Some(n) => {
+                        let n = Literal::u8_unsuffixed(n);
+                        quote!(#n)
+                    }
+                    None => quote!(DEFAULT_IPV6_PREFIX),
+                };
+                quote!(Some(PerSource {
+                    requests: #requests,
+                    per_ms: #per,
+                    ban_ms: #ban,
+                    ipv6_prefix: #prefix,
+                }))
             }
             None => quote!(None),
         };

@@ -8,7 +8,7 @@ use crate::yaml::{Node, Value};
 
 const AUTH_KEYS: &[&str] = &["realm", "credentials", "algorithms", "nonce_ttl", "secret"];
 const LIMITS_KEYS: &[&str] = &["per_source", "trusted"];
-const PER_SOURCE_KEYS: &[&str] = &["requests", "per", "ban"];
+const PER_SOURCE_KEYS: &[&str] = &["requests", "per", "ban", "ipv6_prefix"];
 
 impl Parser<'_> {
     /// `auth: { realm, credentials, algorithms, nonce_ttl, secret }`
@@ -127,7 +127,8 @@ impl Parser<'_> {
         Some(spec)
     }
 
-    /// `per_source: { requests: 50, per: 1s, ban: 60s }` (all three needed).
+    /// `per_source: { requests: 50, per: 1s, ban: 60s }` (all three needed;
+    /// `ipv6_prefix: 64` optional).
     fn per_source(&mut self, v: &Node) -> Option<PerSourceSpec> {
         const EXAMPLE: &str = "e.g. `per_source: { requests: 50, per: 1s, ban: 60s }`";
         if !matches!(v.value, Value::Map(_)) {
@@ -135,6 +136,7 @@ impl Parser<'_> {
             return None;
         }
         let (mut requests, mut per, mut ban) = (None, None, None);
+        let mut ipv6_prefix = None;
         let mut ok = true;
         for (key, kn, val) in self.entries(v) {
             match key.as_str() {
@@ -160,6 +162,19 @@ impl Parser<'_> {
                     Some(ms) => ban = Some(ms),
                     None => ok = false,
                 },
+                "ipv6_prefix" => match val.value {
+                    Value::Int(n) if (1..=128).contains(&n) => ipv6_prefix = Some(n as u8),
+                    _ => {
+                        let len = self.len(val);
+                        self.err(
+                            val.pos,
+                            len,
+                            "`ipv6_prefix` must be a prefix length from 1 to 128",
+                            "the bits of an IPv6 address that make one source; 64 when not given",
+                            "e.g. `per_source: { requests: 50, per: 1s, ban: 60s, ipv6_prefix: 56 }`",
+                        );
+                    }
+                },
                 _ => self.unknown_key(&key, kn, PER_SOURCE_KEYS, "`per_source` keys"),
             }
         }
@@ -168,6 +183,7 @@ impl Parser<'_> {
                 requests,
                 per_ms,
                 ban_ms,
+                ipv6_prefix,
             }),
             _ => {
                 if ok {

@@ -66,7 +66,7 @@ enum State {
 /// One source in the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Entry {
-    /// The source address (see `super::per_source` for the key).
+    /// The source: its address, or its IPv6 network (see `super::per_source`).
     pub key: u128,
     state: State,
 }

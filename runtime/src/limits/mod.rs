@@ -8,7 +8,8 @@
 //! ```
 //!
 //! - [`Limiter`] ([`per_source`]): a token bucket per
-//!   source in a bounded table shared by every worker; over the rate a
+//!   source (an IPv6 one: its /64, or `ipv6_prefix`) in a bounded table
+//!   shared by every worker; over the rate a
 //!   source is ignored for the ban ([`Verdict`]). Trusted sources are never
 //!   limited.
 //! - [`NetList`] ([`net_list`]): a sorted table of
@@ -21,4 +22,4 @@ pub mod per_source;
 
 pub use bucket::MAX_BAN_MS;
 pub use net_list::{Net, NetList, NetRange};
-pub use per_source::{BanMessage, Limiter, PerSource, Verdict};
+pub use per_source::{BanMessage, DEFAULT_IPV6_PREFIX, Limiter, PerSource, Verdict};

@@ -24,8 +24,11 @@
 //! source stays banned unless its whole set is banned sources, and a
 //! source close to its limit is among the last to go.
 //!
-//! Sources are keyed by their whole address (IPv4 as its mapped IPv6 form,
-//! so `1.2.3.4` and `::ffff:1.2.3.4` are one source).
+//! An IPv4 source is its address (and `::ffff:1.2.3.4` is `1.2.3.4`). An
+//! IPv6 source is its network of `ipv6_prefix` bits, /64 by default: a
+//! host is given a /64 (or more) and may send from any address in it, so
+//! limits per /128 would be no limits at all. Phones behind one home
+//! router share a /64 as they share an IPv4 address behind NAT.
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -54,7 +57,14 @@ pub struct PerSource {
     pub per_ms: u64,
     /// How long a source over the rate is ignored, in milliseconds.
     pub ban_ms: u64,
+    /// The prefix length that makes one IPv6 source (1 to 128; 64 by
+    /// default): a host given a /64 picks any of its addresses, so
+    /// counting each /128 alone would let it pass any rate.
+    pub ipv6_prefix: u8,
 }
+
+/// The IPv6 prefix length of one source unless `ipv6_prefix` says otherwise.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 impl PerSource {
     /// For the generator: whether the values make sense (each at least 1,
@@ -72,11 +82,15 @@ impl PerSource {
         if self.ban_ms > MAX_BAN_MS {
             return Err("limits.per_source: `ban` must be at most 366 days".into());
         }
+        if !(1..=128).contains(&self.ipv6_prefix) {
+            return Err("limits.per_source: `ipv6_prefix` must be from 1 to 128".into());
+        }
         Ok(())
     }
 
     /// The line to log when a ban starts, e.g.
-    /// `source 192.0.2.7 over 50 requests per 1s: ignored for 60s`.
+    /// `source 192.0.2.7 over 50 requests per 1s: ignored for 60s`, or
+    /// `source 2001:db8:0:7::/64 ...` for an IPv6 address (its network).
     pub fn ban_message(&self, ip: IpAddr) -> BanMessage {
         BanMessage { ip, rule: *self }
     }
@@ -92,7 +106,15 @@ pub struct BanMessage {
 impl fmt::Display for BanMessage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.rule;
-        write!(f, "source {} over {} requests per ", self.ip, r.requests)?;
+        match self.ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() && r.ipv6_prefix < 128 => {
+                let bits = u128::from(v6) & prefix_mask(r.ipv6_prefix);
+                let net = std::net::Ipv6Addr::from(bits);
+                write!(f, "source {net}/{}", r.ipv6_prefix)?;
+            }
+            ip => write!(f, "source {ip}")?,
+        }
+        write!(f, " over {} requests per ", r.requests)?;
         secs(f, r.per_ms)?;
         f.write_str(": ignored for ")?;
         secs(f, r.ban_ms)
@@ -166,6 +188,7 @@ impl Limiter {
             requests: per_source.requests.max(1),
             per_ms: per_source.per_ms.max(1),
             ban_ms: per_source.ban_ms.clamp(1, MAX_BAN_MS),
+            ipv6_prefix: per_source.ipv6_prefix.clamp(1, 128),
         };
         Limiter {
             rule: Rule::new(per_source),
@@ -189,7 +212,7 @@ impl Limiter {
         if self.trusted.contains(ip) {
             return Verdict::Pass;
         }
-        let key = key_of(ip);
+        let key = key_of(ip, self.per_source.ipv6_prefix);
         let (shard, set) = self.place(key);
         let mut slots = self.lock(shard);
         let set = set_of(&mut slots, set);
@@ -208,7 +231,7 @@ impl Limiter {
     /// datagrams before parsing them. One hash and one lock, like
     /// [`Limiter::check`]; trusted sources are never in the table.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
-        let key = key_of(ip);
+        let key = key_of(ip, self.per_source.ipv6_prefix);
         let (shard, set) = self.place(key);
         let mut slots = self.lock(shard);
         set_of(&mut slots, set)
@@ -289,12 +312,18 @@ fn set_of(slots: &mut [Option<Entry>], set: usize) -> &mut [Option<Entry>] {
     &mut slots[start..start + WAYS]
 }
 
-/// The table key of a source: IPv6, IPv4 (and mapped IPv4) as `::ffff:a.b.c.d`.
-fn key_of(ip: IpAddr) -> u128 {
+/// The table key of a source: an IPv6 address's first `ipv6_prefix`
+/// bits (the rest zero), IPv4 (and mapped IPv4) as `::ffff:a.b.c.d`.
+fn key_of(ip: IpAddr, ipv6_prefix: u8) -> u128 {
     match ip_key(ip) {
-        (true, v6) => v6,
+        (true, v6) => v6 & prefix_mask(ipv6_prefix),
         (false, v4) => (MAPPED_PREFIX << 32) | v4,
     }
+}
+
+/// The first `len` bits of 128 set (`len` from 1 to 128).
+fn prefix_mask(len: u8) -> u128 {
+    u128::MAX << (128 - u32::from(len.clamp(1, 128)))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ const RULE: PerSource = PerSource {
     requests: 50,
     per_ms: 1000,
     ban_ms: 60_000,
+    ipv6_prefix: DEFAULT_IPV6_PREFIX,
 };
 
 static NONE: NetList = NetList::EMPTY;
@@ -93,6 +94,7 @@ fn steady_rate_at_the_limit_never_bans() {
                 requests: 3,
                 per_ms: 1000,
                 ban_ms: 1000,
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
             },
             334,
         ), // just under 3/s
@@ -101,6 +103,7 @@ fn steady_rate_at_the_limit_never_bans() {
                 requests: 1,
                 per_ms: 1,
                 ban_ms: 1,
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
             },
             1,
         ), // 1/ms
@@ -109,6 +112,7 @@ fn steady_rate_at_the_limit_never_bans() {
                 requests: 7,
                 per_ms: 10_000,
                 ban_ms: 5000,
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
             },
             10_000 / 7 + 1,
         ),
@@ -188,12 +192,13 @@ fn bounded_under_a_flood_of_distinct_sources() {
     // A source a few tokens from its limit.
     assert_eq!(burst(&l, busy_src, t0, 45), (45, 0, 0));
     for i in 0..1_000_000u32 {
-        // Spoofed IPv4 and IPv6 sources, 100 ns apart (a million in 0.1 s).
+        // Spoofed IPv4 sources and IPv6 networks (a /64 each), 100 ns
+        // apart (a million in 0.1 s).
         let at = t0 + Duration::from_nanos(100 * u64::from(i));
         let spoofed = if i % 2 == 0 {
             IpAddr::from((0x0100_0000 + i).to_be_bytes())
         } else {
-            IpAddr::from(((0x2001_0db8_u128 << 96) | u128::from(i)).to_be_bytes())
+            IpAddr::from(((0x2001_0db8_u128 << 96) | (u128::from(i) << 64) | 1).to_be_bytes())
         };
         assert_eq!(l.check(spoofed, at), Verdict::Pass);
         if i % 1000 == 0 {
@@ -225,6 +230,7 @@ fn tracked_source_survives_a_flood() {
         requests: 50,
         per_ms: 3_600_000,
         ban_ms: 60_000,
+        ipv6_prefix: DEFAULT_IPV6_PREFIX,
     };
     let l = Limiter::with_capacity(slow, &NONE, 512);
     assert_eq!(l.capacity(), 512);
@@ -247,7 +253,7 @@ fn banned_entries_go_last_and_soonest_ending_first() {
     let l = Limiter::with_capacity(RULE, &NONE, 1);
     assert_eq!(l.capacity(), SHARDS * WAYS);
     let t0 = Instant::now();
-    let place = |s: IpAddr| l.place(key_of(s));
+    let place = |s: IpAddr| l.place(key_of(s, RULE.ipv6_prefix));
     let first = ip("203.0.113.0");
     let same: Vec<IpAddr> = (0..u32::MAX)
         .map(|i| IpAddr::from(0xcb00_7100_u32.wrapping_add(i).to_be_bytes()))
@@ -286,6 +292,7 @@ fn out_of_range_rules_are_clamped_and_rejected() {
         requests: 0,
         per_ms: 0,
         ban_ms: 0,
+        ipv6_prefix: DEFAULT_IPV6_PREFIX,
     };
     assert!(zero.validate().is_err());
     assert!(
@@ -303,7 +310,8 @@ fn out_of_range_rules_are_clamped_and_rejected() {
         PerSource {
             requests: 1,
             per_ms: 1,
-            ban_ms: 1
+            ban_ms: 1,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
     );
     let (t0, src) = (Instant::now(), ip("192.0.2.8"));
@@ -315,6 +323,7 @@ fn out_of_range_rules_are_clamped_and_rejected() {
         requests: u32::MAX,
         per_ms: u64::MAX,
         ban_ms: u64::MAX,
+        ipv6_prefix: DEFAULT_IPV6_PREFIX,
     };
     let l = Limiter::new(huge, &NONE);
     assert_eq!(l.check(src, t0), Verdict::Pass);
@@ -355,15 +364,18 @@ fn ban_message() {
         requests: 5,
         per_ms: 1500,
         ban_ms: 250,
+        ipv6_prefix: DEFAULT_IPV6_PREFIX,
     };
     assert_eq!(
-        r.ban_message(ip("::1")).to_string(),
-        "source ::1 over 5 requests per 1.5s: ignored for 0.25s"
+        r.ban_message(ip("2001:db8:0:7:a::1")).to_string(),
+        "source 2001:db8:0:7::/64 over 5 requests per 1.5s: ignored for 0.25s",
+        "an IPv6 source is its network"
     );
     let r = PerSource {
         requests: 5,
         per_ms: 1,
         ban_ms: 10_001,
+        ipv6_prefix: 128,
     };
     assert_eq!(
         r.ban_message(ip("::1")).to_string(),
@@ -377,4 +389,73 @@ fn send_and_sync() {
     both::<Limiter>();
     both::<NetList>();
     both::<Verdict>();
+}
+
+#[test]
+fn an_ipv6_source_is_its_network_of_ipv6_prefix_bits() {
+    let l = Limiter::new(RULE, &NONE);
+    let t0 = Instant::now();
+    // 50 requests from 50 addresses of one /64: the 51st, from yet
+    // another address of it, starts the ban of the whole network.
+    for i in 1..=50u16 {
+        let src = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, i, 0, 0, 1));
+        assert_eq!(l.check(src, t0), Verdict::Pass, "address {i}");
+    }
+    assert_eq!(l.check(ip("2001:db8:1:2:ffff::9"), t0), Verdict::BanStarted);
+    assert!(l.is_banned(ip("2001:db8:1:2::77"), t0));
+    assert_eq!(l.check(ip("2001:db8:1:2::77"), t0), Verdict::Banned);
+    assert_eq!(l.banned(t0), 1, "one entry for the network");
+    // The next /64 is another source.
+    assert_eq!(l.check(ip("2001:db8:1:3::1"), t0), Verdict::Pass);
+    assert!(!l.is_banned(ip("2001:db8:1:3::1"), t0));
+
+    // ipv6_prefix: 128 counts every address alone.
+    let each = Limiter::new(
+        PerSource {
+            ipv6_prefix: 128,
+            ..RULE
+        },
+        &NONE,
+    );
+    for i in 1..=200u16 {
+        let src = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, i));
+        assert_eq!(each.check(src, t0), Verdict::Pass, "address {i}");
+    }
+
+    // IPv4 (and IPv4-mapped IPv6) sources are addresses whatever the prefix.
+    let short = Limiter::new(
+        PerSource {
+            requests: 1,
+            ipv6_prefix: 1,
+            ..RULE
+        },
+        &NONE,
+    );
+    assert_eq!(short.check(ip("192.0.2.7"), t0), Verdict::Pass);
+    assert_eq!(short.check(ip("::ffff:192.0.2.8"), t0), Verdict::Pass);
+    assert_eq!(short.check(ip("::ffff:192.0.2.7"), t0), Verdict::BanStarted);
+    // /1: every IPv6 address from 2001:: to 7fff:... is one source.
+    assert_eq!(short.check(ip("2001:db8::1"), t0), Verdict::Pass);
+    assert_eq!(short.check(ip("2a00::1"), t0), Verdict::BanStarted);
+    assert_eq!(short.check(ip("8000::1"), t0), Verdict::Pass);
+}
+
+#[test]
+fn ipv6_prefix_out_of_range_is_rejected_and_clamped() {
+    for bad in [0u8, 129, 255] {
+        let rule = PerSource {
+            ipv6_prefix: bad,
+            ..RULE
+        };
+        assert!(rule.validate().is_err(), "{bad}");
+        let l = Limiter::new(rule, &NONE);
+        assert!((1..=128).contains(&l.per_source().ipv6_prefix), "{bad}");
+    }
+    for good in [1u8, 48, 64, 128] {
+        let rule = PerSource {
+            ipv6_prefix: good,
+            ..RULE
+        };
+        assert!(rule.validate().is_ok(), "{good}");
+    }
 }
