@@ -10,6 +10,8 @@
 //!   either way leave from the socket of the family of the next hop.
 //! - The same across transports: UDP over IPv4 in, TCP over IPv6 out.
 //! - A stateless forward to an IPv6 target and the response back.
+//! - A phone registered over IPv6 from behind an address translator is
+//!   reached at the address its REGISTER came from, from the IPv6 socket.
 //!
 //! Without an IPv6 loopback (a container started with IPv6 off) the tests
 //! print SKIPPED and pass, except on CI (`CI=true`), where they fail.
@@ -332,5 +334,77 @@ async fn a_stateless_forward_to_an_ipv6_target_and_its_response() {
     );
     assert_eq!(from, v4, "back from the IPv4 socket");
     assert_eq!(answer.headers("Via").len(), 1, "{}", answer.0);
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_phone_registered_over_ipv6_is_called_from_ipv4() {
+    let Some(phone) = v6_peer("a_phone_registered_over_ipv6_is_called_from_ipv4").await else {
+        return;
+    };
+    let caller = Peer::bind().await;
+    let mut options = common::options();
+    options.listen = vec![
+        ListenAddr::parse("udp:[::1]:0").unwrap(),
+        ListenAddr::parse("udp:127.0.0.1:0").unwrap(),
+    ];
+    let server = sipforge_runtime::net::start(&common::registrar::ROUTES, options)
+        .await
+        .expect("proxy starts");
+    let (v6, v4) = (server.local_addrs()[0], server.local_addrs()[1]);
+
+    // The phone writes an address it is not reached at (behind a NAT66 or
+    // a firewall): the registrar keeps where the REGISTER came from.
+    let register = format!(
+        "REGISTER sip:example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP [2001:db8::99]:5060;rport;branch=z9hG4bK-v6reg\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\n\
+         To: <sip:alice@example.com>\r\nCall-ID: v6-reg\r\nCSeq: 1 REGISTER\r\n\
+         Contact: <sip:alice@[2001:db8::99]:5060>;expires=600\r\nContent-Length: 0\r\n\r\n"
+    );
+    phone.send(v6, &register).await;
+    let (ok, from) = next_response(&phone, "the 200 to the REGISTER").await;
+    assert_eq!(from, v6);
+    assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
+    let contact = ok.header("Contact").unwrap_or_default();
+    assert!(
+        contact.starts_with("<sip:alice@[2001:db8::99]:5060>") && contact.contains("expires="),
+        "the binding as written: {contact}"
+    );
+
+    let invite = common::request(
+        "INVITE",
+        "sip:alice@example.com",
+        &format!(
+            "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-v6inv",
+            caller.port()
+        ),
+        "v6-reg-call",
+        "Max-Forwards: 70\r\n",
+    );
+    caller.send(v4, &invite).await;
+    let (got, from) = next_request(&phone, "the INVITE at the phone's IPv6 binding").await;
+    assert_eq!(from, v6, "sent from the IPv6 socket");
+    assert!(
+        got.start_line()
+            .starts_with("INVITE sip:alice@[2001:db8::99]:5060 SIP/2.0"),
+        "the Request-URI is the registered contact: {}",
+        got.0
+    );
+    assert_eq!(
+        got.headers("Record-Route"),
+        vec![
+            format!("<sip:[::1]:{};lr>", v6.port()),
+            format!("<sip:127.0.0.1:{};lr>", v4.port())
+        ]
+    );
+    phone.send(v6, &response_to(&got, "200 OK", "")).await;
+    let (answer, from) = next_response(&caller, "the 200 over IPv4").await;
+    assert!(
+        answer.start_line().starts_with("SIP/2.0 200"),
+        "{}",
+        answer.0
+    );
+    assert_eq!(from, v4);
     server.shutdown().await;
 }
