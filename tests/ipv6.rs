@@ -355,14 +355,12 @@ async fn a_phone_registered_over_ipv6_is_called_from_ipv4() {
 
     // The phone writes an address it is not reached at (behind a NAT66 or
     // a firewall): the registrar keeps where the REGISTER came from.
-    let register = format!(
-        "REGISTER sip:example.com SIP/2.0\r\n\
+    let register = "REGISTER sip:example.com SIP/2.0\r\n\
          Via: SIP/2.0/UDP [2001:db8::99]:5060;rport;branch=z9hG4bK-v6reg\r\n\
          Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=r1\r\n\
          To: <sip:alice@example.com>\r\nCall-ID: v6-reg\r\nCSeq: 1 REGISTER\r\n\
-         Contact: <sip:alice@[2001:db8::99]:5060>;expires=600\r\nContent-Length: 0\r\n\r\n"
-    );
-    phone.send(v6, &register).await;
+         Contact: <sip:alice@[2001:db8::99]:5060>;expires=600\r\nContent-Length: 0\r\n\r\n";
+    phone.send(v6, register).await;
     let (ok, from) = next_response(&phone, "the 200 to the REGISTER").await;
     assert_eq!(from, v6);
     assert!(ok.start_line().starts_with("SIP/2.0 200"), "{}", ok.0);
