@@ -406,3 +406,149 @@ async fn a_phone_registered_over_ipv6_is_called_from_ipv4() {
     assert_eq!(from, v4);
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn wildcard_ipv6_and_ipv4_listeners_share_a_port_each_for_its_family() {
+    let test = "wildcard_ipv6_and_ipv4_listeners_share_a_port_each_for_its_family";
+    let Some(v6_callee) = v6_peer(test).await else {
+        return;
+    };
+    let v4_callee = Peer::bind().await;
+    let (v4_caller, v6_caller) = (Peer::bind().await, v6_peer(test).await.unwrap());
+    // Ports free for both families now (a race with other tests' binds
+    // is retried).
+    let (server, udp, tcp) = {
+        let mut tries = 0;
+        loop {
+            let udp = std::net::UdpSocket::bind("[::]:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let tcp = std::net::TcpListener::bind("[::]:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut options = common::options();
+            options.advertise = Some("proxy.example.com".into());
+            options.listen = [
+                format!("udp:0.0.0.0:{udp}"),
+                format!("udp:[::]:{udp}"),
+                format!("tcp:0.0.0.0:{tcp}"),
+                format!("tcp:[::]:{tcp}"),
+            ]
+            .iter()
+            .map(|l| ListenAddr::parse(l).unwrap())
+            .collect();
+            match sipforge_runtime::net::start(&common::transports::ROUTES, options).await {
+                Ok(server) => break (server, udp, tcp),
+                Err(e) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("ports {udp}/{tcp} taken meanwhile ({e}); again");
+                }
+                Err(e) => panic!("an IPv6 and an IPv4 listener on one port: {e}"),
+            }
+        }
+    };
+    assert_eq!(server.local_addrs().len(), 4);
+
+    // Each family's datagrams reach its own socket, and are relayed from
+    // the socket of the next hop's family (seen here as the loopback
+    // address of the family, the wildcard's port).
+    for (caller, to, callee, id) in [
+        (&v4_caller, format!("127.0.0.1:{udp}"), &v4_callee, "wild-4"),
+        (&v6_caller, format!("[::1]:{udp}"), &v6_callee, "wild-6"),
+        (
+            &v4_caller,
+            format!("127.0.0.1:{udp}"),
+            &v6_callee,
+            "wild-46",
+        ),
+    ] {
+        let via = if caller.addr.is_ipv6() {
+            format!("SIP/2.0/UDP [::1]:{};branch=z9hG4bK-{id}", caller.port())
+        } else {
+            format!(
+                "SIP/2.0/UDP 127.0.0.1:{};branch=z9hG4bK-{id}",
+                caller.port()
+            )
+        };
+        let ruri = match callee.addr {
+            SocketAddr::V6(a) => format!("sip:x@[::1]:{}", a.port()),
+            SocketAddr::V4(a) => format!("sip:x@127.0.0.1:{}", a.port()),
+        };
+        let req = common::request("OPTIONS", &ruri, &via, id, "Max-Forwards: 70\r\n");
+        caller.send(to.parse().unwrap(), &req).await;
+        let (got, from) = next_request(callee, id).await;
+        assert_eq!(from.port(), udp, "{id}");
+        assert_eq!(from.is_ipv6(), callee.addr.is_ipv6(), "{id}: from {from}");
+        let top = got.headers("Via")[0].clone();
+        assert!(
+            top.starts_with(&format!("SIP/2.0/UDP proxy.example.com:{udp};branch=")),
+            "{id}: {top}"
+        );
+        let theirs = got.headers("Via")[1].clone();
+        assert!(
+            !theirs.contains("::ffff:"),
+            "{id}: no IPv4-mapped address: {theirs}"
+        );
+        callee.send(from, &response_to(&got, "200 OK", "")).await;
+        let (answer, from) = next_response(caller, id).await;
+        assert!(
+            answer.start_line().starts_with("SIP/2.0 200"),
+            "{id}: {}",
+            answer.0
+        );
+        assert_eq!(
+            from,
+            to.parse().unwrap(),
+            "{id}: answered from where it was sent"
+        );
+    }
+
+    // The TCP listeners: one connection over each family.
+    for to in [format!("127.0.0.1:{tcp}"), format!("[::1]:{tcp}")] {
+        let mut conn = tokio::net::TcpStream::connect(&to).await.unwrap();
+        let local = conn.local_addr().unwrap();
+        let via = match local {
+            SocketAddr::V6(a) => format!(
+                "SIP/2.0/TCP [::1]:{};branch=z9hG4bK-t{}",
+                a.port(),
+                a.port()
+            ),
+            SocketAddr::V4(a) => format!(
+                "SIP/2.0/TCP 127.0.0.1:{};branch=z9hG4bK-t{}",
+                a.port(),
+                a.port()
+            ),
+        };
+        let req = common::request(
+            "OPTIONS",
+            &format!("sip:x@127.0.0.1:{}", v4_callee.port()),
+            &via,
+            "wild-tcp",
+            "Max-Forwards: 70\r\n",
+        );
+        conn.write_all(req.as_bytes()).await.unwrap();
+        let (got, _) = next_request(&v4_callee, "the OPTIONS from TCP").await;
+        assert!(
+            !got.headers("Via")[1].contains("::ffff:"),
+            "{to}: {:?}",
+            got.headers("Via")
+        );
+        v4_callee
+            .send(
+                format!("127.0.0.1:{udp}").parse().unwrap(),
+                &response_to(&got, "200 OK", ""),
+            )
+            .await;
+        let answer = common::read_message(&mut conn, &mut Vec::new()).await;
+        assert!(
+            answer.start_line().starts_with("SIP/2.0 200"),
+            "{to}: {}",
+            answer.0
+        );
+    }
+    server.shutdown().await;
+}

@@ -28,7 +28,7 @@
 //! port.
 
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 
 /// First bytes of a takeover request on the sibling link (then, separated
 /// by spaces: `pid=N`, `netns=ID` and the addresses taken over,
@@ -39,12 +39,24 @@ const MAGIC: &str = "SFTK1";
 /// fails with "address in use". Other bind errors (an address of no
 /// interface, a port we may not bind) are returned, naming the address.
 /// Always false for port 0.
+///
+/// Every listener on an IPv6 address is bound with IPV6_V6ONLY, and so is
+/// its probe: `udp:[::]:5060` serves IPv6 only, and `udp:0.0.0.0:5060`
+/// beside it IPv4. (Linux's default, a dual-stack socket, would take the
+/// IPv4 port too, so the second could not be bound, and IPv4 peers would
+/// appear as `::ffff:a.b.c.d` in Vias and logs.) List both to serve both.
 pub(super) fn held(addr: SocketAddr) -> io::Result<bool> {
     if addr.port() == 0 {
         return Ok(false);
     }
-    match UdpSocket::bind(addr) {
-        Ok(_probe) => Ok(false),
+    use socket2::{Domain, Protocol, Socket, Type};
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| naming(addr, e))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true).map_err(|e| naming(addr, e))?;
+    }
+    match probe.bind(&addr.into()) {
+        Ok(()) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(true),
         Err(e) => Err(naming(addr, e)),
     }
@@ -184,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_port_is_held_only_when_a_bind_without_reuseport_fails() {
-        let holder = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let holder = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = holder.local_addr().unwrap();
         assert!(held(addr).unwrap());
         assert!(!held(a("127.0.0.1:0")).unwrap(), "port 0 is never held");

@@ -92,6 +92,9 @@ pub(super) fn bind_as(
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into()).map_err(name)?;
     socket.listen(BACKLOG)?;
@@ -107,6 +110,9 @@ fn held(addr: SocketAddr) -> io::Result<bool> {
     use socket2::{Domain, Protocol, Socket, Type};
     let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
     match probe.bind(&addr.into()) {
         Ok(()) => Ok(false),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => Ok(true),

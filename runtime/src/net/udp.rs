@@ -73,6 +73,10 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     // SO_REUSEPORT lets a new binary start beside the old one during a
     // rollout (`--takeover`; without it, `bind_listen` refuses a held port).
     socket.set_reuse_port(true)?;
+    // An IPv6 socket serves IPv6 only (see `takeover::held`).
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.set_read_timeout(Some(IDLE))?;
