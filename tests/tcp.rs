@@ -183,18 +183,23 @@ fn closed(reason: &str) -> f64 {
 
 /// A request over a new connection is answered: the proxy still serves.
 async fn still_works(proxy: SocketAddr) {
+    served(&mut Conn::connect(proxy).await, "still-works").await;
+}
+
+/// An OPTIONS sent over `caller` is relayed to a UAS over TCP and its 200
+/// comes back.
+async fn served(caller: &mut Conn, call_id: &str) {
     let uas = Uas::bind().await;
-    let mut caller = Conn::connect(proxy).await;
     let ruri = format!("sip:bob@127.0.0.1:{};transport=tcp", uas.port());
     let via = caller.via();
     caller
-        .send(&common::request("OPTIONS", &ruri, &via, "still-works", ""))
+        .send(&common::request("OPTIONS", &ruri, &via, call_id, ""))
         .await;
-    let mut callee = uas.accept("still works").await;
+    let mut callee = uas.accept(call_id).await;
     let req = callee.recv("the OPTIONS at the UAS").await;
     callee.send(&common::response_to(&req, "200 OK", "")).await;
     let resp = caller.recv_final("the 200 to the OPTIONS").await;
-    assert_eq!(resp.start_line(), "SIP/2.0 200 OK");
+    assert_eq!(resp.start_line(), "SIP/2.0 200 OK", "{call_id}");
 }
 
 /// Stateless `forward`: a 3,000-byte INVITE over TCP reaches the UAS over
@@ -579,4 +584,135 @@ async fn a_refused_connection_is_a_503_at_once() {
         "not after a timeout: {:?}",
         started.elapsed()
     );
+}
+
+/// A connection from `from` (a 127.0.0.x address) to `to`.
+async fn connect_from(from: &str, to: SocketAddr) -> Conn {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    Conn::from(socket.connect(to).await.expect("connect"))
+}
+
+/// An accepted connection must bring a complete message within the
+/// header timeout (1 s here): one that only pings is closed (`silent`),
+/// as is one that says nothing; one that sent a request stays open past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_sends_a_message_is_closed() {
+    let limits = Limits {
+        header_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (_server, proxy) = start(&common::proxy_core::ROUTES, limits).await;
+    let before = closed("silent");
+    let mut mute = Conn::connect(proxy).await;
+    let mut pinging = Conn::connect(proxy).await;
+    let mut talking = Conn::connect(proxy).await;
+    served(&mut talking, "talks").await;
+    let started = Instant::now();
+    // Keep-alives are answered, but they are not a message.
+    for _ in 0..3 {
+        pinging.ping().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(pinging.closed_within(2000).await, "the pinging one stays");
+    assert!(mute.closed_within(500).await, "the mute one stays");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed late: {:?}",
+        started.elapsed()
+    );
+    assert!(closed("silent") >= before + 2.0);
+    // The one that spoke is still open after its first second.
+    served(&mut talking, "talks-again").await;
+}
+
+/// One source holding its share of connections cannot lock others out:
+/// over `max_per_source` its new connections are closed at once
+/// (`source_limit`), while another source still gets in and is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_source_cannot_take_every_connection() {
+    let limits = Limits {
+        max_connections: 40,
+        max_per_source: 10,
+        ..Limits::default()
+    };
+    let (server, proxy) = start(&common::proxy_core::ROUTES, limits).await;
+    let before = closed("source_limit");
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(connect_from("127.0.0.3", proxy).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while closed("source_limit") < before + 20.0 {
+        assert!(
+            Instant::now() < deadline,
+            "refused: {}",
+            closed("source_limit") - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.connections(), 10, "the source's share, no more");
+    // Another source is served while the first holds its ten.
+    served(&mut connect_from("127.0.0.4", proxy).await, "other-source").await;
+    // Once the first source lets go, it gets in again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.connections() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} still open",
+            server.connections()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    served(&mut connect_from("127.0.0.3", proxy).await, "again").await;
+}
+
+/// `limits.per_source` over TCP: the request that starts a ban closes
+/// the connection (`banned`), and the banned source's new connections are
+/// closed at once until the ban ends; a trusted source is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_banned_source_loses_its_connection_and_cannot_connect() {
+    let (_server, proxy) = start(&common::limits::ROUTES, Limits::default()).await;
+    let before = closed("banned");
+    let mut flood = connect_from("127.0.0.5", proxy).await;
+    let mut text = String::new();
+    for i in 0..30 {
+        let via = format!("SIP/2.0/TCP 127.0.0.5:5060;branch=z9hG4bK-flood{i}");
+        text.push_str(&common::request(
+            "OPTIONS",
+            "sip:127.0.0.1",
+            &via,
+            &format!("flood-{i}"),
+            "",
+        ));
+    }
+    flood.send(&text).await;
+    assert!(
+        flood.closed_within(2000).await,
+        "the flooding connection stays"
+    );
+    assert!(closed("banned") > before);
+    let mut again = connect_from("127.0.0.5", proxy).await;
+    assert!(again.closed_within(1000).await, "a banned source connects");
+    // The fixture answers every request it lets through.
+    let passes = |from: &'static str, call_id: &'static str| async move {
+        let mut conn = connect_from(from, proxy).await;
+        let via = conn.via();
+        conn.send(&common::request(
+            "OPTIONS",
+            "sip:127.0.0.1",
+            &via,
+            call_id,
+            "",
+        ))
+        .await;
+        let answer = conn.recv_final(call_id).await;
+        assert_eq!(answer.start_line(), "SIP/2.0 200 Passed", "{call_id}");
+    };
+    // 127.0.0.2 is trusted: served.
+    passes("127.0.0.2", "trusted").await;
+    // The ban (2 s) ends: the source is served again.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    passes("127.0.0.5", "after-ban").await;
 }

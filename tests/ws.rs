@@ -302,3 +302,26 @@ async fn oversized_message_closes_the_connection() {
     }
     assert_eq!(server.connections(), 1);
 }
+
+/// After the upgrade, the first SIP message must come within the header
+/// timeout (1 s here); WebSocket pings do not count. A client that has
+/// sent one stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_no_sip_is_closed() {
+    let (_server, ws, _) = start(Limits {
+        header_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    let mut quiet = Client::connect(ws, "quiet.invalid").await;
+    let mut talking = Client::connect(ws, "talking.invalid").await;
+    talking.options_answered("ws-talks").await;
+    let started = std::time::Instant::now();
+    for _ in 0..3 {
+        let _ = quiet.ws.send(Message::Ping(vec![1, 2, 3].into())).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(quiet.closed_within(2000).await, "the quiet client stays");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    talking.options_answered("ws-talks-again").await;
+}

@@ -202,10 +202,19 @@ pub enum CloseReason {
     Malformed,
     /// A TLS handshake that failed or did not finish in time.
     Handshake,
+    /// Refused at accept: its source has the most connections one source
+    /// may have open.
+    SourceLimit,
+    /// An accepted connection that sent no complete message within the
+    /// header timeout of being set up (keep-alives do not count).
+    Silent,
+    /// Its source is banned by `limits.per_source` (refused at accept, or
+    /// closed when the ban starts).
+    Banned,
 }
 
 impl CloseReason {
-    const ALL: [CloseReason; 8] = [
+    const ALL: [CloseReason; 11] = [
         CloseReason::Idle,
         CloseReason::Limit,
         CloseReason::Error,
@@ -214,6 +223,9 @@ impl CloseReason {
         CloseReason::SlowHeader,
         CloseReason::Malformed,
         CloseReason::Handshake,
+        CloseReason::SourceLimit,
+        CloseReason::Silent,
+        CloseReason::Banned,
     ];
 
     /// The `reason` label.
@@ -227,6 +239,9 @@ impl CloseReason {
             CloseReason::SlowHeader => "slow_header",
             CloseReason::Malformed => "malformed",
             CloseReason::Handshake => "handshake",
+            CloseReason::SourceLimit => "source_limit",
+            CloseReason::Silent => "silent",
+            CloseReason::Banned => "banned",
         }
     }
 }

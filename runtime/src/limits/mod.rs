@@ -22,4 +22,4 @@ pub mod per_source;
 
 pub use bucket::MAX_BAN_MS;
 pub use net_list::{Net, NetList, NetRange};
-pub use per_source::{BanMessage, DEFAULT_IPV6_PREFIX, Limiter, PerSource, Verdict};
+pub use per_source::{BanMessage, DEFAULT_IPV6_PREFIX, Limiter, PerSource, Verdict, source_key};

@@ -212,7 +212,7 @@ impl Limiter {
         if self.trusted.contains(ip) {
             return Verdict::Pass;
         }
-        let key = key_of(ip, self.per_source.ipv6_prefix);
+        let key = source_key(ip, self.per_source.ipv6_prefix);
         let (shard, set) = self.place(key);
         let mut slots = self.lock(shard);
         let set = set_of(&mut slots, set);
@@ -231,7 +231,7 @@ impl Limiter {
     /// datagrams before parsing them. One hash and one lock, like
     /// [`Limiter::check`]; trusted sources are never in the table.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
-        let key = key_of(ip, self.per_source.ipv6_prefix);
+        let key = source_key(ip, self.per_source.ipv6_prefix);
         let (shard, set) = self.place(key);
         let mut slots = self.lock(shard);
         set_of(&mut slots, set)
@@ -312,9 +312,10 @@ fn set_of(slots: &mut [Option<Entry>], set: usize) -> &mut [Option<Entry>] {
     &mut slots[start..start + WAYS]
 }
 
-/// The table key of a source: an IPv6 address's first `ipv6_prefix`
-/// bits (the rest zero), IPv4 (and mapped IPv4) as `::ffff:a.b.c.d`.
-fn key_of(ip: IpAddr, ipv6_prefix: u8) -> u128 {
+/// The key of a source: an IPv6 address's first `ipv6_prefix` bits (the
+/// rest zero), IPv4 (and mapped IPv4) as `::ffff:a.b.c.d`. Also what the
+/// connection table counts connections per source by.
+pub fn source_key(ip: IpAddr, ipv6_prefix: u8) -> u128 {
     match ip_key(ip) {
         (true, v6) => v6 & prefix_mask(ipv6_prefix),
         (false, v4) => (MAPPED_PREFIX << 32) | v4,

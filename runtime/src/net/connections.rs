@@ -19,13 +19,15 @@
 //!
 //! Bounds: at most [`Limits::max_connections`] connections (accepted and
 //! opened together; over it an accept is closed at once and a send is
-//! dropped), a queue of [`QUEUE`] messages per connection. The table is
+//! dropped), at most [`Limits::max_per_source`] of them accepted from one
+//! source (so one host cannot take every slot and lock the others out), a
+//! queue of [`QUEUE`] messages per connection. The table is
 //! sharded by peer, so senders to different peers rarely meet on a lock.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, RandomState};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -45,6 +47,9 @@ const SHARDS: usize = 16;
 pub struct Limits {
     /// Most connections open at once (accepted and opened together).
     pub max_connections: usize,
+    /// Most connections accepted from one source at once (an IPv4
+    /// address, or an IPv6 /64), so that one host cannot take every slot.
+    pub max_per_source: usize,
     /// A connection without traffic (either way; a keep-alive counts) for
     /// this long is closed.
     pub idle_timeout: Duration,
@@ -64,6 +69,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 4096,
+            max_per_source: 512,
             idle_timeout: Duration::from_secs(600),
             header_timeout: Duration::from_secs(10),
             max_message: super::framing::MAX_MESSAGE,
@@ -195,17 +201,48 @@ pub struct Opening {
     pub slot: Slot,
 }
 
-/// One connection counted against the limit and in the open gauge, until dropped.
+/// One connection counted against the limits and in the open gauge, until dropped.
 pub struct Slot {
     table: Arc<Connections>,
     transport: Transport,
+    /// The source it was accepted from (None: one we opened).
+    source: Option<u128>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.table.open.fetch_sub(1, Ordering::Relaxed);
         metrics::connections_open(self.transport, -1);
+        if let Some(source) = self.source {
+            let mut counts = self
+                .table
+                .per_source
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Entry::Occupied(mut n) = counts.entry(source) {
+                *n.get_mut() -= 1;
+                if *n.get() == 0 {
+                    n.remove();
+                }
+            }
+        }
     }
+}
+
+impl Slot {
+    /// Whether it counts a connection accepted from a peer (not one we opened).
+    pub fn accepted(&self) -> bool {
+        self.source.is_some()
+    }
+}
+
+/// Why a connection cannot be counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// [`Limits::max_connections`] are open.
+    Full,
+    /// Its source has [`Limits::max_per_source`] open.
+    SourceFull,
 }
 
 /// When a connection last carried traffic (read or written).
@@ -247,6 +284,8 @@ pub struct Connections {
     hasher: RandomState,
     next_id: AtomicU64,
     open: AtomicUsize,
+    /// Connections accepted and open, by source (IPv6 by /64).
+    per_source: Mutex<HashMap<u128, usize>>,
     pub limits: Limits,
     /// The second (since `started`) of the last "connection limit" log line.
     limit_logged: AtomicU64,
@@ -260,6 +299,7 @@ impl Connections {
             hasher: RandomState::new(),
             next_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            per_source: Mutex::new(HashMap::new()),
             limits,
             limit_logged: AtomicU64::new(u64::MAX),
             started: Instant::now(),
@@ -283,17 +323,89 @@ impl Connections {
 
     /// Count one more connection of `transport`, if under the limit.
     pub fn reserve(self: &Arc<Self>, transport: Transport) -> Option<Slot> {
+        self.reserve_from(transport, None).ok()
+    }
+
+    /// Count one more connection of `transport` accepted from `source`
+    /// (None: one we open), if under both limits.
+    pub fn reserve_from(
+        self: &Arc<Self>,
+        transport: Transport,
+        source: Option<IpAddr>,
+    ) -> Result<Slot, Refused> {
         let max = self.limits.max_connections;
         self.open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
             })
-            .ok()?;
+            .map_err(|_| Refused::Full)?;
         metrics::connections_open(transport, 1);
-        Some(Slot {
+        // From here the slot gives back what it took when dropped.
+        let mut slot = Slot {
             table: Arc::clone(self),
             transport,
-        })
+            source: None,
+        };
+        if let Some(ip) = source {
+            let key = crate::limits::source_key(ip, crate::limits::DEFAULT_IPV6_PREFIX);
+            let mut counts = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(key).or_insert(0);
+            if *n >= self.limits.max_per_source {
+                return Err(Refused::SourceFull);
+            }
+            *n += 1;
+            slot.source = Some(key);
+        }
+        Ok(slot)
+    }
+
+    /// Admit a connection of `transport` just accepted from `peer`: its
+    /// slot, or None when it must be closed at once (counted, and one
+    /// rate-limited line): over [`Limits::max_connections`], over
+    /// [`Limits::max_per_source`], or from a source `banned` by
+    /// `limits.per_source`.
+    pub fn admit(
+        self: &Arc<Self>,
+        transport: Transport,
+        peer: SocketAddr,
+        banned: bool,
+    ) -> Option<Slot> {
+        if banned {
+            metrics::connection_closed(metrics::CloseReason::Banned);
+            return None;
+        }
+        match self.reserve_from(transport, Some(peer.ip())) {
+            Ok(slot) => Some(slot),
+            Err(Refused::Full) => {
+                metrics::connection_closed(metrics::CloseReason::Limit);
+                if self.may_log_limit() {
+                    tracing::warn!(
+                        %peer,
+                        max = self.limits.max_connections,
+                        "connection limit reached: new {transport} connections are closed at once (at most one such line per second)"
+                    );
+                }
+                None
+            }
+            Err(Refused::SourceFull) => {
+                metrics::connection_closed(metrics::CloseReason::SourceLimit);
+                crate::warn_limited!(
+                    %peer,
+                    max = self.limits.max_per_source,
+                    "{transport} connection from {} refused: its source has {} open, the most one source may have",
+                    peer.ip(),
+                    self.limits.max_per_source
+                );
+                None
+            }
+        }
+    }
+
+    /// Connections accepted from `ip`'s source and open now.
+    pub fn open_from(&self, ip: IpAddr) -> usize {
+        let key = crate::limits::source_key(ip, crate::limits::DEFAULT_IPV6_PREFIX);
+        let counts = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(&key).copied().unwrap_or(0)
     }
 
     /// Whether a "connection limit reached" line may be written now: at

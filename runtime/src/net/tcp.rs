@@ -202,24 +202,17 @@ impl Streams {
         transport: Transport,
     ) {
         metrics::connection_started(transport, true);
-        let Some(slot) = self.table.reserve(transport) else {
-            metrics::connection_closed(CloseReason::Limit);
-            if self.table.may_log_limit() {
-                tracing::warn!(
-                    %peer,
-                    max = self.table.limits.max_connections,
-                    "connection limit reached: new {transport} connections are closed at once (at most one such line per second)"
-                );
-            }
+        let Some(shared) = self.shared() else {
+            return;
+        };
+        let banned = shared.core().is_banned(peer.ip(), Instant::now());
+        let Some(slot) = self.table.admit(transport, peer, banned) else {
             return;
         };
         let _ = stream.set_nodelay(true);
         let key = (transport, peer);
         let (id, queue, queued) = self.table.register(key);
         tracing::debug!(%peer, index, "{transport} connection accepted");
-        let Some(shared) = self.shared() else {
-            return;
-        };
         let this = Arc::clone(self);
         let conn = Conn {
             key,
@@ -419,6 +412,7 @@ impl Streams {
             slot,
         } = conn;
         let (transport, peer) = key;
+        let accepted = slot.accepted();
         let (read, write) = stream.halves();
         let activity = Arc::new(Activity::new());
         let limits = self.table.limits;
@@ -448,6 +442,7 @@ impl Streams {
                 queue,
                 direct,
                 out: Vec::with_capacity(4),
+                silent_until: accepted.then(|| Instant::now() + limits.header_timeout),
             };
             reader.run(read, &mut writer).await
         };
@@ -463,7 +458,10 @@ impl Streams {
             writer.abort();
         }
         match reason {
-            CloseReason::Oversize | CloseReason::SlowHeader | CloseReason::Malformed => {
+            CloseReason::Oversize
+            | CloseReason::SlowHeader
+            | CloseReason::Malformed
+            | CloseReason::Silent => {
                 crate::warn_limited!(%peer, reason = reason.label(), "{transport} connection closed: {}", describe(reason, &limits));
             }
             _ => tracing::debug!(%peer, reason = reason.label(), "{transport} connection closed"),
@@ -545,6 +543,10 @@ fn describe(reason: CloseReason, limits: &Limits) -> String {
             limits.header_timeout
         ),
         CloseReason::Malformed => "an invalid Content-Length".to_string(),
+        CloseReason::Silent => format!(
+            "no complete message within {:?} of connecting",
+            limits.header_timeout
+        ),
         other => other.label().to_string(),
     }
 }
@@ -612,6 +614,11 @@ struct Reader<'a> {
     queue: mpsc::Sender<Payload>,
     direct: Option<Arc<Direct>>,
     out: Vec<Outgoing>,
+    /// A connection accepted from a peer must bring its first complete
+    /// message by then (keep-alives do not count); None once it has, and
+    /// for connections we opened. Without it, a host could hold slots
+    /// with connections that never say anything, for the idle timeout.
+    silent_until: Option<Instant>,
 }
 
 impl Reader<'_> {
@@ -638,6 +645,10 @@ impl Reader<'_> {
                     if started.is_some_and(|s| now >= s + self.limits.header_timeout) {
                         return CloseReason::SlowHeader;
                     }
+                    // (A message under way is the header timeout's.)
+                    if started.is_none() && self.silent_until.is_some_and(|at| now >= at) {
+                        return CloseReason::Silent;
+                    }
                     if now >= self.activity.last() + self.limits.idle_timeout {
                         return CloseReason::Idle;
                     }
@@ -660,7 +671,13 @@ impl Reader<'_> {
                         match framer.next_frame() {
                             Ok(Some(Frame::Message(message))) => {
                                 completed = true;
+                                self.silent_until = None;
                                 self.handle(&message);
+                                // The message that started a ban of its
+                                // source (or came during one) closes it.
+                                if self.shared.core().is_banned(self.peer.ip(), now) {
+                                    return CloseReason::Banned;
+                                }
                             }
                             Ok(Some(Frame::Ping)) => {
                                 let pong = Payload::Owned(PONG.to_vec());
@@ -693,7 +710,11 @@ impl Reader<'_> {
     /// last activity, or the message `started` then not complete.
     fn deadline(&self, started: Option<Instant>) -> Instant {
         let idle_at = self.activity.last() + self.limits.idle_timeout;
-        started.map_or(idle_at, |s| idle_at.min(s + self.limits.header_timeout))
+        match (started, self.silent_until) {
+            (Some(s), _) => idle_at.min(s + self.limits.header_timeout),
+            (None, Some(silent)) => idle_at.min(silent),
+            (None, None) => idle_at,
+        }
     }
 
     fn handle(&mut self, message: &[u8]) {

@@ -165,21 +165,14 @@ impl Sockets {
         transport: Transport,
     ) {
         metrics::connection_started(transport, true);
-        let Some(slot) = self.table.reserve(transport) else {
-            metrics::connection_closed(CloseReason::Limit);
-            if self.table.may_log_limit() {
-                tracing::warn!(
-                    %peer,
-                    max = self.table.limits.max_connections,
-                    "connection limit reached: new {transport} connections are closed at once (at most one such line per second)"
-                );
-            }
-            return;
-        };
-        let _ = stream.set_nodelay(true);
         let Some(shared) = self.shared() else {
             return;
         };
+        let banned = shared.core().is_banned(peer.ip(), Instant::now());
+        let Some(slot) = self.table.admit(transport, peer, banned) else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
         let this = Arc::clone(self);
         self.runtime.spawn(async move {
             let reason = match (transport, &this.tls) {
@@ -322,6 +315,7 @@ impl Sockets {
                 activity: &activity,
                 aliases: Vec::new(),
                 out: Vec::with_capacity(4),
+                silent_until: Some(Instant::now() + limits.header_timeout),
             };
             let reason = reader.run(read, &mut writer).await;
             self.release(&reader.aliases, id);
@@ -378,6 +372,9 @@ fn log_close(peer: SocketAddr, transport: Transport, reason: CloseReason, limits
         }
         CloseReason::SlowHeader => {
             crate::warn_limited!(%peer, reason = reason.label(), "{transport} connection closed: no handshake or upgrade within {:?}", limits.header_timeout);
+        }
+        CloseReason::Silent => {
+            crate::warn_limited!(%peer, reason = reason.label(), "{transport} connection closed: no SIP message within {:?} of the upgrade", limits.header_timeout);
         }
         _ => tracing::debug!(%peer, reason = reason.label(), "{transport} connection closed"),
     }
@@ -498,6 +495,9 @@ struct Reader<'a> {
     /// The `.invalid` hosts this connection claimed.
     aliases: Vec<String>,
     out: Vec<Outgoing>,
+    /// The first SIP message must come by then (pings do not count);
+    /// None once it has (see the TCP reader's).
+    silent_until: Option<Instant>,
 }
 
 impl Reader<'_> {
@@ -509,10 +509,15 @@ impl Reader<'_> {
     ) -> CloseReason {
         loop {
             let idle_at = self.activity.last() + self.limits.idle_timeout;
+            let wake = self.silent_until.map_or(idle_at, |at| at.min(idle_at));
             tokio::select! {
-                next = tokio::time::timeout_at(idle_at.into(), read.next()) => match next {
+                next = tokio::time::timeout_at(wake.into(), read.next()) => match next {
                     Err(_) => {
-                        if Instant::now() >= self.activity.last() + self.limits.idle_timeout {
+                        let now = Instant::now();
+                        if self.silent_until.is_some_and(|at| now >= at) {
+                            return CloseReason::Silent;
+                        }
+                        if now >= self.activity.last() + self.limits.idle_timeout {
                             return CloseReason::Idle;
                         }
                     }
@@ -537,9 +542,14 @@ impl Reader<'_> {
             Message::Binary(data) => self.handle(&data),
             Message::Close(_) => return Some(CloseReason::Peer),
             // tungstenite answers pings itself.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         }
-        None
+        self.silent_until = None;
+        // The message that started a ban of its source closes it.
+        self.shared
+            .core()
+            .is_banned(self.peer.ip(), Instant::now())
+            .then_some(CloseReason::Banned)
     }
 
     fn failed(&self, e: tungstenite::Error) -> CloseReason {

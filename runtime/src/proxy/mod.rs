@@ -491,6 +491,13 @@ impl Core {
         }
     }
 
+    /// Whether `limits.per_source` bans `ip` at `now` (false without
+    /// `limits:`): for the stream layer, which refuses such a source's
+    /// connections and closes the one whose message started the ban.
+    pub fn is_banned(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        self.limiter.as_ref().is_some_and(|l| l.is_banned(ip, now))
+    }
+
     /// AoRs and bindings in the `memory` location store (expired ones
     /// count until they are swept); None without one.
     pub fn registrations(&self) -> Option<(usize, usize)> {

@@ -253,7 +253,7 @@ fn banned_entries_go_last_and_soonest_ending_first() {
     let l = Limiter::with_capacity(RULE, &NONE, 1);
     assert_eq!(l.capacity(), SHARDS * WAYS);
     let t0 = Instant::now();
-    let place = |s: IpAddr| l.place(key_of(s, RULE.ipv6_prefix));
+    let place = |s: IpAddr| l.place(source_key(s, RULE.ipv6_prefix));
     let first = ip("203.0.113.0");
     let same: Vec<IpAddr> = (0..u32::MAX)
         .map(|i| IpAddr::from(0xcb00_7100_u32.wrapping_add(i).to_be_bytes()))
