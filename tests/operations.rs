@@ -112,6 +112,10 @@ fn check_validates_settings_without_binding_anything() {
             "--max-transactions",
         ),
         (
+            &["--check", "--max-connections-per-source", "0"],
+            "--max-connections-per-source",
+        ),
+        (
             &["--check", "--listen", "tls:127.0.0.1:5061"],
             "needs the routes file's `tls:` block",
         ),

@@ -71,6 +71,12 @@ struct Args {
     /// Most transactions (relayed requests) kept at once; over it new ones get 503
     #[arg(long, default_value_t = 200_000, value_name = "N")]
     max_transactions: usize,
+    /// Most TCP, TLS and WebSocket connections open at once (accepted and opened)
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    max_connections: usize,
+    /// Most connections accepted from one source (an IPv4 address or an IPv6 /64)
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    max_connections_per_source: usize,
     /// Serve Prometheus metrics on http://ADDR/metrics (also /healthz and /ready); off by default
     #[arg(long, value_name = "IP:PORT")]
     metrics: Option<String>,
@@ -431,6 +437,9 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
     if args.max_transactions == 0 {
         return Err("--max-transactions must be at least 1".into());
     }
+    if args.max_connections == 0 || args.max_connections_per_source == 0 {
+        return Err("--max-connections and --max-connections-per-source must be at least 1".into());
+    }
     if args.shutdown_timeout > MAX_SHUTDOWN_TIMEOUT {
         return Err(format!(
             "--shutdown-timeout {}: at most {MAX_SHUTDOWN_TIMEOUT} seconds",
@@ -461,7 +470,11 @@ fn settings(args: &Args, routes: &'static dyn Routes) -> Result<Settings, String
             secret,
             authenticator: auth.as_ref().map(|a| Arc::clone(&a.authenticator)),
             takeover: args.takeover,
-            streams: Default::default(),
+            streams: crate::net::connections::Limits {
+                max_connections: args.max_connections,
+                max_per_source: args.max_connections_per_source,
+                ..Default::default()
+            },
             dns_servers: None,
             registrar_store: args.registrar_store.clone(),
             rtpengine: rtpengine_flags(&args.rtpengine)?,
