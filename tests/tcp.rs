@@ -716,3 +716,55 @@ async fn a_banned_source_loses_its_connection_and_cannot_connect() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     passes("127.0.0.5", "after-ban").await;
 }
+
+/// A peer that stops reading: what is sent to it waits in a queue bounded
+/// in bytes (256 KiB) beyond the kernel's buffers, the rest is dropped
+/// (`unsent`), and the write timeout (1 s here) closes the connection; the
+/// proxy serves others meanwhile and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_does_not_read_costs_a_bounded_queue_then_its_connection() {
+    let limits = Limits {
+        write_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let (server, proxy) = start(&common::proxy_core::ROUTES, limits).await;
+    let unsent = || metric("sipforge_drops_total{reason=\"unsent\"}");
+    let before = (unsent(), closed("error"));
+    let deaf = Uas::bind().await;
+    let mut caller = Conn::connect(proxy).await;
+    let ruri = format!("sip:bob@127.0.0.1:{};transport=tcp", deaf.port());
+    let body = "x".repeat(60 * 1024);
+    // 24 MB toward a peer that reads nothing: far more than the kernel
+    // buffers plus the queue.
+    let mut accepted = None;
+    for i in 0..400 {
+        let via = caller.via();
+        let text = common::request("MESSAGE", &ruri, &via, &format!("deaf-{i}"), "").replace(
+            "Content-Length: 0\r\n\r\n",
+            &format!("Content-Length: {}\r\n\r\n{body}", body.len()),
+        );
+        caller.send(&text).await;
+        if accepted.is_none() {
+            // Hold the proxy's connection, and never read from it.
+            accepted = Some(deaf.accept("the proxy's connection").await);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while unsent() <= before.0 || closed("error") <= before.1 {
+        assert!(
+            Instant::now() < deadline,
+            "unsent +{}, closed(error) +{}",
+            unsent() - before.0,
+            closed("error") - before.1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only the caller's connection is left.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while server.connections() > 1 {
+        assert!(Instant::now() < deadline, "{} open", server.connections());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(accepted);
+    still_works(proxy).await;
+}

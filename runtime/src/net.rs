@@ -38,6 +38,7 @@ pub mod connections;
 mod dns;
 pub mod framing;
 mod handover;
+pub mod queue;
 mod resolver;
 mod rtpengine;
 mod sibling;

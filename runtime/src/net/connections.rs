@@ -21,7 +21,7 @@
 //! opened together; over it an accept is closed at once and a send is
 //! dropped), at most [`Limits::max_per_source`] of them accepted from one
 //! source (so one host cannot take every slot and lock the others out), a
-//! queue of [`QUEUE`] messages per connection. The table is
+//! queue per connection bounded in messages and bytes ([`super::queue`]). The table is
 //! sharded by peer, so senders to different peers rarely meet on a lock.
 
 use std::collections::HashMap;
@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+pub use super::queue::{Queue, Queued};
+
 use crate::metrics;
 use crate::proxy::Payload;
 use crate::transport::Transport;
 
-/// Messages waiting per connection for its writer.
-pub const QUEUE: usize = 1024;
 const SHARDS: usize = 16;
 
 /// The bounds of stream connections.
@@ -85,7 +85,7 @@ pub type Key = (Transport, SocketAddr);
 /// The sending side of a connection.
 struct Handle {
     id: u64,
-    queue: mpsc::Sender<Payload>,
+    queue: Queue,
     /// Plain TCP, once connected: its socket, written to directly.
     direct: Option<Arc<Direct>>,
 }
@@ -118,7 +118,7 @@ impl Direct {
     /// else queue them (what is left of them) for the writer task.
     pub fn send(
         &self,
-        queue: &mpsc::Sender<Payload>,
+        queue: &Queue,
         bytes: Payload,
     ) -> Result<(), mpsc::error::TrySendError<Payload>> {
         let mut pending = self.pending();
@@ -161,7 +161,7 @@ impl Direct {
 /// on its queue.
 pub fn send_on(
     direct: Option<&Direct>,
-    queue: &mpsc::Sender<Payload>,
+    queue: &Queue,
     bytes: Payload,
 ) -> Result<(), mpsc::error::TrySendError<Payload>> {
     match direct {
@@ -196,8 +196,8 @@ pub enum Delivered {
 /// A connection registered in the table but not yet connected.
 pub struct Opening {
     pub id: u64,
-    pub queue: mpsc::Sender<Payload>,
-    pub queued: mpsc::Receiver<Payload>,
+    pub queue: Queue,
+    pub queued: Queued,
     pub slot: Slot,
 }
 
@@ -422,9 +422,9 @@ impl Connections {
 
     /// Register an accepted connection (it replaces an older one to the
     /// same peer as the one sends go to); returns its id and its queue.
-    pub fn register(&self, key: Key) -> (u64, mpsc::Sender<Payload>, mpsc::Receiver<Payload>) {
+    pub fn register(&self, key: Key) -> (u64, Queue, Queued) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, queued) = mpsc::channel(QUEUE);
+        let (queue, queued) = super::queue::channel();
         self.shard(&key).insert(
             key,
             Handle {
@@ -440,23 +440,17 @@ impl Connections {
     /// write to its socket directly from now on.
     /// What its queue holds already (sent while it connected) is counted
     /// as pending, so direct writes wait behind it.
-    pub fn attach_direct(
-        &self,
-        key: Key,
-        id: u64,
-        direct: Arc<Direct>,
-        queue: &mpsc::Sender<Payload>,
-    ) {
+    pub fn attach_direct(&self, key: Key, id: u64, direct: Arc<Direct>, queue: &Queue) {
         // Under the shard's lock: no sender of the table queues meanwhile.
         let mut shard = self.shard(&key);
-        *direct.pending() = queue.max_capacity() - queue.capacity();
+        *direct.pending() = queue.len();
         if let Some(handle) = shard.get_mut(&key).filter(|h| h.id == id) {
             handle.direct = Some(direct);
         }
     }
 
     /// Remove `key`'s connection if `queue` is its (closed) queue.
-    fn unregister_closed(&self, key: Key, queue: &mpsc::Sender<Payload>) {
+    fn unregister_closed(&self, key: Key, queue: &Queue) {
         let mut shard = self.shard(&key);
         if shard.get(&key).is_some_and(|h| h.queue.same_channel(queue)) {
             shard.remove(&key);
@@ -517,7 +511,7 @@ impl Connections {
             return Routed::Limit;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, queued) = mpsc::channel(QUEUE);
+        let (queue, queued) = super::queue::channel();
         // A new channel has room.
         let _ = queue.try_send(bytes);
         shard.insert(
@@ -581,7 +575,7 @@ mod tests {
         assert!(table.reserve(Transport::Tcp).is_none());
         drop(b);
         assert!(table.reserve(Transport::Tcp).is_some());
-        for _ in 1..QUEUE {
+        for _ in 1..crate::net::queue::MESSAGES {
             assert!(matches!(table.route(key(1), bytes("x")), Routed::Queued));
         }
         assert!(matches!(table.route(key(1), bytes("x")), Routed::Full));

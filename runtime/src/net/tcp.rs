@@ -36,13 +36,14 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::Shared;
 use super::connections::{
     Activity, Connections, Direct, Key, Limits, Opening, Routed, Slot, send_on,
 };
 use super::framing::{Frame, FrameError, Framer};
+use super::queue::{Queue, Queued};
 use super::tls::Tls;
 use crate::metrics::{self, CloseReason, DropReason};
 use crate::proxy::{Outgoing, Payload};
@@ -477,8 +478,8 @@ struct Conn {
     /// The listen entry it belongs to.
     index: usize,
     /// Its queue (the reader's copy, for the keep-alive pongs).
-    queue: mpsc::Sender<Payload>,
-    queued: mpsc::Receiver<Payload>,
+    queue: Queue,
+    queued: Queued,
     slot: Slot,
 }
 
@@ -569,7 +570,7 @@ async fn open_from(from: Option<SocketAddr>, to: SocketAddr) -> io::Result<TcpSt
 /// write fails or takes longer than `timeout`.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut write: Writer<W>,
-    mut queued: mpsc::Receiver<Payload>,
+    mut queued: Queued,
     activity: Arc<Activity>,
     timeout: Duration,
 ) {
@@ -611,7 +612,7 @@ struct Reader<'a> {
     limits: Limits,
     activity: &'a Activity,
     /// The connection's own queue (for the keep-alive pongs).
-    queue: mpsc::Sender<Payload>,
+    queue: Queue,
     direct: Option<Arc<Direct>>,
     out: Vec<Outgoing>,
     /// A connection accepted from a peer must bring its first complete

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -55,6 +55,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::Shared;
 use super::connections::{Activity, Connections, Delivered, Limits};
+use super::queue::Queued;
 use crate::metrics::{self, CloseReason, DropReason};
 use crate::proxy::{Outgoing, Payload};
 use crate::transport::Transport;
@@ -388,7 +389,7 @@ type Source<S> = futures_util::stream::SplitStream<WebSocketStream<S>>;
 /// longer than `timeout`.
 async fn write_loop<S: Stream>(
     mut sink: Sink<S>,
-    mut queued: mpsc::Receiver<Payload>,
+    mut queued: Queued,
     activity: Arc<Activity>,
     timeout: Duration,
 ) {
