@@ -304,8 +304,8 @@ async fn oversized_message_closes_the_connection() {
 }
 
 /// After the upgrade, the first SIP message must come within the header
-/// timeout (1 s here); WebSocket pings do not count. A client that has
-/// sent one stays.
+/// timeout (1 s here); WebSocket pings and frames that are not SIP do not
+/// count. A client that has sent one stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_sends_no_sip_is_closed() {
     let (_server, ws, _) = start(Limits {
@@ -319,6 +319,8 @@ async fn a_client_that_sends_no_sip_is_closed() {
     let started = std::time::Instant::now();
     for _ in 0..3 {
         let _ = quiet.ws.send(Message::Ping(vec![1, 2, 3].into())).await;
+        // Nor does a text frame that is no SIP message.
+        let _ = quiet.ws.send(Message::text("not SIP")).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(quiet.closed_within(2000).await, "the quiet client stays");

@@ -538,14 +538,17 @@ impl Reader<'_> {
 
     /// One WebSocket message: a SIP message goes to the core; a close ends.
     fn on_message(&mut self, message: Message) -> Option<CloseReason> {
-        match message {
+        let sip = match message {
             Message::Text(text) => self.handle(text.as_bytes()),
             Message::Binary(data) => self.handle(&data),
             Message::Close(_) => return Some(CloseReason::Peer),
             // tungstenite answers pings itself.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+        };
+        // Only a SIP message ends the wait for the first one.
+        if sip {
+            self.silent_until = None;
         }
-        self.silent_until = None;
         // The message that started a ban of its source closes it.
         self.shared
             .core()
@@ -584,13 +587,14 @@ impl Reader<'_> {
         }
     }
 
-    fn handle(&mut self, message: &[u8]) {
+    /// Hand a WebSocket message to the core; whether it was a SIP message.
+    fn handle(&mut self, message: &[u8]) -> bool {
         if !is_sip_message(message) {
             if !message.trim_ascii().is_empty() {
                 metrics::dropped(DropReason::Malformed);
                 crate::warn_limited!(peer = %self.peer, len = message.len(), "ws message dropped: not a SIP message (no complete header section)");
             }
-            return;
+            return false;
         }
         metrics::stream_message(self.transport);
         self.claim_hosts(message);
@@ -602,6 +606,7 @@ impl Reader<'_> {
             self.peer,
             &mut self.out,
         );
+        true
     }
 }
 
