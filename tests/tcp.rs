@@ -609,11 +609,13 @@ async fn a_connection_that_never_sends_a_message_is_closed() {
     let mut talking = Conn::connect(proxy).await;
     served(&mut talking, "talks").await;
     let started = Instant::now();
-    // Keep-alives are answered, but they are not a message.
+    // Keep-alives are answered, but they are not a message; nor is a
+    // header section that is not SIP.
     for _ in 0..3 {
         pinging.ping().await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    mute.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(pinging.closed_within(2000).await, "the pinging one stays");
     assert!(mute.closed_within(500).await, "the mute one stays");
     assert!(

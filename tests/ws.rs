@@ -319,8 +319,9 @@ async fn a_client_that_sends_no_sip_is_closed() {
     let started = std::time::Instant::now();
     for _ in 0..3 {
         let _ = quiet.ws.send(Message::Ping(vec![1, 2, 3].into())).await;
-        // Nor does a text frame that is no SIP message.
+        // Nor do text frames that are no SIP message.
         let _ = quiet.ws.send(Message::text("not SIP")).await;
+        let _ = quiet.ws.send(Message::text("GET / HTTP/1.1\r\n\r\n")).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(quiet.closed_within(2000).await, "the quiet client stays");

@@ -181,6 +181,19 @@ pub(crate) fn blank_line(bytes: &[u8]) -> Option<usize> {
     FINDER.find(bytes)
 }
 
+/// Whether `message` starts with a SIP start line: a status line
+/// (`SIP/2.0 ...`) or a request line ending in ` SIP/2.0`. What a
+/// connection must bring before it has said anything (see the readers'
+/// first-message deadline); the core parses it fully afterwards.
+pub fn has_sip_start_line(message: &[u8]) -> bool {
+    let line = match memchr::memchr(b'\n', message) {
+        Some(end) => &message[..end],
+        None => message,
+    };
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.starts_with(b"SIP/2.0 ") || (line.len() > 9 && line.ends_with(b" SIP/2.0"))
+}
+
 /// The Content-Length of a header section (`Content-Length` or `l`), None
 /// when it has none. Two that differ, or one that is not a number, are an
 /// error; folded lines are not looked into (a Content-Length is never folded
@@ -380,6 +393,25 @@ mod tests {
         let mut f = Framer::new(MAX_MESSAGE);
         f.push(b"BYE sip:x SIP/2.0\r\nContent-Length: 1\r\nl: 1\r\n\r\nz");
         assert!(matches!(f.next_frame(), Ok(Some(Frame::Message(_)))));
+    }
+
+    #[test]
+    fn sip_start_lines() {
+        for yes in [
+            &b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n"[..],
+            b"SIP/2.0 200 OK\r\n\r\n",
+            b"INVITE sip:x SIP/2.0\n\n",
+        ] {
+            assert!(has_sip_start_line(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"hello\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            b" SIP/2.0\r\n\r\n",
+            b"",
+        ] {
+            assert!(!has_sip_start_line(no), "{}", String::from_utf8_lossy(no));
+        }
     }
 
     #[test]

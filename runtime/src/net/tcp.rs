@@ -672,7 +672,9 @@ impl Reader<'_> {
                         match framer.next_frame() {
                             Ok(Some(Frame::Message(message))) => {
                                 completed = true;
-                                self.silent_until = None;
+                                if super::framing::has_sip_start_line(&message) {
+                                    self.silent_until = None;
+                                }
                                 self.handle(&message);
                                 // The message that started a ban of its
                                 // source (or came during one) closes it.

@@ -587,7 +587,8 @@ impl Reader<'_> {
         }
     }
 
-    /// Hand a WebSocket message to the core; whether it was a SIP message.
+    /// Hand a WebSocket message to the core; whether it starts like a SIP
+    /// message (only such a one ends the wait for the first one).
     fn handle(&mut self, message: &[u8]) -> bool {
         if !is_sip_message(message) {
             if !message.trim_ascii().is_empty() {
@@ -606,7 +607,7 @@ impl Reader<'_> {
             self.peer,
             &mut self.out,
         );
-        true
+        super::framing::has_sip_start_line(message)
     }
 }
 
