@@ -74,7 +74,7 @@ struct Args {
     /// Most TCP, TLS and WebSocket connections open at once (accepted and opened)
     #[arg(long, default_value_t = 4096, value_name = "N")]
     max_connections: usize,
-    /// Most connections accepted from one source (an IPv4 address or an IPv6 /64)
+    /// Most connections with one remote host, accepted or opened (an IPv4 address or an IPv6 /64)
     #[arg(long, default_value_t = 512, value_name = "N")]
     max_connections_per_source: usize,
     /// Serve Prometheus metrics on http://ADDR/metrics (also /healthz and /ready); off by default

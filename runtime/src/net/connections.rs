@@ -19,8 +19,8 @@
 //!
 //! Bounds: at most [`Limits::max_connections`] connections (accepted and
 //! opened together; over it an accept is closed at once and a send is
-//! dropped), at most [`Limits::max_per_source`] of them accepted from one
-//! source (so one host cannot take every slot and lock the others out), a
+//! dropped), at most [`Limits::max_per_source`] of them with one remote
+//! host (so one host cannot take every slot and lock the others out), a
 //! queue per connection bounded in messages and bytes ([`super::queue`]). The table is
 //! sharded by peer, so senders to different peers rarely meet on a lock.
 
@@ -47,8 +47,9 @@ const SHARDS: usize = 16;
 pub struct Limits {
     /// Most connections open at once (accepted and opened together).
     pub max_connections: usize,
-    /// Most connections accepted from one source at once (an IPv4
-    /// address, or an IPv6 /64), so that one host cannot take every slot.
+    /// Most connections with one remote host at once, accepted from it or
+    /// opened to it (an IPv4 address, or an IPv6 /64), so that one host
+    /// cannot take every slot.
     pub max_per_source: usize,
     /// A connection without traffic (either way; a keep-alive counts) for
     /// this long is closed.
@@ -205,8 +206,10 @@ pub struct Opening {
 pub struct Slot {
     table: Arc<Connections>,
     transport: Transport,
-    /// The source it was accepted from (None: one we opened).
+    /// The remote source it counts against ([`Limits::max_per_source`]).
     source: Option<u128>,
+    /// Accepted from a peer (not opened by us).
+    accepted: bool,
 }
 
 impl Drop for Slot {
@@ -232,7 +235,7 @@ impl Drop for Slot {
 impl Slot {
     /// Whether it counts a connection accepted from a peer (not one we opened).
     pub fn accepted(&self) -> bool {
-        self.source.is_some()
+        self.accepted
     }
 }
 
@@ -284,7 +287,7 @@ pub struct Connections {
     hasher: RandomState,
     next_id: AtomicU64,
     open: AtomicUsize,
-    /// Connections accepted and open, by source (IPv6 by /64).
+    /// Connections open, accepted or opened, by remote source (IPv6 by /64).
     per_source: Mutex<HashMap<u128, usize>>,
     pub limits: Limits,
     /// The second (since `started`) of the last "connection limit" log line.
@@ -326,8 +329,9 @@ impl Connections {
         self.reserve_from(transport, None).ok()
     }
 
-    /// Count one more connection of `transport` accepted from `source`
-    /// (None: one we open), if under both limits.
+    /// Count one more connection of `transport` with the remote host
+    /// `source` (None: count it against the total only), if under both
+    /// limits.
     pub fn reserve_from(
         self: &Arc<Self>,
         transport: Transport,
@@ -345,6 +349,7 @@ impl Connections {
             table: Arc::clone(self),
             transport,
             source: None,
+            accepted: false,
         };
         if let Some(ip) = source {
             let key = crate::limits::source_key(ip, crate::limits::DEFAULT_IPV6_PREFIX);
@@ -375,7 +380,10 @@ impl Connections {
             return None;
         }
         match self.reserve_from(transport, Some(peer.ip())) {
-            Ok(slot) => Some(slot),
+            Ok(mut slot) => {
+                slot.accepted = true;
+                Some(slot)
+            }
             Err(Refused::Full) => {
                 metrics::connection_closed(metrics::CloseReason::Limit);
                 if self.may_log_limit() {
@@ -401,7 +409,7 @@ impl Connections {
         }
     }
 
-    /// Connections accepted from `ip`'s source and open now.
+    /// Connections with `ip`'s source (accepted or opened) open now.
     pub fn open_from(&self, ip: IpAddr) -> usize {
         let key = crate::limits::source_key(ip, crate::limits::DEFAULT_IPV6_PREFIX);
         let counts = self.per_source.lock().unwrap_or_else(|e| e.into_inner());
@@ -507,7 +515,11 @@ impl Connections {
             },
             Entry::Vacant(_) => bytes,
         };
-        let Some(slot) = self.reserve(key.0) else {
+        // A connection we open counts against its peer's share too: a
+        // host that lures us into connecting to it (a Route to its
+        // listener that accepts and says nothing) holds no more than one
+        // that connects to us.
+        let Ok(slot) = self.reserve_from(key.0, Some(key.1.ip())) else {
             return Routed::Limit;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -583,6 +595,39 @@ mod tests {
         // The limit line: once per second.
         assert!(table.may_log_limit());
         assert!(!table.may_log_limit());
+    }
+
+    #[test]
+    fn one_remote_host_gets_its_share_of_connections_either_way() {
+        let table = Connections::new(Limits {
+            max_per_source: 2,
+            ..Limits::default()
+        });
+        let ip = |last: u8, port: u16| SocketAddr::from(([127, 0, 0, last], port));
+        // Two opened to one host (two ports), then its share is used up.
+        let Routed::Connect(_first) = table.route((Transport::Tcp, ip(9, 1)), bytes("a")) else {
+            panic!("the first connection to the host");
+        };
+        let Routed::Connect(second) = table.route((Transport::Tcp, ip(9, 2)), bytes("b")) else {
+            panic!("the second connection to the host");
+        };
+        assert!(matches!(
+            table.route((Transport::Tcp, ip(9, 3)), bytes("c")),
+            Routed::Limit
+        ));
+        assert!(
+            table.admit(Transport::Tcp, ip(9, 4), false).is_none(),
+            "nor accepted"
+        );
+        assert_eq!(table.open_from(ip(9, 0).ip()), 2);
+        // Another host is not affected; an accepted slot is marked so.
+        let accepted = table.admit(Transport::Tcp, ip(8, 1), false).unwrap();
+        assert!(accepted.accepted());
+        assert!(!second.slot.accepted());
+        // A banned source is refused whatever its share.
+        assert!(table.admit(Transport::Tcp, ip(7, 1), true).is_none());
+        drop(second);
+        assert_eq!(table.open_from(ip(9, 0).ip()), 1);
     }
 
     #[test]
