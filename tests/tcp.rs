@@ -33,6 +33,16 @@ async fn start(
     (server, addr)
 }
 
+/// A proxy (proxy_core routes) whose header timeout is 1 s, for the
+/// tests of the limits that follow from it.
+async fn start_with_one_second_header_timeout() -> (sipforge_runtime::net::Server, SocketAddr) {
+    let limits = Limits {
+        header_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    start(&common::proxy_core::ROUTES, limits).await
+}
+
 /// A TCP connection that speaks SIP as text.
 struct Conn {
     stream: TcpStream,
@@ -390,11 +400,7 @@ async fn a_huge_content_length_is_refused_at_once() {
 /// A byte per 300 ms: closed by the header timeout (1 s here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_sender_is_closed_by_the_header_timeout() {
-    let limits = Limits {
-        header_timeout: Duration::from_secs(1),
-        ..Limits::default()
-    };
-    let (_server, proxy) = start(&common::proxy_core::ROUTES, limits).await;
+    let (_server, proxy) = start_with_one_second_header_timeout().await;
     let before = closed("slow_header");
     let mut conn = Conn::connect(proxy).await;
     let started = Instant::now();
@@ -598,11 +604,7 @@ async fn connect_from(from: &str, to: SocketAddr) -> Conn {
 /// as is one that says nothing; one that sent a request stays open past it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_never_sends_a_message_is_closed() {
-    let limits = Limits {
-        header_timeout: Duration::from_secs(1),
-        ..Limits::default()
-    };
-    let (_server, proxy) = start(&common::proxy_core::ROUTES, limits).await;
+    let (_server, proxy) = start_with_one_second_header_timeout().await;
     let before = closed("silent");
     let mut mute = Conn::connect(proxy).await;
     let mut pinging = Conn::connect(proxy).await;

@@ -672,7 +672,9 @@ impl Reader<'_> {
                         match framer.next_frame() {
                             Ok(Some(Frame::Message(message))) => {
                                 completed = true;
-                                if super::framing::has_sip_start_line(&message) {
+                                if self.silent_until.is_some()
+                                    && super::framing::has_sip_start_line(&message)
+                                {
                                     self.silent_until = None;
                                 }
                                 self.handle(&message);
