@@ -46,44 +46,58 @@ impl Dnsmasq {
             );
             return None;
         };
-        // A free port for UDP and TCP (a race with other binders is unlikely).
-        let port = std::net::UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .unwrap()
-            .port();
-        let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
-        let log = std::env::temp_dir().join(format!(
-            "sipforge-dnsmasq-{}-{port}.log",
-            std::process::id()
-        ));
-        let child = Command::new(binary)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--pid-file=",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--log-queries",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-facility={}", log.display()))
-            .arg(format!("--local=/{domain}/"))
-            .arg(format!("--local-ttl={ttl}"))
-            .args(records)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts");
-        let server = Dnsmasq { child, addr, log };
-        // Ready when its port is taken.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::UdpSocket::bind(addr).is_ok() {
-            assert!(Instant::now() < deadline, "dnsmasq did not bind {addr}");
-            std::thread::sleep(Duration::from_millis(20));
+        // A port free for UDP and TCP. Another test can still take it
+        // before dnsmasq binds it (a TCP test's outgoing connection gets an
+        // ephemeral port): dnsmasq then exits, and another port is tried.
+        for _ in 0..10 {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = udp.local_addr().unwrap();
+            let Ok(tcp) = std::net::TcpListener::bind(addr) else {
+                continue;
+            };
+            drop((udp, tcp));
+            let port = addr.port();
+            let log = std::env::temp_dir().join(format!(
+                "sipforge-dnsmasq-{}-{port}.log",
+                std::process::id()
+            ));
+            let child = Command::new(&binary)
+                .args([
+                    "--keep-in-foreground",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--pid-file=",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--log-queries",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--log-facility={}", log.display()))
+                .arg(format!("--local=/{domain}/"))
+                .arg(format!("--local-ttl={ttl}"))
+                .args(records)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("dnsmasq starts");
+            let mut server = Dnsmasq { child, addr, log };
+            // Ready when its port is taken; gone when it could not bind.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut exited = false;
+            while std::net::UdpSocket::bind(addr).is_ok() {
+                if server.child.try_wait().ok().flatten().is_some() {
+                    exited = true;
+                    break;
+                }
+                assert!(Instant::now() < deadline, "dnsmasq did not bind {addr}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !exited {
+                return Some(server);
+            }
         }
-        Some(server)
+        panic!("dnsmasq could not bind a free port in 10 tries");
     }
 
     /// How many queries of `kind` (`SRV`, `NAPTR`, `A`) for `name` it got.

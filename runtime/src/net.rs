@@ -42,6 +42,7 @@ pub mod queue;
 mod resolver;
 mod rtpengine;
 mod sibling;
+mod stream_threads;
 mod takeover;
 mod tcp;
 pub mod tls;
@@ -289,8 +290,8 @@ impl Shared {
 pub struct Server {
     local: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    /// The runtime of the TCP connections.
-    streams: StreamRuntime,
+    /// The threads of the TCP, TLS and WebSocket connections (None: no such listener).
+    streams: Option<stream_threads::StreamThreads>,
     threads: Vec<JoinHandle<()>>,
     tasks: JoinSet<()>,
     stop: watch::Sender<bool>,
@@ -385,7 +386,9 @@ impl Server {
             while self.tasks.join_next().await.is_some() {}
         }
         // Closes the TCP connections (their tasks end with the runtime).
-        self.streams.stop();
+        if let Some(s) = &mut self.streams {
+            s.stop();
+        }
     }
 
     /// Wait until the server's tasks end (they end only on a stop).
@@ -399,27 +402,9 @@ impl Drop for Server {
     /// threads (at once, [`udp::REST`] at worst, plus the hand-over).
     fn drop(&mut self) {
         self.signal_stop();
-        self.streams.stop();
-    }
-}
-
-/// The runtime of the TCP connections (None: no TCP listener). A runtime
-/// must not be dropped inside another one's task (the server is, in
-/// async code): it is stopped without waiting for its tasks, which only
-/// close their connections.
-struct StreamRuntime(Option<tokio::runtime::Runtime>);
-
-impl StreamRuntime {
-    fn stop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
+        if let Some(s) = &mut self.streams {
+            s.stop();
         }
-    }
-}
-
-impl Drop for StreamRuntime {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -506,37 +491,25 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     }
     core.start(Instant::now());
     let timer_threads = workers.clamp(1, core.lanes());
-    // The TCP and WebSocket connections run on a multi-thread runtime of their own.
-    let stream_runtime = StreamRuntime(if tcp_listeners.is_empty() && ws_listeners.is_empty() {
+    // The TCP, TLS and WebSocket connections run on threads of their own.
+    let stream_threads = if tcp_listeners.is_empty() && ws_listeners.is_empty() {
         None
     } else {
-        Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(workers)
-                .thread_name("sf-tcp")
-                // A worker's log lines are handed over when it runs out of
-                // work and written at most every few milliseconds (one write
-                // for many messages, as the UDP receive loops do). Only
-                // workers park: blocking-pool threads write each line.
-                .on_thread_unpark(crate::logbuf::batch)
-                .on_thread_park(crate::logbuf::flush_when_due)
-                .enable_all()
-                .build()?,
-        )
-    });
-    let streams = stream_runtime.0.as_ref().map(|runtime| {
+        Some(stream_threads::StreamThreads::start(workers)?)
+    };
+    let streams = stream_threads.as_ref().map(|threads| {
         let tcp: Vec<(usize, Transport, SocketAddr)> = tcp_listeners
             .iter()
             .map(|(index, transport, _)| (*index, *transport, local[*index]))
             .collect();
-        tcp::Streams::new(runtime.handle().clone(), tcp, options.streams, tls.clone())
+        tcp::Streams::new(threads.pool().clone(), tcp, options.streams, tls.clone())
     });
     let ws = streams
         .as_ref()
         .filter(|_| !ws_listeners.is_empty())
         .map(|s| {
             let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
-            ws::Sockets::new(Arc::clone(s.table()), s.runtime().clone(), acceptor)
+            ws::Sockets::new(Arc::clone(s.table()), s.pool().clone(), acceptor)
         });
     let sockets = Arc::new(Sockets {
         entries: sockets.into(),
@@ -682,7 +655,7 @@ pub async fn start(routes: &'static dyn Routes, options: Options) -> io::Result<
     Ok(Server {
         local,
         shared,
-        streams: stream_runtime,
+        streams: stream_threads,
         threads,
         tasks,
         stop,

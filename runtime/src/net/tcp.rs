@@ -4,10 +4,11 @@
 //! the connection table ([`super::connections`]), and the connections we
 //! open to send.
 //!
-//! All of it runs on a multi-thread tokio runtime of its own (`workers`
-//! threads, named `sf-tcp`), created by the server when it has a TCP
-//! listener: the core is called on those threads exactly as on the UDP
-//! receive threads, and the outgoing messages go through the same `send`.
+//! All of it runs on the stream threads (`sf-tcp0`, ... `--workers` of
+//! them, [`super::stream_threads`]), created by the server when it has a
+//! TCP listener: each connection lives on one of them, the core is called
+//! there exactly as on the UDP receive threads, and the outgoing messages
+//! go through the same `send`.
 //!
 //! A connection is closed when the peer closes it, on a read or write
 //! error, after [`Limits::idle_timeout`] without traffic either way, when a
@@ -44,6 +45,7 @@ use super::connections::{
 };
 use super::framing::{Frame, FrameError, Framer};
 use super::queue::{Queue, Queued};
+use super::stream_threads::Pool;
 use super::tls::Tls;
 use crate::metrics::{self, CloseReason, DropReason};
 use crate::proxy::{Outgoing, Payload};
@@ -61,7 +63,8 @@ const PONG: &[u8] = b"\r\n";
 /// The TCP side of a server.
 pub(super) struct Streams {
     table: Arc<Connections>,
-    runtime: tokio::runtime::Handle,
+    /// The stream threads: every connection runs on one of them.
+    pool: Pool,
     /// The index, transport and bound address of every TCP and TLS
     /// listener, in listen order.
     listeners: Vec<(usize, Transport, SocketAddr)>,
@@ -123,14 +126,14 @@ fn held(addr: SocketAddr) -> io::Result<bool> {
 
 impl Streams {
     pub(super) fn new(
-        runtime: tokio::runtime::Handle,
+        pool: Pool,
         listeners: Vec<(usize, Transport, SocketAddr)>,
         limits: Limits,
         tls: Option<Tls>,
     ) -> Arc<Streams> {
         Arc::new(Streams {
             table: Connections::new(limits),
-            runtime,
+            pool,
             listeners,
             tls,
             shared: OnceLock::new(),
@@ -156,9 +159,9 @@ impl Streams {
         &self.table
     }
 
-    /// The runtime the connections run on.
-    pub(super) fn runtime(&self) -> &tokio::runtime::Handle {
-        &self.runtime
+    /// The threads the connections run on.
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Accept connections on `listener` (listen entry `index`, TCP or
@@ -171,7 +174,7 @@ impl Streams {
         mut stop: watch::Receiver<bool>,
     ) {
         let this = Arc::clone(self);
-        self.runtime.spawn(async move {
+        self.pool.first().spawn(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -223,7 +226,18 @@ impl Streams {
             queued,
             slot,
         };
-        self.runtime.spawn(async move {
+        // The connection moves to the thread it is dealt to.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => return self.failed(conn, &format!("not moved to its thread: {e}")),
+        };
+        self.pool.next().spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    return this.failed(conn, &format!("not registered with its thread: {e}"));
+                }
+            };
             if transport != Transport::Tls {
                 return this.serve(shared, stream, conn).await;
             }
@@ -320,7 +334,8 @@ impl Streams {
             Routed::Connect(opening) => {
                 let this = Arc::clone(self);
                 let name = super::tls::server_name(host, to.ip());
-                self.runtime
+                self.pool
+                    .next()
                     .spawn(async move { this.connect(index, key, opening, name).await });
             }
         }
@@ -641,6 +656,10 @@ impl Reader<'_> {
         tokio::pin!(sleep);
         loop {
             tokio::select! {
+                // In this order (no random start: it costs more than the
+                // checks): the limits first, so that a peer that always
+                // has bytes ready cannot keep them from firing.
+                biased;
                 () = &mut sleep => {
                     let now = Instant::now();
                     if started.is_some_and(|s| now >= s + self.limits.header_timeout) {

@@ -34,8 +34,9 @@
 //! claim a host keeps it until it closes; at most [`MAX_ALIASES`] per
 //! connection). `.invalid` names are never looked up (RFC 6761 §6.4).
 //!
-//! These tasks run on the runtime of the TCP connections (`sf-tcp`), and
-//! the connections count against the same connection limit.
+//! These tasks run on the stream threads of the TCP connections
+//! (`sf-tcp0`, ..., [`super::stream_threads`]), and the connections count
+//! against the same connection limit.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,6 +57,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 use super::Shared;
 use super::connections::{Activity, Connections, Delivered, Limits};
 use super::queue::Queued;
+use super::stream_threads::Pool;
 use crate::metrics::{self, CloseReason, DropReason};
 use crate::proxy::{Outgoing, Payload};
 use crate::transport::Transport;
@@ -71,7 +73,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The WebSocket side of a server.
 pub(super) struct Sockets {
     table: Arc<Connections>,
-    runtime: tokio::runtime::Handle,
+    /// The stream threads: every connection runs on one of them.
+    pool: Pool,
     /// The server side of the `tls:` block, for `wss:` listeners.
     tls: Option<TlsAcceptor>,
     /// The server, to hand it messages (set once it exists).
@@ -104,12 +107,12 @@ pub(super) fn bind(
 impl Sockets {
     pub(super) fn new(
         table: Arc<Connections>,
-        runtime: tokio::runtime::Handle,
+        pool: Pool,
         tls: Option<TlsAcceptor>,
     ) -> Arc<Sockets> {
         Arc::new(Sockets {
             table,
-            runtime,
+            pool,
             tls,
             shared: OnceLock::new(),
             aliases: Mutex::new(HashMap::new()),
@@ -135,7 +138,7 @@ impl Sockets {
         mut stop: watch::Receiver<bool>,
     ) {
         let this = Arc::clone(self);
-        self.runtime.spawn(async move {
+        self.pool.first().spawn(async move {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -175,7 +178,25 @@ impl Sockets {
         };
         let _ = stream.set_nodelay(true);
         let this = Arc::clone(self);
-        self.runtime.spawn(async move {
+        // The connection moves to the thread it is dealt to.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, "{transport} connection not moved to its thread: {e}");
+                drop(slot);
+                metrics::connection_closed(CloseReason::Error);
+                return;
+            }
+        };
+        self.pool.next().spawn(async move {
+            let stream = match TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(%peer, "{transport} connection not registered with its thread: {e}");
+                    metrics::connection_closed(CloseReason::Error);
+                    return;
+                }
+            };
             let reason = match (transport, &this.tls) {
                 (Transport::Wss, Some(tls)) => {
                     let limits = this.table.limits;
