@@ -200,13 +200,24 @@ pub fn has_sip_start_line(message: &[u8]) -> bool {
 /// by anybody sane).
 fn content_length(head: &[u8]) -> Result<Option<usize>, FrameError> {
     let mut found: Option<usize> = None;
-    // Skip the start line.
-    for line in head.split(|&b| b == b'\n').skip(1) {
+    // Every line after the start line; only one that starts with `C` or
+    // `l` can be a Content-Length, so the others cost a memchr each (a
+    // line starting with whitespace continues the one before it).
+    for newline in memchr::memchr_iter(b'\n', head) {
+        let start = newline + 1;
+        let Some(first) = head.get(start) else {
+            break;
+        };
+        if !matches!(first, b'C' | b'c' | b'L' | b'l') {
+            continue;
+        }
+        let end = memchr::memchr(b'\n', &head[start..]).map_or(head.len(), |e| start + e);
+        let line = &head[start..end];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
-        let name = line[..colon].trim_ascii();
+        let name = line[..colon].trim_ascii_end();
         if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
             continue;
         }
@@ -293,6 +304,20 @@ mod tests {
                 Frame::Message(b"BYE sip:b@x SIP/2.0\r\nl : 3\r\n\r\nabc".to_vec()),
                 Frame::Message(b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec()),
             ]
+        );
+    }
+
+    #[test]
+    fn only_a_header_line_is_a_content_length_not_a_continuation_or_a_lookalike() {
+        // A folded line continues the header before it (Subject here),
+        // as the parser reads it; names that only start alike do not count.
+        let input = b"MESSAGE sip:b@x SIP/2.0\r\nSubject: a\r\n Content-Length: 9\r\nContent-Lengthy: 7\r\nCall-ID: 1\r\nLx: 4\r\ncontent-LENGTH:2\r\n\r\nhiOPTIONS sip:x SIP/2.0\r\n\r\n";
+        let got = frames(input, 7).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(&got[0], Frame::Message(m) if m.ends_with(b"\r\n\r\nhi")));
+        assert_eq!(
+            got[1],
+            Frame::Message(b"OPTIONS sip:x SIP/2.0\r\n\r\n".to_vec())
         );
     }
 
