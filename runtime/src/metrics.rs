@@ -713,9 +713,15 @@ pub fn source_banned() {
 
 /// The index of a stream transport in [`STREAM_TRANSPORTS`] (udp: none).
 fn stream_index(transport: crate::transport::Transport) -> Option<usize> {
-    STREAM_TRANSPORTS
-        .iter()
-        .position(|t| *t == transport.name())
+    use crate::transport::Transport;
+    // In the order of STREAM_TRANSPORTS (a unit test holds them together).
+    match transport {
+        Transport::Udp => None,
+        Transport::Tcp => Some(0),
+        Transport::Tls => Some(1),
+        Transport::Ws => Some(2),
+        Transport::Wss => Some(3),
+    }
 }
 
 /// A connection was accepted (`accepted`) or opened by us; it is open now
@@ -959,6 +965,14 @@ pub fn sample(exposition: &str, series: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_indexes_follow_the_stream_transport_labels() {
+        for t in crate::transport::Transport::ALL {
+            let by_name = STREAM_TRANSPORTS.iter().position(|n| *n == t.name());
+            assert_eq!(stream_index(t), by_name, "{}", t.name());
+        }
+    }
 
     #[test]
     fn the_transactions_gauge_sums_the_live_cores_when_scraped() {
