@@ -19,7 +19,9 @@
 //!
 //! Bounds: at most [`Limits::max_connections`] connections (accepted and
 //! opened together; over it an accept is closed at once and a send is
-//! dropped), at most [`Limits::max_per_source`] of them with one remote
+//! dropped), of which the ones we open take at most three quarters (a
+//! quarter stays for peers that connect to us, however many connections
+//! requests routed to unreachable hosts keep opening), at most [`Limits::max_per_source`] of them with one remote
 //! host (so one host cannot take every slot and lock the others out), a
 //! queue per connection bounded in messages and bytes ([`super::queue`]). The table is
 //! sharded by peer, so senders to different peers rarely meet on a lock.
@@ -210,11 +212,16 @@ pub struct Slot {
     source: Option<u128>,
     /// Accepted from a peer (not opened by us).
     accepted: bool,
+    /// Counted among the connections we open ([`Connections::max_opened`]).
+    opened: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.table.open.fetch_sub(1, Ordering::Relaxed);
+        if self.opened {
+            self.table.opened.fetch_sub(1, Ordering::Relaxed);
+        }
         metrics::connections_open(self.transport, -1);
         if let Some(source) = self.source {
             let mut counts = self
@@ -287,6 +294,8 @@ pub struct Connections {
     hasher: RandomState,
     next_id: AtomicU64,
     open: AtomicUsize,
+    /// Of those, the ones we opened (or are opening).
+    opened: AtomicUsize,
     /// Connections open, accepted or opened, by remote source (IPv6 by /64).
     per_source: Mutex<HashMap<u128, usize>>,
     pub limits: Limits,
@@ -302,6 +311,7 @@ impl Connections {
             hasher: RandomState::new(),
             next_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
+            opened: AtomicUsize::new(0),
             per_source: Mutex::new(HashMap::new()),
             limits,
             limit_logged: AtomicU64::new(u64::MAX),
@@ -324,32 +334,59 @@ impl Connections {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Count one more connection of `transport`, if under the limit.
+    /// Count one more connection of `transport` that we open, if under the limits.
     pub fn reserve(self: &Arc<Self>, transport: Transport) -> Option<Slot> {
-        self.reserve_from(transport, None).ok()
+        self.reserve_from(transport, None, false).ok()
+    }
+
+    /// The most connections we open ourselves: three quarters of
+    /// [`Limits::max_connections`]. The rest is kept for connections
+    /// peers open to us: a flood of requests routed to hosts that never
+    /// answer a connect (each attempt held for the connect timeout) must
+    /// not lock out the phones.
+    pub fn max_opened(&self) -> usize {
+        let max = self.limits.max_connections;
+        (max - max / 4).max(1)
     }
 
     /// Count one more connection of `transport` with the remote host
-    /// `source` (None: count it against the total only), if under both
-    /// limits.
+    /// `source` (None: count it against the total only), `accepted` from
+    /// it or opened by us, if under the limits.
     pub fn reserve_from(
         self: &Arc<Self>,
         transport: Transport,
         source: Option<IpAddr>,
+        accepted: bool,
     ) -> Result<Slot, Refused> {
+        if !accepted {
+            let max = self.max_opened();
+            self.opened
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .map_err(|_| Refused::Full)?;
+        }
         let max = self.limits.max_connections;
-        self.open
+        if self
+            .open
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
             })
-            .map_err(|_| Refused::Full)?;
+            .is_err()
+        {
+            if !accepted {
+                self.opened.fetch_sub(1, Ordering::Relaxed);
+            }
+            return Err(Refused::Full);
+        }
         metrics::connections_open(transport, 1);
         // From here the slot gives back what it took when dropped.
         let mut slot = Slot {
             table: Arc::clone(self),
             transport,
             source: None,
-            accepted: false,
+            accepted,
+            opened: !accepted,
         };
         if let Some(ip) = source {
             let key = crate::limits::source_key(ip, crate::limits::DEFAULT_IPV6_PREFIX);
@@ -379,11 +416,8 @@ impl Connections {
             metrics::connection_closed(metrics::CloseReason::Banned);
             return None;
         }
-        match self.reserve_from(transport, Some(peer.ip())) {
-            Ok(mut slot) => {
-                slot.accepted = true;
-                Some(slot)
-            }
+        match self.reserve_from(transport, Some(peer.ip()), true) {
+            Ok(slot) => Some(slot),
             Err(Refused::Full) => {
                 metrics::connection_closed(metrics::CloseReason::Limit);
                 if self.may_log_limit() {
@@ -519,7 +553,7 @@ impl Connections {
         // host that lures us into connecting to it (a Route to its
         // listener that accepts and says nothing) holds no more than one
         // that connects to us.
-        let Ok(slot) = self.reserve_from(key.0, Some(key.1.ip())) else {
+        let Ok(slot) = self.reserve_from(key.0, Some(key.1.ip()), false) else {
             return Routed::Limit;
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -573,6 +607,40 @@ mod tests {
             table.route(key(1), bytes("three")),
             Routed::Connect(_)
         ));
+    }
+
+    #[test]
+    fn connections_we_open_leave_a_quarter_of_the_slots_to_peers() {
+        let table = Connections::new(Limits {
+            max_connections: 8,
+            ..Limits::default()
+        });
+        assert_eq!(table.max_opened(), 6);
+        let peer = |i: u8| SocketAddr::from(([127, 0, 1, i], 5060));
+        // Requests to six unreachable hosts: six connections opening.
+        let opening: Vec<Routed> = (1..=6).map(|i| table.route(key(i), bytes("x"))).collect();
+        assert!(opening.iter().all(|r| matches!(r, Routed::Connect(_))));
+        // A seventh is refused although two slots are free...
+        assert!(matches!(table.route(key(7), bytes("x")), Routed::Limit));
+        // ...and they are the phones': two accepted, then the table is full.
+        let a = table.admit(Transport::Tcp, peer(1), false).unwrap();
+        let b = table.admit(Transport::Tcp, peer(2), false).unwrap();
+        assert!(a.accepted() && b.accepted());
+        assert!(table.admit(Transport::Tcp, peer(3), false).is_none());
+        assert_eq!(table.open(), 8);
+        // An opened connection that ends gives its share back to opening.
+        drop(opening);
+        assert_eq!(table.open(), 2);
+        assert!(matches!(
+            table.route(key(7), bytes("x")),
+            Routed::Connect(_)
+        ));
+        // Accepted connections may take every slot: the quarter is a floor for them, not a cap.
+        let more: Vec<Slot> = (3..=8)
+            .map(|i| table.admit(Transport::Tcp, peer(i), false).unwrap())
+            .collect();
+        assert_eq!(table.open(), 8);
+        drop((a, b, more));
     }
 
     #[test]
