@@ -772,3 +772,55 @@ async fn a_peer_that_does_not_read_costs_a_bounded_queue_then_its_connection() {
     drop(accepted);
     still_works(proxy).await;
 }
+
+/// Requests routed to hosts that accept a connection and never answer
+/// (held until the transaction gives up) cannot take every slot: the
+/// connections we open stop at three quarters of `max_connections`, and a
+/// phone that connects next still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_we_open_leave_room_for_phones() {
+    let limits = Limits {
+        max_connections: 8,
+        ..Limits::default()
+    };
+    let (server, proxy) = start(&common::relay::ROUTES, limits).await;
+    // Listeners that never accept: the kernel completes each connect, and
+    // nothing is ever said on it.
+    let mut silent = Vec::new();
+    for _ in 0..7 {
+        silent.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let mut caller = Conn::connect(proxy).await;
+    for (i, l) in silent.iter().enumerate() {
+        let ruri = format!(
+            "sip:bob@127.0.0.1:{};transport=tcp",
+            l.local_addr().unwrap().port()
+        );
+        let via = caller.via();
+        caller
+            .send(&common::request(
+                "OPTIONS",
+                &ruri,
+                &via,
+                &format!("lure-{i}"),
+                "",
+            ))
+            .await;
+    }
+    // Six open (three quarters of eight); the seventh is not sent, which
+    // ends its transaction at once (a 503 from that hop, 500 upstream).
+    let answer = caller.recv_final("the answer to the seventh").await;
+    assert!(answer.0.contains("lure-6"), "{}", answer.0);
+    assert_eq!(answer.start_line(), "SIP/2.0 500 Server Internal Error");
+    assert_eq!(server.connections(), 7, "the caller's and six opened");
+    // A phone connects: the eighth slot is its.
+    let before = closed("limit");
+    let mut phone = Conn::connect(proxy).await;
+    assert!(!phone.closed_within(300).await, "the phone was refused");
+    assert_eq!(server.connections(), 8);
+    // The table is full now: the next one is closed at once.
+    let mut late = Conn::connect(proxy).await;
+    assert!(late.closed_within(2000).await, "over the limit but kept");
+    assert!(closed("limit") > before);
+    drop(silent);
+}

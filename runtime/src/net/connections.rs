@@ -177,10 +177,10 @@ pub fn send_on(
 pub enum Routed {
     /// Queued on an open (or opening) connection.
     Queued,
-    /// Dropped: the connection's queue is full.
-    Full,
-    /// Dropped: too many connections to open another one.
-    Limit,
+    /// Not sent (given back): the connection's queue is full.
+    Full(Payload),
+    /// Not sent (given back): too many connections to open another one.
+    Limit(Payload),
     /// The message waits on the queue of a new connection, registered as
     /// `id`: the caller connects and runs it.
     Connect(Opening),
@@ -529,7 +529,7 @@ impl Connections {
             drop(shard);
             return match direct.send(&queue, bytes) {
                 Ok(()) => Routed::Queued,
-                Err(mpsc::error::TrySendError::Full(_)) => Routed::Full,
+                Err(mpsc::error::TrySendError::Full(bytes)) => Routed::Full(bytes),
                 Err(mpsc::error::TrySendError::Closed(bytes)) => {
                     // Its tasks ended: route again, as to a closed queue.
                     self.unregister_closed(key, &queue);
@@ -540,7 +540,7 @@ impl Connections {
         let bytes = match shard.entry(key) {
             Entry::Occupied(open) => match open.get().queue.try_send(bytes) {
                 Ok(()) => return Routed::Queued,
-                Err(mpsc::error::TrySendError::Full(_)) => return Routed::Full,
+                Err(mpsc::error::TrySendError::Full(bytes)) => return Routed::Full(bytes),
                 // Its tasks ended, and it is not unregistered yet: replace it.
                 Err(mpsc::error::TrySendError::Closed(bytes)) => {
                     open.remove();
@@ -554,7 +554,7 @@ impl Connections {
         // listener that accepts and says nothing) holds no more than one
         // that connects to us.
         let Ok(slot) = self.reserve_from(key.0, Some(key.1.ip()), false) else {
-            return Routed::Limit;
+            return Routed::Limit(bytes);
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, queued) = super::queue::channel();
@@ -621,7 +621,7 @@ mod tests {
         let opening: Vec<Routed> = (1..=6).map(|i| table.route(key(i), bytes("x"))).collect();
         assert!(opening.iter().all(|r| matches!(r, Routed::Connect(_))));
         // A seventh is refused although two slots are free...
-        assert!(matches!(table.route(key(7), bytes("x")), Routed::Limit));
+        assert!(matches!(table.route(key(7), bytes("x")), Routed::Limit(_)));
         // ...and they are the phones': two accepted, then the table is full.
         let a = table.admit(Transport::Tcp, peer(1), false).unwrap();
         let b = table.admit(Transport::Tcp, peer(2), false).unwrap();
@@ -651,14 +651,14 @@ mod tests {
         });
         let a = table.route(key(1), bytes("a"));
         let b = table.route(key(2), bytes("b"));
-        assert!(matches!(table.route(key(3), bytes("c")), Routed::Limit));
+        assert!(matches!(table.route(key(3), bytes("c")), Routed::Limit(_)));
         assert!(table.reserve(Transport::Tcp).is_none());
         drop(b);
         assert!(table.reserve(Transport::Tcp).is_some());
         for _ in 1..crate::net::queue::MESSAGES {
             assert!(matches!(table.route(key(1), bytes("x")), Routed::Queued));
         }
-        assert!(matches!(table.route(key(1), bytes("x")), Routed::Full));
+        assert!(matches!(table.route(key(1), bytes("x")), Routed::Full(_)));
         drop(a);
         // The limit line: once per second.
         assert!(table.may_log_limit());
@@ -681,7 +681,7 @@ mod tests {
         };
         assert!(matches!(
             table.route((Transport::Tcp, ip(9, 3)), bytes("c")),
-            Routed::Limit
+            Routed::Limit(_)
         ));
         assert!(
             table.admit(Transport::Tcp, ip(9, 4), false).is_none(),

@@ -316,20 +316,23 @@ impl Streams {
         let key = (transport, to);
         match self.table.route(key, bytes) {
             Routed::Queued => {}
-            Routed::Full => {
+            Routed::Full(bytes) => {
                 metrics::dropped(DropReason::Unsent);
                 tracing::debug!(%to, "{transport} connection's queue full: message dropped");
+                self.not_sent(index, bytes, to);
             }
-            Routed::Limit => {
+            Routed::Limit(bytes) => {
                 metrics::dropped(DropReason::Unsent);
                 metrics::connection_closed(CloseReason::Limit);
                 if self.table.may_log_limit() {
                     tracing::warn!(
                         %to,
                         max = self.table.limits.max_connections,
+                        opened_max = self.table.max_opened(),
                         "connection limit reached: cannot open a {transport} connection, message dropped (at most one such line per second)"
                     );
                 }
+                self.not_sent(index, bytes, to);
             }
             Routed::Connect(opening) => {
                 let this = Arc::clone(self);
@@ -338,6 +341,15 @@ impl Streams {
                     .next()
                     .spawn(async move { this.connect(index, key, opening, name).await });
             }
+        }
+    }
+
+    /// Tell the core a message was not sent: a relayed request's
+    /// transaction goes on at once, as after a transport error (RFC 3261
+    /// §8.1.3.1: a 503 from that hop), not after its timeout.
+    fn not_sent(&self, index: usize, bytes: Payload, to: SocketAddr) {
+        if let Some(shared) = self.shared() {
+            super::unsent(&shared, index, bytes.as_ref(), to);
         }
     }
 
