@@ -100,6 +100,21 @@ impl Pool {
         &self.handles[self.pick(Instant::now())]
     }
 
+    /// Run `serve` on the thread a connection just accepted is dealt to,
+    /// with the socket moved there (taken out of the accepting thread's
+    /// event loop and registered with its own); an error to move it is
+    /// `serve`'s to handle.
+    pub fn adopt<F, Fut>(&self, stream: tokio::net::TcpStream, serve: F)
+    where
+        F: FnOnce(io::Result<tokio::net::TcpStream>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let moved = stream.into_std();
+        self.next().spawn(async move {
+            serve(moved.and_then(tokio::net::TcpStream::from_std)).await;
+        });
+    }
+
     /// The runtime the accept loops run on.
     pub fn first(&self) -> &Handle {
         &self.handles[0]

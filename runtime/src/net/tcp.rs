@@ -226,17 +226,10 @@ impl Streams {
             queued,
             slot,
         };
-        // The connection moves to the thread it is dealt to.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => return self.failed(conn, &format!("not moved to its thread: {e}")),
-        };
-        self.pool.next().spawn(async move {
-            let stream = match TcpStream::from_std(stream) {
+        self.pool.adopt(stream, move |stream| async move {
+            let stream = match stream {
                 Ok(s) => s,
-                Err(e) => {
-                    return this.failed(conn, &format!("not registered with its thread: {e}"));
-                }
+                Err(e) => return this.failed(conn, &format!("not moved to its thread: {e}")),
             };
             if transport != Transport::Tls {
                 return this.serve(shared, stream, conn).await;

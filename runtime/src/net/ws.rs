@@ -178,21 +178,11 @@ impl Sockets {
         };
         let _ = stream.set_nodelay(true);
         let this = Arc::clone(self);
-        // The connection moves to the thread it is dealt to.
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(%peer, "{transport} connection not moved to its thread: {e}");
-                drop(slot);
-                metrics::connection_closed(CloseReason::Error);
-                return;
-            }
-        };
-        self.pool.next().spawn(async move {
-            let stream = match TcpStream::from_std(stream) {
+        self.pool.adopt(stream, move |stream| async move {
+            let stream = match stream {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::debug!(%peer, "{transport} connection not registered with its thread: {e}");
+                    tracing::debug!(%peer, "{transport} connection not moved to its thread: {e}");
                     metrics::connection_closed(CloseReason::Error);
                     return;
                 }
