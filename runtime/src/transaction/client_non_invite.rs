@@ -84,7 +84,8 @@ impl ClientNonInvite {
         self.reliable
     }
 
-    /// The request this transaction sends.
+    /// The request this transaction sends; empty once a final response
+    /// made it `Completed`.
     pub fn request(&self) -> &Arc<[u8]> {
         &self.request
     }
@@ -109,6 +110,10 @@ impl ClientNonInvite {
                     self.state = ClientNonInviteState::Completed;
                     self.retransmit_at = None;
                     self.timeout_at = after(now, self.timers.k(self.reliable));
+                    // Never sent again (`Completed` only absorbs
+                    // retransmitted responses): free it for Timer K's
+                    // lingering (5 s over UDP).
+                    self.request = Arc::from(&[][..]);
                 }
             }
             ClientNonInviteState::Completed | ClientNonInviteState::Terminated => {}
@@ -250,6 +255,7 @@ mod tests {
         c.on_response(clock.at(100), 200, &mut out);
         assert_eq!(out, vec![Action::DeliverResponse { status: 200 }]);
         assert_eq!(c.state(), ClientNonInviteState::Completed);
+        assert!(c.request().is_empty(), "the request is freed for Timer K");
         // Retransmissions absorbed; no request retransmission.
         out.clear();
         c.on_response(clock.at(200), 200, &mut out);
