@@ -133,6 +133,46 @@ async fn invite_relayed_with_100_trying_and_replies_passed_up() {
     assert!(server.transactions() >= 1);
 }
 
+/// A non-INVITE whose final response went up frees its stored request
+/// (nothing reads it any more) but keeps answering: the caller's
+/// retransmission gets the same final response, with what the `reply`
+/// route wrote from the request, and the callee's is absorbed.
+#[tokio::test]
+async fn a_settled_non_invite_still_answers_retransmissions() {
+    let (_server, proxy) = start_proxy_with(routes(), fast_timers()).await;
+    let call = Call::new(proxy, "st-settled").await;
+    let message = request(
+        "MESSAGE",
+        &call.ruri,
+        &call.via,
+        &call.call_id,
+        "Max-Forwards: 70\r\n",
+    );
+    call.uac.send(proxy, &message).await;
+    let (relayed, _) = call.uas.recv("MESSAGE").await;
+    call.uas
+        .send(proxy, &response_to(&relayed, "200 OK", ""))
+        .await;
+    let (ok, _) = call.uac.recv("200 for the MESSAGE").await;
+    assert_eq!(ok.start_line(), "SIP/2.0 200 OK");
+    assert_eq!(ok.header("X-Request").as_deref(), Some("MESSAGE bob"));
+    // The caller did not see it and sends the MESSAGE again.
+    call.uac.send(proxy, &message).await;
+    let (again, _) = call.uac.recv("the 200 again").await;
+    assert_eq!(again.start_line(), "SIP/2.0 200 OK");
+    assert_eq!(again.header("X-Request").as_deref(), Some("MESSAGE bob"));
+    call.uas
+        .expect_silence(300, "the retransmitted MESSAGE is not relayed")
+        .await;
+    // The callee's retransmitted 200 ends in its client transaction.
+    call.uas
+        .send(proxy, &response_to(&relayed, "200 OK", ""))
+        .await;
+    call.uac
+        .expect_silence(300, "a retransmitted 200 of a settled MESSAGE")
+        .await;
+}
+
 #[tokio::test]
 async fn retransmitted_invite_is_absorbed_and_the_last_provisional_resent() {
     let (_server, proxy) = start_proxy_with(routes(), fast_timers()).await;

@@ -38,8 +38,9 @@ use crate::metrics::{self, BranchRefusal, DropReason};
 use crate::sip::{HeaderName, Message};
 use crate::target::NextHop;
 use crate::transaction::{
-    Action, ClientInvite, ClientNonInvite, Machine, RequestKeyFields, ServerInvite,
-    ServerNonInvite, Timers, TransactionId, TransactionKey, TransactionTable, has_magic_cookie,
+    Action, ClientInvite, ClientNonInvite, ClientNonInviteState, Machine, RequestKeyFields,
+    ServerInvite, ServerNonInvite, Timers, TransactionId, TransactionKey, TransactionTable,
+    has_magic_cookie,
 };
 use crate::transport::Transport;
 
@@ -746,6 +747,7 @@ impl Stateful {
                     _ => {}
                 }
             }
+            release_settled_request(txn);
         });
         ResponseMatch::Done
     }
@@ -1656,6 +1658,31 @@ fn deliver_with(
         cancel_branches(env, now, txn, Some(index), actions, out);
     }
     maybe_complete(env, now, id, txn, actions, out);
+}
+
+/// Frees the stored request of a non-INVITE that is settled: its final
+/// response went upstream and every branch has its own final response.
+/// Nothing reads the request again (no route runs on the transaction, no
+/// branch or CANCEL is made from it), while the server transaction keeps
+/// the transaction for Timer J (32 s over UDP) to answer retransmissions
+/// with the response it holds. An INVITE keeps its request: a 2xx
+/// retransmitted during Timer M still runs the `reply` route, whose
+/// request variables read it.
+fn release_settled_request(txn: &mut ProxyTxn) {
+    let settled = matches!(txn.server, Server::NonInvite(_))
+        && txn.final_sent
+        && txn.groups.is_empty()
+        && !txn.request.is_empty()
+        && txn.branches.iter().all(|b| {
+            b.waiting.is_none()
+                && matches!(&b.client, Client::NonInvite(c) if matches!(
+                    c.state(),
+                    ClientNonInviteState::Completed | ClientNonInviteState::Terminated
+                ))
+        });
+    if settled {
+        txn.request = Arc::from(&[][..]);
+    }
 }
 
 /// The Call-ID of a stored request (for log lines: only evaluated when enabled).
