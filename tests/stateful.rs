@@ -130,6 +130,9 @@ async fn invite_relayed_with_100_trying_and_replies_passed_up() {
         .await;
     let again = call.uac_next("200 retransmission").await;
     assert_eq!(again.start_line(), "SIP/2.0 200 OK");
+    // The transaction kept only the request line after the first 2xx:
+    // the reply route's request variables still read it.
+    assert_eq!(again.header("X-Request").as_deref(), Some("INVITE bob"));
     assert!(server.transactions() >= 1);
 }
 

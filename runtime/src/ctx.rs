@@ -118,7 +118,9 @@ pub struct Ctx<'a> {
     /// The message the route runs on (a request, or a response in `reply`).
     msg: &'a Message<'a>,
     /// The request a stateful reply's request variables read, parsed only
-    /// when a variable reads it (most reply routes read none).
+    /// when a variable reads it (most reply routes read none). Only its
+    /// request line once a 2xx went upstream (`stateful::keep_request_line`):
+    /// request variables must read nothing else of it.
     stored: Option<&'a [u8]>,
     stored_parsed: std::cell::OnceCell<Option<Message<'a>>>,
     /// `$rs` / `$rr` in `failure` (the best response, or 408 on timeout).

@@ -1645,6 +1645,7 @@ fn deliver_with(
             // §16.7 step 10: the call is answered; the other branches go.
             txn.groups.clear();
             cancel_branches(env, now, txn, Some(index), actions, out);
+            keep_request_line(txn);
         }
         return;
     }
@@ -1658,6 +1659,26 @@ fn deliver_with(
         cancel_branches(env, now, txn, Some(index), actions, out);
     }
     maybe_complete(env, now, id, txn, actions, out);
+}
+
+/// A 2xx went upstream: from now on the stored request is read only by
+/// the `reply` route's request variables (`$rm`, `$ru`, `$rU`, `$rd`,
+/// `$rp`: the request line) for the responses still to come (2xx
+/// retransmissions during Timer M, the answers of cancelled forks). No
+/// branch, CANCEL, failure route or local final response is made after a
+/// final response went upstream. So only the request line is kept, not
+/// the whole request and its body, for the 32 s the transaction lingers.
+fn keep_request_line(txn: &mut ProxyTxn) {
+    let Some(end) = memchr::memchr(b'\n', &txn.request) else {
+        return;
+    };
+    if end + 1 >= txn.request.len() {
+        return;
+    }
+    let mut line = Vec::with_capacity(end + 3);
+    line.extend_from_slice(&txn.request[..=end]);
+    line.extend_from_slice(b"\r\n");
+    txn.request = Arc::from(line);
 }
 
 /// Frees the stored request of a non-INVITE that is settled: its final
