@@ -1669,16 +1669,22 @@ fn deliver_with(
 /// final response went upstream. So only the request line is kept, not
 /// the whole request and its body, for the 32 s the transaction lingers.
 fn keep_request_line(txn: &mut ProxyTxn) {
-    let Some(end) = memchr::memchr(b'\n', &txn.request) else {
-        return;
-    };
-    if end + 1 >= txn.request.len() {
-        return;
+    if let Some(line) = request_line_only(&txn.request) {
+        txn.request = Arc::from(line);
+    }
+}
+
+/// The request line of `request` as a message of its own (the line and
+/// an empty line), or None when that would not be shorter.
+fn request_line_only(request: &[u8]) -> Option<Vec<u8>> {
+    let end = memchr::memchr(b'\n', request)?;
+    if end + 3 >= request.len() {
+        return None;
     }
     let mut line = Vec::with_capacity(end + 3);
-    line.extend_from_slice(&txn.request[..=end]);
+    line.extend_from_slice(&request[..=end]);
     line.extend_from_slice(b"\r\n");
-    txn.request = Arc::from(line);
+    Some(line)
 }
 
 /// Frees the stored request of a non-INVITE that is settled: its final
@@ -2279,6 +2285,21 @@ mod tests {
         assert!(ack.starts_with("ACK sip:bob@10.0.0.2 SIP/2.0\r\n"));
         assert!(ack.contains("To: <sip:bob@x>;tag=99\r\n"));
         assert!(ack.contains("CSeq: 7 ACK\r\n"));
+    }
+
+    #[test]
+    fn after_a_2xx_only_the_request_line_is_kept() {
+        let invite = b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-1\r\n\
+                       Call-ID: c1\r\nContent-Length: 4\r\n\r\nbody";
+        let kept = request_line_only(invite).expect("shorter");
+        assert_eq!(kept, b"INVITE sip:bob@example.com SIP/2.0\r\n\r\n");
+        // What the reply route's request variables read is still there.
+        let msg = Message::parse(&kept).expect("a message of its own");
+        assert_eq!(msg.method(), Some("INVITE"));
+        assert_eq!(msg.request_uri(), Some("sip:bob@example.com"));
+        // Already only a request line: left as it is.
+        assert!(request_line_only(&kept).is_none());
+        assert!(request_line_only(b"no line end").is_none());
     }
 
     #[test]
