@@ -1692,9 +1692,9 @@ fn request_line_only(request: &[u8]) -> Option<Vec<u8>> {
 /// Nothing reads the request again (no route runs on the transaction, no
 /// branch or CANCEL is made from it), while the server transaction keeps
 /// the transaction for Timer J (32 s over UDP) to answer retransmissions
-/// with the response it holds. An INVITE keeps its request: a 2xx
-/// retransmitted during Timer M still runs the `reply` route, whose
-/// request variables read it.
+/// with the response it holds. An INVITE keeps its request line
+/// ([`keep_request_line`]): a 2xx retransmitted during Timer M still runs
+/// the `reply` route, whose request variables read it.
 fn release_settled_request(txn: &mut ProxyTxn) {
     let settled = matches!(txn.server, Server::NonInvite(_))
         && txn.final_sent
